@@ -1,0 +1,663 @@
+#include "onnx/model_reader.h"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstring>
+#include <map>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include "ir/data_type.h"
+#include "onnx/errors.h"
+#include "onnx/mapped_file.h"
+#include "onnx/wire.h"
+
+namespace onnx2fx {
+namespace {
+
+using wire::FieldName;
+using wire::MessageSchema;
+using wire::Reader;
+
+// Message types and field names from onnx.proto. The numbers are dispatched on in the readers
+// below; the names make error messages read like ModelProto.graph.initializer[3].raw_data.
+constexpr FieldName kModelFields[] = {
+    {1, "ir_version"}, {2, "producer_name"}, {3, "producer_version"}, {4, "domain"},
+    {5, "model_version"}, {6, "doc_string"}, {7, "graph"}, {8, "opset_import"},
+    {14, "metadata_props"}, {20, "training_info"}, {25, "functions"}, {26, "configuration"}};
+constexpr FieldName kOperatorSetIdFields[] = {{1, "domain"}, {2, "version"}};
+constexpr FieldName kStringStringEntryFields[] = {{1, "key"}, {2, "value"}};
+constexpr FieldName kGraphFields[] = {
+    {1, "node"}, {2, "name"}, {5, "initializer"}, {10, "doc_string"}, {11, "input"}, {12, "output"},
+    {13, "value_info"}, {14, "quantization_annotation"}, {15, "sparse_initializer"}, {16, "metadata_props"}};
+constexpr FieldName kNodeFields[] = {
+    {1, "input"}, {2, "output"}, {3, "name"}, {4, "op_type"}, {5, "attribute"}, {6, "doc_string"},
+    {7, "domain"}, {8, "overload"}, {9, "metadata_props"}, {10, "device_configurations"}};
+constexpr FieldName kAttributeFields[] = {
+    {1, "name"}, {2, "f"}, {3, "i"}, {4, "s"}, {5, "t"}, {6, "g"}, {7, "floats"}, {8, "ints"},
+    {9, "strings"}, {10, "tensors"}, {11, "graphs"}, {13, "doc_string"}, {14, "tp"}, {15, "type_protos"},
+    {20, "type"}, {21, "ref_attr_name"}, {22, "sparse_tensor"}, {23, "sparse_tensors"}};
+constexpr FieldName kTensorFields[] = {
+    {1, "dims"}, {2, "data_type"}, {3, "segment"}, {4, "float_data"}, {5, "int32_data"},
+    {6, "string_data"}, {7, "int64_data"}, {8, "name"}, {9, "raw_data"}, {10, "double_data"},
+    {11, "uint64_data"}, {12, "doc_string"}, {13, "external_data"}, {14, "data_location"},
+    {16, "metadata_props"}};
+constexpr FieldName kSparseTensorFields[] = {{1, "values"}, {2, "indices"}, {3, "dims"}};
+constexpr FieldName kValueInfoFields[] = {{1, "name"}, {2, "type"}, {3, "doc_string"}, {4, "metadata_props"}};
+constexpr FieldName kTypeFields[] = {
+    {1, "tensor_type"}, {4, "sequence_type"}, {5, "map_type"}, {6, "denotation"},
+    {7, "opaque_type"}, {8, "sparse_tensor_type"}, {9, "optional_type"}};
+constexpr FieldName kTensorTypeFields[] = {{1, "elem_type"}, {2, "shape"}};
+constexpr FieldName kElementTypeFields[] = {{1, "elem_type"}};
+constexpr FieldName kMapTypeFields[] = {{1, "key_type"}, {2, "value_type"}};
+constexpr FieldName kShapeFields[] = {{1, "dim"}};
+constexpr FieldName kDimensionFields[] = {{1, "dim_value"}, {2, "dim_param"}, {3, "denotation"}};
+constexpr FieldName kFunctionFields[] = {
+    {1, "name"}, {4, "input"}, {5, "output"}, {6, "attribute"}, {7, "node"}, {8, "doc_string"},
+    {9, "opset_import"}, {10, "domain"}, {11, "attribute_proto"}, {12, "value_info"}, {13, "overload"},
+    {14, "metadata_props"}};
+
+constexpr MessageSchema kModelProto{"ModelProto", kModelFields};
+constexpr MessageSchema kOperatorSetIdProto{"OperatorSetIdProto", kOperatorSetIdFields};
+constexpr MessageSchema kStringStringEntryProto{"StringStringEntryProto", kStringStringEntryFields};
+constexpr MessageSchema kGraphProto{"GraphProto", kGraphFields};
+constexpr MessageSchema kNodeProto{"NodeProto", kNodeFields};
+constexpr MessageSchema kAttributeProto{"AttributeProto", kAttributeFields};
+constexpr MessageSchema kTensorProto{"TensorProto", kTensorFields};
+constexpr MessageSchema kSparseTensorProto{"SparseTensorProto", kSparseTensorFields};
+constexpr MessageSchema kValueInfoProto{"ValueInfoProto", kValueInfoFields};
+constexpr MessageSchema kTypeProto{"TypeProto", kTypeFields};
+constexpr MessageSchema kTensorTypeProto{"TypeProto.Tensor", kTensorTypeFields};
+constexpr MessageSchema kSparseTensorTypeProto{"TypeProto.SparseTensor", kTensorTypeFields};
+constexpr MessageSchema kSequenceTypeProto{"TypeProto.Sequence", kElementTypeFields};
+constexpr MessageSchema kOptionalTypeProto{"TypeProto.Optional", kElementTypeFields};
+constexpr MessageSchema kMapTypeProto{"TypeProto.Map", kMapTypeFields};
+constexpr MessageSchema kTensorShapeProto{"TensorShapeProto", kShapeFields};
+constexpr MessageSchema kDimensionProto{"TensorShapeProto.Dimension", kDimensionFields};
+constexpr MessageSchema kFunctionProto{"FunctionProto", kFunctionFields};
+
+constexpr std::int32_t kDataLocationExternal = 1;
+
+// The data fields of a TensorProto, gathered before the dims and type they depend on are known.
+struct TensorData {
+  std::optional<std::span<const std::byte>> raw_data;
+  std::vector<float> float_data;
+  std::vector<std::int32_t> int32_data;
+  std::vector<std::int64_t> int64_data;
+  std::vector<double> double_data;
+  std::vector<std::uint64_t> uint64_data;
+  std::int32_t data_location = 0;
+  std::optional<std::string> location, offset, length;  // external_data entries
+};
+
+std::string format_dims(const std::vector<std::int64_t>& dims) {
+  std::string text = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
+  return text + "]";
+}
+
+// Copies each value's low `value_bytes` bytes (little-endian narrowing) into `out`.
+template <class T>
+void store_values(const std::vector<T>& values, std::size_t value_bytes, bool as_bool, std::byte* out) {
+  if (as_bool) {
+    std::ranges::transform(values, out, [](T value) { return std::byte{value != 0}; });
+  } else if (value_bytes == sizeof(T)) {
+    std::memcpy(out, values.data(), values.size() * sizeof(T));
+  } else {
+    for (std::size_t i = 0; i < values.size(); ++i) std::memcpy(out + i * value_bytes, &values[i], value_bytes);
+  }
+}
+
+bool is_within(const std::filesystem::path& path, const std::filesystem::path& folder) {
+  return std::ranges::mismatch(folder, path).in1 == folder.end();
+}
+
+class ModelReader {
+ public:
+  ModelReader(std::shared_ptr<MappedFile> file, std::optional<std::filesystem::path> base_dir)
+      : file_(std::move(file)), base_dir_(std::move(base_dir)) {}
+
+  std::unique_ptr<Model> read() {
+    auto model = std::make_unique<Model>();
+    file_->advise(MappedFile::Access::Random);  // parsing reads headers; the weights stay on disk
+    read_model(Reader(file_->bytes(), file_->bytes().data(), kModelProto), *model);
+    file_->advise(MappedFile::Access::Normal);
+    if (!model->graph)
+      throw ParseError(file_->size() == 0 ? "model has no graph: the input is empty" : "model has no graph");
+    if (model->ir_version >= 3 && model->opset_imports.empty()) throw ParseError("model has no opset_import");
+    return model;
+  }
+
+ private:
+  void read_model(Reader reader, Model& model) {
+    while (reader.next()) switch (reader.tag()) {
+        case 1: model.ir_version = reader.get_int64(); break;
+        case 2: model.producer_name = reader.get_string(); break;
+        case 3: model.producer_version = reader.get_string(); break;
+        case 4: model.domain = reader.get_string(); break;
+        case 5: model.model_version = reader.get_int64(); break;
+        case 6: model.doc_string = reader.get_string(); break;
+        case 7: read_graph(reader.get_message(kGraphProto), merge_into(model.graph), 1); break;
+        case 8:
+          model.opset_imports.push_back(
+              read_opset(reader.get_message(kOperatorSetIdProto, model.opset_imports.size())));
+          break;
+        case 14:
+          model.metadata_props.push_back(
+              read_entry(reader.get_message(kStringStringEntryProto, model.metadata_props.size())));
+          break;
+        case 25:
+          model.functions.push_back(read_function(reader.get_message(kFunctionProto, model.functions.size())));
+          break;
+        default: reader.skip();
+      }
+  }
+
+  OperatorSetId read_opset(Reader reader) {
+    OperatorSetId opset;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: opset.domain = reader.get_string(); break;
+        case 2: opset.version = reader.get_int64(); break;
+        default: reader.skip();
+      }
+    return opset;
+  }
+
+  std::pair<std::string, std::string> read_entry(Reader reader) {
+    std::pair<std::string, std::string> entry;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: entry.first = reader.get_string(); break;
+        case 2: entry.second = reader.get_string(); break;
+        default: reader.skip();
+      }
+    return entry;
+  }
+
+  // A message field given twice is merged, as protobuf does.
+  static Graph& merge_into(std::shared_ptr<Graph>& graph) {
+    if (!graph) graph = std::make_shared<Graph>();
+    return *graph;
+  }
+
+  // Reads into `graph`. `depth` is 1 for the main graph, one more for each enclosing attribute.
+  void read_graph(Reader reader, Graph& graph, int depth) {
+    if (depth > kMaxGraphDepth)
+      throw ParseError("graphs nested deeper than " + std::to_string(kMaxGraphDepth) + " levels at " + reader.where());
+    while (reader.next()) switch (reader.tag()) {
+        case 1: graph.nodes.push_back(read_node(reader.get_message(kNodeProto, graph.nodes.size()), depth)); break;
+        case 2: graph.name = reader.get_string(); break;
+        case 5:
+          graph.initializers.push_back(read_tensor(reader.get_message(kTensorProto, graph.initializers.size())));
+          break;
+        case 10: graph.doc_string = reader.get_string(); break;
+        case 11:
+          graph.inputs.push_back(read_value_info(reader.get_message(kValueInfoProto, graph.inputs.size())));
+          break;
+        case 12:
+          graph.outputs.push_back(read_value_info(reader.get_message(kValueInfoProto, graph.outputs.size())));
+          break;
+        case 13:
+          graph.value_info.push_back(read_value_info(reader.get_message(kValueInfoProto, graph.value_info.size())));
+          break;
+        case 15:
+          graph.sparse_initializers.push_back(
+              read_sparse_tensor(reader.get_message(kSparseTensorProto, graph.sparse_initializers.size())));
+          break;
+        default: reader.skip();
+      }
+  }
+
+  std::shared_ptr<Node> read_node(Reader reader, int depth) {
+    if (++node_count_ > kMaxNodes)
+      throw ParseError("model has more than " + std::to_string(kMaxNodes) + " nodes at " + reader.where());
+    auto node = std::make_shared<Node>();
+    while (reader.next()) switch (reader.tag()) {
+        case 1: node->inputs.push_back(reader.get_string()); break;
+        case 2: node->outputs.push_back(reader.get_string()); break;
+        case 3: node->name = reader.get_string(); break;
+        case 4: node->op_type = reader.get_string(); break;
+        case 5:
+          node->attributes.push_back(
+              read_attribute(reader.get_message(kAttributeProto, node->attributes.size()), depth));
+          break;
+        case 6: node->doc_string = reader.get_string(); break;
+        case 7: node->domain = reader.get_string(); break;
+        case 8: node->overload = reader.get_string(); break;
+        default: reader.skip();
+      }
+    return node;
+  }
+
+  // `depth` is that of the graph holding the node; subgraphs are one deeper.
+  Attribute read_attribute(Reader reader, int depth) {
+    Attribute attribute;
+    bool has_type = false, has_f = false, has_i = false, has_s = false;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: attribute.name = reader.get_string(); break;
+        case 2:
+          has_f = true;
+          attribute.f = reader.get_float();
+          break;
+        case 3:
+          has_i = true;
+          attribute.i = reader.get_int64();
+          break;
+        case 4:
+          has_s = true;
+          attribute.s = reader.get_byte_string();
+          break;
+        case 5: attribute.t = read_tensor(reader.get_message(kTensorProto)); break;
+        case 6: read_graph(reader.get_message(kGraphProto), merge_into(attribute.g), depth + 1); break;
+        case 7: reader.get_repeated_fixed(attribute.floats); break;
+        case 8: reader.get_repeated_varints(attribute.ints); break;
+        case 9: attribute.strings.push_back(reader.get_byte_string()); break;
+        case 10:
+          attribute.tensors.push_back(read_tensor(reader.get_message(kTensorProto, attribute.tensors.size())));
+          break;
+        case 11:
+          read_graph(reader.get_message(kGraphProto, attribute.graphs.size()),
+                     *attribute.graphs.emplace_back(std::make_shared<Graph>()), depth + 1);
+          break;
+        case 13: attribute.doc_string = reader.get_string(); break;
+        case 14: attribute.tp = read_type(reader.get_message(kTypeProto), 1); break;
+        case 15:
+          attribute.type_protos.push_back(read_type(reader.get_message(kTypeProto, attribute.type_protos.size()), 1));
+          break;
+        case 20: attribute.type = static_cast<AttributeType>(reader.get_int32()), has_type = true; break;
+        case 21: attribute.ref_attr_name = reader.get_string(); break;
+        case 22: attribute.sparse_tensor = read_sparse_tensor(reader.get_message(kSparseTensorProto)); break;
+        case 23:
+          attribute.sparse_tensors.push_back(
+              read_sparse_tensor(reader.get_message(kSparseTensorProto, attribute.sparse_tensors.size())));
+          break;
+        default: reader.skip();
+      }
+    if (!has_type) {
+      attribute.type = infer_attribute_type(attribute, has_f, has_i, has_s);
+    } else if (attribute_type_name(attribute.type).empty()) {
+      throw ParseError("attribute '" + attribute.name + "' has unknown type " +
+                       std::to_string(static_cast<int>(attribute.type)) + " at " + reader.where());
+    }
+    return attribute;
+  }
+
+  // Old files omit AttributeProto.type; the field that is set tells it.
+  static AttributeType infer_attribute_type(const Attribute& a, bool has_f, bool has_i, bool has_s) {
+    using enum AttributeType;
+    if (a.t) return Tensor;
+    if (a.g) return Graph;
+    if (a.sparse_tensor) return SparseTensor;
+    if (a.tp) return TypeProto;
+    if (!a.floats.empty()) return Floats;
+    if (!a.ints.empty()) return Ints;
+    if (!a.strings.empty()) return Strings;
+    if (!a.tensors.empty()) return Tensors;
+    if (!a.graphs.empty()) return Graphs;
+    if (!a.sparse_tensors.empty()) return SparseTensors;
+    if (!a.type_protos.empty()) return TypeProtos;
+    if (has_s) return String;
+    if (has_i) return Int;
+    if (has_f) return Float;
+    return Undefined;
+  }
+
+  ValueInfo read_value_info(Reader reader) {
+    ValueInfo info;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: info.name = reader.get_string(); break;
+        case 2: info.type = read_type(reader.get_message(kTypeProto), 1); break;
+        case 3: info.doc_string = reader.get_string(); break;
+        default: reader.skip();
+      }
+    return info;
+  }
+
+  TypeInfo read_type(Reader reader, int depth) {
+    if (depth > kMaxTypeDepth)
+      throw ParseError("types nested deeper than " + std::to_string(kMaxTypeDepth) + " levels at " + reader.where());
+    TypeInfo type;
+    while (reader.next()) switch (reader.tag()) {
+        case 1:
+          type.kind = "tensor";
+          read_tensor_type(reader.get_message(kTensorTypeProto), type);
+          break;
+        case 4:
+          type.kind = "sequence";
+          type.element = read_element_type(reader.get_message(kSequenceTypeProto), depth);
+          break;
+        case 5:
+          type.kind = "map";
+          read_map_type(reader.get_message(kMapTypeProto), type, depth);
+          break;
+        case 7:
+          type.kind = "opaque";
+          reader.skip();
+          break;
+        case 8:
+          type.kind = "sparse_tensor";
+          read_tensor_type(reader.get_message(kSparseTensorTypeProto), type);
+          break;
+        case 9:
+          type.kind = "optional";
+          type.element = read_element_type(reader.get_message(kOptionalTypeProto), depth);
+          break;
+        default: reader.skip();
+      }
+    return type;
+  }
+
+  void read_tensor_type(Reader reader, TypeInfo& type) {
+    while (reader.next()) switch (reader.tag()) {
+        case 1: type.elem_type = reader.get_int32(); break;
+        case 2: type.shape = read_shape(reader.get_message(kTensorShapeProto)); break;
+        default: reader.skip();
+      }
+  }
+
+  // The elem_type of a TypeProto.Sequence or TypeProto.Optional.
+  std::shared_ptr<const TypeInfo> read_element_type(Reader reader, int depth) {
+    std::shared_ptr<const TypeInfo> element;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: element = std::make_shared<TypeInfo>(read_type(reader.get_message(kTypeProto), depth + 1)); break;
+        default: reader.skip();
+      }
+    return element;
+  }
+
+  void read_map_type(Reader reader, TypeInfo& type, int depth) {
+    while (reader.next()) switch (reader.tag()) {
+        case 1: type.elem_type = reader.get_int32(); break;
+        case 2: type.element = std::make_shared<TypeInfo>(read_type(reader.get_message(kTypeProto), depth + 1)); break;
+        default: reader.skip();
+      }
+  }
+
+  std::vector<Dimension> read_shape(Reader reader) {
+    std::vector<Dimension> shape;
+    while (reader.next()) switch (reader.tag()) {
+        case 1:
+          if (shape.size() == kMaxRank)
+            throw ParseError("shape has more than " + std::to_string(kMaxRank) + " dimensions at " + reader.where());
+          shape.push_back(read_dimension(reader.get_message(kDimensionProto, shape.size())));
+          break;
+        default: reader.skip();
+      }
+    return shape;
+  }
+
+  Dimension read_dimension(Reader reader) {
+    Dimension dimension;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: dimension = reader.get_int64(); break;
+        case 2: dimension = reader.get_string(); break;
+        default: reader.skip();
+      }
+    return dimension;
+  }
+
+  Function read_function(Reader reader) {
+    Function function;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: function.name = reader.get_string(); break;
+        case 4: function.inputs.push_back(reader.get_string()); break;
+        case 5: function.outputs.push_back(reader.get_string()); break;
+        case 6: function.attributes.push_back(reader.get_string()); break;
+        case 7: function.nodes.push_back(read_node(reader.get_message(kNodeProto, function.nodes.size()), 1)); break;
+        case 8: function.doc_string = reader.get_string(); break;
+        case 9:
+          function.opset_imports.push_back(
+              read_opset(reader.get_message(kOperatorSetIdProto, function.opset_imports.size())));
+          break;
+        case 10: function.domain = reader.get_string(); break;
+        case 11:
+          function.attribute_defaults.push_back(
+              read_attribute(reader.get_message(kAttributeProto, function.attribute_defaults.size()), 1));
+          break;
+        case 13: function.overload = reader.get_string(); break;
+        default: reader.skip();
+      }
+    return function;
+  }
+
+  SparseTensor read_sparse_tensor(Reader reader) {
+    SparseTensor sparse;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: sparse.values = read_tensor(reader.get_message(kTensorProto)); break;
+        case 2: sparse.indices = read_tensor(reader.get_message(kTensorProto)); break;
+        case 3: reader.get_repeated_varints(sparse.dims); break;
+        default: reader.skip();
+      }
+    if (std::ranges::any_of(sparse.dims, [](std::int64_t dim) { return dim < 0; }))
+      throw ParseError("sparse tensor '" + sparse.values.name + "' has negative dims " + format_dims(sparse.dims) +
+                       " at " + reader.where());
+    return sparse;
+  }
+
+  Tensor read_tensor(Reader reader) {
+    Tensor tensor;
+    TensorData data;
+    while (reader.next()) switch (reader.tag()) {
+        case 1: reader.get_repeated_varints(tensor.dims); break;
+        case 2: tensor.data_type = reader.get_int32(); break;
+        case 3: reader.fail("unsupported", "segmented tensors are not supported");
+        case 4: reader.get_repeated_fixed(data.float_data); break;
+        case 5: reader.get_repeated_varints(data.int32_data); break;
+        case 6: tensor.strings.push_back(reader.get_byte_string()); break;
+        case 7: reader.get_repeated_varints(data.int64_data); break;
+        case 8: tensor.name = reader.get_string(); break;
+        case 9: data.raw_data = reader.get_bytes(); break;
+        case 10: reader.get_repeated_fixed(data.double_data); break;
+        case 11: reader.get_repeated_varints(data.uint64_data); break;
+        case 12: tensor.doc_string = reader.get_string(); break;
+        case 13: add_external_entry(read_entry(reader.get_message(kStringStringEntryProto)), data); break;
+        case 14: data.data_location = reader.get_int32(); break;
+        default: reader.skip();
+      }
+    attach_data(tensor, data, reader);
+    return tensor;
+  }
+
+  static void add_external_entry(std::pair<std::string, std::string> entry, TensorData& data) {
+    auto& [key, value] = entry;
+    if (key == "location") data.location = std::move(value);
+    if (key == "offset") data.offset = std::move(value);
+    if (key == "length") data.length = std::move(value);
+  }
+
+  // Validates the tensor's size and points its data at the bytes that hold it.
+  void attach_data(Tensor& tensor, const TensorData& data, const Reader& reader) {
+    const auto error = [&](const std::string& detail) {
+      return ParseError("tensor '" + tensor.name + "'" + detail + " (" + reader.where() + ")");
+    };
+    const DataTypeInfo* info = data_type_info(tensor.data_type);
+    if (!info) throw error(" has unknown data type " + std::to_string(tensor.data_type));
+    if (tensor.dims.size() > kMaxRank)
+      throw error(" has " + std::to_string(tensor.dims.size()) + " dimensions, more than " + std::to_string(kMaxRank));
+    std::uint64_t count = 1;
+    for (std::int64_t dim : tensor.dims) {
+      if (dim < 0)
+        throw error(" has negative dimension " + std::to_string(dim) + " in dims " + format_dims(tensor.dims));
+      if (__builtin_mul_overflow(count, static_cast<std::uint64_t>(dim), &count))
+        throw error(": dims " + format_dims(tensor.dims) + " overflow the element count");
+    }
+    const std::optional<std::uint64_t> storage = storage_bytes(*info, count);
+    if (!storage) throw error(": dims " + format_dims(tensor.dims) + " overflow the byte size");
+    const std::uint64_t byte_size = *storage;
+    const std::string need = "dims " + format_dims(tensor.dims) + " of " + std::string(info->name) + " need ";
+    const bool is_string = tensor.data_type == static_cast<std::int32_t>(DataType::String);
+
+    const std::array<std::pair<std::string_view, std::size_t>, 6> typed_fields{{
+        {"float_data", data.float_data.size()},
+        {"int32_data", data.int32_data.size()},
+        {"string_data", tensor.strings.size()},
+        {"int64_data", data.int64_data.size()},
+        {"double_data", data.double_data.size()},
+        {"uint64_data", data.uint64_data.size()},
+    }};
+    const auto typed = std::ranges::find_if(typed_fields, [](const auto& field) { return field.second > 0; });
+    const bool has_typed = typed != typed_fields.end();
+
+    if (data.data_location == kDataLocationExternal) {
+      if (data.raw_data || has_typed) throw error(" has both external and embedded data");
+      if (is_string) throw error(" is a STRING tensor, which cannot use external data");
+      return attach_external_data(tensor, data, byte_size, need, reader);
+    }
+    if (data.raw_data) {
+      if (has_typed) throw error(" has data in both raw_data and " + std::string(typed->first));
+      if (is_string) throw error(" is a STRING tensor, which cannot use raw_data");
+      if (byte_size > file_->size())
+        throw error(": " + need + std::to_string(byte_size) + " bytes but the whole file has only " +
+                    std::to_string(file_->size()));
+      if (data.raw_data->size() != byte_size)
+        throw error(": raw_data has " + std::to_string(data.raw_data->size()) + " bytes but " + need +
+                    std::to_string(byte_size));
+      const std::size_t offset = reader.offset_of(data.raw_data->data());
+      if (byte_size > 0) tensor.data = {file_->bytes().data() + offset, data.raw_data->size()};
+      tensor.owner = file_;
+      tensor.source = file_.get();
+      tensor.data_offset = static_cast<std::int64_t>(offset);
+      return;
+    }
+
+    // Typed fields: each data type has one field, whose values each fill `value_bytes` of storage.
+    const auto decode = [&]<class T>(const std::vector<T>& values, std::string_view field, std::size_t value_bytes) {
+      for (const auto& [other, size] : typed_fields)
+        if (size > 0 && other != field)
+          throw error(" of type " + std::string(info->name) + " has values in " + std::string(other) + ", expected " +
+                      std::string(field));
+      const std::uint64_t expected = value_bytes ? byte_size / value_bytes : count;
+      if (values.size() != expected) {
+        if (values.empty()) throw error(" has no data but " + need + std::to_string(expected) + " values");
+        throw error(": " + std::string(field) + " has " + std::to_string(values.size()) + " values but " + need +
+                    std::to_string(expected));
+      }
+      if constexpr (!std::is_same_v<T, std::string>) {
+        if (expected == 0) return;
+        auto buffer = std::make_shared_for_overwrite<std::byte[]>(byte_size);
+        store_values(values, value_bytes, tensor.data_type == static_cast<std::int32_t>(DataType::Bool), buffer.get());
+        tensor.data = {buffer.get(), byte_size};
+        tensor.owner = std::move(buffer);
+      }
+    };
+    const std::size_t element_bytes = info->bits_per_element / 8;
+    switch (static_cast<DataType>(tensor.data_type)) {
+      case DataType::Float:
+      case DataType::Complex64: return decode(data.float_data, "float_data", sizeof(float));
+      case DataType::Double:
+      case DataType::Complex128: return decode(data.double_data, "double_data", sizeof(double));
+      case DataType::Int64: return decode(data.int64_data, "int64_data", sizeof(std::int64_t));
+      case DataType::Uint32:
+      case DataType::Uint64: return decode(data.uint64_data, "uint64_data", element_bytes);
+      case DataType::String: return decode(tensor.strings, "string_data", 0);
+      case DataType::Float6E2M3:
+      case DataType::Float6E3M2:
+        if (!data.int32_data.empty()) throw error(": int32_data is not supported for " + std::string(info->name));
+        return decode(data.int32_data, "raw_data", 1);
+      default:  // int32_data holds the narrower types, packed sub-byte types one byte per value
+        return decode(data.int32_data, "int32_data", is_packed(*info) ? 1 : element_bytes);
+    }
+  }
+
+  void attach_external_data(Tensor& tensor, const TensorData& data, std::uint64_t byte_size, const std::string& need,
+                            const Reader& reader) {
+    const std::string at = " (" + reader.where() + ")";
+    const std::string of_tensor = " of tensor '" + tensor.name + "'";
+    if (!data.location || data.location->empty())
+      throw ExternalDataError("external data" + of_tensor + " has no location" + at);
+    tensor.external_location = *data.location;
+    const std::shared_ptr<MappedFile> file = open_external_file(*data.location, tensor.name, at);
+    const auto parse_number = [&](const std::string& text, std::string_view key) {
+      std::uint64_t value = 0;
+      const auto [end, status] = std::from_chars(text.data(), text.data() + text.size(), value);
+      if (status != std::errc{} || end != text.data() + text.size())
+        throw ExternalDataError("external data " + std::string(key) + " '" + text + "'" + of_tensor +
+                                " is not a number" + at);
+      return value;
+    };
+    const std::uint64_t offset = data.offset ? parse_number(*data.offset, "offset") : 0;
+    const std::uint64_t available = offset <= file->size() ? file->size() - offset : 0;
+    const std::uint64_t length = data.length ? parse_number(*data.length, "length") : available;
+    if (offset > file->size() || length > available)
+      throw ExternalDataError("external data" + of_tensor + " (offset " + std::to_string(offset) + ", length " +
+                              std::to_string(length) + ") runs past the end of '" + *data.location + "' (" +
+                              std::to_string(file->size()) + " bytes)" + at);
+    if (length != byte_size)
+      throw ExternalDataError("tensor '" + tensor.name + "': external data has " + std::to_string(length) +
+                              " bytes but " + need + std::to_string(byte_size) + at);
+    if (length > 0) tensor.data = {file->bytes().data() + offset, length};
+    tensor.owner = file;
+    tensor.source = file.get();
+    tensor.data_offset = static_cast<std::int64_t>(offset);
+  }
+
+  // Maps an external data file once per model, refusing locations outside the model folder.
+  std::shared_ptr<MappedFile> open_external_file(const std::string& location, const std::string& tensor_name,
+                                                 const std::string& at) {
+    namespace fs = std::filesystem;
+    if (!base_dir_)
+      throw ExternalDataError("tensor '" + tensor_name +
+                              "' has external data but the model was loaded from bytes without a base_dir" + at);
+    const std::string of_tensor = " of tensor '" + tensor_name + "'";
+    const fs::path relative(location);
+    if (relative.has_root_path())
+      throw ExternalDataError("external data location '" + location + "'" + of_tensor +
+                              " is an absolute path; it must be relative to the model folder" + at);
+    const fs::path normal = relative.lexically_normal();
+    if (!normal.empty() && *normal.begin() == "..")
+      throw ExternalDataError("external data location '" + location + "'" + of_tensor + " leaves the model folder" +
+                              at);
+    const fs::path full = *base_dir_ / normal;
+    std::error_code error;
+    const fs::path resolved = fs::canonical(full, error);
+    if (error == std::errc::no_such_file_or_directory)
+      throw ExternalDataError("external data file '" + location + "'" + of_tensor + " not found (looked for " +
+                              full.string() + ")" + at);
+    if (error)
+      throw ExternalDataError("external data file '" + location + "'" + of_tensor + " cannot be resolved: " +
+                              error.message() + at);
+    if (!canonical_base_dir_) {
+      canonical_base_dir_ = fs::canonical(*base_dir_, error);
+      if (error)
+        throw ExternalDataError("model folder '" + base_dir_->string() + "' cannot be resolved: " + error.message());
+    }
+    if (!is_within(resolved, *canonical_base_dir_))
+      throw ExternalDataError("external data location '" + location + "'" + of_tensor + " resolves to '" +
+                              resolved.string() + "', outside the model folder" + at);
+    auto& file = external_files_[resolved];
+    if (!file) {
+      try {
+        file = MappedFile::map(resolved);
+      } catch (const std::system_error& failure) {
+        external_files_.erase(resolved);
+        throw ExternalDataError("cannot read external data file '" + location + "'" + of_tensor + ": " +
+                                failure.code().message() + at);
+      }
+    }
+    return file;
+  }
+
+  std::shared_ptr<MappedFile> file_;
+  std::optional<std::filesystem::path> base_dir_;
+  std::optional<std::filesystem::path> canonical_base_dir_;
+  std::map<std::filesystem::path, std::shared_ptr<MappedFile>> external_files_;  // by canonical path
+  std::size_t node_count_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Model> load_model(const std::filesystem::path& path) {
+  const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
+  auto model = ModelReader(MappedFile::map(path), folder).read();
+  model->path = path.string();
+  return model;
+}
+
+std::unique_ptr<Model> load_model_from_bytes(std::span<const std::byte> bytes,
+                                             std::optional<std::filesystem::path> base_dir) {
+  return ModelReader(MappedFile::copy_of(bytes), std::move(base_dir)).read();
+}
+
+}  // namespace onnx2fx

@@ -1,0 +1,33 @@
+// Reads a serialized ModelProto into the IR without the protobuf library.
+//
+// Limits against hostile files: graphs nest at most kMaxGraphDepth deep and types kMaxTypeDepth deep,
+// tensors and shapes have at most kMaxRank dimensions, and a model has at most kMaxNodes nodes in
+// all its graphs and functions. Tensor sizes are checked against the bytes that could hold them
+// before anything is allocated.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+
+#include "ir/ir.h"
+
+namespace onnx2fx {
+
+inline constexpr int kMaxGraphDepth = 64;
+inline constexpr int kMaxTypeDepth = 64;
+inline constexpr std::size_t kMaxRank = 64;
+inline constexpr std::size_t kMaxNodes = std::size_t{1} << 22;
+
+// Maps `path` and reads it; external data resolves relative to the file's folder.
+// Throws std::system_error if the file cannot be opened, ParseError / ExternalDataError if it is invalid.
+std::unique_ptr<Model> load_model(const std::filesystem::path& path);
+
+// Copies `bytes` once and reads them; external data resolves relative to `base_dir`, and without
+// one any tensor with external data is an ExternalDataError.
+std::unique_ptr<Model> load_model_from_bytes(std::span<const std::byte> bytes,
+                                             std::optional<std::filesystem::path> base_dir);
+
+}  // namespace onnx2fx

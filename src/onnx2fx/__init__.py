@@ -1,0 +1,42 @@
+"""onnx2fx: ONNX models as readable, FX-traceable PyTorch, validated against onnxruntime.
+
+Public API::
+
+    from onnx2fx import OnnxToFxConverter, AccuracyValidator, convert_onnx_to_fx
+    gm = OnnxToFxConverter("model.onnx").convert()
+    metrics = AccuracyValidator("model.onnx", gm, tolerance=1.0).validate()
+"""
+
+from __future__ import annotations
+
+from .converter import ConversionResult, OnnxToFxConverter, convert_onnx_to_fx
+from .errors import (
+    ConversionError,
+    ExternalDataError,
+    GraphStructureError,
+    ModelFormatError,
+    Onnx2FxError,
+    UnsupportedOperatorError,
+    ValidationInputError,
+)
+from .ops.registry import onnx_op
+from .validator import AccuracyValidator, OutputMetrics, ValidationMetrics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccuracyValidator",
+    "ConversionError",
+    "ConversionResult",
+    "ExternalDataError",
+    "GraphStructureError",
+    "ModelFormatError",
+    "Onnx2FxError",
+    "OnnxToFxConverter",
+    "OutputMetrics",
+    "UnsupportedOperatorError",
+    "ValidationInputError",
+    "ValidationMetrics",
+    "convert_onnx_to_fx",
+    "onnx_op",
+]

@@ -1,0 +1,294 @@
+"""Native core of onnx2fx: reads ONNX files into a graph IR and runs graph passes.
+
+The reader parses the protobuf wire format directly from a private, copy-on-write memory map of the
+file. Tensor data in ``raw_data`` or external data is never copied: :meth:`Tensor.numpy` returns a
+writable view whose writes stay in memory. Errors are raised as the classes of
+:mod:`onnx2fx.errors` (``ModelFormatError``, ``ExternalDataError``, ``GraphStructureError``).
+"""
+
+import os
+from typing import TypeAlias
+
+import numpy as np
+
+AttributeValue: TypeAlias = (
+    float
+    | int
+    | bytes
+    | Tensor
+    | Graph
+    | SparseTensor
+    | TypeInfo
+    | list[float]
+    | list[int]
+    | list[bytes]
+    | list[Tensor]
+    | list[Graph]
+    | list[SparseTensor]
+    | list[TypeInfo]
+    | None
+)
+
+class Tensor:
+    """A TensorProto. Its data lives in the model's memory map, an external file's map, or an owned
+    buffer (for data given in typed fields such as ``float_data``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def doc_string(self) -> str: ...
+    @property
+    def data_type(self) -> int:
+        """The ``TensorProto.DataType`` value."""
+    @property
+    def dims(self) -> list[int]: ...
+    @property
+    def nbytes(self) -> int:
+        """Bytes of data (packed for sub-byte types); for STRING tensors the total string length."""
+    @property
+    def data_location(self) -> str:
+        """``"default"`` (stored in the model) or ``"external"``."""
+    @property
+    def external_location(self) -> str:
+        """The external data file as written in the model, relative to its folder; ``""`` if embedded."""
+    @property
+    def data_offset(self) -> int:
+        """Offset of the data within its file (the model, or the external file); -1 for owned data."""
+    def numpy(self) -> np.ndarray:
+        """The data as an array shaped by ``dims``, without copying.
+
+        The array is a writable view that keeps the underlying memory alive; writes never reach the
+        file. FLOAT16 gives float16, BFLOAT16 uint16 bit patterns, the FLOAT8 types uint8 bit
+        patterns, BOOL bool, COMPLEX64/128 complex. Sub-byte types (INT4, UINT4, FLOAT4E2M1, INT2,
+        UINT2, FLOAT6*) give their packed bytes as uint8 of shape ``(nbytes,)``.
+
+        Raises:
+            TypeError: for STRING tensors; use :meth:`strings`.
+        """
+    def aligned_numpy(self) -> np.ndarray:
+        """Like :meth:`numpy`, but at an address aligned for the element type.
+
+        The zero-copy view when the bytes already are aligned; otherwise a copy, after which the
+        file pages that held only this tensor are released from memory (they were only read, so
+        the kernel re-reads them from the file if they are needed again). Protobuf places
+        raw_data at arbitrary offsets, so most embedded weights take the copy.
+        """
+    def strings(self) -> list[bytes]:
+        """The elements of a STRING tensor (empty for other types)."""
+
+class SparseTensor:
+    """A SparseTensorProto: the non-zero ``values``, their ``indices``, and the dense ``dims``."""
+
+    @property
+    def values(self) -> Tensor: ...
+    @property
+    def indices(self) -> Tensor: ...
+    @property
+    def dims(self) -> list[int]: ...
+
+class TypeInfo:
+    """A TypeProto."""
+
+    @property
+    def kind(self) -> str:
+        """``"tensor"``, ``"sparse_tensor"``, ``"sequence"``, ``"map"``, ``"optional"``, ``"opaque"``,
+        or ``""`` when no type is given."""
+    @property
+    def elem_type(self) -> int:
+        """Element data type of tensors and sparse tensors, key type of maps; 0 when unknown."""
+    @property
+    def shape(self) -> list[int | str | None] | None:
+        """Tensor shape: an int per fixed dimension, a str per symbolic one, None for an unknown one.
+        None when no shape is given (unknown rank); ``[]`` for a scalar."""
+    @property
+    def element(self) -> TypeInfo | None:
+        """Element type of sequences and optionals, value type of maps."""
+
+class ValueInfo:
+    """A ValueInfoProto: a named value with its type."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def doc_string(self) -> str: ...
+    @property
+    def type(self) -> TypeInfo: ...
+
+class Attribute:
+    """An AttributeProto."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str:
+        """``"FLOAT"``, ``"INT"``, ``"STRING"``, ``"TENSOR"``, ``"GRAPH"``, ``"FLOATS"``, ``"INTS"``,
+        ``"STRINGS"``, ``"TENSORS"``, ``"GRAPHS"``, ``"SPARSE_TENSOR"``, ``"SPARSE_TENSORS"``,
+        ``"TYPE_PROTO"``, ``"TYPE_PROTOS"`` or ``"UNDEFINED"``. Files that omit the type get the
+        type of the field that is set."""
+    @property
+    def value(self) -> AttributeValue:
+        """The value of the field ``type`` names (None for UNDEFINED). STRING(S) are bytes."""
+    @property
+    def ref_attr_name(self) -> str:
+        """Inside a function body: the function attribute this one refers to; else ``""``."""
+    @property
+    def doc_string(self) -> str: ...
+
+class Node:
+    """A NodeProto."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def op_type(self) -> str: ...
+    @property
+    def domain(self) -> str:
+        """As written in the file (``""`` or ``"ai.onnx"`` for the default domain)."""
+    @property
+    def overload(self) -> str: ...
+    @property
+    def doc_string(self) -> str: ...
+    @property
+    def inputs(self) -> list[str]:
+        """Input value names; ``""`` marks an omitted optional input."""
+    @property
+    def outputs(self) -> list[str]: ...
+    @property
+    def attributes(self) -> dict[str, Attribute]:
+        """Attributes by name, in file order."""
+
+class Graph:
+    """A GraphProto. Lists are built from the current state at each access, so they reflect passes
+    run since; nodes removed by a pass stay valid while Python holds them."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def doc_string(self) -> str: ...
+    @property
+    def nodes(self) -> list[Node]:
+        """Nodes in their current order."""
+    @property
+    def inputs(self) -> list[ValueInfo]:
+        """Inputs as in the file, which for old IR versions include initializer names."""
+    @property
+    def outputs(self) -> list[ValueInfo]: ...
+    @property
+    def value_info(self) -> list[ValueInfo]: ...
+    @property
+    def initializers(self) -> list[Tensor]: ...
+    @property
+    def sparse_initializers(self) -> list[SparseTensor]: ...
+    def topological_sort(self) -> bool:
+        """Orders the nodes of this graph and its subgraphs so each follows the producers of its
+        inputs (including values its subgraphs use from this graph). Stable: among ready nodes the
+        earliest in the current order goes first, so a valid order is kept.
+
+        Returns:
+            Whether any order changed.
+
+        Raises:
+            GraphStructureError: the graph has a cycle; the message names its nodes.
+        """
+    def eliminate_dead_code(self) -> bool:
+        """Removes nodes none of whose outputs reach a graph output, here and in subgraphs.
+
+        Returns:
+            Whether any node was removed.
+        """
+    def check(self) -> None:
+        """Checks that every node input and graph output is defined before use (by a graph input,
+        an initializer, an earlier node, or for subgraphs an enclosing graph) and that no value is
+        defined twice. This graph is checked as a main graph.
+
+        Raises:
+            GraphStructureError: naming the node and value at fault.
+        """
+
+class Function:
+    """A FunctionProto (a model-local function)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def overload(self) -> str: ...
+    @property
+    def doc_string(self) -> str: ...
+    @property
+    def inputs(self) -> list[str]: ...
+    @property
+    def outputs(self) -> list[str]: ...
+    @property
+    def attributes(self) -> list[str]:
+        """Names of the attributes without a default value."""
+    @property
+    def attribute_defaults(self) -> dict[str, Attribute]:
+        """Attributes with a default value (``attribute_proto``), by name."""
+    @property
+    def nodes(self) -> list[Node]: ...
+    @property
+    def opset_imports(self) -> dict[str, int]:
+        """Opset versions by domain; the default domain (``""`` or ``"ai.onnx"``) is ``""``."""
+
+class Model:
+    """A ModelProto."""
+
+    @property
+    def ir_version(self) -> int: ...
+    @property
+    def producer_name(self) -> str: ...
+    @property
+    def producer_version(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def model_version(self) -> int: ...
+    @property
+    def doc_string(self) -> str: ...
+    @property
+    def opset_imports(self) -> dict[str, int]:
+        """Opset versions by domain; the default domain (``""`` or ``"ai.onnx"``) is ``""``."""
+    @property
+    def metadata_props(self) -> dict[str, str]: ...
+    @property
+    def graph(self) -> Graph: ...
+    @property
+    def functions(self) -> list[Function]: ...
+    @property
+    def path(self) -> str:
+        """The file the model was loaded from; ``""`` when loaded from bytes."""
+
+def load_model(path: str | os.PathLike[str], *, run_passes: bool = True) -> Model:
+    """Reads an ONNX file. External data resolves relative to the file's folder.
+
+    Args:
+        path: The ``.onnx`` file.
+        run_passes: Topologically sort and check the main graph and all subgraphs.
+
+    Raises:
+        FileNotFoundError: (or another OSError) if the file cannot be opened.
+        ModelFormatError: the file is not a valid model; the message names the field and byte offset.
+        ExternalDataError: external data is missing, outside the model folder, or out of range.
+        GraphStructureError: with ``run_passes``, a cycle or an undefined value.
+    """
+
+def load_model_from_bytes(
+    data: bytes, *, base_dir: str | os.PathLike[str] | None = None, run_passes: bool = True
+) -> Model:
+    """Reads a serialized model, copying ``data`` once.
+
+    Args:
+        data: The serialized ModelProto.
+        base_dir: Folder that external data locations are relative to. Without it, any tensor with
+            external data raises ExternalDataError.
+        run_passes: Topologically sort and check the main graph and all subgraphs.
+    """
+
+def elem_size(data_type: int) -> int:
+    """Bytes per element of a ``TensorProto.DataType``; 0 for STRING and sub-byte types.
+
+    Raises:
+        ValueError: for an unknown data type.
+    """

@@ -1,0 +1,1 @@
+"""Generation of the PyTorch module: emitter, values, identifiers and the model.py renderer."""

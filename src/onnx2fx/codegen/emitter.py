@@ -1,0 +1,524 @@
+"""The emitter: what op handlers call to produce generated PyTorch code.
+
+Every call both *writes a line* of the generated ``forward`` (or ``__init__``) and *evaluates*
+the same torch function on fake tensors with symbolic sizes, so the next handler knows the
+dtype and shape of what it receives without running the model. When every input of a call is a
+compile-time constant (and none of them is a trainable weight) the call is evaluated for real
+instead and no code is written: this is how shape arithmetic folds away.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+from ..errors import ConversionError, UnsupportedOperatorError
+from .names import NameScope
+from .values import SymElem, Value
+
+# A constant computation whose result has more elements than this is left to run time.
+MAX_FOLDED_ELEMENTS = 1 << 20
+# Integer or bool constants up to this many elements are written inline as literals.
+MAX_LITERAL_ELEMENTS = 16
+
+
+@dataclass
+class NodeInfo:
+    """The ONNX node being lowered, for error messages and for origin tracking."""
+
+    name: str
+    op_type: str
+    domain: str
+    opset: int
+    outputs: list[str]
+
+
+@dataclass
+class ForwardLine:
+    text: str
+    node: str | None  # ONNX node name this line belongs to
+    targets: list[str] = field(default_factory=list)  # local variables the line assigns
+
+
+@dataclass
+class ParameterOrigin:
+    """Where a parameter or buffer of the generated module comes from in the ONNX file."""
+
+    initializer: str | None
+    transform: str | None = None  # e.g. "transpose" when the parameter is B^T of a Gemm
+
+
+@dataclass
+class Helper:
+    name: str
+    source: str
+    fn: Callable[..., Any]
+    leaf: bool
+
+
+@dataclass
+class EmittedModule:
+    """Everything needed to render ``model.py`` and to load its weights."""
+
+    init_lines: list[str]
+    forward_lines: list[ForwardLine]
+    input_names: list[str]
+    input_onnx_names: list[str]
+    output_codes: list[str]
+    output_onnx_names: list[str]
+    helpers: list[Helper]
+    state: dict[str, torch.Tensor]
+    parameter_origins: dict[str, ParameterOrigin]
+    module_origins: dict[str, str]  # submodule attribute -> ONNX node name
+    nodes: dict[str, NodeInfo]  # ONNX node name -> what it was
+    tensor_codes: dict[str, str]  # ONNX tensor name -> code in forward ("" when folded to a constant)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int64)
+
+
+class Emitter:
+    """Accumulates the generated module while the graph is lowered node by node."""
+
+    def __init__(self, fake_mode: FakeTensorMode | None = None) -> None:
+        self.fake_mode = fake_mode or FakeTensorMode(shape_env=ShapeEnv(duck_shape=False), allow_non_fake_inputs=True)
+        self.attrs = NameScope()
+        self.locals = NameScope()
+        self.init_lines: list[str] = []
+        self.forward_lines: list[ForwardLine] = []
+        self.helpers: dict[str, Helper] = {}
+        self.state: dict[str, torch.Tensor] = {}
+        self.parameter_origins: dict[str, ParameterOrigin] = {}
+        self.module_origins: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self.node: NodeInfo | None = None
+        self._initializer_attr: dict[str, str] = {}
+        self._namespace: dict[str, Any] = {"torch": torch, "nn": nn, "F": F, "math": math}
+        self._fake_cache: dict[int, torch.Tensor] = {}
+        self._modules: dict[str, nn.Module] = {}
+        self.nodes: dict[str, NodeInfo] = {}
+
+    # ----------------------------------------------------------------------------- node context
+    def begin_node(self, node: NodeInfo) -> None:
+        self.node = node
+        self.nodes[node.name] = node
+
+    def unsupported(self, attribute: str | None, detail: str) -> UnsupportedOperatorError:
+        """An error naming this node, op, domain, opset and what is not handled. Raise it."""
+        n = self.node
+        assert n is not None
+        where = f"node {n.name!r} ({n.op_type}, domain {n.domain or 'ai.onnx'!r}, opset {n.opset})"
+        what = f"attribute {attribute}: {detail}" if attribute else detail
+        return UnsupportedOperatorError(
+            f"{where}: {what}", node=n.name, op_type=n.op_type, domain=n.domain, opset=n.opset,
+            attribute=attribute,
+        )
+
+    def error(self, detail: str) -> ConversionError:
+        n = self.node
+        where = f"node {n.name!r} ({n.op_type})" if n else "graph"
+        return ConversionError(f"{where}: {detail}")
+
+    def warn(self, message: str) -> None:
+        prefix = f"node {self.node.name!r} ({self.node.op_type}): " if self.node else ""
+        self.warnings.append(prefix + message)
+
+    # ----------------------------------------------------------------------------- values
+    def input(self, onnx_name: str, fake: torch.Tensor) -> Value:
+        ident = self.locals.fresh(onnx_name, "input")
+        return Value(onnx_name, fake, code=ident)
+
+    def const(self, tensor: torch.Tensor, onnx_name: str = "const", initializer: str | None = None) -> Value:
+        return Value(onnx_name, None, const=tensor, origin_initializer=initializer)
+
+    def elements_value(self, elements: Sequence[SymElem | int], scalar: bool = False,
+                       dtype: torch.dtype = torch.int64) -> Value:
+        """A small integer tensor whose elements are known (possibly symbolically)."""
+        elems = [SymElem.of(e) for e in elements]
+        if all(e.is_static for e in elems):
+            data = torch.tensor([e.value for e in elems], dtype=dtype)
+            return Value("shape", None, const=data.reshape(()) if scalar else data, elements=elems,
+                         scalar=scalar)
+        with self.fake_mode:
+            fake = torch.empty(() if scalar else (len(elems),), dtype=dtype)
+        return Value("shape", fake, elements=elems, scalar=scalar)
+
+    def fake(self, v: Value) -> torch.Tensor:
+        if v.fake is not None:
+            return v.fake
+        assert v.const is not None
+        key = id(v.const)
+        if key not in self._fake_cache:
+            self._fake_cache[key] = self.fake_mode.from_tensor(v.const, static_shapes=True)
+        v.fake = self._fake_cache[key]
+        return v.fake
+
+    def dim(self, x: Value, axis: int) -> SymElem:
+        """Size of ``x`` along ``axis``: an int when static, else ``x.shape[axis]`` in code."""
+        if x.const is not None:
+            return SymElem.of(int(x.const.shape[axis]))
+        size = self.fake(x).shape[axis]
+        if isinstance(size, int):
+            return SymElem.of(size)
+        return SymElem(f"{self.ref(x)}.shape[{axis if axis >= 0 else axis + x.rank}]", size)
+
+    def shape(self, x: Value) -> list[SymElem]:
+        return [self.dim(x, i) for i in range(x.rank)]
+
+    def int_list(self, v: Value | None) -> list[SymElem] | None:
+        """The elements of a small integer tensor known at conversion time, else ``None``."""
+        if v is None:
+            return None
+        if v.elements is not None:
+            return list(v.elements)
+        if v.const is not None and not v.const.is_floating_point() and v.const.numel() <= 4096:
+            return [SymElem.of(int(e)) for e in v.const.reshape(-1).tolist()]
+        return None
+
+    def static_ints(self, v: Value | None, what: str) -> list[int] | None:
+        """Integers that must be known at conversion time (axes, pads, ...)."""
+        if v is None:
+            return None
+        elems = self.int_list(v)
+        if elems is None or not all(e.is_static for e in elems):
+            raise self.unsupported(None, f"input {what!r} must be a constant known at conversion time")
+        return [int(e.value) for e in elems]
+
+    def static_floats(self, v: Value | None, what: str) -> list[float] | None:
+        if v is None:
+            return None
+        if v.const is None:
+            raise self.unsupported(None, f"input {what!r} must be a constant known at conversion time")
+        return [float(e) for e in v.const.reshape(-1).tolist()]
+
+    # ----------------------------------------------------------------------------- references
+    def ref(self, v: Value) -> str:
+        """Code for ``v`` inside ``forward``, materialising a constant the first time it is used."""
+        if v.code is not None:
+            return v.code
+        if v.const is None:
+            assert v.elements is not None, f"value {v.onnx_name!r} was never produced"
+            helper = self.helper(_builtin_as_shape_tensor, leaf=True)
+            items = ", ".join(e.code for e in v.elements)
+            code = f"{helper}([{items}])" + (".reshape(())" if v.scalar else "")
+            v.code = self._assign(code, v.onnx_name)
+            return v.code
+        t = v.const
+        if t.numel() <= MAX_LITERAL_ELEMENTS and (not t.is_floating_point() or t.numel() == 1) \
+                and t.dtype not in (torch.bfloat16, torch.float16) and not t.is_complex():
+            return literal_tensor(t)
+        if v.origin_initializer is not None and v.origin_initializer in self._initializer_attr:
+            v.code = f"self.{self._initializer_attr[v.origin_initializer]}"
+            return v.code
+        attr = self.attrs.fresh(v.origin_initializer or v.onnx_name, "const")
+        if t.is_floating_point():
+            self.init_lines.append(
+                f"self.{attr} = nn.Parameter(torch.empty({tuple(t.shape)!r}, dtype={t.dtype}))")
+        else:
+            self.init_lines.append(
+                f"self.register_buffer({attr!r}, torch.empty({tuple(t.shape)!r}, dtype={t.dtype}))")
+        self.state[attr] = t
+        self.parameter_origins[attr] = ParameterOrigin(v.origin_initializer)
+        if v.origin_initializer is not None:
+            self._initializer_attr[v.origin_initializer] = attr
+        v.code = f"self.{attr}"
+        return v.code
+
+    def scalar_or_ref(self, v: Value, other: Value | None = None) -> str:
+        """A Python number for a one-element constant when that cannot change the result's shape."""
+        t = v.const
+        if t is not None and t.numel() == 1 and not t.is_complex() and v.origin_initializer is None:
+            if t.dim() == 0 or (other is not None and other.rank >= t.dim()):
+                number = t.reshape(()).item()
+                return SymElem.of(number if not isinstance(number, bool) else bool(number)).code
+        return self.ref(v)
+
+    # ----------------------------------------------------------------------------- helpers
+    def helper(self, fn: Callable[..., Any], leaf: bool = False) -> str:
+        """Copy a module-level torch-only function into the generated file; return its name.
+
+        ``leaf=True`` registers it with ``torch.fx.wrap`` so tracing records one call instead of
+        tracing through it (for helpers whose body cannot take fx proxies).
+        """
+        name = fn.__name__.lstrip("_")
+        name = f"_{name}"
+        if name not in self.helpers:
+            source = textwrap.dedent(inspect.getsource(fn))
+            source = source.replace(f"def {fn.__name__}(", f"def {name}(", 1)
+            self.helpers[name] = Helper(name, source, fn, leaf)
+            self._namespace[name] = fn
+        return name
+
+    # ----------------------------------------------------------------------------- emission
+    def call(self, fn: str, *args: Any, n_outputs: int = 1, fold: bool = True, **kwargs: Any) -> Any:
+        """Emit ``out = fn(*args, **kwargs)``; ``fn`` is code such as ``torch.relu`` or ``F.pad``."""
+        target = self._resolve(fn)
+        return self._emit(fn, target, args, kwargs, n_outputs, fold)
+
+    def method(self, obj: Value, name: str, *args: Any, n_outputs: int = 1, **kwargs: Any) -> Any:
+        """Emit ``out = obj.name(*args, **kwargs)``."""
+        target = getattr(torch.Tensor, name)
+        return self._emit(f"{{obj}}.{name}", target, (obj, *args), kwargs, n_outputs, True, method=True)
+
+    def operator(self, symbol: str, left: Any, right: Any) -> Value:
+        """Emit ``out = left <symbol> right`` for Python's arithmetic operators."""
+        import operator as op
+
+        fns = {"+": op.add, "-": op.sub, "*": op.mul, "/": op.truediv, "//": op.floordiv,
+               "%": op.mod, "**": op.pow, "@": op.matmul, "&": op.and_, "|": op.or_, "^": op.xor}
+        return self._emit(f"{{0}} {symbol} {{1}}", fns[symbol], (left, right), {}, 1, True, infix=True)
+
+    def getitem(self, x: Value, index: Sequence[Any]) -> Value:
+        """Emit ``out = x[i0, i1, ...]``: items are ``slice`` objects (bounds SymElem/int/None),
+        ints, or Values used as index tensors. Trailing full slices are dropped."""
+        items = list(index)
+        while items and items[-1] == slice(None):
+            items.pop()
+        if not items:
+            return x
+        code = ", ".join(self._format_index(i) for i in items)
+        fake_index = tuple(self._fake_index(i) for i in items)
+        return self._emit(f"{{obj}}[{code}]", lambda t: t[fake_index], (x,), {}, 1, True, subscript=True)
+
+    def _format_index(self, item: Any) -> str:
+        if isinstance(item, slice):
+            parts = ["" if b is None else self._format(b) for b in (item.start, item.stop)]
+            text = f"{parts[0]}:{parts[1]}"
+            return text + (f":{self._format(item.step)}" if item.step is not None else "")
+        return self._format(item)
+
+    def _fake_index(self, item: Any) -> Any:
+        if isinstance(item, slice):
+            return slice(*(b.value if isinstance(b, SymElem) else b for b in (item.start, item.stop, item.step)))
+        return self._fakes(item)
+
+    def add_module(self, hint: str, ctor: str, *ctor_args: Any, **ctor_kwargs: Any) -> str:
+        """Declare ``self.<name> = <ctor>(...)`` in ``__init__`` and return the attribute name.
+
+        The module is built on the meta device so that no memory is spent on its random
+        initial weights; its parameters are then bound with :meth:`bind_parameter`.
+        """
+        attr = self.attrs.fresh(self._layer_name(hint), "layer")
+        call = f"{ctor}({self._format_args(ctor_args, ctor_kwargs)})"
+        self.init_lines.append(f"self.{attr} = {call}")
+        with torch.device("meta"):
+            module = eval(call, dict(self._namespace))  # noqa: S307 - code built from literals above
+        self._modules[attr] = module
+        if self.node is not None:
+            self.module_origins[attr] = self.node.name
+        return attr
+
+    def _layer_name(self, hint: str) -> str:
+        """The ONNX node's module path (``/layer1/conv1/Conv`` -> ``layer1_conv1``), else ``hint``."""
+        if self.node is None or not self.node.name:
+            return hint
+        parts = [p for p in re.split(r"[/:]+", self.node.name) if p]
+        if len(parts) > 1 and re.fullmatch(rf"{re.escape(self.node.op_type)}(_\d+)?", parts[-1], re.IGNORECASE):
+            parts = parts[:-1]
+        name = "_".join(parts)
+        if re.fullmatch(rf"(node_)?{re.escape(self.node.op_type)}(_?\d+)?", name, re.IGNORECASE) or not name:
+            return hint  # a generated name such as "Conv_12" says less than the layer kind
+        return name
+
+    def bind_parameter(self, module_attr: str, param: str, value: torch.Tensor,
+                       initializer: str | None, transform: str | None = None) -> None:
+        """Give a declared submodule's parameter (or buffer) its real tensor."""
+        qualified = f"{module_attr}.{param}"
+        module = self._modules[module_attr]
+        current = getattr(module, param)
+        if tuple(current.shape) != tuple(value.shape):
+            raise self.error(f"{param} of shape {tuple(value.shape)} does not fit {type(module).__name__} "
+                             f"expecting {tuple(current.shape)}")
+        self.state[qualified] = value.to(current.dtype) if value.dtype != current.dtype else value
+        self.parameter_origins[qualified] = ParameterOrigin(initializer, transform)
+
+    def call_module(self, attr: str, *args: Any) -> Value:
+        """Emit ``out = self.<attr>(*args)`` for a module declared with :meth:`add_module`."""
+        module = self._modules[attr].eval()
+        names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
+        fakes = {n: self.fake_mode.from_tensor(self.state[f"{attr}.{n}"], static_shapes=True)
+                 for n in names if f"{attr}.{n}" in self.state}
+
+        def run(*inputs: torch.Tensor) -> Any:
+            return torch.func.functional_call(module, fakes, inputs)
+
+        return self._emit(f"self.{attr}", run, args, {}, 1, fold=False)
+
+    # ----------------------------------------------------------------------------- internals
+    def _resolve(self, fn: str) -> Callable[..., Any]:
+        try:
+            return eval(fn, dict(self._namespace))  # noqa: S307 - fn is code written by op handlers
+        except Exception as exc:  # pragma: no cover - programming error in a handler
+            raise self.error(f"cannot resolve {fn!r}: {exc}") from exc
+
+    def _emit(self, fn_code: str, target: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
+              n_outputs: int, fold: bool, method: bool = False, infix: bool = False,
+              subscript: bool = False) -> Any:
+        if fold and self._foldable(args, kwargs) and not subscript:
+            real = target(*self._concrete(args), **self._concrete(kwargs))
+            results = _as_tuple(real, n_outputs)
+            if all(isinstance(r, torch.Tensor) and r.numel() <= MAX_FOLDED_ELEMENTS for r in results):
+                values = [self.const(r, self._output_name(i)) for i, r in enumerate(results)]
+                return values[0] if n_outputs == 1 else tuple(values)
+        try:
+            with self.fake_mode:
+                fake_result = target(*self._fakes(args), **self._fakes(kwargs))
+        except UnsupportedOperatorError:
+            raise
+        except Exception as exc:
+            raise self.error(f"{fn_code.replace('{obj}', 'tensor.')} failed on inputs of shapes "
+                             f"{self._describe(args)}: {exc}") from exc
+        results = _as_tuple(fake_result, n_outputs)
+        if infix:
+            code = fn_code.format(self._format(args[0]), self._format(args[1]))
+        elif subscript:
+            code = fn_code.format(obj=self._format(args[0]))
+        elif method:
+            code = fn_code.format(obj=self._format(args[0])) + f"({self._format_args(args[1:], kwargs)})"
+        else:
+            code = f"{fn_code}({self._format_args(args, kwargs)})"
+        names = [self.locals.fresh(self._output_name(i), "v") for i in range(len(results))]
+        lhs = names[0] if n_outputs == 1 else ", ".join(names) + ("," if len(names) == 1 else "")
+        self.forward_lines.append(ForwardLine(f"{lhs} = {code}", self.node.name if self.node else None, names))
+        values = [Value(self._output_name(i), fake, code=name) for i, (fake, name) in enumerate(zip(results, names))]
+        return values[0] if n_outputs == 1 else tuple(values)
+
+    def _assign(self, code: str, onnx_name: str) -> str:
+        name = self.locals.fresh(onnx_name, "v")
+        self.forward_lines.append(ForwardLine(f"{name} = {code}", self.node.name if self.node else None, [name]))
+        return name
+
+    def _output_name(self, index: int) -> str:
+        if self.node is None or not self.node.outputs:
+            return "v"
+        outputs = self.node.outputs
+        return outputs[index] if index < len(outputs) and outputs[index] else outputs[0]
+
+    def _foldable(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+        leaves = _walk([*args, *kwargs.values()])
+        if any(isinstance(e, SymElem) and not e.is_static for e in leaves):
+            return False
+        values = [v for v in leaves if isinstance(v, Value)]
+        if not all(v.const is not None for v in values):
+            return False
+        # A trainable weight stays a parameter: ops on it are run-time code, not folded constants.
+        return not any(v.origin_initializer is not None and v.const.is_floating_point()
+                       and v.const.numel() > 1 for v in values)
+
+    def _concrete(self, obj: Any) -> Any:
+        return _map(obj, lambda v: v.const if isinstance(v, Value) else v.value if isinstance(v, SymElem) else v)
+
+    def _fakes(self, obj: Any) -> Any:
+        return _map(obj, lambda v: self.fake(v) if isinstance(v, Value) else v.value
+                    if isinstance(v, SymElem) else v)
+
+    def _describe(self, args: Sequence[Any]) -> str:
+        shapes = [tuple(self.fake(a).shape) if isinstance(a, Value) else a for a in args]
+        return ", ".join(str(s) for s in shapes)
+
+    def _format(self, obj: Any) -> str:
+        if isinstance(obj, Value):
+            return self.ref(obj)
+        if isinstance(obj, SymElem):
+            return obj.code
+        if isinstance(obj, list):
+            return "[" + ", ".join(self._format(o) for o in obj) + "]"
+        if isinstance(obj, tuple):
+            inner = ", ".join(self._format(o) for o in obj)
+            return f"({inner},)" if len(obj) == 1 else f"({inner})"
+        if isinstance(obj, torch.dtype):
+            return str(obj)
+        if isinstance(obj, float):
+            return SymElem.of(obj).code
+        if isinstance(obj, (bool, int, str)) or obj is None:
+            return repr(obj)
+        if isinstance(obj, torch.Size):
+            return self._format(tuple(obj))
+        raise TypeError(f"cannot write {type(obj).__name__} into generated code")
+
+    def _format_args(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+        parts = [self._format(a) for a in args]
+        parts += [f"{k}={self._format(v)}" for k, v in kwargs.items()]
+        return ", ".join(parts)
+
+    def finish(self, inputs: list[Value], outputs: list[Value], input_onnx: list[str],
+               output_onnx: list[str], env: dict[str, Value]) -> EmittedModule:
+        self.node = None
+        output_codes = [self.ref(v) for v in outputs]
+        self._check_layers_complete()
+        return EmittedModule(
+            init_lines=self.init_lines,
+            forward_lines=self.forward_lines,
+            input_names=[v.code or "" for v in inputs],
+            input_onnx_names=input_onnx,
+            output_codes=output_codes,
+            output_onnx_names=output_onnx,
+            helpers=list(self.helpers.values()),
+            state=self.state,
+            parameter_origins=self.parameter_origins,
+            module_origins=self.module_origins,
+            nodes=self.nodes,
+            tensor_codes={name: v.code or "" for name, v in env.items()},
+            warnings=self.warnings,
+        )
+
+    def _check_layers_complete(self) -> None:
+        """Every parameter and buffer of a declared layer must have been bound to a tensor."""
+        for attr, module in self._modules.items():
+            for name, _ in [*module.named_parameters(), *module.named_buffers()]:
+                qualified = f"{attr}.{name}"
+                if qualified not in self.state:
+                    raise ConversionError(f"layer {attr} ({type(module).__name__}) has no value for {name}")
+
+
+def literal_tensor(t: torch.Tensor) -> str:
+    """``torch.tensor(...)`` code reproducing a small constant exactly."""
+    data = t.tolist()
+    if t.is_floating_point():
+        data = _map(data, lambda x: _FloatCode(SymElem.of(float(x)).code))
+    return f"torch.tensor({data!r}, dtype={t.dtype})"
+
+
+class _FloatCode(str):
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _walk(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [x for o in obj for x in _walk(o)]
+    if isinstance(obj, dict):
+        return [x for o in obj.values() for x in _walk(o)]
+    return [obj]
+
+
+def _map(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(obj, list):
+        return [_map(o, fn) for o in obj]
+    if isinstance(obj, tuple):
+        return tuple(_map(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    return fn(obj)
+
+
+def _as_tuple(result: Any, n_outputs: int) -> tuple[Any, ...]:
+    if n_outputs == 1:
+        return (result,)
+    results = tuple(result)
+    if len(results) != n_outputs:
+        raise ConversionError(f"expected {n_outputs} results, got {len(results)}")
+    return results

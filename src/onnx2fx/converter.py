@@ -1,0 +1,233 @@
+"""ONNX -> readable PyTorch source -> ``torch.fx.GraphModule``.
+
+:class:`OnnxToFxConverter` is the public entry point. Reading, graph checks and ordering happen
+in the native core; lowering writes ``model.py``; the module is instantiated on the meta device
+and its parameters bound to the model's memory-mapped weights (no copy), then traced with ONNX
+origins recorded on every FX node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import linecache
+import os
+import shutil
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx
+
+from . import _core
+from .codegen.emitter import EmittedModule
+from .codegen.render import RenderedModule, render
+from .errors import ConversionError
+from .fx_tracer import OriginMap, onnx_origin_table, trace_with_origins
+from .lowering import lower_graph
+
+__all__ = ["OnnxToFxConverter", "ConversionResult", "convert_onnx_to_fx", "load_core_model"]
+
+def load_core_model(model: Any) -> Any:
+    """A core ``Model`` from a path, serialized bytes or an ``onnx.ModelProto``."""
+    if isinstance(model, (str, os.PathLike)):
+        return _core.load_model(os.fspath(model))
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return _core.load_model_from_bytes(bytes(model))
+    if hasattr(model, "SerializeToString"):
+        return _core.load_model_from_bytes(model.SerializeToString())
+    raise TypeError(f"expected a path, bytes or onnx.ModelProto, got {type(model).__name__}")
+
+
+@dataclass
+class ConversionResult:
+    """Everything a conversion produced, kept for ``save`` and for reports."""
+
+    graph_module: torch.fx.GraphModule
+    module: torch.nn.Module
+    source: str
+    emitted: EmittedModule
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class OnnxToFxConverter:
+    """Convert an ONNX model into a ``torch.fx.GraphModule`` and a plain-PyTorch ``model.py``.
+
+    >>> gm = OnnxToFxConverter("model.onnx").convert()     # doctest: +SKIP
+    >>> converter.save("out/")                              # doctest: +SKIP
+
+    ``input_shapes`` fixes the sizes of inputs whose shape the model leaves open (name -> sizes);
+    dims that stay open are traced symbolically, so the result accepts any batch size.
+    """
+
+    def __init__(self, model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 debug: bool = False) -> None:
+        self.source_model = model
+        self.input_shapes = dict(input_shapes or {})
+        self.debug = debug
+        self.result: ConversionResult | None = None
+
+    # ------------------------------------------------------------------------------ conversion
+    def convert(self) -> torch.fx.GraphModule:
+        start = time.perf_counter()
+        core_model = load_core_model(self.source_model)
+        emitted = lower_graph(core_model, self.input_shapes)
+        title = _title(self.source_model, core_model)
+        rendered = render(emitted, title)
+        module = instantiate(rendered, emitted)
+        origins = _origin_map(rendered, emitted, module)
+        gm = trace_with_origins(module, origins)
+        gm.eval()
+        info = {
+            "source": _source_name(self.source_model),
+            "ir_version": core_model.ir_version,
+            "opset_imports": dict(core_model.opset_imports),
+            "producer": f"{core_model.producer_name} {core_model.producer_version}".strip(),
+            "node_count": len(core_model.graph.nodes),
+            "op_counts": _op_counts(core_model),
+            "inputs": emitted.input_onnx_names,
+            "outputs": emitted.output_onnx_names,
+            "conversion_seconds": round(time.perf_counter() - start, 4),
+            "warnings": list(emitted.warnings),
+        }
+        self.result = ConversionResult(gm, module, rendered.source, emitted, info)
+        if self.debug:
+            print(gm.graph)
+        return gm
+
+    @property
+    def source_code(self) -> str:
+        return self._require().source
+
+    def _require(self) -> ConversionResult:
+        if self.result is None:
+            self.convert()
+        assert self.result is not None
+        return self.result
+
+    # ------------------------------------------------------------------------------ saving
+    def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write ``model.py``, ``weights.safetensors``, ``model_full.pt`` and ``conversion.json``.
+
+        Everything is written into a temporary folder beside ``out_dir`` and moved into place at
+        the end, so a failure never leaves a half-written output folder behind.
+        """
+        result = self._require()
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            (staging / "model.py").write_text(result.source)
+            save_weights(result.emitted.state, staging / "weights.safetensors")
+            torch.save(result.graph_module, staging / "model_full.pt")
+            (staging / "conversion.json").write_text(json.dumps(self.conversion_record(), indent=2) + "\n")
+            _replace_folder_contents(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        names = ("model.py", "weights.safetensors", "model_full.pt", "conversion.json")
+        return {n: out / n for n in names}
+
+    def conversion_record(self) -> dict[str, Any]:
+        """The content of ``conversion.json``: model facts, ONNX -> FX mapping, weight origins."""
+        result = self._require()
+        emitted = result.emitted
+        return {
+            "format_version": 1,
+            **result.info,
+            "tensors": {name: code for name, code in emitted.tensor_codes.items()},
+            "parameters": {
+                name: {"initializer": o.initializer, "transform": o.transform,
+                       "shape": list(emitted.state[name].shape), "dtype": str(emitted.state[name].dtype)}
+                for name, o in emitted.parameter_origins.items()
+            },
+            "modules": emitted.module_origins,
+            "fx_nodes": onnx_origin_table(result.graph_module),
+        }
+
+
+def convert_onnx_to_fx(model: Any, debug: bool = False,
+                       input_shapes: Mapping[str, Sequence[int]] | None = None) -> torch.fx.GraphModule:
+    """Convert an ``onnx.ModelProto`` or a path to a ``torch.fx.GraphModule``.
+
+    ``debug=True`` prints the FX graph.
+    """
+    return OnnxToFxConverter(model, input_shapes=input_shapes, debug=debug).convert()
+
+
+# ---------------------------------------------------------------------------------- helpers
+def instantiate(rendered: RenderedModule, emitted: EmittedModule) -> torch.nn.Module:
+    """Execute the generated source and build ``Model`` with the ONNX weights bound, uncopied."""
+    digest = hashlib.sha1(rendered.source.encode()).hexdigest()[:12]
+    module_name = f"onnx2fx_generated_{digest}"
+    filename = f"<onnx2fx-generated {digest}>"
+    linecache.cache[filename] = (len(rendered.source), None, rendered.source.splitlines(True), filename)
+    namespace = types.ModuleType(module_name)
+    namespace.__file__ = filename
+    code = compile(rendered.source, filename, "exec")
+    sys.modules[module_name] = namespace
+    exec(code, namespace.__dict__)  # noqa: S102 - source generated by onnx2fx, names sanitised
+    with torch.device("meta"):
+        model = namespace.Model()
+    state = {k: v for k, v in emitted.state.items()}
+    try:
+        model.load_state_dict(state, assign=True, strict=True)
+    except RuntimeError as exc:
+        raise ConversionError(f"generated module does not accept the model's weights: {exc}") from exc
+    return model.eval()
+
+
+def _origin_map(rendered: RenderedModule, emitted: EmittedModule, module: torch.nn.Module) -> OriginMap:
+    holders: dict[str, list[str]] = {}
+    for tensor, code in emitted.tensor_codes.items():
+        if code:
+            holders.setdefault(code, []).append(tensor)
+    line_outputs = {line: [holders.get(var, []) for var in targets]
+                    for line, targets in rendered.line_targets.items()}
+    filename = type(module).forward.__code__.co_filename
+    return OriginMap(filename, rendered.line_nodes, {n: i.op_type for n, i in emitted.nodes.items()}, line_outputs)
+
+
+def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {name: t.detach().contiguous() for name, t in state.items()}
+    save_file(tensors, str(path), metadata={"format": "pt", "producer": "onnx2fx"})
+
+
+def _replace_folder_contents(staging: Path, out: Path) -> None:
+    """Put finished files in ``out``: one atomic rename when ``out`` is new or empty, else one
+    rename per file (each file is always whole, old or new)."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+        staging.mkdir()  # the caller removes it
+        return
+    if not out.is_dir():
+        raise NotADirectoryError(f"output path {out} exists and is not a folder")
+    for item in staging.iterdir():
+        os.replace(item, out / item.name)
+
+
+def _op_counts(core_model: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in core_model.graph.nodes:
+        key = node.op_type if not node.domain or node.domain == "ai.onnx" else f"{node.domain}::{node.op_type}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _source_name(model: Any) -> str:
+    return os.fspath(model) if isinstance(model, (str, os.PathLike)) else "<in-memory model>"
+
+
+def _title(model: Any, core_model: Any) -> str:
+    name = Path(os.fspath(model)).name if isinstance(model, (str, os.PathLike)) else "an in-memory ONNX model"
+    opset = core_model.opset_imports.get("", "?")
+    return f"PyTorch module converted from {name} (opset {opset})."

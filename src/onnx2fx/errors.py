@@ -1,0 +1,61 @@
+"""The exception hierarchy of onnx2fx.
+
+Every error a user can provoke with bad input is one of these types, so callers can catch
+``Onnx2FxError`` for "the tool refused this input" and let anything else surface as a bug.
+The native core raises the same classes: its C++ exceptions are translated to these by name.
+"""
+
+from __future__ import annotations
+
+
+class Onnx2FxError(Exception):
+    """Base class of every error onnx2fx raises on purpose."""
+
+
+class ModelFormatError(Onnx2FxError, ValueError):
+    """The ONNX bytes are not a valid model: truncated, corrupt, or inconsistent.
+
+    The message names the protobuf field and the byte offset where reading failed.
+    """
+
+
+class ExternalDataError(ModelFormatError):
+    """A tensor's external data is missing, escapes the model's folder, or is out of range."""
+
+
+class GraphStructureError(Onnx2FxError, ValueError):
+    """The graph is well-formed protobuf but not a valid dataflow graph (cycle, undefined input)."""
+
+
+class UnsupportedOperatorError(Onnx2FxError, NotImplementedError):
+    """An ONNX node cannot be lowered to torch.
+
+    The message names the node, op type, domain, opset and the attribute (or input) that is not
+    handled, so the user knows exactly what to report or override.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str = "",
+        op_type: str = "",
+        domain: str = "",
+        opset: int | None = None,
+        attribute: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.node = node
+        self.op_type = op_type
+        self.domain = domain
+        self.opset = opset
+        self.attribute = attribute
+
+
+class ConversionError(Onnx2FxError):
+    """Lowering a supported op failed for this particular node (e.g. a non-constant input that
+    must be constant); the message names the node."""
+
+
+class ValidationInputError(Onnx2FxError, ValueError):
+    """Inputs given for validation do not match the model's inputs."""

@@ -1,0 +1,76 @@
+"""Reductions: axes as an attribute (older opsets) or as an input (ReduceSum 13+, others 18+)."""
+
+from __future__ import annotations
+
+from ..codegen.emitter import Emitter
+from ..codegen.values import Value
+from .registry import onnx_op
+
+# op -> (torch function, opset where axes became an input)
+_REDUCTIONS = {
+    "ReduceMean": ("torch.mean", 18), "ReduceSum": ("torch.sum", 13), "ReduceMax": ("torch.amax", 18),
+    "ReduceMin": ("torch.amin", 18), "ReduceProd": ("torch.prod", 18), "ReduceL1": ("l1", 18),
+    "ReduceL2": ("l2", 18), "ReduceSumSquare": ("sumsquare", 18), "ReduceLogSum": ("logsum", 18),
+    "ReduceLogSumExp": ("torch.logsumexp", 18),
+}
+
+
+def _reduce(g: Emitter, fn: str, x: Value, axes: list[int] | None, keepdims: int, noop: int) -> Value:
+    if not axes:
+        if noop:
+            return x
+        axes = list(range(x.rank))
+    axes = sorted(a + x.rank if a < 0 else a for a in axes)
+    keep = bool(keepdims)
+    if fn == "l1":
+        return _reduce(g, "torch.sum", g.call("torch.abs", x), axes, keepdims, 0)
+    if fn == "sumsquare":
+        return _reduce(g, "torch.sum", g.call("torch.square", x), axes, keepdims, 0)
+    if fn == "l2":
+        return g.call("torch.sqrt", _reduce(g, "torch.sum", g.call("torch.square", x), axes, keepdims, 0))
+    if fn == "logsum":
+        return g.call("torch.log", _reduce(g, "torch.sum", x, axes, keepdims, 0))
+    if fn == "torch.prod":
+        result = x
+        for a in reversed(axes):
+            result = g.call("torch.prod", result, a, keepdim=keep)
+        return result
+    dims = axes[0] if len(axes) == 1 else tuple(axes)
+    result = g.call(fn, x, dims, keepdim=keep) if keep else g.call(fn, x, dims)
+    if fn == "torch.sum" and result.dtype != x.dtype:
+        result = g.method(result, "to", x.dtype)
+    return result
+
+
+def _register(op_type: str, fn: str, axes_input_since: int) -> None:
+    def with_attribute(g: Emitter, x: Value, *, axes: list[int] | None = None, keepdims: int = 1) -> Value:
+        return _reduce(g, fn, x, axes, keepdims, 0)
+
+    def with_input(g: Emitter, x: Value, axes: Value | None = None, *, keepdims: int = 1,
+                   noop_with_empty_axes: int = 0) -> Value:
+        return _reduce(g, fn, x, g.static_ints(axes, "axes"), keepdims, noop_with_empty_axes)
+
+    onnx_op(op_type, 1)(with_attribute)
+    onnx_op(op_type, axes_input_since)(with_input)
+
+
+for _op, (_fn, _since) in _REDUCTIONS.items():
+    _register(_op, _fn, _since)
+
+
+def _arg(g: Emitter, fn: str, x: Value, axis: int, keepdims: int, select_last_index: int) -> Value:
+    if select_last_index:
+        flipped = g.call("torch.flip", x, [axis])
+        index = g.call(fn, flipped, axis, keepdim=bool(keepdims))
+        return g.operator("-", g.dim(x, axis) - 1, index)
+    return g.call(fn, x, axis, keepdim=bool(keepdims))
+
+
+@onnx_op("ArgMax", 1)
+def argmax(g: Emitter, x: Value, *, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> Value:
+    return _arg(g, "torch.argmax", x, axis, keepdims, select_last_index)
+
+
+@onnx_op("ArgMin", 1)
+def argmin(g: Emitter, x: Value, *, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> Value:
+    return _arg(g, "torch.argmin", x, axis, keepdims, select_last_index)

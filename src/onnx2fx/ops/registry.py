@@ -1,0 +1,75 @@
+"""The op table: ONNX (domain, op type, since_version) -> lowering function.
+
+A lowering function's signature mirrors the operator's schema: the emitter first, then the
+inputs positionally (``None`` for an omitted optional input; a ``*inputs`` parameter for variadic
+ones), then the attributes as keyword-only parameters with the specification's defaults. The
+implementation chosen for a model is the newest one whose ``since_version`` is at most the
+model's opset for that domain, so a new opset never breaks an old op.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_DOMAIN = ""
+_DOMAIN_ALIASES = {"ai.onnx": DEFAULT_DOMAIN}
+
+Lowering = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class OpImpl:
+    """One registered lowering."""
+
+    op_type: str
+    domain: str
+    since_version: int
+    fn: Lowering
+
+    @property
+    def attribute_names(self) -> frozenset[str]:
+        params = inspect.signature(self.fn).parameters.values()
+        return frozenset(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+    @property
+    def accepts_any_attribute(self) -> bool:
+        params = inspect.signature(self.fn).parameters.values()
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+_TABLE: dict[tuple[str, str], list[OpImpl]] = {}
+
+
+def normalize_domain(domain: str) -> str:
+    return _DOMAIN_ALIASES.get(domain, domain)
+
+
+def onnx_op(op_type: str, since_version: int = 1, domain: str = DEFAULT_DOMAIN) -> Callable[[Lowering], Lowering]:
+    """Register ``fn`` as the lowering of ``op_type`` from ``since_version`` on.
+
+    Registering the same (domain, op, version) again replaces the earlier function, which is how
+    users override a built-in lowering.
+    """
+
+    def register(fn: Lowering) -> Lowering:
+        key = (normalize_domain(domain), op_type)
+        impls = [i for i in _TABLE.get(key, []) if i.since_version != since_version]
+        impls.append(OpImpl(op_type, key[0], since_version, fn))
+        _TABLE[key] = sorted(impls, key=lambda i: i.since_version)
+        return fn
+
+    return register
+
+
+def lookup(op_type: str, domain: str, opset: int) -> OpImpl | None:
+    """The newest implementation of ``op_type`` whose ``since_version`` <= ``opset``."""
+    candidates = [i for i in _TABLE.get((normalize_domain(domain), op_type), []) if i.since_version <= opset]
+    return candidates[-1] if candidates else None
+
+
+def registered_ops() -> dict[tuple[str, str], list[int]]:
+    """(domain, op_type) -> sorted since_versions, for reports."""
+    return {key: [i.since_version for i in impls] for key, impls in sorted(_TABLE.items())}

@@ -1,0 +1,414 @@
+"""Shape and data-movement ops.
+
+Wherever the input is a shape (a small integer tensor whose elements are known at conversion
+time, possibly as ``x.shape[i]`` expressions) these ops compute their result in Python, so the
+generated code reshapes with ints and sizes rather than with tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..codegen.emitter import Emitter
+from ..codegen.values import SymElem, Value
+from .registry import onnx_op
+
+INT64_MAX = 2**63 - 1
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+# ------------------------------------------------------------------------------ constants
+@onnx_op("Constant", 1)
+def constant(g: Emitter, *, value: torch.Tensor | None = None, value_float: float | None = None,
+             value_floats: list[float] | None = None, value_int: int | None = None,
+             value_ints: list[int] | None = None, value_string: str | None = None,
+             value_strings: list[str] | None = None, sparse_value: object = None) -> Value:
+    if value is not None:
+        return g.const(value)
+    if value_float is not None:
+        return g.const(torch.tensor(value_float, dtype=torch.float32))
+    if value_floats is not None:
+        return g.const(torch.tensor(value_floats, dtype=torch.float32))
+    if value_int is not None:
+        return g.const(torch.tensor(value_int, dtype=torch.int64))
+    if value_ints is not None:
+        return g.const(torch.tensor(value_ints, dtype=torch.int64))
+    raise g.unsupported("value_string" if value_string is not None else "sparse_value",
+                        "string and sparse constants have no torch tensor form")
+
+
+@onnx_op("ConstantOfShape", 9)
+def constant_of_shape(g: Emitter, shape: Value, *, value: torch.Tensor | None = None) -> Value:
+    fill = value if value is not None else torch.zeros(1, dtype=torch.float32)
+    sizes = g.int_list(shape)
+    if sizes is None:
+        return g.call("torch.full", g.method(shape, "tolist"), fill.reshape(()).item(), dtype=fill.dtype)
+    return g.call("torch.full", sizes, fill.reshape(()).item(), dtype=fill.dtype)
+
+
+@onnx_op("Identity", 1)
+def identity(g: Emitter, x: Value) -> Value:
+    return x
+
+
+@onnx_op("Dropout", 1)
+def dropout(g: Emitter, x: Value, ratio: Value | None = None, training_mode: Value | None = None,
+            **legacy: object) -> tuple[Value, Value]:
+    """Inference semantics: the identity (and an all-true mask when the mask is requested)."""
+    if training_mode is not None and (training_mode.const is None or bool(training_mode.const.any())):
+        raise g.unsupported(None, "Dropout in training mode is random and has no deterministic conversion")
+    return x, g.call("torch.ones_like", x, dtype=torch.bool)
+
+
+# ------------------------------------------------------------------------------ shape
+@onnx_op("Shape", 1)
+def shape(g: Emitter, x: Value, *, start: int = 0, end: int | None = None) -> Value:
+    dims = g.shape(x)
+    rank = len(dims)
+    lo = min(max(_axis(start, rank), 0), rank)
+    hi = rank if end is None else min(max(_axis(end, rank), 0), rank)
+    return g.elements_value(dims[lo:hi])
+
+
+@onnx_op("Size", 1)
+def size(g: Emitter, x: Value) -> Value:
+    total = SymElem.of(1)
+    for d in g.shape(x):
+        total = total * d
+    return g.elements_value([total], scalar=True)
+
+
+def _reshape_target(g: Emitter, x: Value, sizes: list[SymElem], allowzero: int) -> list[SymElem]:
+    """ONNX's 0 ("copy this input dim") resolved; -1 left for torch to infer."""
+    if allowzero:
+        return sizes
+    return [g.dim(x, i) if s.is_static and s.value == 0 else s for i, s in enumerate(sizes)]
+
+
+@onnx_op("Reshape", 5)
+def reshape(g: Emitter, data: Value, shape: Value, *, allowzero: int = 0) -> Value:
+    sizes = g.int_list(shape)
+    if sizes is None:
+        g.warn("Reshape target shape is computed from tensor data at run time; torch.export cannot follow it")
+        return g.method(data, "reshape", g.method(shape, "tolist"))
+    target = _reshape_target(g, data, sizes, allowzero)
+    if data.elements is not None and len(target) == 1:
+        return g.elements_value(data.elements)
+    if data.elements is not None and len(target) == 0:
+        return g.elements_value(data.elements, scalar=True)
+    return g.method(data, "reshape", target)
+
+
+@onnx_op("Flatten", 1)
+def flatten(g: Emitter, x: Value, *, axis: int = 1) -> Value:
+    rank = x.rank
+    axis = _axis(axis, rank)
+    if axis == 1 and rank >= 2:
+        return g.call("torch.flatten", x, 1)
+    lead = SymElem.of(1)
+    for d in g.shape(x)[:axis]:
+        lead = lead * d
+    return g.method(x, "reshape", [lead, -1])
+
+
+@onnx_op("Transpose", 1)
+def transpose(g: Emitter, x: Value, *, perm: list[int] | None = None) -> Value:
+    perm = list(perm) if perm is not None else list(range(x.rank))[::-1]
+    if perm == list(range(x.rank)):
+        return x
+    return g.method(x, "permute", perm)
+
+
+@onnx_op("Unsqueeze", 1)
+def unsqueeze_legacy(g: Emitter, x: Value, *, axes: list[int]) -> Value:
+    return _unsqueeze(g, x, axes)
+
+
+@onnx_op("Unsqueeze", 13)
+def unsqueeze(g: Emitter, x: Value, axes: Value) -> Value:
+    return _unsqueeze(g, x, g.static_ints(axes, "axes") or [])
+
+
+def _unsqueeze(g: Emitter, x: Value, axes: list[int]) -> Value:
+    out_rank = x.rank + len(axes)
+    axes = sorted(_axis(a, out_rank) for a in axes)
+    if x.elements is not None and x.scalar and axes == [0]:
+        return g.elements_value(x.elements)
+    result = x
+    for a in axes:
+        result = g.call("torch.unsqueeze", result, a)
+    return result
+
+
+@onnx_op("Squeeze", 1)
+def squeeze_legacy(g: Emitter, x: Value, *, axes: list[int] | None = None) -> Value:
+    return _squeeze(g, x, axes)
+
+
+@onnx_op("Squeeze", 13)
+def squeeze(g: Emitter, x: Value, axes: Value | None = None) -> Value:
+    return _squeeze(g, x, g.static_ints(axes, "axes"))
+
+
+def _squeeze(g: Emitter, x: Value, axes: list[int] | None) -> Value:
+    if axes is None:
+        axes = [i for i, d in enumerate(x.static_shape()) if d == 1]
+    axes = sorted(_axis(a, x.rank) for a in axes)
+    if x.elements is not None and axes == [0] and len(x.elements) == 1:
+        return g.elements_value(x.elements, scalar=True)
+    if not axes:
+        return x
+    return g.call("torch.squeeze", x, axes[0] if len(axes) == 1 else tuple(axes))
+
+
+@onnx_op("Expand", 8)
+def expand(g: Emitter, x: Value, shape: Value) -> Value:
+    sizes = g.int_list(shape)
+    if sizes is None:
+        return g.operator("*", x, g.call("torch.ones", g.method(shape, "tolist"), dtype=x.dtype))
+    rank = max(len(sizes), x.rank)
+    x_dims = [None] * (rank - x.rank) + list(x.static_shape())
+    target = [SymElem.of(1)] * (rank - len(sizes)) + sizes
+    out: list[SymElem] = []
+    for i, (xd, t) in enumerate(zip(x_dims, target)):
+        keep_x = t.is_static and t.value == 1 and i >= rank - x.rank
+        out.append(SymElem.of(-1) if keep_x else t)
+        if xd is not None and xd != 1 and t.is_static and t.value not in (1, xd):
+            raise g.error(f"cannot expand dimension {i} of size {xd} to {t.value}")
+    if all(o.is_static and o.value == -1 for o in out[rank - x.rank:]) and rank == x.rank:
+        return x
+    if rank > x.rank:
+        x = g.method(x, "reshape", [1] * (rank - x.rank) + g.shape(x))
+    return g.method(x, "expand", out)
+
+
+@onnx_op("Concat", 1)
+def concat(g: Emitter, *inputs: Value, axis: int = 0) -> Value:
+    lists = [g.int_list(v) for v in inputs]
+    if any(v.elements is not None for v in inputs) and all(item is not None for item in lists):
+        return g.elements_value([e for item in lists for e in item])  # type: ignore[union-attr]
+    present = [v for v in inputs if not (v.const is not None and v.const.numel() == 0 and v.rank == 1)]
+    if len(present) == 1:
+        return present[0]
+    return g.call("torch.cat", present or list(inputs), dim=axis)
+
+
+@onnx_op("Split", 1)
+def split_legacy(g: Emitter, x: Value, split_input: Value | None = None, *, axis: int = 0,
+                 split: list[int] | None = None) -> tuple[Value, ...]:
+    """Split-1 to 11: sizes in the ``split`` attribute (Split-1 also took them as a second input)."""
+    return _split(g, x, axis, list(split) if split is not None else g.static_ints(split_input, "split"), None)
+
+
+@onnx_op("Split", 13)
+def split13(g: Emitter, x: Value, split: Value | None = None, *, axis: int = 0) -> tuple[Value, ...]:
+    return _split(g, x, axis, g.static_ints(split, "split"), None)
+
+
+@onnx_op("Split", 18)
+def split18(g: Emitter, x: Value, split: Value | None = None, *, axis: int = 0,
+            num_outputs: int | None = None) -> tuple[Value, ...]:
+    return _split(g, x, axis, g.static_ints(split, "split"), num_outputs)
+
+
+def _split(g: Emitter, x: Value, axis: int, sizes: list[int] | None, num_outputs: int | None) -> tuple[Value, ...]:
+    assert g.node is not None
+    n = len(sizes) if sizes is not None else num_outputs or len(g.node.outputs)
+    axis = _axis(axis, x.rank)
+    if sizes is None:
+        dim = g.dim(x, axis)
+        chunk: SymElem | int = (dim + (n - 1)) // n
+        if x.elements is not None and dim.is_static:
+            step = int(chunk.value) if isinstance(chunk, SymElem) else chunk
+            return tuple(g.elements_value(x.elements[i:i + step]) for i in range(0, len(x.elements), step))
+        return g.call("torch.split", x, chunk, dim=axis, n_outputs=n)
+    if x.elements is not None:
+        out, start = [], 0
+        for s in sizes:
+            out.append(g.elements_value(x.elements[start:start + s]))
+            start += s
+        return tuple(out)
+    if n == 1:
+        return (x,)
+    return g.call("torch.split", x, sizes, dim=axis, n_outputs=n)
+
+
+# ------------------------------------------------------------------------------ slicing and gathering
+_HUGE = INT64_MAX // 2  # starts/ends beyond this mean "past the end" (exporters write INT64_MAX/MIN)
+
+
+def _clamp_index(i: SymElem, size: SymElem, is_end: bool) -> SymElem | None:
+    """A bound of a positive-step Python slice for an ONNX start/end (``None`` = open).
+
+    ONNX clamps starts and ends into the axis exactly as Python slicing does; only the bounds that
+    mean "from the beginning" / "to the end" are dropped, and exporters' INT64 extremes are resolved.
+    """
+    if not i.is_static:
+        return i
+    v = int(i.value)
+    if size.is_static:
+        v, past_end = slice(v, None).indices(int(size.value))[0], int(size.value)
+    else:
+        v, past_end = (0 if v <= -_HUGE else INT64_MAX if v >= _HUGE else v), INT64_MAX
+    if (is_end and v == past_end) or (not is_end and v == 0):
+        return None
+    return SymElem.of(v)
+
+
+def _reversed_bounds(g: Emitter, start: SymElem, end: SymElem, size: SymElem) -> tuple[SymElem, SymElem]:
+    """``start``/``end`` of a negative-step slice as bounds on the flipped axis (index ``size - 1 - i``)."""
+    if start.is_static and end.is_static and size.is_static:
+        first, stop, _ = slice(int(start.value), int(end.value), -1).indices(int(size.value))
+        return SymElem.of(int(size.value) - 1 - first), SymElem.of(int(size.value) - 1 - stop)
+
+    def flip(bound: SymElem, is_start: bool) -> SymElem:
+        v = int(bound.value) if bound.is_static else None
+        if v is not None and v >= _HUGE:  # clamped to the last element: first on the flipped axis
+            return SymElem.of(0)
+        if v is not None and v <= -_HUGE:  # clamped before the first element
+            return size - 1 if is_start else SymElem.of(INT64_MAX)
+        if v is not None and v < 0:  # counted from the end: a fixed distance from the flipped start
+            return SymElem.of(-1 - v)
+        raise g.unsupported(None, "Slice with a negative step and a non-negative start or end over a "
+                                  "dimension of run-time size")
+
+    return flip(start, True), flip(end, False)
+
+
+@onnx_op("Slice", 1)
+def slice_legacy(g: Emitter, data: Value, *, starts: list[int], ends: list[int],
+                 axes: list[int] | None = None) -> Value:
+    return _slice(g, data, [SymElem.of(s) for s in starts], [SymElem.of(e) for e in ends], axes, None)
+
+
+@onnx_op("Slice", 10)
+def slice_(g: Emitter, data: Value, starts: Value, ends: Value, axes: Value | None = None,
+           steps: Value | None = None) -> Value:
+    s, e = g.int_list(starts), g.int_list(ends)
+    if s is None or e is None:
+        raise g.unsupported(None, "Slice starts/ends computed from tensor data at run time")
+    return _slice(g, data, s, e, g.static_ints(axes, "axes"), g.static_ints(steps, "steps"))
+
+
+def _slice(g: Emitter, data: Value, starts: list[SymElem], ends: list[SymElem], axes: list[int] | None,
+           steps: list[int] | None) -> Value:
+    """``x[a:b:c, ...]``; axes with a negative step are flipped first (``torch.flip``), then sliced."""
+    rank = data.rank
+    axes = [_axis(a, rank) for a in (axes if axes is not None else range(len(starts)))]
+    steps = steps or [1] * len(starts)
+    if data.elements is not None and rank == 1 and all(s.is_static and e.is_static for s, e in zip(starts, ends)):
+        return g.elements_value(data.elements[slice(int(starts[0].value), int(ends[0].value), steps[0])])
+    index: list[object] = [slice(None)] * rank
+    flipped: list[int] = []
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        size = g.dim(data, axis)
+        if step < 0:
+            flipped.append(axis)
+            (start, end), step = _reversed_bounds(g, start, end, size), -step
+        index[axis] = slice(_clamp_index(start, size, False), _clamp_index(end, size, True),
+                            step if step != 1 else None)
+    result = g.call("torch.flip", data, flipped) if flipped else data
+    return g.getitem(result, index)
+
+
+@onnx_op("Gather", 1)
+def gather(g: Emitter, data: Value, indices: Value, *, axis: int = 0) -> Value:
+    axis = _axis(axis, data.rank)
+    if data.elements is not None and indices.const is not None:
+        picked = [data.elements[int(i)] for i in indices.const.reshape(-1).tolist()]
+        return g.elements_value(picked, scalar=indices.const.dim() == 0)
+    if indices.const is not None and indices.const.dim() == 0:
+        return g.call("torch.select", data, axis, int(indices.const.item()))
+    return g.getitem(data, [slice(None)] * axis + [indices])
+
+
+@onnx_op("GatherElements", 11)
+def gather_elements(g: Emitter, data: Value, indices: Value, *, axis: int = 0) -> Value:
+    axis = _axis(axis, data.rank)
+    size = g.dim(data, axis)
+    fixed = g.call("torch.where", g.call("torch.lt", indices, 0), g.operator("+", indices, size), indices)
+    return g.call("torch.gather", data, axis, fixed)
+
+
+@onnx_op("Tile", 6)
+def tile(g: Emitter, x: Value, repeats: Value) -> Value:
+    reps = g.int_list(repeats)
+    if reps is None:
+        raise g.unsupported(None, "Tile repeats computed from tensor data at run time")
+    return g.method(x, "repeat", reps)
+
+
+def _range(start: torch.Tensor, limit: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """ONNX Range whose bounds are tensor data, known only at run time."""
+    count = torch.ceil((limit - start) / delta).clamp(min=0).to(torch.int64).item()
+    torch._check(count >= 0)
+    return torch.arange(count, dtype=start.dtype) * delta + start
+
+
+@onnx_op("Range", 11)
+def range_(g: Emitter, start: Value, limit: Value, delta: Value) -> Value:
+    """``torch.arange`` over Python numbers and sizes; bounds that are run-time data use a helper."""
+
+    def number(v: Value) -> object:
+        items = g.int_list(v) if not v.dtype.is_floating_point else None
+        if items is not None and len(items) == 1:
+            return items[0]
+        return v.const.item() if v.const is not None else None
+
+    first, last, step = (number(v) for v in (start, limit, delta))
+    if first is None or last is None or step is None:
+        return g.call(g.helper(_range, leaf=True), start, limit, delta)
+    if step == 1 or step == SymElem.of(1):
+        args = (last,) if first == 0 or first == SymElem.of(0) else (first, last)
+        return g.call("torch.arange", *args, dtype=start.dtype)
+    return g.call("torch.arange", first, last, step, dtype=start.dtype)
+
+
+@onnx_op("Pad", 1)
+def pad_legacy(g: Emitter, x: Value, *, pads: list[int] | None = None, paddings: list[int] | None = None,
+               mode: str = "constant", value: float = 0.0) -> Value:
+    return _pad(g, x, list(pads if pads is not None else paddings or []), None, mode, value)
+
+
+@onnx_op("Pad", 11)
+def pad(g: Emitter, x: Value, pads: Value, constant_value: Value | None = None, axes: Value | None = None,
+        *, mode: str = "constant") -> Value:
+    value: float = 0.0
+    if constant_value is not None:
+        if constant_value.const is None:
+            raise g.unsupported(None, "Pad constant_value computed at run time")
+        value = constant_value.const.reshape(-1)[0].item() if constant_value.const.numel() else 0.0
+    return _pad(g, x, g.static_ints(pads, "pads") or [], g.static_ints(axes, "axes"), mode, value)
+
+
+TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
+
+
+def torch_pads(onnx_pads: list[int], rank: int, axes: list[int] | None = None) -> list[int]:
+    """ONNX ``[b1, b2, ..., e1, e2, ...]`` over ``axes`` -> ``F.pad``'s last-dim-first pairs."""
+    axes = [_axis(a, rank) for a in (axes if axes is not None else range(rank))]
+    n = len(axes)
+    begin = dict(zip(axes, onnx_pads[:n]))
+    end = dict(zip(axes, onnx_pads[n:]))
+    first = min(axes) if axes else rank
+    result: list[int] = []
+    for axis in range(rank - 1, first - 1, -1):
+        result += [begin.get(axis, 0), end.get(axis, 0)]
+    while len(result) >= 2 and result[-2:] == [0, 0]:
+        result = result[:-2]
+    return result
+
+
+def _pad(g: Emitter, x: Value, pads: list[int], axes: list[int] | None, mode: str, value: float) -> Value:
+    if mode not in TORCH_PAD_MODES:
+        raise g.unsupported("mode", f"value {mode!r} is not one of {sorted(TORCH_PAD_MODES)}")
+    torch_pad = torch_pads(pads, x.rank, axes)
+    if not torch_pad:
+        return x
+    if mode == "constant":
+        return g.call("F.pad", x, torch_pad, value=value) if value else g.call("F.pad", x, torch_pad)
+    return g.call("F.pad", x, torch_pad, mode=TORCH_PAD_MODES[mode])
+

@@ -1,0 +1,53 @@
+"""ONNX tensors from the native core as torch tensors, without copying their bytes.
+
+The core hands out numpy views into the model's private (copy-on-write) memory map;
+``torch.from_numpy`` wraps them, so a 1 GB weight file costs no extra memory until training
+writes to a parameter (only the pages written are copied, and never back to the file).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UnsupportedOperatorError
+
+# ONNX TensorProto.DataType -> torch dtype.
+ONNX_TO_TORCH: dict[int, torch.dtype] = {
+    1: torch.float32, 2: torch.uint8, 3: torch.int8, 4: torch.uint16, 5: torch.int16, 6: torch.int32,
+    7: torch.int64, 9: torch.bool, 10: torch.float16, 11: torch.float64, 12: torch.uint32,
+    13: torch.uint64, 14: torch.complex64, 15: torch.complex128, 16: torch.bfloat16,
+    17: torch.float8_e4m3fn, 18: torch.float8_e4m3fnuz, 19: torch.float8_e5m2, 20: torch.float8_e5m2fnuz,
+}
+TORCH_TO_ONNX: dict[torch.dtype, int] = {v: k for k, v in ONNX_TO_TORCH.items()}
+ONNX_TYPE_NAMES: dict[int, str] = {
+    0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
+    8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64", 14: "COMPLEX64",
+    15: "COMPLEX128", 16: "BFLOAT16", 17: "FLOAT8E4M3FN", 18: "FLOAT8E4M3FNUZ", 19: "FLOAT8E5M2",
+    20: "FLOAT8E5M2FNUZ", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1",
+}
+_RAW_BITS = {16, 17, 18, 19, 20}  # numpy has no such dtype: the core returns raw integer bits
+
+
+def torch_dtype(onnx_type: int) -> torch.dtype:
+    try:
+        return ONNX_TO_TORCH[onnx_type]
+    except KeyError:
+        name = ONNX_TYPE_NAMES.get(onnx_type, str(onnx_type))
+        raise UnsupportedOperatorError(f"ONNX element type {name} has no torch equivalent") from None
+
+
+def to_torch(tensor: Any) -> torch.Tensor:
+    """A torch view of a core ``Tensor`` (copied only when its bytes are misaligned)."""
+    dtype = torch_dtype(tensor.data_type)
+    array: np.ndarray = tensor.aligned_numpy()
+    result = torch.from_numpy(array) if array.size else torch.from_numpy(np.ascontiguousarray(array))
+    if tensor.data_type in _RAW_BITS:
+        result = result.view(dtype)
+    return result.reshape(list(tensor.dims))
+
+
+def numpy_to_torch(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array))
