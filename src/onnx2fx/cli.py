@@ -124,6 +124,8 @@ def validate(
                                                 "or .npz (keys = input names).")] = None,
     shape: ShapeOption = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics as JSON.")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also compare every intermediate tensor "
+                                            "and name the first node whose error exceeds the tolerance.")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Run MODEL in onnxruntime and CONVERTED in torch on the same inputs and compare the outputs."""
@@ -137,6 +139,13 @@ def validate(
         validator = AccuracyValidator(model, converted, tolerance=tolerance, num_samples=samples, seed=seed,
                                       input_shapes=shapes, inputs=inputs)
         metrics = _with_status("running onnxruntime and torch", validator.validate)
+        layers = None
+        if per_layer:
+            from .layer_compare import compare_layers
+
+            feed = validator.input_sets(validator.session())[0]
+            layers = _with_status("comparing every layer", lambda: compare_layers(
+                model, validator.model, feed, tolerance=tolerance))
     table = Table(title=f"{model.name}: torch vs onnxruntime ({metrics.num_samples} input sets)")
     for column in ("output", "shape", "max abs", "mean abs", "rel. error %", "cosine", "result"):
         table.add_column(column)
@@ -147,9 +156,17 @@ def validate(
     out_console.print(table)
     out_console.print(f"Relative error: {metrics.relative_error:.6f}% (tolerance {tolerance}%)  "
                       f"Passed: {metrics.passed}")
+    if layers is not None:
+        from .layer_compare import format_report
+
+        for line in format_report(layers):
+            out_console.print(line, highlight=False)
     if json_out is not None:
-        json_out.write_text(json.dumps(metrics.to_dict(), indent=2) + "\n")
-    if not metrics.passed:
+        record = metrics.to_dict()
+        if layers is not None:
+            record["per_layer"] = layers.to_dict()
+        json_out.write_text(json.dumps(record, indent=2) + "\n")
+    if not metrics.passed or (layers is not None and layers.first_divergence is not None):
         raise typer.Exit(1)
 
 

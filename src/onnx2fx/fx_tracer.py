@@ -74,6 +74,23 @@ def trace_with_origins(module: torch.nn.Module, origins: OriginMap, class_name: 
     gm = torch.fx.GraphModule(tracer.root, graph, class_name)
     # Unpickling re-traces with the recorded tracer class; a plain Tracer needs no origin map.
     gm._tracer_cls = None
+    # node.meta is not pickled: keep the origins in an attribute that is, see restore_origins.
+    gm.onnx_origins = {n.name: {k: n.meta[k] for k in ORIGIN_KEYS} for n in gm.graph.nodes if "onnx_node" in n.meta}
+    return gm
+
+
+ORIGIN_KEYS = ("onnx_node", "onnx_op_type", "onnx_outputs")
+
+
+def restore_origins(gm: torch.nn.Module) -> torch.nn.Module:
+    """Put ONNX origins back into ``node.meta`` of a GraphModule loaded from ``model_full.pt``.
+
+    Unpickling rebuilds the graph from its code, with the same node names, but without meta.
+    """
+    origins = getattr(gm, "onnx_origins", None)
+    if isinstance(gm, torch.fx.GraphModule) and isinstance(origins, dict):
+        for node in gm.graph.nodes:
+            node.meta.update(origins.get(node.name, {}))
     return gm
 
 
@@ -92,3 +109,101 @@ def _target_name(target: Any) -> str:
     if isinstance(target, str):
         return target
     return getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or str(target)
+
+
+# ---------------------------------------------------------------------------------- traceability
+@dataclass
+class CheckResult:
+    """Whether one PyTorch tool accepted the model, and the error when it did not."""
+
+    ok: bool | None  # None: not run (skipped)
+    error: str = ""
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class TraceabilityReport:
+    symbolic_trace: CheckResult
+    export_static: CheckResult
+    export_dynamic_batch: CheckResult
+    compile: CheckResult
+    backward: CheckResult
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {name: asdict(getattr(self, name)) for name in self.__dataclass_fields__}
+
+    @property
+    def ok(self) -> bool:
+        return all(getattr(self, name).ok is not False for name in self.__dataclass_fields__)
+
+
+def _attempt(fn: Any) -> CheckResult:
+    import time
+
+    start = time.perf_counter()
+    try:
+        detail = fn()
+    except Exception as exc:  # each check reports the tool's own error rather than stopping the others
+        message = f"{type(exc).__name__}: {exc}".strip().splitlines()
+        return CheckResult(False, message[0][:500] if message else type(exc).__name__,
+                           round(time.perf_counter() - start, 3))
+    return CheckResult(True, "", round(time.perf_counter() - start, 3), detail or "")
+
+
+def check_traceability(gm: torch.nn.Module, inputs: tuple[torch.Tensor, ...], dynamic_batch: bool = True,
+                       compile: bool = True) -> TraceabilityReport:
+    """Try the PyTorch tools users rely on: ``symbolic_trace``, ``torch.export`` (static and with
+    a dynamic batch dimension), ``torch.compile`` (CPU), and training (``train()`` + backward must
+    reach every float parameter). The model itself is left untouched (training runs on a copy)."""
+    import copy
+
+    def trace() -> str:
+        traced = torch.fx.symbolic_trace(gm)
+        return f"{len(traced.graph.nodes)} FX nodes"
+
+    def export_static() -> str:
+        torch.export.export(gm, inputs)
+        return ""
+
+    def export_dynamic() -> str:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.export.export(gm, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
+        bigger = tuple(torch.cat([t, t[:1]]) for t in inputs)
+        program.module()(*bigger)
+        return "batch size varies"
+
+    def compiled() -> str:
+        with torch.no_grad():
+            eager = gm(*inputs)
+            result = torch.compile(gm, dynamic=False)(*inputs)
+        eager_list = eager if isinstance(eager, (tuple, list)) else [eager]
+        result_list = result if isinstance(result, (tuple, list)) else [result]
+        diff = max((float((a.double() - b.double()).abs().max()) for a, b in zip(eager_list, result_list)
+                    if a.is_floating_point() and a.numel()), default=0.0)
+        return f"max abs difference to eager {diff:.3g}"
+
+    def backward() -> str:
+        model = copy.deepcopy(gm).train()
+        out = model(*inputs)
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        loss = sum(o.float().square().mean() for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point())
+        if not isinstance(loss, torch.Tensor):
+            raise RuntimeError("the model has no floating-point output to train on")
+        loss.backward()
+        params = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+        missing = [n for n, p in params if p.grad is None]
+        if missing:
+            raise RuntimeError(f"{len(missing)} of {len(params)} parameters get no gradient: {missing[:5]}")
+        return f"{len(params)} parameters receive gradients"
+
+    skipped = CheckResult(None, "", 0.0, "skipped")
+    return TraceabilityReport(
+        symbolic_trace=_attempt(trace),
+        export_static=_attempt(export_static),
+        export_dynamic_batch=_attempt(export_dynamic) if dynamic_batch else skipped,
+        compile=_attempt(compiled) if compile else skipped,
+        backward=_attempt(backward),
+    )

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import ValidationInputError
+from .fx_tracer import restore_origins
 
 BATCH_SIZE = 2
 OTHER_DIM_SIZE = 64
@@ -235,4 +236,4 @@ def load_torch_model(model: Any) -> torch.nn.Module:
     loaded = torch.load(path, weights_only=False, map_location="cpu")
     if not isinstance(loaded, torch.nn.Module):
         raise ValidationInputError(f"{path} holds a {type(loaded).__name__}, not a torch module")
-    return loaded.eval()
+    return restore_origins(loaded).eval()

@@ -328,7 +328,7 @@ class Emitter:
         parts = [p for p in re.split(r"[/:]+", self.node.name) if p]
         if len(parts) > 1 and re.fullmatch(rf"{re.escape(self.node.op_type)}(_\d+)?", parts[-1], re.IGNORECASE):
             parts = parts[:-1]
-        name = "_".join(parts)
+        name = "/".join(parts)
         if re.fullmatch(rf"(node_)?{re.escape(self.node.op_type)}(_?\d+)?", name, re.IGNORECASE) or not name:
             return hint  # a generated name such as "Conv_12" says less than the layer kind
         return name
