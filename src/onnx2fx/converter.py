@@ -92,6 +92,7 @@ class OnnxToFxConverter:
             "node_count": len(core_model.graph.nodes),
             "op_counts": _op_counts(core_model),
             "inputs": emitted.input_onnx_names,
+            "input_shapes": emitted.input_shapes,
             "outputs": emitted.output_onnx_names,
             "conversion_seconds": round(time.perf_counter() - start, 4),
             "warnings": list(emitted.warnings),

@@ -77,10 +77,12 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
 
     inputs: list[Value] = []
     input_onnx: list[str] = []
+    shapes: dict[str, list[int | None]] = {}
     for vi in graph.inputs:
         if vi.name in env:  # old IR versions list initializers among the inputs
             continue
         shape = input_shape(vi, input_shapes.pop(vi.name, None))
+        shapes[vi.name] = shape
         value = emitter.input(vi.name, fake_input(emitter, vi, shape))
         env[vi.name] = value
         inputs.append(value)
@@ -94,7 +96,9 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
         lower_node(emitter, node, index, opsets, env)
 
     outputs = [env[o.name] for o in graph.outputs]
-    return emitter.finish(inputs, outputs, input_onnx, [o.name for o in graph.outputs], env)
+    emitted = emitter.finish(inputs, outputs, input_onnx, [o.name for o in graph.outputs], env)
+    emitted.input_shapes = shapes
+    return emitted
 
 
 def lower_node(emitter: Emitter, node: Any, index: int, opsets: Mapping[str, int],

@@ -48,6 +48,8 @@ class OutputMetrics:
     cosine_similarity: float
     passed: bool
     note: str = ""
+    # Counts of |torch - ort| per decade: [0], (0, 1e-12], (1e-12, 1e-11], ..., (1e1, inf]
+    error_histogram: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -183,7 +185,19 @@ def compare(name: str, reference: np.ndarray, produced: np.ndarray, tolerance: f
     norm = float(np.linalg.norm(ref) * np.linalg.norm(out))
     cosine = 1.0 if norm == 0.0 and max_abs == 0.0 else (float(np.dot(ref.ravel(), out.ravel()) / norm)
                                                           if norm > 0 and np.isfinite(norm) else 0.0)
-    return OutputMetrics(name, list(reference.shape), max_abs, mean_abs, relative, cosine, relative <= tolerance)
+    return OutputMetrics(name, list(reference.shape), max_abs, mean_abs, relative, cosine, relative <= tolerance,
+                         error_histogram=error_histogram(diff))
+
+
+# Upper edges of the error histogram's bins after the first (exact zeros): 1e-12 ... 1e1, then inf.
+HISTOGRAM_EDGES = [0.0] + [10.0 ** e for e in range(-12, 2)] + [float("inf")]
+
+
+def error_histogram(diff: np.ndarray) -> list[int]:
+    """How many elements fall in each decade of absolute error (bin 0 holds exact matches)."""
+    counts, _ = np.histogram(diff, bins=[-1.0, *HISTOGRAM_EDGES[1:-1], np.inf])
+    exact = int(np.count_nonzero(diff == 0))  # the first bin, [-1, 1e-12), also holds the zeros
+    return [exact, int(counts[0]) - exact, *(int(c) for c in counts[1:])]
 
 
 def random_input(spec: Any, override: Sequence[int] | None, rng: np.random.Generator) -> np.ndarray:

@@ -84,6 +84,7 @@ class EmittedModule:
     nodes: dict[str, NodeInfo]  # ONNX node name -> what it was
     tensor_codes: dict[str, str]  # ONNX tensor name -> code in forward ("" when folded to a constant)
     warnings: list[str] = field(default_factory=list)
+    input_shapes: dict[str, list[int | None]] = field(default_factory=dict)  # None: dynamic dimension
 
 
 def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
