@@ -94,6 +94,8 @@ def test_save_writes_standalone_model_py(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
     full = torch.load(paths["model_full.pt"], weights_only=False)
     np.testing.assert_array_equal(full(x).detach().numpy(), expected)
+    assert full.onnx_source == str(EXAMPLE)
+    assert full.onnx_parameters["head.weight"] == {"initializer": "head.weight", "transform": None}
     record = json.loads(paths["conversion.json"].read_text())
     assert record["inputs"] == ["image"] and record["outputs"] == ["logits"]
     assert record["op_counts"]["Conv"] == 3

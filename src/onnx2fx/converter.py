@@ -84,6 +84,11 @@ class OnnxToFxConverter:
         origins = _origin_map(rendered, emitted, module)
         gm = trace_with_origins(module, origins)
         gm.eval()
+        # Pickled with model_full.pt: quantization needs the source graph and where weights came from.
+        gm.onnx_source = os.path.abspath(self.source_model) if isinstance(self.source_model, (str, os.PathLike)) \
+            else None
+        gm.onnx_parameters = {name: {"initializer": o.initializer, "transform": o.transform}
+                              for name, o in emitted.parameter_origins.items()}
         info = {
             "source": _source_name(self.source_model),
             "ir_version": core_model.ir_version,
