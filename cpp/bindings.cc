@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <initializer_list>
+#include <string_view>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -26,6 +28,7 @@
 #include "passes/dead_code_elimination.h"
 #include "passes/pass_manager.h"
 #include "passes/topological_sort.h"
+#include "writer/qdq_writer.h"
 
 namespace nb = nanobind;
 using namespace onnx2fx;
@@ -220,10 +223,189 @@ void translate_error(const std::exception_ptr& exception, void*) {
   }
 }
 
+// --- the plan of write_qdq_model ------------------------------------------------------------------
+
+// Checks the keys of a plan dict; `what` names it in errors.
+void check_keys(const nb::dict& dict, std::initializer_list<std::string_view> allowed, const std::string& what) {
+  for (const auto& [key, value] : dict) {
+    const bool known = nb::isinstance<nb::str>(key) &&
+                       std::ranges::find(allowed, std::string_view(nb::cast<std::string>(key))) != allowed.end();
+    if (known) continue;
+    std::string expected;
+    for (std::string_view name : allowed) expected += (expected.empty() ? "" : ", ") + std::string(name);
+    throw QdqPlanError(what + ": unknown key " + nb::cast<std::string>(nb::repr(key)) + " (expected " + expected + ")");
+  }
+}
+
+nb::dict as_dict(nb::handle value, const std::string& what) {
+  if (!nb::isinstance<nb::dict>(value)) throw QdqPlanError(what + " must be a dict");
+  return nb::borrow<nb::dict>(value);
+}
+
+// dict[key]; None when absent and optional.
+nb::object item(const nb::dict& dict, const char* key, const std::string& what, bool required = true) {
+  if (dict.contains(key)) return dict[key];
+  if (required) throw QdqPlanError(what + " lacks '" + key + "'");
+  return nb::none();
+}
+
+std::string plan_string(nb::handle value, const std::string& what) {
+  if (!nb::isinstance<nb::str>(value)) throw QdqPlanError(what + " must be a str");
+  return nb::cast<std::string>(value);
+}
+
+std::int64_t plan_int(nb::handle value, const std::string& what) {
+  const nb::object index = nb::steal(PyNumber_Index(value.ptr()));
+  const long long number = index.is_valid() ? PyLong_AsLongLong(index.ptr()) : -1;
+  if (PyErr_Occurred()) {
+    PyErr_Clear();
+    throw QdqPlanError(what + " must be an integer that fits in 64 bits, got " + nb::cast<std::string>(nb::repr(value)));
+  }
+  return number;
+}
+
+double plan_float(nb::handle value, const std::string& what) {
+  const double number = PyFloat_AsDouble(value.ptr());
+  if (number == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw QdqPlanError(what + " must be a number, got " + nb::cast<std::string>(nb::repr(value)));
+  }
+  return number;
+}
+
+// A list (or any iterable, or a single number) of numbers converted by `convert`.
+template <class T, class Convert>
+std::vector<T> plan_numbers(nb::handle value, const std::string& what, Convert convert) {
+  std::vector<T> numbers;
+  const nb::object iterator = nb::steal(PyObject_GetIter(value.ptr()));
+  if (!iterator.is_valid()) {
+    PyErr_Clear();
+    numbers.push_back(convert(value, what));
+    return numbers;
+  }
+  while (true) {
+    const nb::object element = nb::steal(PyIter_Next(iterator.ptr()));
+    if (!element.is_valid()) break;
+    numbers.push_back(convert(element, what + "[" + std::to_string(numbers.size()) + "]"));
+  }
+  if (PyErr_Occurred()) {
+    PyErr_Clear();
+    throw QdqPlanError(what + " cannot be iterated");
+  }
+  return numbers;
+}
+
+std::optional<std::int64_t> plan_axis(nb::handle value, const std::string& what) {
+  if (value.is_none()) return std::nullopt;
+  return plan_int(value, what + ": axis");
+}
+
+// Reads the plan dict; `keep_alive` holds the float32 arrays that weights' values point into.
+QdqPlan parse_qdq_plan(nb::handle plan_object, std::vector<nb::object>& keep_alive) {
+  const nb::dict plan = as_dict(plan_object, "plan");
+  check_keys(plan, {"min_opset", "activations", "weights", "biases"}, "plan");
+  QdqPlan parsed;
+  if (const nb::object opset = item(plan, "min_opset", "plan", false); !opset.is_none())
+    parsed.min_opset = plan_int(opset, "plan['min_opset']");
+  const auto entries = [&](const char* key) {
+    std::vector<nb::dict> list;
+    const nb::object value = item(plan, key, "plan", false);
+    if (value.is_none()) return list;
+    if (!nb::isinstance<nb::list>(value) && !nb::isinstance<nb::tuple>(value))
+      throw QdqPlanError(std::string("plan['") + key + "'] must be a list");
+    for (nb::handle entry : value)
+      list.push_back(as_dict(entry, std::string("plan['") + key + "'][" + std::to_string(list.size()) + "]"));
+    return list;
+  };
+  const auto label = [](const char* key, std::size_t index) {
+    return std::string("plan['") + key + "'][" + std::to_string(index) + "]";
+  };
+
+  for (const nb::dict& entry : entries("activations")) {
+    std::string what = label("activations", parsed.activations.size());
+    check_keys(entry, {"tensor", "scale", "zero_point", "dtype"}, what);
+    QdqActivation& activation = parsed.activations.emplace_back();
+    activation.tensor = plan_string(item(entry, "tensor", what), what + "['tensor']");
+    what = "activation '" + activation.tensor + "'";
+    activation.scale = plan_numbers<double>(item(entry, "scale", what), what + ": scale", plan_float);
+    activation.zero_point = plan_numbers<std::int64_t>(item(entry, "zero_point", what), what + ": zero_point", plan_int);
+    activation.dtype = plan_string(item(entry, "dtype", what), what + ": dtype");
+  }
+  for (const nb::dict& entry : entries("weights")) {
+    std::string what = label("weights", parsed.weights.size());
+    check_keys(entry, {"initializer", "scale", "zero_point", "dtype", "axis", "values"}, what);
+    QdqWeight& weight = parsed.weights.emplace_back();
+    weight.initializer = plan_string(item(entry, "initializer", what), what + "['initializer']");
+    what = "weight '" + weight.initializer + "'";
+    weight.scale = plan_numbers<double>(item(entry, "scale", what), what + ": scale", plan_float);
+    weight.zero_point = plan_numbers<std::int64_t>(item(entry, "zero_point", what), what + ": zero_point", plan_int);
+    weight.dtype = plan_string(item(entry, "dtype", what), what + ": dtype");
+    weight.axis = plan_axis(item(entry, "axis", what, false), what);
+    if (const nb::object values = item(entry, "values", what, false); !values.is_none()) {
+      nb::object array;
+      try {
+        const nb::module_ numpy = nb::module_::import_("numpy");
+        array = numpy.attr("asarray")(values, nb::arg("dtype") = numpy.attr("float32"), nb::arg("order") = "C");
+      } catch (const nb::python_error& error) {
+        throw QdqPlanError(what + ": values cannot be converted to a float32 array: " + error.what());
+      }
+      const auto view = nb::cast<nb::ndarray<const float, nb::c_contig, nb::device::cpu>>(array);
+      for (std::size_t d = 0; d < view.ndim(); ++d) weight.values_shape.push_back(static_cast<std::int64_t>(view.shape(d)));
+      weight.values = std::span<const float>(view.data(), view.size());
+      keep_alive.push_back(std::move(array));
+    }
+  }
+  for (const nb::dict& entry : entries("biases")) {
+    std::string what = label("biases", parsed.biases.size());
+    check_keys(entry, {"initializer", "scale", "axis"}, what);
+    QdqBias& bias = parsed.biases.emplace_back();
+    bias.initializer = plan_string(item(entry, "initializer", what), what + "['initializer']");
+    what = "bias '" + bias.initializer + "'";
+    bias.scale = plan_numbers<double>(item(entry, "scale", what), what + ": scale", plan_float);
+    bias.axis = plan_axis(item(entry, "axis", what, false), what);
+  }
+  return parsed;
+}
+
+// Raises the OSError matching `code` for `path`.
+[[noreturn]] void raise_os_error(const std::error_code& code, const std::filesystem::path& path) {
+  errno = code.value();
+  PyErr_SetFromErrnoWithFilename(PyExc_OSError, path.c_str());
+  throw nb::python_error();
+}
+
+nb::dict write_qdq_model_binding(const std::filesystem::path& source, const std::filesystem::path& output,
+                                 nb::handle plan) {
+  std::vector<nb::object> keep_alive;  // outlives the GIL-free part below
+  const QdqPlan parsed = parse_qdq_plan(plan, keep_alive);
+  QdqStats stats;
+  std::error_code source_error, output_error;
+  std::filesystem::path output_path;
+  {
+    nb::gil_scoped_release release;
+    try {
+      stats = write_qdq_model(source, output, parsed);
+    } catch (const std::filesystem::filesystem_error& error) {
+      output_error = error.code();
+      output_path = error.path1();
+    } catch (const std::system_error& error) {
+      source_error = error.code();
+    }
+  }
+  if (output_error) raise_os_error(output_error, output_path);
+  if (source_error) raise_os_error(source_error, source);
+  nb::dict result;
+  result["quantized_activations"] = stats.quantized_activations;
+  result["quantized_weights"] = stats.quantized_weights;
+  result["quantized_biases"] = stats.quantized_biases;
+  result["bytes_written"] = stats.bytes_written;
+  return result;
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
-  m.doc() = "Native core of onnx2fx: reads ONNX files into a graph IR and runs graph passes.";
+  m.doc() = "Native core of onnx2fx: reads ONNX files into a graph IR, runs graph passes, writes QDQ models.";
   nb::register_exception_translator(translate_error);
 
   nb::class_<Tensor>(m, "Tensor")
@@ -343,4 +525,6 @@ NB_MODULE(_core, m) {
       nb::arg("data"), nb::kw_only(), nb::arg("base_dir") = nb::none(), nb::arg("run_passes") = true);
 
   m.def("elem_size", elem_size, nb::arg("data_type"));
+
+  m.def("write_qdq_model", write_qdq_model_binding, nb::arg("source_path"), nb::arg("output_path"), nb::arg("plan"));
 }

@@ -30,6 +30,9 @@ struct Tensor {
   std::int64_t data_offset = -1;      // offset of `data` within its file; -1 when owned
   std::vector<std::string> strings;   // the elements of a STRING tensor
   std::string external_location;      // as written in the model; "" when stored in it
+  // Where the TensorProto itself lies in the model's bytes (its payload, without tag and length).
+  std::int64_t proto_offset = -1;
+  std::uint64_t proto_size = 0;
 
   bool is_external() const { return !external_location.empty(); }
 };

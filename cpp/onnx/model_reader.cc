@@ -13,71 +13,14 @@
 #include "ir/data_type.h"
 #include "onnx/errors.h"
 #include "onnx/mapped_file.h"
+#include "onnx/schema.h"
 #include "onnx/wire.h"
 
 namespace onnx2fx {
 namespace {
 
-using wire::FieldName;
-using wire::MessageSchema;
 using wire::Reader;
-
-// Message types and field names from onnx.proto. The numbers are dispatched on in the readers
-// below; the names make error messages read like ModelProto.graph.initializer[3].raw_data.
-constexpr FieldName kModelFields[] = {
-    {1, "ir_version"}, {2, "producer_name"}, {3, "producer_version"}, {4, "domain"},
-    {5, "model_version"}, {6, "doc_string"}, {7, "graph"}, {8, "opset_import"},
-    {14, "metadata_props"}, {20, "training_info"}, {25, "functions"}, {26, "configuration"}};
-constexpr FieldName kOperatorSetIdFields[] = {{1, "domain"}, {2, "version"}};
-constexpr FieldName kStringStringEntryFields[] = {{1, "key"}, {2, "value"}};
-constexpr FieldName kGraphFields[] = {
-    {1, "node"}, {2, "name"}, {5, "initializer"}, {10, "doc_string"}, {11, "input"}, {12, "output"},
-    {13, "value_info"}, {14, "quantization_annotation"}, {15, "sparse_initializer"}, {16, "metadata_props"}};
-constexpr FieldName kNodeFields[] = {
-    {1, "input"}, {2, "output"}, {3, "name"}, {4, "op_type"}, {5, "attribute"}, {6, "doc_string"},
-    {7, "domain"}, {8, "overload"}, {9, "metadata_props"}, {10, "device_configurations"}};
-constexpr FieldName kAttributeFields[] = {
-    {1, "name"}, {2, "f"}, {3, "i"}, {4, "s"}, {5, "t"}, {6, "g"}, {7, "floats"}, {8, "ints"},
-    {9, "strings"}, {10, "tensors"}, {11, "graphs"}, {13, "doc_string"}, {14, "tp"}, {15, "type_protos"},
-    {20, "type"}, {21, "ref_attr_name"}, {22, "sparse_tensor"}, {23, "sparse_tensors"}};
-constexpr FieldName kTensorFields[] = {
-    {1, "dims"}, {2, "data_type"}, {3, "segment"}, {4, "float_data"}, {5, "int32_data"},
-    {6, "string_data"}, {7, "int64_data"}, {8, "name"}, {9, "raw_data"}, {10, "double_data"},
-    {11, "uint64_data"}, {12, "doc_string"}, {13, "external_data"}, {14, "data_location"},
-    {16, "metadata_props"}};
-constexpr FieldName kSparseTensorFields[] = {{1, "values"}, {2, "indices"}, {3, "dims"}};
-constexpr FieldName kValueInfoFields[] = {{1, "name"}, {2, "type"}, {3, "doc_string"}, {4, "metadata_props"}};
-constexpr FieldName kTypeFields[] = {
-    {1, "tensor_type"}, {4, "sequence_type"}, {5, "map_type"}, {6, "denotation"},
-    {7, "opaque_type"}, {8, "sparse_tensor_type"}, {9, "optional_type"}};
-constexpr FieldName kTensorTypeFields[] = {{1, "elem_type"}, {2, "shape"}};
-constexpr FieldName kElementTypeFields[] = {{1, "elem_type"}};
-constexpr FieldName kMapTypeFields[] = {{1, "key_type"}, {2, "value_type"}};
-constexpr FieldName kShapeFields[] = {{1, "dim"}};
-constexpr FieldName kDimensionFields[] = {{1, "dim_value"}, {2, "dim_param"}, {3, "denotation"}};
-constexpr FieldName kFunctionFields[] = {
-    {1, "name"}, {4, "input"}, {5, "output"}, {6, "attribute"}, {7, "node"}, {8, "doc_string"},
-    {9, "opset_import"}, {10, "domain"}, {11, "attribute_proto"}, {12, "value_info"}, {13, "overload"},
-    {14, "metadata_props"}};
-
-constexpr MessageSchema kModelProto{"ModelProto", kModelFields};
-constexpr MessageSchema kOperatorSetIdProto{"OperatorSetIdProto", kOperatorSetIdFields};
-constexpr MessageSchema kStringStringEntryProto{"StringStringEntryProto", kStringStringEntryFields};
-constexpr MessageSchema kGraphProto{"GraphProto", kGraphFields};
-constexpr MessageSchema kNodeProto{"NodeProto", kNodeFields};
-constexpr MessageSchema kAttributeProto{"AttributeProto", kAttributeFields};
-constexpr MessageSchema kTensorProto{"TensorProto", kTensorFields};
-constexpr MessageSchema kSparseTensorProto{"SparseTensorProto", kSparseTensorFields};
-constexpr MessageSchema kValueInfoProto{"ValueInfoProto", kValueInfoFields};
-constexpr MessageSchema kTypeProto{"TypeProto", kTypeFields};
-constexpr MessageSchema kTensorTypeProto{"TypeProto.Tensor", kTensorTypeFields};
-constexpr MessageSchema kSparseTensorTypeProto{"TypeProto.SparseTensor", kTensorTypeFields};
-constexpr MessageSchema kSequenceTypeProto{"TypeProto.Sequence", kElementTypeFields};
-constexpr MessageSchema kOptionalTypeProto{"TypeProto.Optional", kElementTypeFields};
-constexpr MessageSchema kMapTypeProto{"TypeProto.Map", kMapTypeFields};
-constexpr MessageSchema kTensorShapeProto{"TensorShapeProto", kShapeFields};
-constexpr MessageSchema kDimensionProto{"TensorShapeProto.Dimension", kDimensionFields};
-constexpr MessageSchema kFunctionProto{"FunctionProto", kFunctionFields};
+using namespace onnx_schema;  // the message types of onnx.proto
 
 constexpr std::int32_t kDataLocationExternal = 1;
 
@@ -439,6 +382,8 @@ class ModelReader {
   Tensor read_tensor(Reader reader) {
     Tensor tensor;
     TensorData data;
+    tensor.proto_offset = static_cast<std::int64_t>(reader.offset_of(reader.message_bytes().data()));
+    tensor.proto_size = reader.message_bytes().size();
     while (reader.next()) switch (reader.tag()) {
         case 1: reader.get_repeated_varints(tensor.dims); break;
         case 2: tensor.data_type = reader.get_int32(); break;
@@ -649,9 +594,16 @@ class ModelReader {
 }  // namespace
 
 std::unique_ptr<Model> load_model(const std::filesystem::path& path) {
+  std::shared_ptr<const MappedFile> file;
+  return load_model(path, file);
+}
+
+std::unique_ptr<Model> load_model(const std::filesystem::path& path, std::shared_ptr<const MappedFile>& file) {
   const std::filesystem::path folder = path.has_parent_path() ? path.parent_path() : ".";
-  auto model = ModelReader(MappedFile::map(path), folder).read();
+  std::shared_ptr<MappedFile> map = MappedFile::map(path);
+  auto model = ModelReader(map, folder).read();
   model->path = path.string();
+  file = std::move(map);
   return model;
 }
 

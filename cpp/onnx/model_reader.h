@@ -25,6 +25,10 @@ inline constexpr std::size_t kMaxNodes = std::size_t{1} << 22;
 // Throws std::system_error if the file cannot be opened, ParseError / ExternalDataError if it is invalid.
 std::unique_ptr<Model> load_model(const std::filesystem::path& path);
 
+// As above, and hands back the map of the model file in `file` (the bytes that Tensor::proto_offset
+// and data_offset of embedded tensors refer to), for callers that copy parts of it verbatim.
+std::unique_ptr<Model> load_model(const std::filesystem::path& path, std::shared_ptr<const MappedFile>& file);
+
 // Copies `bytes` once and reads them; external data resolves relative to `base_dir`, and without
 // one any tensor with external data is an ExternalDataError.
 std::unique_ptr<Model> load_model_from_bytes(std::span<const std::byte> bytes,

@@ -130,6 +130,13 @@ class Reader {
   std::uint32_t tag() const { return field_; }
   WireType wire_type() const { return wire_type_; }
 
+  // The bytes of the field last read or skipped, from its tag to the end of its value, so that a
+  // writer can copy an unchanged field verbatim. Call it after reading or skipping the value.
+  std::span<const std::byte> field_bytes() const { return {field_start_, pos_}; }
+
+  // The bytes of this whole message (the payload of the field that holds it).
+  std::span<const std::byte> message_bytes() const { return {begin_, end_}; }
+
   std::uint64_t get_varint() {
     expect(WireType::Varint);
     return read_varint();

@@ -1,4 +1,4 @@
-"""Native core of onnx2fx: reads ONNX files into a graph IR and runs graph passes.
+"""Native core of onnx2fx: reads ONNX files into a graph IR, runs graph passes, and writes QDQ models.
 
 The reader parses the protobuf wire format directly from a private, copy-on-write memory map of the
 file. Tensor data in ``raw_data`` or external data is never copied: :meth:`Tensor.numpy` returns a
@@ -7,7 +7,7 @@ writable view whose writes stay in memory. Errors are raised as the classes of
 """
 
 import os
-from typing import TypeAlias
+from typing import Literal, TypeAlias, TypedDict
 
 import numpy as np
 
@@ -291,4 +291,99 @@ def elem_size(data_type: int) -> int:
 
     Raises:
         ValueError: for an unknown data type.
+    """
+
+# Types of the plan and result of write_qdq_model, for type checkers only (not in the module).
+_QuantDType: TypeAlias = Literal["uint8", "int8", "uint16", "int16", "uint4", "int4"]
+
+class _QdqActivation(TypedDict):
+    tensor: str
+    scale: list[float]
+    zero_point: list[int]
+    dtype: _QuantDType
+
+class _QdqWeightRequired(TypedDict):
+    initializer: str
+    scale: list[float]
+    zero_point: list[int]
+    dtype: _QuantDType
+
+class _QdqWeight(_QdqWeightRequired, total=False):
+    axis: int | None
+    values: np.ndarray | None
+
+class _QdqBiasRequired(TypedDict):
+    initializer: str
+    scale: list[float]
+
+class _QdqBias(_QdqBiasRequired, total=False):
+    axis: int | None
+
+class _QdqPlan(TypedDict, total=False):
+    min_opset: int
+    activations: list[_QdqActivation]
+    weights: list[_QdqWeight]
+    biases: list[_QdqBias]
+
+class _QdqStats(TypedDict):
+    quantized_activations: int
+    quantized_weights: int
+    quantized_biases: int
+    bytes_written: int
+
+def write_qdq_model(
+    source_path: str | os.PathLike[str], output_path: str | os.PathLike[str], plan: _QdqPlan
+) -> _QdqStats:
+    """Writes a post-training-quantized copy of an ONNX model in QDQ form.
+
+    The output is the original model with QuantizeLinear/DequantizeLinear inserted. It is streamed
+    from the source file: every message the plan does not touch (nodes, initializers, value infos,
+    functions, ...) is copied byte for byte, and only the messages on the path to a change are
+    re-encoded. Tensors stored as external data are embedded.
+
+    Plan entries (every key of ``plan`` is optional; unknown keys are errors):
+
+    * ``activations``: ``{"tensor", "scale": [s], "zero_point": [zp], "dtype"}``, per tensor.
+      ``QuantizeLinear(tensor) -> <tensor>_quantized`` and ``DequantizeLinear -> <tensor>_dequantized``
+      are inserted right after the tensor's producer (before the first node for graph inputs and
+      initializers), and every consumer in the main graph and every subgraph node that captures
+      the tensor reads the dequantized value instead (unless the subgraph defines a value of the
+      same name itself). For a graph output the output keeps its name and carries the dequantized
+      value: the producer's output is renamed ``<tensor>_float`` instead.
+    * ``weights``: ``{"initializer", "scale", "zero_point", "dtype", "axis"=None, "values"=None}``.
+      The FLOAT initializer is replaced by ``<name>_quantized``,
+      ``saturate(round_half_to_even(w / scale) + zero_point)`` (per-axis along ``axis``, with
+      ``dims[axis]`` scales and zero points), read by ``DequantizeLinear(axis=axis)`` whose output has
+      the original name, so consumers are unchanged. ``values`` (converted to a C-order float32
+      array of the initializer's shape) are quantized instead of the stored data.
+    * ``biases``: ``{"initializer", "scale", "axis"=None}``: like a weight, INT32 with zero point 0.
+
+    Scales become FLOAT initializers ``<name>_scale`` (scalar per tensor, 1-D per axis) and zero
+    points ``<name>_zero_point`` of the quantized type; the division ``w / scale`` is done in
+    float32, as QuantizeLinear does it. New names get a ``_1``, ``_2``, ... suffix where they would
+    collide with a name already in the model; new nodes are named ``<name>_QuantizeLinear`` and
+    ``<name>_DequantizeLinear``.
+
+    The default-domain opset import (of the model and of its functions) is raised to
+    ``max(min_opset, what the plan needs)``: 10 for any Q/DQ, 13 for per-axis, 21 for 16- and
+    4-bit types; it is never lowered, and other operators are not converted to the new opset.
+    The IR version is raised to the lowest that allows that opset. A ``metadata_props`` entry
+    ``onnx2fx.quantized = "qdq"`` is added (replacing an older one); everything else is kept.
+
+    The output is written to a temporary file beside ``output_path`` and renamed over it at the
+    end, so nothing is written when anything fails; ``output_path`` may be ``source_path``.
+
+    Returns:
+        ``{"quantized_activations", "quantized_weights", "quantized_biases", "bytes_written"}``.
+
+    Raises:
+        ValueError: the plan does not fit the model, naming the entry: a tensor not produced or
+            consumed in the main graph, an initializer that is missing or not FLOAT, an activation
+            that is not FLOAT, a scale that is not a finite float32 > 0, a zero point outside the
+            type's range, mismatched lengths, an axis out of range, ``values`` of the wrong shape
+            or with NaN, an unknown dtype or key, an entry given twice; or the output would exceed
+            2 GB ("models over 2 GB are not supported by the QDQ writer yet").
+        FileNotFoundError: (or another OSError) the source cannot be opened or the output cannot
+            be written; the error names the file.
+        ModelFormatError, ExternalDataError, GraphStructureError: the source model is invalid.
     """
