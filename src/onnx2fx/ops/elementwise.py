@@ -5,13 +5,12 @@ from __future__ import annotations
 import operator
 
 import torch
-from torch import sym_not
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import SymElem, Value
 from ..tensors import torch_dtype
 from .registry import onnx_op
+from .shape import decide
 
 _UNARY = {
     "Relu": "torch.relu", "Sigmoid": "torch.sigmoid", "Tanh": "torch.tanh", "Erf": "torch.erf",
@@ -62,14 +61,8 @@ def _decided(compare):
     (a dynamic size is never negative, so ``x.shape[0] == -1`` is False)."""
 
     def fn(x: SymElem, y: SymElem) -> SymElem | None:
-        result = compare(x.value, y.value)
-        if isinstance(result, bool):
-            return SymElem.of(result)
-        if statically_known_true(result):
-            return SymElem.of(True)
-        if statically_known_true(sym_not(result)):
-            return SymElem.of(False)
-        return None
+        result = decide(compare(x.value, y.value))
+        return None if result is None else SymElem.of(result)
 
     return fn
 
@@ -113,9 +106,13 @@ def _infix(g: Emitter, symbol: str, a: Value, b: Value) -> Value:
 
 
 def _is_number(v: Value, other: Value) -> bool:
-    """Whether ``v`` can be written as a Python number without changing the result's type or shape."""
+    """Whether ``v`` can be written as a Python number without changing the result's type or shape.
+
+    One-element constants (initializers included) are written into the code either way, so
+    ``x * 0.5`` loses nothing over ``x * torch.tensor(0.5)``.
+    """
     t = v.const
-    return (t is not None and t.numel() == 1 and v.origin_initializer is None and not t.is_complex()
+    return (t is not None and t.numel() == 1 and not t.is_complex() and other.const is None
             and t.dtype == other.dtype and (t.dim() == 0 or other.rank >= t.dim()))
 
 
@@ -126,13 +123,14 @@ def _number(v: Value) -> int | float | bool:
 
 @onnx_op("Pow", 1)
 def pow_(g: Emitter, x: Value, y: Value) -> Value:
-    if _is_number(y, x) or (y.const is not None and y.const.numel() == 1 and y.origin_initializer is None
-                            and y.const.dim() <= x.rank):
-        exponent = float(y.const.reshape(()).item())
-        if exponent == 2.0:
+    """``torch.pow`` (``torch.square`` for a constant 2); the result keeps the base's type as in ONNX."""
+    if y.const is not None and y.const.numel() == 1 and y.const.dim() <= x.rank:
+        exponent = y.const.reshape(()).item()
+        if exponent == 2:
             return g.call("torch.square", x)
-        return g.call("torch.pow", x, exponent)
-    result = g.call("torch.pow", x, y)
+        result = g.call("torch.pow", x, float(exponent) if x.dtype.is_floating_point else exponent)
+    else:
+        result = g.call("torch.pow", x, y)
     return result if result.dtype == x.dtype else g.method(result, "to", x.dtype)
 
 
@@ -155,11 +153,12 @@ def _register_binary(op_type: str, fn: str) -> None:
     compare = _decided(_SHAPE_COMPARE[op_type]) if op_type in _SHAPE_COMPARE else None
 
     def lower(g: Emitter, a: Value, b: Value, **legacy: object) -> Value:
-        if compare is not None:
-            decided = _elementwise_on_elements(g, a, b, compare, dtype=torch.bool)
-            if decided is not None:
-                return decided
-        return g.call(fn, a, b)
+        if compare is None:
+            return g.call(fn, a, b)
+        decided = _elementwise_on_elements(g, a, b, compare, dtype=torch.bool)
+        if decided is not None:
+            return decided
+        return g.call(fn, a, _number(b) if _is_number(b, a) else b)  # torch.gt(x, 0.25)
 
     lower.__name__ = f"lower_{op_type.lower()}"
     lower.__doc__ = f"{op_type}(a, b) -> {fn}(a, b), decided at conversion time on shape elements"
@@ -203,7 +202,9 @@ def where(g: Emitter, condition: Value, x: Value, y: Value) -> Value:
     if cond is not None and ex is not None and ey is not None and (x.elements or y.elements) \
             and len(cond) == len(ex) == len(ey):
         return g.elements_value([a if c.value else b for c, a, b in zip(cond, ex, ey)])
-    return g.call("torch.where", condition, x, y)
+    if _is_number(y, x):
+        return g.call("torch.where", condition, x, _number(y))
+    return g.call("torch.where", condition, _number(x) if _is_number(x, y) else x, y)
 
 
 # ------------------------------------------------------------------------------ activations
@@ -235,6 +236,19 @@ def softplus(g: Emitter, x: Value) -> Value:
 
 @onnx_op("PRelu", 1)
 def prelu(g: Emitter, x: Value, slope: Value, **legacy: object) -> Value:
+    """``nn.PReLU`` for a constant slope that is one number or one per channel (shape ``(C, 1, ...)``),
+    so the slope stays a trainable parameter; otherwise ``torch.where(x >= 0, x, x * slope)``."""
+    shape = list(slope.const.shape) if slope.const is not None and slope.dtype.is_floating_point else None
+    n = slope.const.numel() if shape is not None else 0
+    channel_axis = 1 - (x.rank - len(shape)) if shape is not None else -1  # slope axis facing x's dim 1
+    per_channel = shape is not None and x.rank >= 2 and 0 <= channel_axis < len(shape) \
+        and n == x.static_shape()[1] and shape[channel_axis] == n
+    if shape is not None and len(shape) <= x.rank and (n == 1 or per_channel):
+        attr = g.add_module("prelu", "nn.PReLU", *([n] if n > 1 else []),
+                            **({"dtype": slope.dtype} if slope.dtype != torch.float32 else {}))
+        g.bind_parameter(attr, "weight", slope.const.reshape(n), slope.origin_initializer,
+                         "reshape" if shape != [n] else None)
+        return g.call_module(attr, x)
     return g.call("torch.where", g.call("torch.ge", x, 0.0), x, g.operator("*", x, slope))
 
 

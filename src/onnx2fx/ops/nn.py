@@ -181,6 +181,16 @@ def gemm(g: Emitter, a: Value, b: Value, c: Value | None = None, *, alpha: float
 
 @onnx_op("MatMul", 1)
 def matmul(g: Emitter, a: Value, b: Value) -> Value:
+    """``torch.matmul``; ``x @ W`` with a 2-D weight initializer is ``nn.Linear`` without bias (how
+    exporters write a Linear layer on 3-D inputs, its bias being a separate Add)."""
+    if b.origin_initializer is not None and b.const is not None and b.rank == 2 and a.const is None \
+            and b.dtype.is_floating_point:
+        kwargs: dict[str, object] = {"bias": False}
+        if b.dtype != torch.float32:
+            kwargs["dtype"] = b.dtype
+        attr = g.add_module("fc", "nn.Linear", b.const.shape[0], b.const.shape[1], **kwargs)
+        g.bind_parameter(attr, "weight", b.const.t(), b.origin_initializer, "transpose")
+        return g.call_module(attr, a)
     return g.call("torch.matmul", a, b)
 
 
@@ -207,7 +217,8 @@ def attention(g: Emitter, q: Value, k: Value, v: Value, attn_mask: Value | None 
         raise g.unsupported("left_window_size", "sliding-window attention")
     if is_causal and attn_mask is not None:
         raise g.unsupported("is_causal", "1 together with attn_mask")
-    if q.rank == 3:
+    packed = q.rank == 3  # (batch, seq, heads * size)
+    if packed:
         if q_num_heads is None or kv_num_heads is None:
             raise g.error("3-D Attention inputs need q_num_heads and kv_num_heads")
         q, k, v = _split_heads(g, q, q_num_heads), _split_heads(g, k, kv_num_heads), _split_heads(g, v, kv_num_heads)
@@ -221,9 +232,7 @@ def attention(g: Emitter, q: Value, k: Value, v: Value, attn_mask: Value | None 
     if g.dim(q, 1).code != g.dim(k, 1).code:
         kwargs["enable_gqa"] = True
     y = g.call("F.scaled_dot_product_attention", q, k, v, **kwargs)
-    if q_num_heads is None:
-        return y
-    return g.call("torch.flatten", g.method(y, "transpose", 1, 2), 2)
+    return g.call("torch.flatten", g.method(y, "transpose", 1, 2), 2) if packed else y
 
 
 def _split_heads(g: Emitter, x: Value, heads: int) -> Value:

@@ -7,9 +7,13 @@ generated code reshapes with ints and sizes rather than with tensors.
 
 from __future__ import annotations
 
-import torch
+import math
 
-from ..codegen.emitter import Emitter
+import torch
+from torch import sym_not
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
+from ..codegen.emitter import MAX_LITERAL_ELEMENTS, Emitter
 from ..codegen.values import SymElem, Value
 from .registry import onnx_op
 
@@ -42,11 +46,14 @@ def constant(g: Emitter, *, value: torch.Tensor | None = None, value_float: floa
 
 @onnx_op("ConstantOfShape", 9)
 def constant_of_shape(g: Emitter, shape: Value, *, value: torch.Tensor | None = None) -> Value:
+    """``torch.full``. Integer results fold (they are usually shape arithmetic); a float fill stays
+    code, since a folded float tensor would be a parameter of the generated module."""
     fill = value if value is not None else torch.zeros(1, dtype=torch.float32)
     sizes = g.int_list(shape)
     if sizes is None:
         return g.call("torch.full", g.method(shape, "tolist"), fill.reshape(()).item(), dtype=fill.dtype)
-    return g.call("torch.full", sizes, fill.reshape(()).item(), dtype=fill.dtype)
+    return g.call("torch.full", sizes, fill.reshape(()).item(), dtype=fill.dtype,
+                  fold=not fill.is_floating_point())
 
 
 @onnx_op("Identity", 1)
@@ -55,11 +62,16 @@ def identity(g: Emitter, x: Value) -> Value:
 
 
 @onnx_op("Dropout", 1)
-def dropout(g: Emitter, x: Value, ratio: Value | None = None, training_mode: Value | None = None,
-            **legacy: object) -> tuple[Value, Value]:
-    """Inference semantics: the identity (and an all-true mask when the mask is requested)."""
+def dropout(g: Emitter, x: Value, ratio_input: Value | None = None, training_mode: Value | None = None, *,
+            ratio: float = 0.5, seed: int | None = None, is_test: int = 0,
+            consumed_inputs: list[int] | None = None) -> Value | tuple[Value, Value]:
+    """Inference semantics (as onnxruntime runs it): the identity, and an all-true mask when the
+    mask output is used. Dropout-1 to 6 kept ``ratio`` as an attribute, 12+ has ``seed``."""
+    assert g.node is not None
     if training_mode is not None and (training_mode.const is None or bool(training_mode.const.any())):
         raise g.unsupported(None, "Dropout in training mode is random and has no deterministic conversion")
+    if len(g.node.outputs) < 2 or not g.node.outputs[1]:
+        return x
     return x, g.call("torch.ones_like", x, dtype=torch.bool)
 
 
@@ -75,10 +87,7 @@ def shape(g: Emitter, x: Value, *, start: int = 0, end: int | None = None) -> Va
 
 @onnx_op("Size", 1)
 def size(g: Emitter, x: Value) -> Value:
-    total = SymElem.of(1)
-    for d in g.shape(x):
-        total = total * d
-    return g.elements_value([total], scalar=True)
+    return g.elements_value([_product(g.shape(x))], scalar=True)
 
 
 def _reshape_target(g: Emitter, x: Value, sizes: list[SymElem], allowzero: int) -> list[SymElem]:
@@ -99,19 +108,76 @@ def reshape(g: Emitter, data: Value, shape: Value, *, allowzero: int = 0) -> Val
         return g.elements_value(data.elements)
     if data.elements is not None and len(target) == 0:
         return g.elements_value(data.elements, scalar=True)
+    if _regroups_dynamic_size(g, data, target):
+        data = g.call("torch.flatten", data)
     return g.method(data, "reshape", target)
+
+
+def _regroups_dynamic_size(g: Emitter, x: Value, target: list[SymElem]) -> bool:
+    """Whether torch's view algorithm would have to branch on a run-time size for this reshape
+    (``(n, 3, 4) -> (2 * n, 6)``, ``(n, 3, 4) -> (3, n, 4)``).
+
+    The result is right either way, but ``torch.export`` cannot prove such a reshape valid for
+    every size; reshaping the flattened tensor is a plain split that it can follow. This replays
+    the greedy merge-and-split of ``torch._refs._reshape_view_helper`` on the symbolic sizes.
+    """
+    dims = list(g.fake(x).shape)
+    after = [t.value for t in target]
+    if all(isinstance(d, int) for d in dims) or len(after) <= 1:
+        return False
+    inferred = [i for i, t in enumerate(target) if t.is_static and t.value == -1]
+    if inferred:  # computed here: running the reshape would record its answers as known facts
+        after[inferred[0]] = math.prod(dims) // math.prod(a for i, a in enumerate(after) if i != inferred[0])
+
+    idx = 0
+    for length in after:
+        if idx >= len(dims):
+            break  # trailing unit dims
+        same = decide(length == dims[idx])
+        if same is None:
+            return True
+        if not same:
+            accum, end = dims[idx], idx
+            while (rest := decide(accum % length != 0)) and end + 1 < len(dims):
+                end += 1
+                accum = accum * dims[end]
+            split = decide(accum != length)
+            if rest is None or split is None:
+                return True
+            dims[idx:end + 1] = [length, accum // length] if split else [accum]
+        idx += 1
+    return False
+
+
+def decide(condition: object) -> bool | None:
+    """A condition on sizes, when known for every value of the run-time sizes; else ``None``."""
+    if isinstance(condition, bool):
+        return condition
+    if statically_known_true(condition):
+        return True
+    return False if statically_known_true(sym_not(condition)) else None
+
+
+def _product(sizes: list[SymElem]) -> SymElem:
+    """The product of sizes, static factors folded into one number (``x.shape[0] * 12``)."""
+    static = math.prod(int(s.value) for s in sizes if s.is_static)
+    dynamic = [s for s in sizes if not s.is_static]
+    if not dynamic:
+        return SymElem.of(static)
+    result = dynamic[0]
+    for s in dynamic[1:]:
+        result = result * s
+    return result * static if static != 1 else result
 
 
 @onnx_op("Flatten", 1)
 def flatten(g: Emitter, x: Value, *, axis: int = 1) -> Value:
+    """To 2-D ``(prod(dims[:axis]), prod(dims[axis:]))``: ``torch.flatten(x, 1)`` or a reshape."""
     rank = x.rank
     axis = _axis(axis, rank)
     if axis == 1 and rank >= 2:
         return g.call("torch.flatten", x, 1)
-    lead = SymElem.of(1)
-    for d in g.shape(x)[:axis]:
-        lead = lead * d
-    return g.method(x, "reshape", [lead, -1])
+    return g.method(x, "reshape", [_product(g.shape(x)[:axis]), -1])
 
 
 @onnx_op("Transpose", 1)
@@ -180,9 +246,7 @@ def expand(g: Emitter, x: Value, shape: Value) -> Value:
             raise g.error(f"cannot expand dimension {i} of size {xd} to {t.value}")
     if all(o.is_static and o.value == -1 for o in out[rank - x.rank:]) and rank == x.rank:
         return x
-    if rank > x.rank:
-        x = g.method(x, "reshape", [1] * (rank - x.rank) + g.shape(x))
-    return g.method(x, "expand", out)
+    return g.method(x, "expand", out)  # torch.Tensor.expand adds the leading dims itself
 
 
 @onnx_op("Concat", 1)
@@ -316,12 +380,16 @@ def _slice(g: Emitter, data: Value, starts: list[SymElem], ends: list[SymElem], 
 
 @onnx_op("Gather", 1)
 def gather(g: Emitter, data: Value, indices: Value, *, axis: int = 0) -> Value:
+    """``torch.select`` for one index, else ``data[:, indices]``; small constant indices are
+    written as a Python list."""
     axis = _axis(axis, data.rank)
-    if data.elements is not None and indices.const is not None:
+    if data.elements is not None and indices.const is not None and indices.rank <= 1:
         picked = [data.elements[int(i)] for i in indices.const.reshape(-1).tolist()]
         return g.elements_value(picked, scalar=indices.const.dim() == 0)
     if indices.const is not None and indices.const.dim() == 0:
         return g.call("torch.select", data, axis, int(indices.const.item()))
+    if indices.const is not None and indices.const.numel() <= MAX_LITERAL_ELEMENTS:
+        return g.getitem(data, [slice(None)] * axis + [indices.const.tolist()])
     return g.getitem(data, [slice(None)] * axis + [indices])
 
 
@@ -361,10 +429,11 @@ def range_(g: Emitter, start: Value, limit: Value, delta: Value) -> Value:
     first, last, step = (number(v) for v in (start, limit, delta))
     if first is None or last is None or step is None:
         return g.call(g.helper(_range, leaf=True), start, limit, delta)
+    args = (first, last, step)
     if step == 1 or step == SymElem.of(1):
         args = (last,) if first == 0 or first == SymElem.of(0) else (first, last)
-        return g.call("torch.arange", *args, dtype=start.dtype)
-    return g.call("torch.arange", first, last, step, dtype=start.dtype)
+    # An integer range folds (shape arithmetic); a float one stays code rather than become a parameter.
+    return g.call("torch.arange", *args, dtype=start.dtype, fold=not start.dtype.is_floating_point)
 
 
 @onnx_op("Pad", 1)
