@@ -71,7 +71,7 @@ def check_conversion(model: onnx.ModelProto | str | Path, feeds: Mapping[str, np
     produced = list(produced) if isinstance(produced, (tuple, list)) else [produced]
     assert len(produced) == len(expected)
     for ref, out in zip(expected, produced):
-        error = relative_error_percent(ref, out.numpy())
+        error = relative_error_percent(ref, out.detach().numpy())
         assert error <= tolerance_percent, f"relative error {error:.3g}% > {tolerance_percent}%"
 
     torch.fx.symbolic_trace(gm)

@@ -170,6 +170,170 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def batch(
+    models_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for .onnx files.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: each model gets "
+                                         "OUTPUT/<its path under MODELS_DIR without .onnx>/ (converted model, "
+                                         "report.json/.md/.html, batch.json); summary.json and summary.md go "
+                                         "in OUTPUT.")],
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Models processed in parallel, each in "
+                                             "its own process. Default: the number of CPU cores.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file: `defaults:` for every model "
+                                                "and `models:` entries keyed by path (relative to MODELS_DIR) or "
+                                                "file stem, with input_shapes, tolerance, samples, inputs, skip, "
+                                                "per_layer, timeout.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Also redo models whose output folder is up to date "
+                                        "(same file, onnx2fx version and options).")] = False,
+    ptq: Annotated[bool, typer.Option("--ptq", help="Request post-training quantization (not available yet: "
+                                      "recorded as requested in each report).")] = False,
+    qft: Annotated[bool, typer.Option("--qft", help="Request quantization fine-tuning (not available yet: "
+                                      "recorded as requested in each report).")] = False,
+    tolerance: Annotated[float | None, typer.Option("--tolerance", "-t", min=0, help="Largest relative error "
+                                                    "allowed, in percent; overrides the config's defaults, not "
+                                                    "its per-model entries. Default 1.0.")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also compare every intermediate tensor and "
+                                            "report the first node that diverges.")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="Also check that each model works with "
+                                           "torch.compile (slow).")] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one model may take; a worker past "
+                                                  "it is killed and the model recorded as crashed.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Convert, validate and report every model under MODELS_DIR, each in its own worker process.
+
+    Up-to-date models are skipped, so an interrupted run can simply be started again.
+
+    A worker that crashes or exceeds its timeout is recorded as crashed; the others go on.
+
+    Exit code: 0 every model passed or was skipped by the config, 1 some failed or crashed, 2 bad input.
+    """
+    from rich.markup import escape
+
+    from .batch import BatchConfig, load_config, run_batch
+    from .pipeline import PipelineOptions
+
+    with _errors(debug):
+        settings = load_config(config) if config is not None else BatchConfig()
+        settings = settings.with_defaults(tolerance=tolerance, per_layer=True if per_layer else None,
+                                          timeout=timeout)
+        summary = run_batch(models_dir, output, PipelineOptions(compile=compile_), settings, jobs=jobs,
+                            force=force, ptq=ptq, qft=qft, console=console)
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if ptq or qft:
+        asked = " and ".join(name for name, on in (("PTQ", ptq), ("QFT", qft)) if on)
+        console.print(f"[yellow]note:[/] {asked} requested, but quantization is not available yet; the reports "
+                      "record the request and no quantized models were produced.", highlight=False)
+    styles = {"ok": "green", "failed": "red", "crashed": "magenta", "skipped": "dim", "up-to-date": "cyan"}
+    table = Table(title=f"{len(summary.results)} models from {models_dir}")
+    for column in ("model", "status", "rel. error %", "conversion"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for r in summary.results:
+        status = r.status if r.passed is not False or r.status != "up-to-date" else "up-to-date (failed)"
+        error = f"{r.error['type']}: {r.error['message']}" if r.error else ""
+        table.add_row(escape(r.path), f"[{styles[r.status]}]{status}[/]",
+                      "—" if r.relative_error is None else f"{r.relative_error:.3g}",
+                      "—" if r.conversion_seconds is None else f"{r.conversion_seconds:.2f} s",
+                      escape(error if len(error) <= 200 else error[:197] + "..."))
+    out_console.print(table)
+    counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items())
+    out_console.print(f"{'Passed' if summary.passed else 'FAILED'}: {counts} in {summary.seconds:.1f} s. "
+                      f"Summary: {output / 'summary.md'}", highlight=False)
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A model folder (with report.json) or a batch output folder "
+                                           "(with summary.json).")],
+    debug: DebugOption = False,
+) -> None:
+    """Regenerate report.md and report.html from report.json.
+
+    For a batch output folder: every model folder's report, and summary.md from summary.json.
+    """
+    from .batch import regenerate_folder
+
+    with _errors(debug):
+        written = regenerate_folder(folder)
+    for path in written:
+        out_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def ptq(
+    model: Annotated[Path, typer.Argument(help="The converted model_full.pt.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: model_ptq.pt, encodings.json, "
+                                         "model_ptq.onnx, report.json and report.md.")] = Path("quantized"),
+    shape: ShapeOption = None,
+    calib_data: Annotated[Path | None, typer.Option("--calib-data", help="Calibration data: a folder of .npy/.npz "
+                                                    "files or images, or one .npy/.npz file.")] = None,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Calibration samples to use at most.")] = 512,
+    scheme: Annotated[str | None, typer.Option("--scheme", help="Activation range calibration: minmax, percentile, "
+                                               "mse or entropy (default: the config's, else minmax).")] = None,
+    w_bits: Annotated[int | None, typer.Option("--w-bits", help="Weight bit width: 4, 8 or 16.")] = None,
+    a_bits: Annotated[int | None, typer.Option("--a-bits", help="Activation bit width: 4, 8 or 16.")] = None,
+    per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor", help="Weight encodings per "
+                                                     "output channel (default) or per tensor.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Quantization config (YAML or JSON): bit "
+                                                "widths, symmetry, fused patterns, float ops and nodes.")] = None,
+    encoding_version: Annotated[str, typer.Option("--encoding-version", help="AIMET encodings format: 0.6.1, "
+                                                  "1.0.0 or 2.0.0.")] = "1.0.0",
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="The source ONNX model, when the one recorded at "
+                                              "conversion has moved.")] = None,
+    random_calibration: Annotated[bool, typer.Option("--random-calibration", help="Calibrate on random data when "
+                                                     "no data is given (the report carries a warning).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Calibration batch size.")] = 16,
+    image_mean: Annotated[str | None, typer.Option("--image-mean", help="Per-channel mean subtracted from images "
+                                                   "scaled to [0, 1], e.g. 0.485,0.456,0.406.")] = None,
+    image_std: Annotated[str | None, typer.Option("--image-std", help="Per-channel std images are divided by.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random calibration data.")] = 0,
+    debug: DebugOption = False,
+) -> None:
+    """Post-training quantization of a converted model: calibrate, simulate, export encodings and QDQ ONNX."""
+    from .quantization import ptq as run_ptq
+    from .quantization.data import ImageOptions
+
+    with _errors(debug):
+        if not model.is_file():
+            raise FileNotFoundError(f"model file {model} does not exist")
+        shapes = parse_shapes(shape)
+        images = ImageOptions(mean=_floats(image_mean, "--image-mean") or (0.0,),
+                              std=_floats(image_std, "--image-std") or (1.0,))
+        result = run_ptq(model, calib_data, output_dir=output, onnx_path=onnx, input_shapes=shapes, config=config,
+                         scheme=scheme, weight_bits=w_bits, activation_bits=a_bits, per_channel=per_channel,
+                         samples=samples, batch_size=batch_size, encoding_version=encoding_version,
+                         random_calibration=random_calibration, seed=seed, image_options=images, progress=True)
+    info = result.report
+    table = Table(title=f"{model.name} quantized", show_header=False)
+    settings = info["settings"]
+    table.add_row("scheme", f"W{settings['weights']['bits']}A{settings['activations']['bits']}, "
+                  f"{info['calibration']['scheme']} on {info['calibration']['samples']} samples")
+    for o in info["outputs"]:
+        sqnr = "exact" if o.get("sqnr_db") is None else f"{o['sqnr_db']:.2f} dB"
+        agreement = f", argmax agreement {o['argmax_agreement']:.4f}" if "argmax_agreement" in o else ""
+        table.add_row(f"output {o['name']}", f"SQNR {sqnr}{agreement}")
+    qdq = info.get("qdq") or {}
+    if qdq.get("status") == "ok":
+        table.add_row("QDQ vs simulation", f"{qdq['within_one_step']:.4%} of output elements within one step")
+    for name, path in result.files.items():
+        table.add_row(name, str(path))
+    out_console.print(table)
+    for warning in info["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{option} {text!r}: expected numbers like 0.485,0.456,0.406") from None
+
+
 def main() -> None:
     try:
         app()

@@ -59,3 +59,16 @@ class ConversionError(Onnx2FxError):
 
 class ValidationInputError(Onnx2FxError, ValueError):
     """Inputs given for validation do not match the model's inputs."""
+
+
+class BatchError(Onnx2FxError, ValueError):
+    """A batch run cannot start or a batch output cannot be read: an invalid configuration file
+    (the message names the file and the key), models whose output folders would collide, another
+    batch writing to the same output folder, or an unreadable ``summary.json``."""
+
+
+class QuantizationError(Onnx2FxError, ValueError):
+    """Quantization cannot run on this input: missing or empty calibration data, data whose shape
+    does not match the model, a model without its source ONNX, or an invalid quantization config.
+
+    The message names what is wrong (the input, the file, the config key)."""

@@ -54,7 +54,7 @@ def input_shape(value_info: Any, override: Sequence[int] | None) -> list[int | N
     if shape is None:
         raise ConversionError(f"graph input {value_info.name!r} has no shape in the model; "
                               "give one with input_shapes / --shape")
-    return [d if isinstance(d, int) and d > 0 else None for d in shape]
+    return [d if isinstance(d, int) and d >= 0 else None for d in shape]
 
 
 def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None]) -> torch.Tensor:

@@ -327,10 +327,11 @@ class Emitter:
         if self.node is None or not self.node.name:
             return hint
         parts = [p for p in re.split(r"[/:]+", self.node.name) if p]
-        if len(parts) > 1 and re.fullmatch(rf"{re.escape(self.node.op_type)}(_\d+)?", parts[-1], re.IGNORECASE):
-            parts = parts[:-1]
-        name = "/".join(parts)
-        if re.fullmatch(rf"(node_)?{re.escape(self.node.op_type)}(_?\d+)?", name, re.IGNORECASE) or not name:
+        op = re.escape(self.node.op_type)
+        if len(parts) > 1 and re.fullmatch(rf"{op}(_\d+)?", parts[-1], re.IGNORECASE):
+            return "/".join(parts[:-1])  # a module path such as /layer1/conv1/Conv
+        name = re.sub(r"^node_", "", "/".join(parts))  # the dynamo exporter prefixes node names
+        if not name or re.fullmatch(rf"{op}(_?\d+)?", name, re.IGNORECASE):
             return hint  # a generated name such as "Conv_12" says less than the layer kind
         return name
 

@@ -126,8 +126,49 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Quantization", ""]
     for stage in ("ptq", "qft"):
         result = report["quantization"].get(stage)
+        if stage == "ptq" and isinstance(result, dict) and result.get("status") == "ok" and "outputs" in result:
+            lines += _ptq_markdown(result)
+            continue
         lines.append(f"- {stage.upper()}: " + ("not run" if result is None else json.dumps(result)))
     return "\n".join(lines) + "\n"
+
+
+def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
+    """Post-training quantization: settings, calibration, output error, the layers that hurt most."""
+    settings, calib = ptq.get("settings", {}), ptq.get("calibration", {})
+    weights, acts = settings.get("weights", {}), settings.get("activations", {})
+    sqnr = ptq.get("sqnr_db")
+    lines = ["### Post-training quantization", "",
+             f"W{weights.get('bits', '?')}A{acts.get('bits', '?')}: weights "
+             f"{'symmetric' if weights.get('symmetric') else 'asymmetric'} "
+             f"{'per channel' if weights.get('per_channel') else 'per tensor'}, activations "
+             f"{'symmetric' if acts.get('symmetric') else 'asymmetric'} per tensor, calibration "
+             f"`{calib.get('scheme', settings.get('scheme', '?'))}` on {calib.get('samples', '?')} samples "
+             f"({_fmt(calib.get('seconds'))} s, source `{calib.get('source', '?')}`). "
+             f"Output SQNR {'exact' if sqnr is None else f'{sqnr:.2f} dB'}.", ""]
+    lines += [f"- warning: {w}" for w in ptq.get("warnings", [])]
+    lines += ["", "| output | SQNR dB | max abs | mean abs | cosine | argmax agreement |", "|---|---|---|---|---|---|"]
+    for o in ptq.get("outputs", []):
+        lines.append(f"| {o['name']} | {_fmt(o.get('sqnr_db'))} | {_fmt(o.get('max_abs_error'))} | "
+                     f"{_fmt(o.get('mean_abs_error'))} | {_fmt(o.get('cosine_similarity'), 6)} | "
+                     f"{_fmt(o.get('argmax_agreement'))} |")
+    layers = ptq.get("per_layer", [])
+    if layers:
+        lines += ["", f"Lowest per-layer SQNR (of {len(layers)}; against the float model / noise of the tensor's "
+                  "own quantizer):", "", "| tensor | SQNR dB | quantizer SQNR dB | dtype | scale |",
+                  "|---|---|---|---|---|"]
+        for row in layers[:worst]:
+            lines.append(f"| `{row['tensor']}` | {_fmt(row.get('sqnr_db'))} | {_fmt(row.get('quantizer_sqnr_db'))} | "
+                         f"{row.get('dtype', '')} | {_fmt(row.get('scale'))} |")
+    qdq = ptq.get("qdq") or {}
+    if qdq.get("status") == "ok":
+        opt = (qdq.get("optimized") or {}).get("within_one_step")
+        lines += ["", f"QDQ ONNX `{qdq.get('path')}`: {_fmt(qdq.get('within_one_step'), 6)} of output elements within "
+                  f"one step of the simulation in onnxruntime (reference); {_fmt(opt, 6)} with onnxruntime's fused "
+                  "integer kernels."]
+    elif qdq:
+        lines += ["", f"QDQ ONNX not written: {qdq.get('reason', qdq.get('status'))}."]
+    return lines + [""]
 
 
 def _mib(value: int | None) -> str:

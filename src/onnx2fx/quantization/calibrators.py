@@ -1,0 +1,315 @@
+"""Calibrators: pick a quantization range for a tensor from the values it takes on real data.
+
+They stream: each batch updates a fixed-size state (running min/max, or a histogram whose range
+grows when a batch falls outside it) and no activation is ever stored, so memory does not grow
+with the number of calibration samples or with the batch size.
+
+- ``minmax``: the observed range. Exact, but one outlier stretches the grid for every value.
+- ``percentile``: clip to the given two-sided percentile of the observed distribution.
+- ``mse``: the range whose expected squared quantization error (rounding noise inside, clipping
+  error outside) is smallest: it trades a clipped tail against finer steps.
+- ``entropy``: the clipping threshold that minimises the KL divergence between the magnitude
+  histogram and its quantized version (TensorRT's calibration).
+
+Weights are static, so their ranges come straight from the tensor (:func:`weight_ranges`),
+per output channel when the config asks for it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from .grid import Encoding, QuantGrid
+
+
+class Calibrator(ABC):
+    """Statistics of one tensor over all calibration batches."""
+
+    def __init__(self) -> None:
+        self.min = float("inf")
+        self.max = float("-inf")
+        self.count = 0  # elements seen
+        self.batches = 0
+        self.non_finite = 0  # NaN / inf elements ignored
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Add one batch of values (any shape)."""
+        values = x.detach().reshape(-1)
+        if values.dtype != torch.float32:
+            values = values.float()
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            self.non_finite += int((~finite).sum())
+            values = values[finite]
+        self.batches += 1
+        if values.numel() == 0:
+            return
+        lo, hi = torch.aminmax(values)
+        self.min = min(self.min, float(lo))
+        self.max = max(self.max, float(hi))
+        self.count += values.numel()
+        self._update(values)
+
+    def _update(self, values: torch.Tensor) -> None:  # noqa: B027 - optional hook
+        """Subclasses accumulate more than min/max here."""
+
+    @property
+    def observed(self) -> bool:
+        return self.count > 0
+
+    @abstractmethod
+    def compute_range(self, grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
+        """The ``(lo, hi)`` range to quantize to; always within the observed ``[min, max]``."""
+
+    def encoding(self, grid: QuantGrid, symmetric: bool) -> Encoding:
+        lo, hi = self.compute_range(grid, symmetric)
+        return Encoding.from_range(lo, hi, grid, symmetric)
+
+
+class MinMaxCalibrator(Calibrator):
+    """The full observed range."""
+
+    def compute_range(self, grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
+        return self.min, self.max
+
+
+class HistogramCalibrator(Calibrator):
+    """A histogram of ``bins`` equal bins over ``[lo, hi]`` that widens when a batch falls outside.
+
+    Widening re-bins the old counts assuming values are spread evenly inside each old bin (the
+    cumulative counts are interpolated at the new edges), so the state is always ``bins`` numbers.
+    Exact zeros are counted separately: ReLU outputs are often half zeros, and those are exactly
+    representable, so range searches must not charge them rounding noise.
+    """
+
+    def __init__(self, bins: int = 2048) -> None:
+        super().__init__()
+        self.bins = bins
+        self.hist = np.zeros(bins, dtype=np.float64)
+        self.lo = 0.0
+        self.hi = 0.0
+        self.zeros = 0
+
+    def _update(self, values: torch.Tensor) -> None:
+        lo, hi = float(values.min()), float(values.max())
+        if self.hist.sum() == 0:
+            self.lo, self.hi = _nonempty(lo, hi)
+        elif lo < self.lo or hi > self.hi:
+            new_lo, new_hi = _nonempty(min(lo, self.lo), max(hi, self.hi))
+            self.hist = rebin(self.hist, self.lo, self.hi, new_lo, new_hi, self.bins)
+            self.lo, self.hi = new_lo, new_hi
+        self.hist += torch.histc(values, self.bins, self.lo, self.hi).double().numpy()
+        self.zeros += int((values == 0).sum())
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.lo, self.hi, self.bins + 1)
+
+    @property
+    def centers(self) -> np.ndarray:
+        edges = self.edges
+        return (edges[:-1] + edges[1:]) / 2
+
+
+class PercentileCalibrator(HistogramCalibrator):
+    """Clip the lowest and the highest ``100 - p`` percent of values (``p = 99.99`` keeps the
+    central 99.98 %): a handful of outliers no longer decides the step size."""
+
+    def __init__(self, percentile: float = 99.99, bins: int = 2048) -> None:
+        super().__init__(bins)
+        self.percentile = percentile
+
+    def compute_range(self, grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
+        if not self.observed:
+            return 0.0, 0.0
+        cdf = np.concatenate([[0.0], np.cumsum(self.hist)]) / self.hist.sum()
+        q = self.percentile / 100.0
+        lo = float(np.interp(1.0 - q, cdf, self.edges))
+        hi = float(np.interp(q, cdf, self.edges))
+        return max(lo, self.min), min(hi, self.max)
+
+
+class MSECalibrator(HistogramCalibrator):
+    """Search the range with the smallest expected squared quantization error.
+
+    For a candidate grid with step ``s`` over ``[a, b]``, a value inside costs ``s^2 / 12`` (the
+    variance of uniform rounding noise) and a value outside costs its squared distance to the
+    nearest end. Candidates shrink the observed ends independently (asymmetric grids) or together
+    (symmetric grids); each candidate is evaluated with its realised, zero-point-rounded grid.
+    """
+
+    def __init__(self, bins: int = 2048, steps: int = 40) -> None:
+        super().__init__(bins)
+        self.steps = steps
+
+    def compute_range(self, grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
+        if not self.observed:
+            return 0.0, 0.0
+        factors = np.linspace(1.0 / self.steps, 1.0, self.steps)
+        lo0, hi0 = min(self.min, 0.0), max(self.max, 0.0)
+        if symmetric:
+            absmax = max(-lo0, hi0)
+            if grid.signed or lo0 < 0:
+                candidates = [(-absmax * f, absmax * f) for f in factors]
+            else:
+                candidates = [(0.0, hi0 * f) for f in factors]
+        else:
+            candidates = [(lo0 * f, hi0 * g) for f in factors for g in factors]
+        encodings = [Encoding.from_range(a, b, grid, symmetric) for a, b in candidates]
+        lo = np.array([float(e.min[0]) for e in encodings])
+        hi = np.array([float(e.max[0]) for e in encodings])
+        step = np.array([float(e.scale[0]) for e in encodings])
+        errors = self.expected_errors(lo, hi, step)
+        best = int(np.argmin(errors))
+        a, b = candidates[best]
+        return max(a, self.min), min(b, self.max)
+
+    def expected_errors(self, lo: np.ndarray, hi: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """Expected total squared error of each candidate grid ``[lo_i, hi_i]`` with step ``step_i``."""
+        counts = self.hist.copy()
+        centers = self.centers
+        zero_bin = int(np.clip(np.searchsorted(self.edges, 0.0, side="right") - 1, 0, self.bins - 1))
+        counts[zero_bin] = max(counts[zero_bin] - self.zeros, 0.0)
+        clipped = np.clip(centers[None, :], lo[:, None], hi[:, None])
+        inside = (centers[None, :] >= lo[:, None]) & (centers[None, :] <= hi[:, None])
+        per_value = np.where(inside, (step[:, None] ** 2) / 12.0, (centers[None, :] - clipped) ** 2)
+        return per_value @ counts
+
+
+class EntropyCalibrator(HistogramCalibrator):
+    """TensorRT's KL-divergence calibration on the histogram of magnitudes.
+
+    For each candidate threshold ``T`` the reference distribution ``P`` is the magnitude histogram
+    up to ``T`` with everything beyond added to the last bin; ``Q`` merges those bins into as many
+    levels as the grid has on one side of zero and spreads each level back over its non-empty
+    bins. The threshold with the smallest ``KL(P || Q)`` wins; the range is ``[-T, T]`` clipped to
+    what was observed (``[0, T]`` for tensors that are never negative). Exact zeros are left out
+    of ``P``: they are exact on any grid.
+    """
+
+    def __init__(self, bins: int = 2048, max_candidates: int = 256) -> None:
+        super().__init__(bins)
+        self.max_candidates = max_candidates
+
+    def compute_range(self, grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
+        if not self.observed:
+            return 0.0, 0.0
+        magnitude = max(abs(self.min), abs(self.max))
+        if magnitude == 0.0:
+            return 0.0, 0.0
+        hist = self.magnitude_histogram(magnitude)
+        one_sided = self.min >= 0 or self.max <= 0
+        levels = grid.levels if one_sided and not grid.signed else grid.levels // 2
+        threshold = kl_threshold(hist, magnitude, levels, self.max_candidates)
+        return max(-threshold, self.min), min(threshold, self.max)
+
+    def magnitude_histogram(self, magnitude: float) -> np.ndarray:
+        """The histogram of ``|x|`` on ``bins`` equal bins over ``[0, magnitude]``."""
+        new_edges = np.linspace(0.0, magnitude, self.bins + 1)
+        cdf = np.concatenate([[0.0], np.cumsum(self.hist)])
+        edges = self.edges
+        # Mass of x in [0, e] plus mass of x in [-e, 0], from the interpolated cumulative counts.
+        at_zero = np.interp(0.0, edges, cdf, left=0.0, right=cdf[-1])
+        positive = np.interp(new_edges, edges, cdf, left=0.0, right=cdf[-1]) - at_zero
+        negative = at_zero - np.interp(-new_edges, edges, cdf, left=0.0, right=cdf[-1])
+        hist = np.diff(positive + negative)
+        # Exact zeros (ReLU outputs) are exact on every grid; left in, their spike would dominate
+        # the divergence and push the threshold far down.
+        hist[0] = max(hist[0] - self.zeros, 0.0)
+        return hist
+
+
+def kl_threshold(hist: np.ndarray, magnitude: float, levels: int, max_candidates: int = 256) -> float:
+    """The clipping threshold (in value units) minimising ``KL(P || Q)``; see :class:`EntropyCalibrator`."""
+    bins = hist.size
+    width = magnitude / bins
+    if bins <= levels:
+        return magnitude
+    stride = max(1, (bins - levels) // max_candidates)
+    best_kl, best_i = np.inf, bins
+    for i in list(range(levels, bins, stride)) + [bins]:
+        p = hist[:i].copy()
+        p[-1] += hist[i:].sum()
+        total = p.sum()
+        if total <= 0:
+            continue
+        chunk = (np.arange(i) * levels) // i
+        used = (hist[:i] > 0).astype(np.float64)
+        level_sum = np.bincount(chunk, weights=hist[:i], minlength=levels)
+        level_used = np.bincount(chunk, weights=used, minlength=levels)
+        q = np.where(used > 0, level_sum[chunk] / np.maximum(level_used[chunk], 1.0), 0.0)
+        p /= total
+        q_total = q.sum()
+        if q_total <= 0:
+            continue
+        q /= q_total
+        mask = p > 0
+        kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+        if kl < best_kl:
+            best_kl, best_i = kl, i
+    return best_i * width
+
+
+def make_calibrator(scheme: str, *, percentile: float = 99.99, bins: int = 2048) -> Calibrator:
+    if scheme == "minmax":
+        return MinMaxCalibrator()
+    if scheme == "percentile":
+        return PercentileCalibrator(percentile, bins)
+    if scheme == "mse":
+        return MSECalibrator(bins)
+    if scheme == "entropy":
+        return EntropyCalibrator(bins)
+    raise ValueError(f"unknown calibration scheme {scheme!r}")
+
+
+# ---------------------------------------------------------------------------------- weights
+def weight_ranges(weight: torch.Tensor, axis: int | None, grid: QuantGrid, symmetric: bool,
+                  scheme: str = "minmax", steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (``axis``) or per-tensor ``(lo, hi)`` of a weight tensor.
+
+    ``mse`` shrinks each channel's range by the factor (of ``steps`` candidates) that gives the
+    smallest squared error of the quantized weights; it is exact (no histogram), weights are small.
+    """
+    w = weight.detach().float()
+    if axis is None:
+        w2 = w.reshape(1, -1)
+    else:
+        w2 = w.movedim(axis, 0).reshape(w.shape[axis], -1)
+    lo, hi = w2.amin(dim=1).clamp(max=0), w2.amax(dim=1).clamp(min=0)
+    if scheme == "minmax":
+        return lo.double().numpy(), hi.double().numpy()
+    best_err = torch.full((w2.shape[0],), float("inf"), dtype=torch.float64)
+    best_lo, best_hi = lo.clone(), hi.clone()
+    for f in torch.linspace(1.0, 0.3, steps):
+        c_lo, c_hi = lo * f, hi * f
+        enc = Encoding.from_range(c_lo.double().numpy(), c_hi.double().numpy(), grid, symmetric)
+        scale = torch.from_numpy(enc.scale).unsqueeze(1)
+        zp = torch.from_numpy(enc.zero_point).float().unsqueeze(1)
+        q = (torch.round(w2 / scale) + zp).clamp(grid.qmin, grid.qmax)
+        err = ((q - zp) * scale - w2).double().square().sum(dim=1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_lo = torch.where(better, c_lo, best_lo)
+        best_hi = torch.where(better, c_hi, best_hi)
+    return best_lo.double().numpy(), best_hi.double().numpy()
+
+
+# ---------------------------------------------------------------------------------- helpers
+def rebin(hist: np.ndarray, lo: float, hi: float, new_lo: float, new_hi: float, bins: int) -> np.ndarray:
+    """Counts of ``hist`` (over ``[lo, hi]``) on ``bins`` equal bins over ``[new_lo, new_hi]``,
+    assuming values are spread evenly inside each old bin."""
+    edges = np.linspace(lo, hi, hist.size + 1)
+    cdf = np.concatenate([[0.0], np.cumsum(hist)])
+    new_edges = np.linspace(new_lo, new_hi, bins + 1)
+    return np.diff(np.interp(new_edges, edges, cdf, left=0.0, right=cdf[-1]))
+
+
+def _nonempty(lo: float, hi: float) -> tuple[float, float]:
+    """A histogram needs a range of positive width even when every value is equal."""
+    if hi > lo:
+        return lo, hi
+    pad = max(abs(lo), 1.0) * 1e-6
+    return lo - pad, hi + pad

@@ -1,0 +1,305 @@
+"""The quantization-simulation FX pass: fake-quant modules inserted into a converted GraphModule.
+
+This is our own pass rather than ``torch.ao.quantization``'s prepare_fx/convert_fx, which are
+deprecated: it only needs the ONNX origins the tracer recorded and
+``torch.fake_quantize_per_tensor_affine`` / ``torch.fake_quantize_per_channel_affine``.
+
+- An activation quantizer is a ``call_module`` node placed right after the FX node whose
+  ``meta["onnx_outputs"]`` names the quantized ONNX tensor (or after the graph input's
+  placeholder); every user of that node is rewired to the quantizer.
+- A weight quantizer of a standard layer (``nn.Conv*d``, ``nn.ConvTranspose*d``, ``nn.Linear``)
+  lives inside the layer: the layer's class is swapped for a subclass whose ``forward`` quantizes
+  ``self.weight`` on the fly. Parameter names stay the same, so ``onnx_parameters`` and
+  ``weights.safetensors`` still line up, the graph keeps its ``call_module`` nodes and the
+  weights stay trainable (straight-through gradients). A parameter read by ``get_attr`` (MatMul
+  with a constant operand) gets a quantizer node after the ``get_attr``.
+
+The modules are plain classes of this package, so the simulated model pickles like the float one.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import QuantizationError
+from .calibrators import Calibrator
+from .config import QuantSpec
+from .grid import Encoding, QuantGrid
+from .placement import OnnxGraphView, Placement, WeightSite
+
+
+class FakeQuantize(nn.Module):
+    """Quantize-dequantize one tensor with a fixed scale and zero point.
+
+    While ``calibrator`` is set the module only observes (values pass through unchanged); after
+    :meth:`set_encoding` it rounds to its grid. Gradients pass straight through inside the range.
+    """
+
+    def __init__(self, onnx_name: str, kind: str, spec: QuantSpec, axis: int | None = None,
+                 onnx_axis: int | None = None, channels: int = 1) -> None:
+        super().__init__()
+        self.onnx_name = onnx_name
+        self.kind = kind  # "activation" or "weight"
+        self.bits = spec.bits
+        self.symmetric = spec.symmetric
+        self.signed = kind == "weight" and spec.symmetric
+        self.axis = axis  # channel axis in the torch tensor; None = per tensor
+        self.onnx_axis = onnx_axis  # the same axis in the ONNX tensor's layout
+        self.quant_min, self.quant_max = QuantGrid(spec.bits, self.signed).qmin, QuantGrid(spec.bits, self.signed).qmax
+        self.register_buffer("scale", torch.ones(channels))
+        self.register_buffer("zero_point", torch.zeros(channels, dtype=torch.int32))
+        self.enabled = True
+        self.initialized = False
+        self.calibrator: Calibrator | None = None
+
+    @property
+    def grid(self) -> QuantGrid:
+        return QuantGrid(self.bits, self.signed)
+
+    def set_encoding(self, encoding: Encoding) -> None:
+        self.signed = encoding.grid.signed
+        self.quant_min, self.quant_max = encoding.grid.qmin, encoding.grid.qmax
+        self.scale = torch.from_numpy(encoding.scale.astype(np.float32).copy())
+        self.zero_point = torch.from_numpy(encoding.zero_point.astype(np.int32).copy())
+        self.initialized = True
+
+    def encoding(self) -> Encoding:
+        return Encoding(self.scale.detach().cpu().numpy().astype(np.float32),
+                        self.zero_point.detach().cpu().numpy().astype(np.int64),
+                        self.grid, self.symmetric, self.onnx_axis if self.axis is not None else None)
+
+    def forward(self, x: Any) -> Any:
+        if self.calibrator is not None:
+            if isinstance(x, torch.Tensor) and x.is_floating_point():
+                self.calibrator.observe(x)
+            return x
+        if not (self.enabled and self.initialized) or not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return x
+        y = x if x.dtype == torch.float32 else x.float()
+        if self.axis is None:
+            y = torch.fake_quantize_per_tensor_affine(y, self.scale, self.zero_point, self.quant_min, self.quant_max)
+        else:
+            y = torch.fake_quantize_per_channel_affine(y, self.scale, self.zero_point, self.axis,
+                                                       self.quant_min, self.quant_max)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        granularity = "per tensor" if self.axis is None else f"per channel (axis {self.axis})"
+        grid = self.grid.dtype
+        state = "calibrating" if self.calibrator is not None else "on" if self.enabled and self.initialized else "off"
+        return f"{self.onnx_name!r}, {grid}, {'symmetric' if self.symmetric else 'asymmetric'}, {granularity}, {state}"
+
+
+# ---------------------------------------------------------------------------------- quantized layers
+class QuantConv1d(nn.Conv1d):
+    weight_quantizer: FakeQuantize
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(input, self.weight_quantizer(self.weight), self.bias)
+
+
+class QuantConv2d(nn.Conv2d):
+    weight_quantizer: FakeQuantize
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(input, self.weight_quantizer(self.weight), self.bias)
+
+
+class QuantConv3d(nn.Conv3d):
+    weight_quantizer: FakeQuantize
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(input, self.weight_quantizer(self.weight), self.bias)
+
+
+class QuantConvTranspose1d(nn.ConvTranspose1d):
+    weight_quantizer: FakeQuantize
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        return F.conv_transpose1d(input, self.weight_quantizer(self.weight), self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+
+
+class QuantConvTranspose2d(nn.ConvTranspose2d):
+    weight_quantizer: FakeQuantize
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        return F.conv_transpose2d(input, self.weight_quantizer(self.weight), self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+
+
+class QuantConvTranspose3d(nn.ConvTranspose3d):
+    weight_quantizer: FakeQuantize
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        return F.conv_transpose3d(input, self.weight_quantizer(self.weight), self.bias, self.stride, self.padding,
+                                  self.output_padding, self.groups, self.dilation)
+
+
+class QuantLinear(nn.Linear):
+    weight_quantizer: FakeQuantize
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.linear(input, self.weight_quantizer(self.weight), self.bias)
+
+
+QUANT_MODULES: dict[type[nn.Module], type[nn.Module]] = {
+    nn.Conv1d: QuantConv1d, nn.Conv2d: QuantConv2d, nn.Conv3d: QuantConv3d,
+    nn.ConvTranspose1d: QuantConvTranspose1d, nn.ConvTranspose2d: QuantConvTranspose2d,
+    nn.ConvTranspose3d: QuantConvTranspose3d, nn.Linear: QuantLinear,
+}
+FLOAT_MODULES = {v: k for k, v in QUANT_MODULES.items()}
+
+
+# ---------------------------------------------------------------------------------- the pass
+@dataclass
+class SimModel:
+    """The simulated model and its quantizers, by ONNX name."""
+
+    gm: torch.fx.GraphModule
+    activations: dict[str, FakeQuantize] = field(default_factory=dict)  # ONNX tensor -> quantizer
+    weights: dict[str, FakeQuantize] = field(default_factory=dict)  # ONNX initializer -> quantizer
+    weight_params: dict[str, str] = field(default_factory=dict)  # ONNX initializer -> torch parameter name
+    unmapped: list[str] = field(default_factory=list)  # planned names with no FX counterpart
+
+    def quantizers(self) -> list[FakeQuantize]:
+        seen: dict[int, FakeQuantize] = {}
+        for q in [*self.activations.values(), *self.weights.values()]:
+            seen.setdefault(id(q), q)
+        return list(seen.values())
+
+
+ORIGIN_ATTRIBUTES = ("onnx_source", "onnx_parameters", "onnx_origins")
+
+
+def insert_fake_quant(gm: torch.fx.GraphModule, graph: OnnxGraphView, placement: Placement) -> SimModel:
+    """A copy of ``gm`` with fake-quant modules at the places ``placement`` names (not yet calibrated)."""
+    sim_gm = copy.deepcopy(gm)
+    for attr in ORIGIN_ATTRIBUTES:  # deepcopy of a GraphModule keeps only modules and the graph
+        if hasattr(gm, attr):
+            setattr(sim_gm, attr, copy.deepcopy(getattr(gm, attr)))
+    if not isinstance(getattr(sim_gm, "onnx_origins", None), dict):
+        sim_gm.onnx_origins = {}
+    sim_gm.add_module("quantizers", nn.Module())
+    sim = SimModel(sim_gm)
+    producers = _tensor_producers(sim_gm, graph)
+    by_node: dict[torch.fx.Node, FakeQuantize] = {}
+
+    for site in placement.activations:
+        node = producers.get(site.tensor)
+        if node is None:
+            sim.unmapped.append(site.tensor)
+            continue
+        if node in by_node:  # two ONNX names for one value (e.g. an alias): one quantizer
+            sim.activations[site.tensor] = by_node[node]
+            continue
+        quantizer = FakeQuantize(site.tensor, "activation", site.spec)
+        _insert_after(sim_gm, node, quantizer, f"{node.name}_out" if node.op != "placeholder" else f"{node.name}_in",
+                      site.tensor, "activation")
+        by_node[node] = quantizer
+        sim.activations[site.tensor] = quantizer
+
+    parameters = {o["initializer"]: (name, o.get("transform")) for name, o in
+                  (getattr(gm, "onnx_parameters", None) or {}).items() if o.get("initializer")}
+    for site in placement.weights:
+        if site.initializer not in parameters:
+            sim.unmapped.append(site.initializer)
+            continue
+        param_name, transform = parameters[site.initializer]
+        if not _quantize_weight(sim, site, param_name, transform):
+            sim.unmapped.append(site.initializer)
+    sim_gm.graph.lint()
+    sim_gm.recompile()
+    return sim
+
+
+def _tensor_producers(gm: torch.fx.GraphModule, graph: OnnxGraphView) -> dict[str, torch.fx.Node]:
+    producers: dict[str, torch.fx.Node] = {}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != len(graph.inputs):
+        raise QuantizationError(f"the GraphModule has {len(placeholders)} inputs but the source ONNX graph has "
+                                f"{len(graph.inputs)} ({graph.inputs}): is it the model it was converted from?")
+    producers.update(zip(graph.inputs, placeholders))
+    for node in gm.graph.nodes:
+        for tensor in node.meta.get("onnx_outputs", []) or []:
+            producers[tensor] = node
+    return producers
+
+
+def _insert_after(gm: torch.fx.GraphModule, node: torch.fx.Node, quantizer: FakeQuantize, key: str,
+                  onnx_name: str, kind: str) -> torch.fx.Node:
+    container = gm.get_submodule("quantizers")
+    key = _unique(container, key)
+    container.add_module(key, quantizer)
+    with gm.graph.inserting_after(node):
+        qnode = gm.graph.call_module(f"quantizers.{key}", (node,))
+    node.replace_all_uses_with(qnode, delete_user_cb=lambda user: user is not qnode)
+    origin = {"quantizes": onnx_name, "quantizer_kind": kind}
+    qnode.meta.update(origin)
+    gm.onnx_origins[qnode.name] = origin
+    return qnode
+
+
+def _quantize_weight(sim: SimModel, site: WeightSite, param_name: str, transform: str | None) -> bool:
+    gm = sim.gm
+    module_path, _, attr = param_name.rpartition(".")
+    try:
+        owner = gm.get_submodule(module_path) if module_path else gm
+    except AttributeError:
+        return False
+    param = getattr(owner, attr, None)
+    if not isinstance(param, torch.Tensor) or not param.is_floating_point():
+        return False
+    torch_axis = _torch_axis(site, transform, param.dim())
+    if torch_axis is None:
+        site.axis = None
+    channels = param.shape[torch_axis] if torch_axis is not None else 1
+    quantizer = FakeQuantize(site.initializer, "weight", site.spec, torch_axis, site.axis, channels)
+    if attr == "weight" and type(owner) in QUANT_MODULES:
+        owner.__class__ = QUANT_MODULES[type(owner)]
+        owner.add_module("weight_quantizer", quantizer)
+    else:
+        readers = [n for n in gm.graph.nodes if n.op == "get_attr" and n.target == param_name]
+        if not readers:
+            return False
+        for reader in readers:
+            _insert_after(gm, reader, quantizer, f"{reader.name}_w", site.initializer, "weight")
+    sim.weights[site.initializer] = quantizer
+    sim.weight_params[site.initializer] = param_name
+    return True
+
+
+def _torch_axis(site: WeightSite, transform: str | None, rank: int) -> int | None:
+    """Map the ONNX channel axis onto the torch parameter's layout (``transform`` is how the
+    parameter was derived from the initializer)."""
+    if site.axis is None:
+        return None
+    if transform is None:
+        return site.axis if site.axis < rank else None
+    if transform == "transpose" and rank == 2:
+        return 1 - site.axis
+    return None  # reshaped parameters fall back to one encoding per tensor
+
+
+def _unique(container: nn.Module, key: str) -> str:
+    key = "".join(c if c.isalnum() or c == "_" else "_" for c in key) or "q"
+    if key[0].isdigit():
+        key = f"q_{key}"
+    candidate, i = key, 1
+    while hasattr(container, candidate):
+        candidate = f"{key}_{i}"
+        i += 1
+    return candidate
+
+
+def strip_calibrators(sim: SimModel) -> None:
+    for quantizer in sim.quantizers():
+        quantizer.calibrator = None

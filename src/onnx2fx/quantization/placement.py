@@ -1,0 +1,263 @@
+"""Where quantizers go, decided on the ONNX graph the model came from.
+
+Quantization is described in ONNX terms because that is what it is exported to: encodings are
+keyed by ONNX tensor and initializer names and the QDQ writer edits the original graph. Deciding
+placement on the ONNX graph also keeps the rules simple and exact: "a Conv whose only consumer is
+a Relu" is a question about ONNX consumers, not about whatever FX nodes lowering produced.
+
+Rules, in order, for each output tensor of each node:
+
+1. A node the config leaves in float gets no output quantizer and no weight quantizers.
+2. Data-movement ops (Reshape, Transpose, MaxPool, ...) share their input's encoding.
+3. Inside a fused group (Conv+Relu, Conv+BatchNormalization(+Relu), Gemm/MatMul+Relu, Add+Relu,
+   ...) the producer's output is never materialised by an integer kernel: no quantizer.
+4. Everything else gets an activation quantizer; so does every float graph input.
+
+Weights of Conv, ConvTranspose, Gemm (B) and MatMul (constant operand) are quantized per output
+channel along the ONNX initializer's channel axis; Conv/ConvTranspose/Gemm biases get the int32
+convention at export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import QuantizationError
+from .config import QuantConfig, QuantSpec
+
+FLOAT = 1  # TensorProto.FLOAT
+_NO_ACTIVATION_OPS = {"Constant", "ConstantOfShape", "Shape", "Size", "NonZero", "Range", "ArgMax", "ArgMin",
+                      "EyeLike", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
+_WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+
+
+@dataclass
+class OnnxNodeInfo:
+    name: str
+    op_type: str
+    inputs: list[str]
+    outputs: list[str]
+    attributes: dict[str, Any]
+
+
+@dataclass
+class OnnxGraphView:
+    """The parts of an ONNX graph placement needs, read once through the native core."""
+
+    nodes: list[OnnxNodeInfo]
+    inputs: list[str]  # graph inputs that are not initializers, in order
+    input_types: dict[str, tuple[int, list[int | str | None] | None]]  # elem_type, shape
+    outputs: list[str]
+    initializers: dict[str, tuple[int, list[int]]]  # name -> (data type, dims)
+    opset: int
+    consumers: dict[str, list[OnnxNodeInfo]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> OnnxGraphView:
+        from .. import _core
+
+        return cls.from_core(_core.load_model(str(path)))
+
+    @classmethod
+    def from_core(cls, model: Any) -> OnnxGraphView:
+        graph = model.graph
+        initializers = {t.name: (t.data_type, list(t.dims)) for t in graph.initializers}
+        nodes = [OnnxNodeInfo(n.name, n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}",
+                              list(n.inputs), list(n.outputs),
+                              {k: a.value for k, a in n.attributes.items() if a.type in ("INT", "FLOAT", "INTS")})
+                 for n in graph.nodes]
+        inputs = [v for v in graph.inputs if v.name not in initializers]
+        view = cls(nodes=nodes, inputs=[v.name for v in inputs],
+                   input_types={v.name: (v.type.elem_type, v.type.shape) for v in inputs},
+                   outputs=[v.name for v in graph.outputs], initializers=initializers,
+                   opset=int(model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))))
+        for node in nodes:
+            for name in node.inputs:
+                if name:
+                    view.consumers.setdefault(name, []).append(node)
+        return view
+
+    def producer_map(self) -> dict[str, OnnxNodeInfo]:
+        return {out: node for node in self.nodes for out in node.outputs if out}
+
+    def tensor_names(self) -> set[str]:
+        return set(self.inputs) | set(self.initializers) | {o for n in self.nodes for o in n.outputs if o}
+
+
+@dataclass
+class ActivationSite:
+    """One ONNX tensor that gets an activation quantizer."""
+
+    tensor: str
+    node: str  # producing ONNX node ("" for graph inputs)
+    op_type: str  # producing op type ("input" for graph inputs)
+    spec: QuantSpec
+
+
+@dataclass
+class WeightSite:
+    """One float initializer quantized as a weight, and the bias that follows its convention."""
+
+    initializer: str
+    node: str
+    op_type: str
+    axis: int | None  # channel axis in the ONNX layout; None = per tensor
+    spec: QuantSpec
+    dims: list[int]
+    input_tensor: str  # the activation multiplied with the weight (for the bias scale)
+    bias: str | None = None
+    bias_axis: int | None = None
+
+
+@dataclass
+class Placement:
+    activations: list[ActivationSite]
+    weights: list[WeightSite]
+    shared: dict[str, str]  # tensor -> tensor whose encoding it reuses
+    fused: dict[str, str]  # tensor -> the ONNX node it feeds inside a fused group
+    float_tensors: list[str]  # outputs of nodes left in float by the config
+    concats: set[str]  # quantized Concat outputs; shared after calibration when all inputs agree
+
+    def counts(self) -> dict[str, int]:
+        return {"activations": len(self.activations), "weights": len(self.weights),
+                "biases": sum(1 for w in self.weights if w.bias), "shared": len(self.shared),
+                "fused": len(self.fused), "float": len(self.float_tensors)}
+
+
+def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
+    """Apply the rules in the module docstring to every tensor of ``graph``."""
+    outputs = set(graph.outputs)
+    activations: list[ActivationSite] = []
+    shared: dict[str, str] = {}
+    fused: dict[str, str] = {}
+    floats: list[str] = []
+    concats: set[str] = set()
+    supergroups = set(config.supergroups) if config.fuse else set()
+    shared_ops = set(config.shared_ops)
+
+    if config.quantize_inputs:
+        for name in graph.inputs:
+            elem_type, _ = graph.input_types[name]
+            if elem_type in (FLOAT, 0):
+                activations.append(ActivationSite(name, "", "input", config.activations))
+
+    for node in graph.nodes:
+        if config.is_float(node.op_type, node.name):
+            floats.extend(o for o in node.outputs if o)
+            continue
+        if node.op_type in _NO_ACTIVATION_OPS:
+            continue
+        for out in node.outputs:
+            if not out:
+                continue
+            if node.op_type in shared_ops and node.inputs and node.inputs[0]:
+                shared[out] = node.inputs[0]
+                continue
+            follower = _fused_follower(graph, node, out, outputs, supergroups, fused, config)
+            if follower is not None:
+                fused[out] = follower
+                continue
+            activations.append(ActivationSite(out, node.name, node.op_type,
+                                              config.spec_for("activations", node.op_type, node.name)))
+            if node.op_type == "Concat":
+                concats.add(out)
+    weights = _weight_sites(graph, config)
+    return Placement(activations, weights, shared, fused, floats, concats)
+
+
+def _fused_follower(graph: OnnxGraphView, node: OnnxNodeInfo, out: str, outputs: set[str],
+                    supergroups: set[tuple[str, str]], fused: dict[str, str], config: QuantConfig) -> str | None:
+    """The consumer ``out`` is fused into, or None. Only a sole consumer fuses, and a graph output
+    is always materialised."""
+    consumers = graph.consumers.get(out, [])
+    if out in outputs or len(consumers) != 1:
+        return None
+    follower = consumers[0]
+    if config.is_float(follower.op_type, follower.name) or (node.op_type, follower.op_type) not in supergroups:
+        return None
+    if follower.inputs[0] != out:
+        return None
+    # A BatchNormalization only fuses onward when it is itself inside a convolution's group.
+    if node.op_type == "BatchNormalization" and node.inputs[0] not in fused:
+        return None
+    return follower.name
+
+
+def _weight_sites(graph: OnnxGraphView, config: QuantConfig) -> list[WeightSite]:
+    sites: dict[str, WeightSite] = {}
+    for node in graph.nodes:
+        if node.op_type not in _WEIGHT_OPS or config.is_float(node.op_type, node.name):
+            continue
+        spec = config.spec_for("weights", node.op_type, node.name)
+        found = _weight_of(graph, node)
+        if found is None:
+            continue
+        weight, data_input, axis = found
+        dims = graph.initializers[weight][1]
+        if not spec.per_channel:
+            axis = None
+        bias, bias_axis = _bias_of(graph, node, dims)
+        if weight in sites:  # a tied weight: keep one encoding, per tensor unless the axes agree
+            if sites[weight].axis != axis:
+                sites[weight].axis = None
+            continue
+        sites[weight] = WeightSite(weight, node.name, node.op_type, axis, spec, dims, data_input, bias, bias_axis)
+    return list(sites.values())
+
+
+def _is_float_initializer(graph: OnnxGraphView, name: str) -> bool:
+    return bool(name) and name in graph.initializers and graph.initializers[name][0] == FLOAT
+
+
+def _weight_of(graph: OnnxGraphView, node: OnnxNodeInfo) -> tuple[str, str, int | None] | None:
+    """(weight initializer, the other (data) input, ONNX output-channel axis) of a weight op."""
+    ins = node.inputs
+    if len(ins) < 2:
+        return None
+    if node.op_type == "Conv" and _is_float_initializer(graph, ins[1]):
+        return ins[1], ins[0], 0
+    if node.op_type == "ConvTranspose" and _is_float_initializer(graph, ins[1]):
+        # Weight (C_in, C_out / group, k...): channel axis 1 is an output channel only for group 1.
+        return ins[1], ins[0], 1 if int(node.attributes.get("group", 1)) == 1 else None
+    if node.op_type == "Gemm" and _is_float_initializer(graph, ins[1]):
+        return ins[1], ins[0], 0 if int(node.attributes.get("transB", 0)) else 1
+    if node.op_type == "MatMul":
+        if _is_float_initializer(graph, ins[1]):
+            rank = len(graph.initializers[ins[1]][1])
+            return ins[1], ins[0], rank - 1 if rank >= 2 else None
+        if _is_float_initializer(graph, ins[0]):
+            return ins[0], ins[1], None
+    return None
+
+
+def _bias_of(graph: OnnxGraphView, node: OnnxNodeInfo, weight_dims: Sequence[int]) -> tuple[str | None, int | None]:
+    """The bias initializer that can take the int32 convention, and its channel axis."""
+    if node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.inputs) < 3:
+        return None, None
+    bias = node.inputs[2]
+    if not _is_float_initializer(graph, bias):
+        return None, None
+    dims = graph.initializers[bias][1]
+    if node.op_type == "Gemm":
+        if float(node.attributes.get("alpha", 1.0)) != 1.0 or float(node.attributes.get("beta", 1.0)) != 1.0:
+            return None, None
+        channels = weight_dims[0 if int(node.attributes.get("transB", 0)) else 1]
+        if dims == [channels]:
+            return bias, 0
+        if dims == [1, channels]:
+            return bias, 1
+        return None, None
+    return (bias, 0) if len(dims) == 1 else (None, None)
+
+
+def check_names(graph: OnnxGraphView, names: Sequence[str]) -> None:
+    """Every name quantization refers to must exist in the source graph."""
+    known = graph.tensor_names()
+    missing = sorted({n for n in names if n not in known})
+    if missing:
+        raise QuantizationError(f"the source ONNX graph has no tensor(s) {missing[:5]}"
+                                f"{f' and {len(missing) - 5} more' if len(missing) > 5 else ''}: is it the model "
+                                "this GraphModule was converted from (--onnx)?")

@@ -1,0 +1,493 @@
+"""Post-training quantization, end to end.
+
+``ptq(model, data)`` places quantizers on the source ONNX graph (:mod:`.placement`), inserts
+fake-quant modules into a copy of the converted GraphModule (:mod:`.fake_quant`), calibrates
+activation ranges on the data (:mod:`.calibrators`), derives weight and int32 bias encodings,
+measures what quantization costs against the float model (:mod:`.metrics`) and, with an output
+folder, writes::
+
+    model_ptq.pt      the simulated GraphModule (load with onnx2fx.validator.load_torch_model)
+    encodings.json    AIMET format (1.0.0 by default), keyed by ONNX names
+    model_ptq.onnx    QDQ ONNX from the original graph (native writer)
+    report.json/.md   the per-model report with quantization.ptq filled in (and report.html)
+
+The folder is assembled in a temporary folder beside the destination and renamed into place, so
+an error leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+
+from ..errors import Onnx2FxError, QuantizationError
+from .calibrators import make_calibrator, weight_ranges
+from .config import ENCODING_VERSIONS, QuantConfig
+from .data import CalibrationSource, ImageOptions, calibration_source, input_specs
+from .encodings import build_encodings, encoded_names
+from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, strip_calibrators
+from .grid import Encoding, QuantGrid, bias_encoding
+from .metrics import evaluate, weight_errors
+from .placement import OnnxGraphView, Placement, check_names, plan_placement
+from .qdq import build_plan, compare_with_sim, write_qdq_model
+
+OUTPUT_FILES = ("model_ptq.pt", "encodings.json", "model_ptq.onnx", "report.json", "report.md", "report.html")
+
+
+@dataclass
+class PTQResult:
+    """The simulated model, its encodings and the report section, ready to save."""
+
+    sim_model: torch.fx.GraphModule
+    config: QuantConfig
+    source_onnx: Path
+    activation_encodings: dict[str, Encoding]  # every encoded tensor, incl. ones sharing an encoding
+    param_encodings: dict[str, Encoding]  # weights and int32 biases
+    plan: dict[str, Any]  # the QDQ writer's plan
+    report: dict[str, Any]  # quantization.ptq of report.json
+    encoding_version: str = "1.0.0"
+    eval_batches: list[tuple[torch.Tensor, ...]] = field(default_factory=list, repr=False)
+    input_names: list[str] = field(default_factory=list)
+    output_names: list[str] = field(default_factory=list)
+    base_report: dict[str, Any] | None = field(default=None, repr=False)
+    source_opset: int | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def output_sqnr_db(self) -> float | None:
+        return self.report.get("sqnr_db")
+
+    def encodings(self, version: str | None = None) -> dict[str, Any]:
+        """The ``encodings.json`` document (``version`` defaults to the one chosen at ``ptq``)."""
+        from .. import __version__
+
+        return build_encodings(version or self.encoding_version, self.activation_encodings, self.param_encodings,
+                               self.config, self.report.get("excluded_nodes", []), __version__)
+
+    def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+        """Write the output folder atomically (see the module docstring)."""
+        from ..converter import _replace_folder_contents
+        from ..reports import write_report
+
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            torch.save(self.sim_model, staging / "model_ptq.pt")
+            document = self.encodings()
+            (staging / "encodings.json").write_text(json.dumps(document, indent=2) + "\n")
+            self.report["files"] = {"model": "model_ptq.pt", "encodings": "encodings.json"}
+            started = time.perf_counter()
+            info = write_qdq_model(self.source_onnx, staging / "model_ptq.onnx", self.plan, self.source_opset)
+            check = compare_with_sim(staging / "model_ptq.onnx", self.sim_model, self.eval_batches,
+                                     self.input_names, self.output_names,
+                                     {n: self.activation_encodings.get(n) for n in self.output_names})
+            self.report["qdq"] = {"status": "ok", "path": "model_ptq.onnx", "writer": info,
+                                  "seconds": round(time.perf_counter() - started, 3), **check}
+            self.report["files"]["qdq_onnx"] = "model_ptq.onnx"
+            report = dict(self.base_report or {})
+            report.setdefault("quantization", {"ptq": None, "qft": None})
+            report["quantization"] = {**report["quantization"], "ptq": self.report}
+            write_report(report, staging)
+            written = sorted(p.name for p in staging.iterdir())
+            _replace_folder_contents(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.files = {name: out / name for name in written}
+        return self.files
+
+
+def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLike[str] | None = None,
+        onnx_path: str | os.PathLike[str] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
+        config: QuantConfig | str | os.PathLike[str] | None = None, scheme: str | None = None,
+        weight_bits: int | None = None, activation_bits: int | None = None, per_channel: bool | None = None,
+        samples: int = 512, batch_size: int = 16, encoding_version: str = "1.0.0",
+        random_calibration: bool = False, eval_data: Any = None, eval_samples: int = 64, seed: int = 0,
+        image_options: ImageOptions | None = None, progress: bool | None = None) -> PTQResult:
+    """Quantize a converted model after training.
+
+    Args:
+        model: the ``torch.fx.GraphModule`` from :class:`~onnx2fx.OnnxToFxConverter` or a
+            ``model_full.pt`` path.
+        calibration_data: a DataLoader or any iterable of input batches, a ``.npy``/``.npz`` file,
+            or a folder of ``.npy``/``.npz``/image files (see :mod:`.data`).
+        output_dir: when given, write the output folder (atomically).
+        onnx_path: the source ONNX model; defaults to the one recorded at conversion.
+        input_shapes: input name -> full shape (batch first), for checks and random data;
+            ``""`` names the only input.
+        config: a :class:`QuantConfig` or a YAML/JSON file; ``scheme``, ``weight_bits``,
+            ``activation_bits`` and ``per_channel`` override it.
+        samples: at most this many calibration samples.
+        random_calibration: calibrate on random data when no data is given (recorded as a warning).
+        eval_data: inputs for the accuracy figures; defaults to the first ``eval_samples``
+            calibration samples.
+    """
+    from ..validator import load_torch_model
+
+    started = time.perf_counter()
+    if encoding_version not in ENCODING_VERSIONS:
+        raise QuantizationError(f"encoding version {encoding_version!r} is not one of {list(ENCODING_VERSIONS)}")
+    gm, model_path = _load_model(model, load_torch_model)
+    source = _source_onnx(gm, onnx_path)
+    cfg = _config(config).with_overrides(scheme=scheme, weight_bits=weight_bits, activation_bits=activation_bits,
+                                         per_channel=per_channel)
+    graph = OnnxGraphView.load(source)
+    specs = input_specs(graph.inputs, graph.input_types, input_shapes)
+    data = calibration_source(calibration_data, specs, samples=samples, batch_size=batch_size,
+                              random=random_calibration, seed=seed, image_options=image_options)
+    placement = plan_placement(graph, cfg)
+    check_names(graph, _fx_onnx_names(gm))
+    sim = insert_fake_quant(gm, graph, placement)
+
+    keep = eval_samples if eval_data is None else 0
+    calibration = _calibrate(sim, cfg, data, samples, keep, _show_progress(progress))
+    activation_encodings, shared, dropped = _activation_encodings(sim, placement, graph)
+    weight_encodings = _weight_encodings(sim, cfg)
+    bias_encodings = _bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
+    quantized = {t: activation_encodings[t] for t in sim.activations if t in activation_encodings}
+    plan = build_plan(quantized, weight_encodings, bias_encodings)
+    strip_calibrators(sim)
+    sim.gm.eval()
+
+    if eval_data is None:
+        eval_batches, eval_description = calibration.pop("kept"), "the first calibration samples"
+    else:
+        eval_source = calibration_source(eval_data, specs, samples=eval_samples, batch_size=batch_size)
+        eval_batches, eval_description = list(eval_source.batches), eval_source.description.get("source", "eval data")
+        calibration.pop("kept")
+    float_nodes = _float_nodes(gm, graph)
+    evaluation = _run_model("evaluating", lambda: evaluate(
+        gm, sim.gm, eval_batches, graph.outputs, float_nodes,
+        {t: q for t, q in sim.activations.items() if t in activation_encodings}))
+    weights = weight_errors({init: (_param(sim, init), q) for init, q in sim.weights.items()})
+
+    output_rows = evaluation["outputs"]
+    sqnrs = [r["sqnr_db"] for r in output_rows if r.get("sqnr_db") is not None]
+    report: dict[str, Any] = {
+        "status": "ok",
+        "source_onnx": str(source),
+        "model": str(model_path) if model_path else None,
+        "settings": {**cfg.to_dict(), "encoding_version": encoding_version},
+        "calibration": {**data.description, **calibration},
+        "evaluation": {"samples": evaluation["samples"], "data": eval_description},
+        "counts": {**placement.counts(), "activation_quantizers": len({id(q) for q in sim.activations.values()}),
+                   "weight_quantizers": len(sim.weights), "bias_encodings": len(bias_encodings),
+                   "encoded_activations": len(activation_encodings), "shared": len(shared)},
+        "sqnr_db": min(sqnrs) if sqnrs else None,
+        "outputs": output_rows,
+        "per_layer": evaluation["per_layer"],
+        "weights": weights,
+        "fused": dict(placement.fused),
+        "shared": shared,
+        "excluded_nodes": sorted(set(cfg.float_nodes)),
+        "unmapped": sim.unmapped,
+        "not_float": dropped,
+        "qdq": None,
+        "warnings": [*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped]],
+        "seconds": 0.0,
+    }
+    report["seconds"] = round(time.perf_counter() - started, 3)
+    result = PTQResult(sim.gm, cfg, source, activation_encodings, {**weight_encodings, **bias_encodings}, plan, report,
+                       encoding_version, eval_batches, list(graph.inputs), list(graph.outputs),
+                       _base_report(model_path, source), graph.opset)
+    if output_dir is not None:
+        result.save(output_dir)
+    return result
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _load_model(model: Any, loader: Any) -> tuple[torch.fx.GraphModule, Path | None]:
+    path = None
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.is_file():
+            raise QuantizationError(f"model {path} does not exist")
+        try:
+            model = loader(path)
+        except (Onnx2FxError, OSError, RuntimeError, EOFError, ValueError) as exc:
+            raise QuantizationError(f"{path} cannot be loaded as a converted model: {exc}") from None
+    if not isinstance(model, torch.fx.GraphModule):
+        raise QuantizationError(f"expected a torch.fx.GraphModule converted by onnx2fx, got {type(model).__name__}")
+    if not any("onnx_outputs" in n.meta for n in model.graph.nodes):
+        from ..fx_tracer import restore_origins
+
+        restore_origins(model)
+    if not any("onnx_outputs" in n.meta for n in model.graph.nodes):
+        raise QuantizationError("the GraphModule carries no ONNX origins (node.meta['onnx_outputs']): convert the "
+                                "model with onnx2fx and load model_full.pt with onnx2fx.validator.load_torch_model")
+    if any(isinstance(m, FakeQuantize) for m in model.modules()):
+        raise QuantizationError("the model is already quantized (it contains fake-quant modules)")
+    return model, path
+
+
+def _source_onnx(gm: torch.fx.GraphModule, onnx_path: Any) -> Path:
+    if onnx_path is not None:
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise QuantizationError(f"source ONNX model {path} does not exist")
+        return path.resolve()
+    recorded = getattr(gm, "onnx_source", None)
+    if not recorded:
+        raise QuantizationError("the model does not record its source ONNX file (it was converted from an "
+                                "in-memory model): pass it with --onnx / onnx_path")
+    path = Path(recorded)
+    if not path.is_file():
+        raise QuantizationError(f"the model's source ONNX {path} (recorded at conversion) does not exist: "
+                                "pass its new location with --onnx / onnx_path")
+    return path
+
+
+def _config(config: Any) -> QuantConfig:
+    if config is None:
+        return QuantConfig()
+    if isinstance(config, QuantConfig):
+        config.validate()
+        return config
+    if isinstance(config, Mapping):
+        return QuantConfig.from_dict(config)
+    return QuantConfig.load(config)
+
+
+def _show_progress(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+# ---------------------------------------------------------------------------------- calibration
+def _calibrate(sim: SimModel, config: QuantConfig, data: CalibrationSource, samples: int, keep: int,
+               show_progress: bool) -> dict[str, Any]:
+    """Run every calibration batch through the model with the activation quantizers observing."""
+    for quantizer in {id(q): q for q in sim.activations.values()}.values():
+        quantizer.calibrator = make_calibrator(config.scheme, percentile=config.percentile, bins=config.bins)
+    sim.gm.eval()
+    kept: list[tuple[torch.Tensor, ...]] = []
+    kept_count = seen = batches = 0
+    started = time.perf_counter()
+    with _progress(show_progress, samples) as advance, torch.no_grad():
+        for batch in data.batches:
+            n = int(batch[0].shape[0]) if batch[0].dim() else 1
+            _run_model(f"running calibration batch {batches + 1} ({n} samples; a model converted with a fixed "
+                       "batch size needs a matching --batch-size)", lambda batch=batch: sim.gm(*batch))
+            if kept_count < keep:
+                take = min(n, keep - kept_count)
+                kept.append(tuple(t[:take].clone() for t in batch))
+                kept_count += take
+            seen += n
+            batches += 1
+            advance(n)
+    return {"scheme": config.scheme, "samples": seen, "batches": batches,
+            "seconds": round(time.perf_counter() - started, 3), "kept": kept}
+
+
+class _progress:
+    """A rich progress bar over calibration samples (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]calibrating"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("samples"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=False)
+        self.bar.start()
+        task = self.bar.add_task("calibrating", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _run_model(what: str, fn: Any) -> Any:
+    try:
+        return fn()
+    except Onnx2FxError:
+        raise
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QuantizationError(f"{what} failed: {type(exc).__name__}: {message}") from exc
+
+
+# ---------------------------------------------------------------------------------- encodings
+def _activation_encodings(sim: SimModel, placement: Placement,
+                          graph: OnnxGraphView) -> tuple[dict[str, Encoding], dict[str, str], list[str]]:
+    """Encodings of quantized tensors from their calibrators, then of tensors that share one."""
+    encodings: dict[str, Encoding] = {}
+    dropped: list[str] = []
+    for tensor, quantizer in sim.activations.items():
+        calibrator = quantizer.calibrator
+        if calibrator is None or not calibrator.observed:  # not a float tensor, or never computed
+            quantizer.enabled = False
+            dropped.append(tensor)
+            continue
+        if not quantizer.initialized:
+            nonneg = calibrator.min >= 0
+            signed = quantizer.symmetric and not nonneg
+            grid = QuantGrid(quantizer.bits, signed)
+            quantizer.set_encoding(calibrator.encoding(grid, quantizer.symmetric))
+        encodings[tensor] = quantizer.encoding()
+    removed: set[int] = set()
+    for tensor in dropped:
+        quantizer = sim.activations.pop(tensor)
+        if id(quantizer) not in removed:
+            removed.add(id(quantizer))
+            _remove_quantizer_node(sim.gm, quantizer)
+    shared = dict(placement.shared)
+    _share_concats(sim, placement, graph, encodings, shared)
+    ordered: dict[str, Encoding] = {}
+    for tensor in _graph_order(graph):
+        enc = encodings.get(tensor) or _follow(tensor, shared, encodings)
+        if enc is not None:
+            ordered[tensor] = enc
+    return ordered, {t: s for t, s in shared.items() if t in ordered}, dropped
+
+
+def _share_concats(sim: SimModel, placement: Placement, graph: OnnxGraphView, encodings: dict[str, Encoding],
+                   shared: dict[str, str]) -> None:
+    """A Concat whose inputs all carry one encoding needs no requantization: drop its quantizer."""
+    producers = graph.producer_map()
+    for tensor in sorted(placement.concats):
+        if tensor not in encodings or tensor not in sim.activations:
+            continue
+        inputs = [i for i in producers[tensor].inputs if i]
+        input_encodings = [encodings.get(i) or _follow(i, shared, encodings) for i in inputs]
+        first = input_encodings[0] if input_encodings else None
+        if first is None or not all(first.same_as(e) for e in input_encodings[1:]):
+            continue
+        quantizer = sim.activations.pop(tensor)
+        _remove_quantizer_node(sim.gm, quantizer)
+        del encodings[tensor]
+        shared[tensor] = inputs[0]
+
+
+def _remove_quantizer_node(gm: torch.fx.GraphModule, quantizer: FakeQuantize) -> None:
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and gm.get_submodule(node.target) is quantizer:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            gm.onnx_origins.pop(node.name, None)
+            container, _, key = node.target.rpartition(".")
+            delattr(gm.get_submodule(container), key)
+    gm.recompile()
+
+
+def _follow(tensor: str, shared: Mapping[str, str], encodings: Mapping[str, Encoding]) -> Encoding | None:
+    seen = set()
+    while tensor in shared and tensor not in seen:
+        seen.add(tensor)
+        tensor = shared[tensor]
+        if tensor in encodings:
+            return encodings[tensor]
+    return None
+
+
+def _graph_order(graph: OnnxGraphView) -> list[str]:
+    return [*graph.inputs, *(o for n in graph.nodes for o in n.outputs if o)]
+
+
+def _weight_encodings(sim: SimModel, config: QuantConfig) -> dict[str, Encoding]:
+    encodings = {}
+    for initializer, quantizer in sim.weights.items():
+        param = _param(sim, initializer)
+        grid = QuantGrid(quantizer.bits, quantizer.symmetric)
+        lo, hi = weight_ranges(param, quantizer.axis, grid, quantizer.symmetric, config.weight_scheme)
+        encoding = Encoding.from_range(lo, hi, grid, quantizer.symmetric, quantizer.onnx_axis)
+        quantizer.set_encoding(encoding)
+        encodings[initializer] = quantizer.encoding()
+    return encodings
+
+
+def _bias_encodings(sim: SimModel, placement: Placement, activations: Mapping[str, Encoding],
+                    weights: Mapping[str, Encoding], graph: OnnxGraphView) -> dict[str, Encoding]:
+    encodings = {}
+    for site in placement.weights:
+        if not site.bias or site.initializer not in weights or site.input_tensor not in activations:
+            continue
+        weight = weights[site.initializer]
+        channels = graph.initializers[site.bias][1]
+        encodings[site.bias] = bias_encoding(activations[site.input_tensor], weight, int(np.prod(channels)),
+                                             site.bias_axis)
+    return encodings
+
+
+def _param(sim: SimModel, initializer: str) -> torch.Tensor:
+    name = sim.weight_params[initializer]
+    module_path, _, attr = name.rpartition(".")
+    owner = sim.gm.get_submodule(module_path) if module_path else sim.gm
+    return getattr(owner, attr)
+
+
+def _fx_onnx_names(gm: torch.fx.GraphModule) -> list[str]:
+    """The ONNX tensor and initializer names the GraphModule refers to (all must be in the source)."""
+    names = [t for n in gm.graph.nodes for t in (n.meta.get("onnx_outputs") or [])]
+    names += [o["initializer"] for o in (getattr(gm, "onnx_parameters", None) or {}).values() if o.get("initializer")]
+    return names
+
+
+def _float_nodes(gm: torch.fx.GraphModule, graph: OnnxGraphView) -> dict[str, str]:
+    placeholders = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+    nodes = dict(zip(graph.inputs, placeholders))
+    for node in gm.graph.nodes:
+        for tensor in node.meta.get("onnx_outputs", []) or []:
+            nodes[tensor] = node.name
+    return nodes
+
+
+# ---------------------------------------------------------------------------------- report
+def _base_report(model_path: Path | None, source: Path) -> dict[str, Any]:
+    """The model's own report.json when it sits beside model_full.pt, else a fresh one."""
+    from ..reports import new_report
+
+    if model_path is not None and (model_path.parent / "report.json").is_file():
+        try:
+            existing = json.loads((model_path.parent / "report.json").read_text())
+            if isinstance(existing, dict) and "quantization" in existing:
+                return existing
+        except (OSError, json.JSONDecodeError):
+            pass
+    report = new_report(source)
+    conversion = {"status": "ok", "error": None, "seconds": 0.0}
+    record = model_path.parent / "conversion.json" if model_path is not None else None
+    if record is not None and record.is_file():
+        try:
+            info = json.loads(record.read_text())
+            conversion.update(seconds=float(info.get("conversion_seconds", 0.0)),
+                              node_count=int(info.get("node_count", 0)), op_counts=info.get("op_counts", {}))
+            report["model"].update(opset=info.get("opset_imports", {}).get(""), ir_version=info.get("ir_version"),
+                                   producer=info.get("producer") or None)
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+    report["conversion"] = conversion
+    return report
+
+
+def encodings_names_exist(document: Mapping[str, Any], graph: OnnxGraphView) -> list[str]:
+    """Names in an encodings document that the graph does not have (empty when all exist)."""
+    known = graph.tensor_names()
+    return [n for n in encoded_names(document) if n not in known]
+
