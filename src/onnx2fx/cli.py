@@ -65,7 +65,7 @@ def _errors(debug: bool) -> Iterator[None]:
         if debug:
             console.print_exception()
         message = exc.format_message() if isinstance(exc, typer.BadParameter) else str(exc)
-        console.print(f"[bold red]error:[/] {type(exc).__name__}: {message}", highlight=False)
+        console.print(f"[bold red]error:[/] {type(exc).__name__}: {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
