@@ -215,7 +215,10 @@ def test_failures_and_crash_are_recorded(first_run: dict[str, Any]) -> None:
     good = models["mlp.onnx"]
     assert good["error"] is None and good["passed"] is True and 0 <= good["relative_error"] < 0.5
     assert good["conversion_seconds"] > 0 and good["seconds"] > 0
-    assert good["quantization"]["ptq"]["status"] == "not_available" and good["quantization"]["qft"] is None
+    assert good["quantization"]["ptq"]["status"] == "ok" and good["quantization"]["qft"] is None
+    assert {"model_ptq.pt", "model_ptq.onnx", "encodings.json"} <= {p.name for p in (out / "mlp" / "ptq").iterdir()}
+    assert any("random" in w for w in good["quantization"]["ptq"]["warnings"])
+    assert nms["quantization"]["ptq"]["status"] == "not_run"
 
     # The crashed model still gets a complete (report-only) folder saying why, and the worker's log.
     crash_report = json.loads((out / "crash" / "report.json").read_text())
@@ -225,7 +228,7 @@ def test_failures_and_crash_are_recorded(first_run: dict[str, Any]) -> None:
     for name in ("nms", "corrupt"):
         report = json.loads((out / name / "report.json").read_text())
         assert report["quantization"]["ptq"]["requested"] is True
-        assert "not available" in report["quantization"]["ptq"]["message"]
+        assert report["quantization"]["ptq"]["message"] == "post-training quantization (PTQ) was requested but did not run"
 
     md = (out / "summary.md").read_text()
     assert "| [nms.onnx](nms/report.md) | failed |" in md and "WorkerCrashed" in md

@@ -94,6 +94,7 @@ CONFIG_KEYS: dict[str, str] = {
     "tolerance": "a number >= 0 (percent)",
     "samples": "an integer >= 1",
     "inputs": "the path of a .npy or .npz file, relative to the config file",
+    "calibration": "PTQ calibration data: a .npy/.npz file or a folder, relative to the config file",
     "skip": "true or false",
     "per_layer": "true or false",
     "timeout": "a number of seconds > 0, or null for none",
@@ -256,6 +257,13 @@ def _check_value(key: str, value: Any, where: str, base: Path, source: str) -> A
                                  f"got {_describe(dims)}")
             shapes[name] = list(dims)
         return shapes
+    if key == "calibration":
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise bad()
+        path = (base / value).absolute()
+        if not path.exists():
+            raise BatchError(f"{source}: {where}: calibration data {path} does not exist")
+        return str(path)
     if key == "inputs":
         if not isinstance(value, (str, os.PathLike)) or not str(value):
             raise bad()
@@ -340,19 +348,19 @@ def remove_leftovers(output_dir: str | os.PathLike[str]) -> list[Path]:
 
 # ================================================================================== quantization
 def quantization_results(ptq: bool, qft: bool) -> dict[str, dict[str, Any] | None]:
-    """The ``quantization`` section of a report produced by a batch run.
+    """The ``quantization`` section for a model whose quantization stages did not run (skipped,
+    crashed, or not converted): each requested stage is recorded as requested and not run."""
 
-    Quantization is not available in onnx2fx yet: a requested stage is recorded as requested and
-    not available, with no results. Replace this function when PTQ/QFT exist.
-    """
+    def not_run(what: str) -> dict[str, Any]:
+        return {"requested": True, "status": "not_run", "message": f"{what} was requested but did not run"}
 
-    def not_available(what: str) -> dict[str, Any]:
-        return {"requested": True, "status": "not_available",
-                "message": f"{what} was requested but is not available in onnx2fx {_version()} yet; "
-                           "no quantized model was produced"}
+    return {"ptq": not_run("post-training quantization (PTQ)") if ptq else None,
+            "qft": not_available_qft() if qft else None}
 
-    return {"ptq": not_available("post-training quantization (PTQ)") if ptq else None,
-            "qft": not_available("quantization fine-tuning (QFT)") if qft else None}
+
+def not_available_qft() -> dict[str, Any]:
+    return {"requested": True, "status": "not_available",
+            "message": f"quantization fine-tuning (QFT) is not available in batch runs of onnx2fx {_version()} yet"}
 
 
 # ================================================================================== worker
@@ -380,9 +388,28 @@ def run_worker(task: WorkerTask) -> None:
     out = Path(task.out_dir)
     report = run_model(Path(task.model_path), out, task.options)
     quantization = quantization_results(task.ptq, task.qft)
+    if task.ptq and report["conversion"]["status"] == "ok":
+        quantization["ptq"] = run_ptq(out, task.options)
     if report.get("quantization") != quantization:
         report["quantization"] = quantization
         write_report(report, out)
+
+
+def run_ptq(model_folder: Path, options: PipelineOptions) -> dict[str, Any]:
+    """PTQ of a converted model folder into ``<folder>/ptq``; the report's ``quantization.ptq``.
+
+    Without calibration data in the config, a batch calibrates on random data: the result says
+    so in its warnings, because ranges from random inputs rarely match real ones.
+    """
+    from .quantization import ptq
+
+    try:
+        result = ptq(model_folder / "model_full.pt", options.calibration, output_dir=model_folder / "ptq",
+                     input_shapes=dict(options.input_shapes) or None, random_calibration=options.calibration is None,
+                     seed=options.seed, progress=False)
+    except Exception as exc:
+        return {"requested": True, "status": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}}
+    return {"requested": True, "status": "ok", "folder": "ptq", **result.report}
 
 
 def _worker_main(worker: Worker, task: WorkerTask, log_path: str, error_path: str, parent_pid: int) -> None:
@@ -758,8 +785,8 @@ def run_batch(
             if settings.get("skip"):
                 results[rel] = ModelResult(path=rel, output=out, status="skipped", quantization=quantization)
                 continue
-            fields = {k: settings[k] for k in ("input_shapes", "tolerance", "samples", "inputs", "per_layer")
-                      if k in settings}
+            fields = {k: settings[k] for k in ("input_shapes", "tolerance", "samples", "inputs", "per_layer",
+                                                "calibration") if k in settings}
             job_options = dataclasses.replace(base, **fields)
             job = _Job(rel=rel, out=out, model_path=models_dir / rel, final=output_dir / out, options=job_options,
                        fingerprint=_fingerprint(job_options, ptq, qft, hashes),

@@ -29,6 +29,7 @@ class PipelineOptions:
     samples: int = 3
     seed: int = 0
     inputs: str | None = None  # .npy / .npz with real inputs
+    calibration: str | None = None  # PTQ calibration data (.npy/.npz/folder); random data when None
     per_layer: bool = False
     traceability: bool = True
     compile: bool = False
