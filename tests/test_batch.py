@@ -228,7 +228,8 @@ def test_failures_and_crash_are_recorded(first_run: dict[str, Any]) -> None:
     for name in ("nms", "corrupt"):
         report = json.loads((out / name / "report.json").read_text())
         assert report["quantization"]["ptq"]["requested"] is True
-        assert report["quantization"]["ptq"]["message"] == "post-training quantization (PTQ) was requested but did not run"
+        message = report["quantization"]["ptq"]["message"]
+        assert message == "post-training quantization (PTQ) was requested but did not run"
 
     md = (out / "summary.md").read_text()
     assert "| [nms.onnx](nms/report.md) | failed |" in md and "WorkerCrashed" in md
