@@ -174,7 +174,7 @@ def test_cli_exit_code_and_table(first_run: dict[str, Any]) -> None:
     for name in ("mlp.onnx", "sub/tiny_cnn.onnx", "nms.onnx", "corrupt.onnx", "crash.onnx"):
         assert name in result.output
     assert "FAILED: 2 ok, 2 failed, 1 crashed, 0 skipped, 0 up-to-date" in result.output
-    assert "PTQ requested" in result.output
+    assert "QFT requested" not in result.output
 
 
 def test_good_models_have_complete_folders(first_run: dict[str, Any]) -> None:

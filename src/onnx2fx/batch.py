@@ -934,10 +934,10 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
              f"from `{summary['models_dir']}` in {summary['seconds']:.1f} s with {summary['jobs']} workers.", "",
              f"**{'Passed' if summary['passed'] else 'FAILED'}**: " + ", ".join(
                  f"{counts.get(s, 0)} {s}" for s in STATUSES) + ".", ""]
-    if summary.get("ptq") or summary.get("qft"):
-        asked = " and ".join(n for n in ("PTQ", "QFT") if summary.get(n.lower()))
-        lines += [f"{asked} requested: quantization is not available in this version yet; no quantized models "
-                  "were produced.", ""]
+    if summary.get("ptq"):
+        lines += ["PTQ requested: each converted model's quantized results are in its `ptq/` folder.", ""]
+    if summary.get("qft"):
+        lines += ["QFT requested: not available in batch runs yet; no fine-tuned models were produced.", ""]
     for warning in summary.get("warnings", []):
         lines.append(f"- warning: {warning}")
     if summary.get("warnings"):

@@ -163,12 +163,16 @@ def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
     qdq = ptq.get("qdq") or {}
     if qdq.get("status") == "ok":
         opt = (qdq.get("optimized") or {}).get("within_one_step")
-        lines += ["", f"QDQ ONNX `{qdq.get('path')}`: {_fmt(qdq.get('within_one_step'), 6)} of output elements within "
-                  f"one step of the simulation in onnxruntime (reference); {_fmt(opt, 6)} with onnxruntime's fused "
-                  "integer kernels."]
+        lines += ["", f"QDQ ONNX `{qdq.get('path')}`: {_percent(qdq.get('within_one_step'))} of output elements "
+                  f"within one quantization step of the simulation in onnxruntime (basic optimizations); "
+                  f"{_percent(opt)} with onnxruntime's fused integer kernels."]
     elif qdq:
         lines += ["", f"QDQ ONNX not written: {qdq.get('reason', qdq.get('status'))}."]
     return lines + [""]
+
+
+def _percent(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{fraction * 100:.2f} %"
 
 
 def _mib(value: int | None) -> str:
