@@ -95,6 +95,11 @@ def test_save_writes_standalone_model_py(tmp_path: Path) -> None:
     full = torch.load(paths["model_full.pt"], weights_only=False)
     np.testing.assert_array_equal(full(x).detach().numpy(), expected)
     assert full.onnx_source == str(EXAMPLE)
+    from safetensors.torch import load_file  # the reference reader agrees with our streaming writer
+
+    weights = load_file(str(paths["weights.safetensors"]))
+    assert sorted(weights) == sorted(gm.state_dict())
+    assert all(torch.equal(weights[k], v) for k, v in gm.state_dict().items())
     assert full.onnx_parameters["head.weight"] == {"initializer": "head.weight", "transform": None}
     record = json.loads(paths["conversion.json"].read_text())
     assert record["inputs"] == ["image"] and record["outputs"] == ["logits"]

@@ -199,11 +199,41 @@ def _origin_map(rendered: RenderedModule, emitted: EmittedModule, module: torch.
     return OriginMap(filename, rendered.line_nodes, {n: i.op_type for n, i in emitted.nodes.items()}, line_outputs)
 
 
-def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+    torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.uint16: "U16", torch.uint32: "U32", torch.uint64: "U64", torch.float8_e4m3fn: "F8_E4M3",
+    torch.float8_e5m2: "F8_E5M2",
+}
 
-    tensors = {name: t.detach().contiguous() for name, t in state.items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "producer": "onnx2fx"})
+
+def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Write a .safetensors file tensor by tensor, straight from each tensor's memory.
+
+    The usual writer first builds the whole file in memory, which would double the resident
+    memory of a large model. Tensors are ordered by element size (largest first) so that every
+    tensor starts at an offset aligned for its type, as the format's reference writer does.
+    """
+    tensors = sorted(((name, t.detach()) for name, t in state.items()),
+                     key=lambda item: (-item[1].element_size(), item[0]))
+    header: dict[str, Any] = {"__metadata__": {"format": "pt", "producer": "onnx2fx"}}
+    offset = 0
+    for name, t in tensors:
+        if t.dtype not in _SAFETENSORS_DTYPES:
+            raise ConversionError(f"weight {name!r} has dtype {t.dtype}, which safetensors cannot store")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset,
+                                                                                                        offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for _, t in tensors:
+            flat = t.contiguous().reshape(-1)
+            if flat.numel():
+                f.write(memoryview(flat.view(torch.uint8).numpy()))
 
 
 def _replace_folder_contents(staging: Path, out: Path) -> None:
