@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from digits import train_digits
 from onnx import TensorProto, helper, numpy_helper
-from torch import nn
 from typer.testing import CliRunner
 
 from onnx2fx import OnnxToFxConverter
@@ -73,49 +73,10 @@ def tiny_ptq(tiny: SimpleNamespace) -> SimpleNamespace:
     return SimpleNamespace(result=result, out=out)
 
 
-class DigitsCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
-                                      nn.ReLU(), nn.MaxPool2d(2))
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
-
-
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A small CNN trained here on scikit-learn's 8x8 digits (fixed seeds), exported and converted."""
-    from sklearn import datasets, model_selection
-
-    data = datasets.load_digits()
-    x = (data.images / 16.0).astype(np.float32)[:, None]
-    y = data.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = model_selection.train_test_split(x, y, test_size=0.5, random_state=0,
-                                                                        stratify=y)
-    torch.manual_seed(0)
-    model = DigitsCNN()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    inputs, labels = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(10):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(inputs), 32):
-            idx = order[start:start + 32]
-            loss = nn.functional.cross_entropy(model(inputs[idx]), labels[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    root = tmp_path_factory.mktemp("digits")
-    torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(root / "digits.onnx"), dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["logits"], dynamic_axes={"image": {0: "batch"}})
-    path = _convert(root / "digits.onnx", root / "converted")
-    gm = load_torch_model(path)
-    with torch.no_grad():
-        float_acc = float((gm(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
-    return SimpleNamespace(root=root, model=path, x_train=x_train, x_test=x_test, y_test=y_test, float_acc=float_acc)
+    return train_digits(tmp_path_factory.mktemp("digits"))
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -49,6 +49,8 @@ OUTPUT_FILES = ("model_ptq.pt", "encodings.json", "model_ptq.onnx", "report.json
 @dataclass
 class PTQResult:
     """The simulated model, its encodings and the report section, ready to save."""
+
+    STAGE: ClassVar[str] = "ptq"  # file names model_<stage>.pt/.onnx and the report's quantization.<stage>
 
     sim_model: torch.fx.GraphModule
     config: QuantConfig
@@ -84,22 +86,24 @@ class PTQResult:
         out = Path(out_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        model_file, onnx_file = f"model_{self.STAGE}.pt", f"model_{self.STAGE}.onnx"
         try:
-            torch.save(self.sim_model, staging / "model_ptq.pt")
+            torch.save(self.sim_model, staging / model_file)
             document = self.encodings()
             (staging / "encodings.json").write_text(json.dumps(document, indent=2) + "\n")
-            self.report["files"] = {"model": "model_ptq.pt", "encodings": "encodings.json"}
+            self.report["files"] = {"model": model_file, "encodings": "encodings.json"}
             started = time.perf_counter()
-            info = write_qdq_model(self.source_onnx, staging / "model_ptq.onnx", self.plan, self.source_opset)
-            check = compare_with_sim(staging / "model_ptq.onnx", self.sim_model, self.eval_batches,
+            info = write_qdq_model(self.source_onnx, staging / onnx_file, self.plan, self.source_opset)
+            check = compare_with_sim(staging / onnx_file, self.sim_model, self.eval_batches,
                                      self.input_names, self.output_names,
                                      {n: self.activation_encodings.get(n) for n in self.output_names})
-            self.report["qdq"] = {"status": "ok", "path": "model_ptq.onnx", "writer": info,
-                                  "seconds": round(time.perf_counter() - started, 3), **check}
-            self.report["files"]["qdq_onnx"] = "model_ptq.onnx"
+            self.report["qdq"] = {"status": "ok", "path": onnx_file, "writer": info,
+                                  "seconds": round(time.perf_counter() - started, 3), **check,
+                                  **self._qdq_extras(staging / onnx_file)}
+            self.report["files"]["qdq_onnx"] = onnx_file
             report = dict(self.base_report or {})
             report.setdefault("quantization", {"ptq": None, "qft": None})
-            report["quantization"] = {**report["quantization"], "ptq": self.report}
+            report["quantization"] = {**report["quantization"], self.STAGE: self.report}
             write_report(report, staging)
             written = sorted(p.name for p in staging.iterdir())
             _replace_folder_contents(staging, out)
@@ -107,6 +111,10 @@ class PTQResult:
             shutil.rmtree(staging, ignore_errors=True)
         self.files = {name: out / name for name in written}
         return self.files
+
+    def _qdq_extras(self, onnx_path: Path) -> dict[str, Any]:
+        """More checks of the written QDQ model for the report (none for PTQ)."""
+        return {}
 
 
 def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLike[str] | None = None,

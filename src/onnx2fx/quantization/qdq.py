@@ -22,10 +22,20 @@ from .metrics import flatten_outputs
 
 
 def build_plan(activations: Mapping[str, Encoding], weights: Mapping[str, Encoding],
-               biases: Mapping[str, Encoding], weight_values: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+               biases: Mapping[str, Encoding], weight_values: Mapping[str, np.ndarray] | None = None,
+               int4_storage: str = "int4") -> dict[str, Any]:
     """The writer's plan. ``activations`` are the tensors that get Q -> DQ (not the ones sharing an
-    encoding); ``weight_values`` replaces weights (after fine-tuning), ``None`` keeps the originals."""
-    dtypes = [e.grid.dtype for e in [*activations.values(), *weights.values()]]
+    encoding); ``weight_values`` replaces weights (after fine-tuning), ``None`` keeps the originals.
+
+    ``int4_storage="int8"`` writes 4-bit weights as INT8/UINT8 initializers whose values stay in
+    the 4-bit range ([-8, 7] or [0, 15]), which needs no opset 21; their values must then lie on
+    the 4-bit grid already (fake-quantized weights), since the writer only clamps to the 8-bit range.
+    """
+    def stored(e: Encoding) -> str:
+        return f"{'int' if e.grid.signed else 'uint'}8" if int4_storage == "int8" and e.grid.bits == 4 \
+            else e.grid.dtype
+
+    dtypes = [e.grid.dtype for e in activations.values()] + [stored(e) for e in weights.values()]
     per_axis = any(e.axis is not None for e in [*weights.values(), *biases.values()])
     min_opset = 21 if any(d not in ("int8", "uint8") for d in dtypes) else 13 if per_axis else 10
     values = weight_values or {}
@@ -34,7 +44,7 @@ def build_plan(activations: Mapping[str, Encoding], weights: Mapping[str, Encodi
         "activations": [{"tensor": name, "scale": _floats(e.scale), "zero_point": _ints(e.zero_point),
                          "dtype": e.grid.dtype} for name, e in activations.items()],
         "weights": [{"initializer": name, "scale": _floats(e.scale), "zero_point": _ints(e.zero_point),
-                     "dtype": e.grid.dtype, "axis": e.axis,
+                     "dtype": stored(e), "axis": e.axis,
                      "values": np.ascontiguousarray(values[name], dtype=np.float32) if name in values else None}
                     for name, e in weights.items()],
         "biases": [{"initializer": name, "scale": _floats(e.scale), "axis": e.axis} for name, e in biases.items()],

@@ -129,6 +129,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         if stage == "ptq" and isinstance(result, dict) and result.get("status") == "ok" and "outputs" in result:
             lines += _ptq_markdown(result)
             continue
+        if stage == "qft" and isinstance(result, dict) and result.get("status") == "ok" and "loss" in result:
+            lines += _qft_markdown(result)
+            continue
         lines.append(f"- {stage.upper()}: " + ("not run" if result is None else json.dumps(result)))
     return "\n".join(lines) + "\n"
 
@@ -173,6 +176,40 @@ def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
 
 def _percent(fraction: float | None) -> str:
     return "—" if fraction is None else f"{fraction * 100:.2f} %"
+
+
+def _qft_markdown(qft: dict[str, Any]) -> list[str]:
+    """Quantization-aware fine-tuning: settings, the loss curve, output SQNR and accuracy before and after."""
+    settings, loss, data = qft.get("settings", {}), qft.get("loss", {}), qft.get("data", {})
+    objective = qft.get("objective", {})
+    kinds = ", ".join(f"{name}: {kind}" for name, kind in (objective.get("outputs") or {}).items())
+    weights, acts = settings.get("weights", {}), settings.get("activations", {})
+    sqnr = qft.get("sqnr_db") or {}
+    lines = ["### Quantization-aware fine-tuning", "",
+             f"W{weights.get('bits', '?')}A{acts.get('bits', '?')}, {settings.get('epochs', '?')} epoch(s) of "
+             f"{data.get('steps_per_epoch', '?')} steps, batch {settings.get('batch_size', '?')} x "
+             f"{settings.get('world_size', 1)} process(es), {settings.get('optimizer', '?')} lr "
+             f"{_fmt(settings.get('lr'))}, range learning {_fmt(bool(settings.get('range_learning')))}, seed "
+             f"{settings.get('seed', '?')}. Objective: {objective.get('kind', '?')} ({kinds}). Started from "
+             f"{qft.get('start', {}).get('from', '?')}; data `{data.get('source', '?')}`.", ""]
+    lines += [f"- warning: {w}" for w in qft.get("warnings", [])]
+    per_epoch = ", ".join(_fmt(v, 4) for v in loss.get("per_epoch", []))
+    lines += ["", "| | before (PTQ) | after (QFT) |", "|---|---|---|",
+              f"| output SQNR dB | {_fmt(sqnr.get('before'))} | {_fmt(sqnr.get('after'))} |"]
+    accuracy = qft.get("accuracy")
+    if accuracy:
+        lines.append(f"| accuracy (float {_percent(accuracy.get('float'))}) | {_percent(accuracy.get('ptq'))} | "
+                     f"{_percent(accuracy.get('qft'))} (QDQ ONNX in onnxruntime: "
+                     f"{_percent(accuracy.get('qdq_onnxruntime'))}) |")
+    lines += ["", f"Loss: first {_fmt(loss.get('first'), 4)}, last {_fmt(loss.get('last'), 4)}, mean of the first / "
+              f"last {loss.get('window', '?')} steps {_fmt(loss.get('first_window_mean'), 4)} / "
+              f"{_fmt(loss.get('last_window_mean'), 4)}; per epoch {per_epoch or '—'}."]
+    qdq = qft.get("qdq") or {}
+    if qdq.get("status") == "ok":
+        lines += ["", f"QDQ ONNX `{qdq.get('path')}` (fine-tuned weights): {_percent(qdq.get('within_one_step'))} of "
+                  "output elements within one quantization step of the fine-tuned model in onnxruntime (basic "
+                  "optimizations)."]
+    return lines + [""]
 
 
 def _mib(value: int | None) -> str:
