@@ -91,13 +91,12 @@ def make_mlp(path: Path, seed: int = 0) -> Path:
 
 
 def make_nms(path: Path) -> Path:
-    """NonMaxSuppression: valid ONNX that onnx2fx does not lower."""
+    """ImageDecoder (decoding encoded images): valid ONNX that has no torch lowering."""
     graph = helper.make_graph(
-        [helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["selected"])], "nms",
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 4])],
-        [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        [helper.make_node("ImageDecoder", ["encoded"], ["image"])], "decoder",
+        [helper.make_tensor_value_info("encoded", TensorProto.UINT8, [64])],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, None, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -205,8 +204,8 @@ def test_failures_and_crash_are_recorded(first_run: dict[str, Any]) -> None:
     assert summary["passed"] is False and summary["jobs"] == 2 and summary["ptq"] is True
 
     nms = models["nms.onnx"]
-    assert nms["error"]["type"] == "UnsupportedOperatorError" and "NonMaxSuppression" in nms["error"]["message"]
-    assert nms["unsupported_ops"] == ["NonMaxSuppression"] and nms["passed"] is False
+    assert nms["error"]["type"] == "UnsupportedOperatorError" and "ImageDecoder" in nms["error"]["message"]
+    assert nms["unsupported_ops"] == ["ImageDecoder"] and nms["passed"] is False
     corrupt = models["corrupt.onnx"]
     assert corrupt["error"]["type"] == "ModelFormatError" and "byte" in corrupt["error"]["message"]
     crash = models["crash.onnx"]

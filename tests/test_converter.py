@@ -107,19 +107,15 @@ def test_save_writes_standalone_model_py(tmp_path: Path) -> None:
 
 
 def test_failed_conversion_leaves_no_output(tmp_path: Path) -> None:
-    node = helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["idx"], name="nms")
-    graph = helper.make_graph(
-        [node], "g",
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 4])],
-        [helper.make_tensor_value_info("idx", TensorProto.INT64, [None, 3])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    node = helper.make_node("ImageDecoder", ["encoded"], ["image"], name="decoder")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("encoded", TensorProto.UINT8, [64])],
+                              [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, None, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     converter = OnnxToFxConverter(model)
     with pytest.raises(UnsupportedOperatorError) as info:
         converter.save(tmp_path / "out")
-    assert str(info.value) == ("node 'nms': operator NonMaxSuppression (domain 'ai.onnx', opset 11) "
-                               "is not supported")
-    assert (info.value.node, info.value.op_type, info.value.opset) == ("nms", "NonMaxSuppression", 11)
+    assert str(info.value) == "node 'decoder': operator ImageDecoder (domain 'ai.onnx', opset 20) is not supported"
+    assert (info.value.node, info.value.op_type, info.value.opset) == ("decoder", "ImageDecoder", 20)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -643,14 +643,14 @@ def test_log_softmax_legacy() -> None:
 
 # ---------------------------------------------------------------------------------- errors
 def test_unsupported_operator_names_node_op_domain_and_opset() -> None:
-    nodes = [node("NonMaxSuppression", ["boxes", "scores"], ["y"], name="nms")]
-    feeds = {"boxes": rand(1, 4, 4), "scores": rand(1, 1, 4)}
-    model = make_model(nodes, feeds, {"y": np.int64}, opset=17, dynamic=False)
+    nodes = [node("ImageDecoder", ["encoded"], ["y"], name="decoder")]
+    feeds = {"encoded": np.zeros(64, np.uint8)}
+    model = make_model(nodes, feeds, {"y": np.uint8}, opset=20, dynamic=False)
     with pytest.raises(UnsupportedOperatorError) as info:
         OnnxToFxConverter(model).convert()
-    assert str(info.value) == "node 'nms': operator NonMaxSuppression (domain 'ai.onnx', opset 17) is not supported"
+    assert str(info.value) == "node 'decoder': operator ImageDecoder (domain 'ai.onnx', opset 20) is not supported"
     assert (info.value.node, info.value.op_type, info.value.domain, info.value.opset) == \
-        ("nms", "NonMaxSuppression", "", 17)
+        ("decoder", "ImageDecoder", "", 20)
 
 
 def test_unsupported_custom_domain_operator() -> None:

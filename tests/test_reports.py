@@ -43,17 +43,16 @@ def test_example_report_is_complete_and_valid(tmp_path: Path) -> None:
 
 
 def test_failed_conversion_is_reported(tmp_path: Path) -> None:
-    node = helper.make_node("NonMaxSuppression", ["b", "s"], ["i"], name="nms")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4, 4]),
-                                            helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 1, 4])],
-                              [helper.make_tensor_value_info("i", TensorProto.INT64, [None, 3])])
-    path = tmp_path / "nms.onnx"
-    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]).SerializeToString())
+    node = helper.make_node("ImageDecoder", ["encoded"], ["image"], name="decoder")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("encoded", TensorProto.UINT8, [64])],
+                              [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, None, 3])])
+    path = tmp_path / "decoder.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]).SerializeToString())
     report = run_model(path, tmp_path / "out", PipelineOptions())
     jsonschema.validate(json.loads((tmp_path / "out" / "report.json").read_text()), schema())
     assert report["conversion"]["status"] == "failed"
     assert report["conversion"]["error"]["type"] == "UnsupportedOperatorError"
-    assert report["conversion"]["unsupported_ops"] == ["NonMaxSuppression"]
+    assert report["conversion"]["unsupported_ops"] == ["ImageDecoder"]
     assert report["accuracy"] is None and not report_passed(report)
     assert "**Failed**" in (tmp_path / "out" / "report.md").read_text()
     assert not (tmp_path / "out" / "model.py").exists()
