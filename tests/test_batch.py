@@ -478,3 +478,25 @@ def _no_stray_workers() -> Iterator[None]:
     import multiprocessing
 
     assert not multiprocessing.active_children()
+
+
+def test_ptq_and_qft_per_model_with_config_data(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    make_mlp(models / "mlp.onnx")
+    make_mlp(models / "nodata.onnx", seed=1)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32))
+    config = tmp_path / "batch.yaml"
+    config.write_text("models:\n  mlp:\n    calibration: calib.npy\n")
+    summary = run_batch(models, tmp_path / "out", config=config, jobs=1, ptq=True, qft=True)
+    assert summary.passed
+    mlp = json.loads((tmp_path / "out" / "mlp" / "report.json").read_text())
+    jsonschema.validate(mlp, report_schema())
+    assert mlp["quantization"]["ptq"]["status"] == "ok" and mlp["quantization"]["qft"]["status"] == "ok"
+    assert mlp["quantization"]["ptq"]["calibration"]["samples"] == 64
+    assert {"model_qft.pt", "model_qft.onnx", "encodings.json"} <= {p.name for p in (tmp_path / "out" / "mlp" /
+                                                                                     "qft").iterdir()}
+    nodata = json.loads((tmp_path / "out" / "nodata" / "report.json").read_text())
+    assert nodata["quantization"]["ptq"]["status"] == "ok"  # random calibration, with a warning
+    assert nodata["quantization"]["qft"] == {
+        "requested": True, "status": "skipped",
+        "message": "QFT needs training data: set `calibration` for this model in the batch config"}

@@ -355,12 +355,7 @@ def quantization_results(ptq: bool, qft: bool) -> dict[str, dict[str, Any] | Non
         return {"requested": True, "status": "not_run", "message": f"{what} was requested but did not run"}
 
     return {"ptq": not_run("post-training quantization (PTQ)") if ptq else None,
-            "qft": not_available_qft() if qft else None}
-
-
-def not_available_qft() -> dict[str, Any]:
-    return {"requested": True, "status": "not_available",
-            "message": f"quantization fine-tuning (QFT) is not available in batch runs of onnx2fx {_version()} yet"}
+            "qft": not_run("quantization-aware fine-tuning (QFT)") if qft else None}
 
 
 # ================================================================================== worker
@@ -390,9 +385,30 @@ def run_worker(task: WorkerTask) -> None:
     quantization = quantization_results(task.ptq, task.qft)
     if task.ptq and report["conversion"]["status"] == "ok":
         quantization["ptq"] = run_ptq(out, task.options)
+    if task.qft and report["conversion"]["status"] == "ok":
+        ptq_ok = (quantization.get("ptq") or {}).get("status") == "ok"
+        quantization["qft"] = run_qft(out, task.options, from_ptq=out / "ptq" if ptq_ok else None)
     if report.get("quantization") != quantization:
         report["quantization"] = quantization
         write_report(report, out)
+
+
+def run_qft(model_folder: Path, options: PipelineOptions, from_ptq: Path | None) -> dict[str, Any]:
+    """One epoch of QFT into ``<folder>/qft``, distilling from the float model on the config's
+    ``calibration`` data (unlabeled). Without data it is skipped: fine-tuning on random inputs
+    would only teach the model noise."""
+    if options.calibration is None:
+        return {"requested": True, "status": "skipped",
+                "message": "QFT needs training data: set `calibration` for this model in the batch config"}
+    from .quantization import qft
+
+    try:
+        result = qft(model_folder / "model_full.pt", options.calibration, output_dir=model_folder / "qft",
+                     from_ptq=from_ptq, input_shapes=dict(options.input_shapes) or None, seed=options.seed,
+                     progress=False, device="cpu")
+    except Exception as exc:
+        return {"requested": True, "status": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}}
+    return {"requested": True, "status": "ok", "folder": "qft", **result.report}
 
 
 def run_ptq(model_folder: Path, options: PipelineOptions) -> dict[str, Any]:
@@ -937,7 +953,8 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
     if summary.get("ptq"):
         lines += ["PTQ requested: each converted model's quantized results are in its `ptq/` folder.", ""]
     if summary.get("qft"):
-        lines += ["QFT requested: not available in batch runs yet; no fine-tuned models were produced.", ""]
+        lines += ["QFT requested: fine-tuned results are in each model's `qft/` folder (models with "
+                  "`calibration` data in the config; others record why they were skipped).", ""]
     for warning in summary.get("warnings", []):
         lines.append(f"- warning: {warning}")
     if summary.get("warnings"):

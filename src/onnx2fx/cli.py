@@ -188,8 +188,9 @@ def batch(
     ptq: Annotated[bool, typer.Option("--ptq", help="Also quantize each converted model (W8A8 PTQ) into its "
                                       "ptq/ folder; calibration data from the config's `calibration`, else random "
                                       "data (recorded as a warning).")] = False,
-    qft: Annotated[bool, typer.Option("--qft", help="Request quantization fine-tuning (not available in batch "
-                                      "runs yet: recorded as requested in each report).")] = False,
+    qft: Annotated[bool, typer.Option("--qft", help="Also fine-tune each quantized model for one epoch (QFT, "
+                                      "distillation on the config's `calibration` data) into its qft/ "
+                                      "folder.")] = False,
     tolerance: Annotated[float | None, typer.Option("--tolerance", "-t", min=0, help="Largest relative error "
                                                     "allowed, in percent; overrides the config's defaults, not "
                                                     "its per-model entries. Default 1.0.")] = None,
@@ -222,9 +223,6 @@ def batch(
                             force=force, ptq=ptq, qft=qft, console=console)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    if qft:
-        console.print("[yellow]note:[/] QFT requested, but it is not available in batch runs yet; the reports "
-                      "record the request.", highlight=False)
     styles = {"ok": "green", "failed": "red", "crashed": "magenta", "skipped": "dim", "up-to-date": "cyan"}
     table = Table(title=f"{len(summary.results)} models from {models_dir}")
     for column in ("model", "status", "rel. error %", "conversion"):
