@@ -663,13 +663,13 @@ def test_unsupported_custom_domain_operator() -> None:
 
 
 def test_unhandled_attribute_value_is_named() -> None:
-    nodes = [node("Resize", ["x", "", "scales"], name="upsample", mode="cubic")]
-    model = make_model(nodes, {"x": rand(2, 3, 8)}, {"y": np.float32}, opset=13,
-                       initializers={"scales": floats(1, 1, 2)})
+    nodes = [node("GridSample", ["x", "grid"], name="sample", mode="cubic")]
+    model = make_model(nodes, {"x": rand(1, 2, 3, 4, 5), "grid": rand(1, 3, 4, 5, 3)}, {"y": np.float32},
+                       opset=20, check=False)
     with pytest.raises(UnsupportedOperatorError) as info:
         OnnxToFxConverter(model).convert()
-    assert str(info.value) == ("node 'upsample' (Resize, domain 'ai.onnx', opset 13): attribute mode: "
-                               "'cubic' with coordinate_transformation_mode 'half_pixel' on a 3-D input")
+    assert str(info.value) == ("node 'sample' (GridSample, domain 'ai.onnx', opset 20): attribute mode: "
+                               "'cubic' on a 5-D input")
     assert info.value.attribute == "mode"
 
 

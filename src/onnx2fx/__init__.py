@@ -19,7 +19,8 @@ from .errors import (
     UnsupportedOperatorError,
     ValidationInputError,
 )
-from .ops.registry import onnx_op
+from .operators import OperatorReport, scan_onnx_operators
+from .ops.registry import add_converter, onnx_op
 from .validator import AccuracyValidator, OutputMetrics, ValidationMetrics
 
 __version__ = "0.1.0"
@@ -33,10 +34,13 @@ __all__ = [
     "ModelFormatError",
     "Onnx2FxError",
     "OnnxToFxConverter",
+    "OperatorReport",
     "OutputMetrics",
     "UnsupportedOperatorError",
     "ValidationInputError",
     "ValidationMetrics",
+    "add_converter",
     "convert_onnx_to_fx",
     "onnx_op",
+    "scan_onnx_operators",
 ]

@@ -7,6 +7,7 @@ error; ``--debug`` shows the traceback).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -316,6 +317,131 @@ def ptq(
     qdq = info.get("qdq") or {}
     if qdq.get("status") == "ok":
         table.add_row("QDQ vs simulation", f"{qdq['within_one_step']:.4%} of output elements within one step")
+    for name, path in result.files.items():
+        table.add_row(name, str(path))
+    out_console.print(table)
+    for warning in info["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+@app.command()
+def analyze(
+    model: Annotated[Path, typer.Argument(help="The ONNX model to analyse (it is not converted).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Markdown report.")] = Path("operator_report.md"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON.")] = None,
+    shape: ShapeOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Operator gap analysis: which nodes of MODEL convert, and the reason for each one that does not.
+
+    Exit code 0 even when operators are unsupported (the report says which); 2 when MODEL cannot be read.
+    """
+    from .operators import scan_onnx_operators, write_report
+
+    with _errors(debug):
+        if not model.is_file():
+            raise FileNotFoundError(f"model file {model} does not exist")
+        shapes = _resolve_unnamed(parse_shapes(shape), _graph_input_names(model) if shape else [])
+        result = _with_status(f"analysing {model.name}", lambda: scan_onnx_operators(model, input_shapes=shapes))
+        write_report(result, output, json_out)
+    table = Table(title=f"{model.name}: {result.supported_nodes}/{result.total_nodes} nodes convert "
+                  f"({result.coverage_percent:.1f} %)")
+    for column in ("operator", "nodes", "status", "reason"):
+        table.add_column(column, overflow="fold")
+    styles = {"supported": "green", "supported with caveat": "yellow", "unsupported": "red"}
+    for s in result.operators:
+        reason = next(iter(s.reasons), "")
+        table.add_row(s.key, str(s.count), f"[{styles[s.status]}]{s.status}[/]",
+                      reason if len(reason) <= 120 else reason[:117] + "...")
+    out_console.print(table)
+    written = ", ".join(str(p) for p in (output, json_out) if p is not None)
+    out_console.print(f"Report: {written}", highlight=False)
+
+
+@app.command()
+def qft(
+    model: Annotated[Path, typer.Argument(help="The converted model_full.pt (the float teacher).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder: model_qft.pt, encodings.json, "
+                                         "model_qft.onnx, report.json/.md/.html, checkpoint.pt.")] = Path("qft_output"),
+    train_data: Annotated[Path | None, typer.Option("--train-data", help="Training inputs: a folder of .npy/.npz "
+                                                    "files or one .npy/.npz file (memory-mapped).")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="One class index per training sample (.npy, in "
+                                                "file order for a folder): train with cross-entropy instead of "
+                                                "distillation.")] = None,
+    from_ptq: Annotated[Path | None, typer.Option("--from", help="Start from this `onnx2fx ptq` output folder "
+                                                  "(default: run PTQ first with the options below).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs over the training data.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-5,
+    range_learning: Annotated[bool, typer.Option("--range-learning", help="Also train the quantizers' scales and "
+                                                 "offsets.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per step and process.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of the data order and of everything random.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/checkpoint.pt (same settings).")]
+    = False,
+    eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Held-out inputs for the before/after "
+                                                   "figures (default: the first training samples).")] = None,
+    eval_labels: Annotated[Path | None, typer.Option("--eval-labels", help="Labels of --eval-data (.npy), for "
+                                                     "accuracy.")] = None,
+    eval_samples: Annotated[int, typer.Option("--eval-samples", min=1, help="Evaluation samples at most.")] = 256,
+    shape: ShapeOption = None,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="PTQ calibration samples (without "
+                                         "--from).")] = 512,
+    scheme: Annotated[str | None, typer.Option("--scheme", help="PTQ activation calibration (without --from): "
+                                               "minmax, percentile, mse or entropy.")] = None,
+    w_bits: Annotated[int | None, typer.Option("--w-bits", help="Weight bit width (without --from): 4, 8 or 16.")]
+    = None,
+    a_bits: Annotated[int | None, typer.Option("--a-bits", help="Activation bit width (without --from).")] = None,
+    per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor", help="Weight encodings per "
+                                                     "output channel or per tensor (without --from).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Quantization config (YAML or JSON), "
+                                                "without --from.")] = None,
+    encoding_version: Annotated[str | None, typer.Option("--encoding-version", help="AIMET encodings format: "
+                                                         "0.6.1, 1.0.0 or 2.0.0 (default: the PTQ's).")] = None,
+    int4_storage: Annotated[str, typer.Option("--int4-storage", help="4-bit weights in the QDQ ONNX: int4 "
+                                              "(opset 21), int8 (8-bit initializers holding 4-bit values) or auto "
+                                              "(int4 from opset 21 on).")] = "auto",
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="The source ONNX model, when the one recorded at "
+                                              "conversion has moved.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Where to train: cpu, cuda, cuda:1 (default: "
+                                               "the process's GPU when there is one).")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Quantization-aware fine-tuning: train the quantized model through its fake-quant ops, export like PTQ.
+
+    Without --labels the objective is distillation from the float model.
+
+    Several processes: torchrun --nproc-per-node N --no-python onnx2fx qft ... (process 0 writes OUTPUT).
+    """
+    from .quantization import qft as run_qft
+
+    with _errors(debug):
+        if not model.is_file():
+            raise FileNotFoundError(f"model file {model} does not exist")
+        result = run_qft(model, train_data, output_dir=output, from_ptq=from_ptq, labels=labels, epochs=epochs, lr=lr,
+                         range_learning=range_learning, batch_size=batch_size, seed=seed, resume=resume,
+                         eval_data=eval_data, eval_labels=eval_labels, eval_samples=eval_samples, onnx_path=onnx,
+                         input_shapes=parse_shapes(shape), config=config, scheme=scheme, weight_bits=w_bits,
+                         activation_bits=a_bits, per_channel=per_channel, calibration_samples=samples,
+                         encoding_version=encoding_version, int4_storage=int4_storage, device=device, progress=True)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    info = result.report
+    table = Table(title=f"{model.name} fine-tuned", show_header=False)
+    settings, loss, sqnr = info["settings"], info["loss"], info["sqnr_db"]
+    table.add_row("scheme", f"W{settings['weights']['bits']}A{settings['activations']['bits']}, "
+                  f"{settings['epochs']} epoch(s), lr {settings['lr']:g}, {info['objective']['kind']}"
+                  f"{', range learning' if settings['range_learning'] else ''}, {settings['world_size']} process(es)")
+    if loss.get("steps"):
+        table.add_row("loss", f"{loss['first']:.5g} -> {loss['last']:.5g} ({loss['steps']} steps)")
+    table.add_row("output SQNR", " -> ".join("exact" if v is None else f"{v:.2f} dB"
+                                             for v in (sqnr["before"], sqnr["after"])))
+    accuracy = info.get("accuracy")
+    if accuracy:
+        table.add_row("accuracy", f"float {accuracy['float']:.4f}, PTQ {accuracy['ptq']:.4f}, QFT {accuracy['qft']:.4f}"
+                      + (f", QDQ ONNX {accuracy['qdq_onnxruntime']:.4f}" if "qdq_onnxruntime" in accuracy else ""))
+    qdq = info.get("qdq") or {}
+    if qdq.get("status") == "ok":
+        table.add_row("QDQ vs fine-tuned", f"{qdq['within_one_step']:.4%} of output elements within one step")
     for name, path in result.files.items():
         table.add_row(name, str(path))
     out_console.print(table)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,8 +18,9 @@ from . import ops  # noqa: F401 - registers the built-in op table
 from .codegen.emitter import EmittedModule, Emitter, NodeInfo
 from .codegen.values import Value
 from .errors import ConversionError, UnsupportedOperatorError
+from .functions import function_body
 from .ops.registry import lookup, normalize_domain
-from .tensors import ONNX_TYPE_NAMES, to_torch, torch_dtype
+from .tensors import ONNX_TO_TORCH, ONNX_TYPE_NAMES, SUB_BYTE_STORAGE, to_torch, torch_dtype
 
 # Size assumed for a dynamic dimension while shapes are propagated (the code stays symbolic).
 BATCH_HINT = 2
@@ -81,6 +83,13 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
     for vi in graph.inputs:
         if vi.name in env:  # old IR versions list initializers among the inputs
             continue
+        if vi.type.kind in ("sequence", "optional"):  # a list of tensors / a tensor or None, at run time
+            value = emitter.input(vi.name, None)
+            value.meta.update(runtime=vi.type.kind, element=vi.type.element)
+            env[vi.name] = value
+            inputs.append(value)
+            input_onnx.append(vi.name)
+            continue
         shape = input_shape(vi, input_shapes.pop(vi.name, None))
         shapes[vi.name] = shape
         value = emitter.input(vi.name, fake_input(emitter, vi, shape))
@@ -92,22 +101,84 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
                               f"its inputs are {input_onnx}")
 
     opsets = {normalize_domain(d): v for d, v in model.opset_imports.items()}
+    functions = list(model.functions)
     for index, node in enumerate(graph.nodes):
-        lower_node(emitter, node, index, opsets, env)
+        lower_node(emitter, node, index, opsets, env, functions)
 
-    outputs = [env[o.name] for o in graph.outputs]
+    outputs = [_declared_type(emitter, env[o.name], o) for o in graph.outputs]
     emitted = emitter.finish(inputs, outputs, input_onnx, [o.name for o in graph.outputs], env)
     emitted.input_shapes = shapes
     return emitted
 
 
+def _declared_type(emitter: Emitter, value: Value, value_info: Any) -> Value:
+    """A graph output declared as a 4/2-bit type but computed in its storage type, viewed back."""
+    elem_type = value_info.type.elem_type if value_info.type.kind == "tensor" else 0
+    declared = ONNX_TO_TORCH.get(elem_type)
+    if declared in SUB_BYTE_STORAGE and value.dtype == SUB_BYTE_STORAGE[declared]:
+        emitter.node = None
+        return emitter.method(value, "view", declared)
+    return value
+
+
 def lower_node(emitter: Emitter, node: Any, index: int, opsets: Mapping[str, int],
-               env: dict[str, Value]) -> None:
+               env: dict[str, Value], functions: Sequence[Any] = (), parent: NodeInfo | None = None) -> None:
+    """Lower one node. A node without a lowering, or whose lowering refuses it, is replaced by its
+    function body when it has one (a local function of the model or the specification's)."""
     domain = normalize_domain(node.domain)
-    name = node.name or f"{node.op_type}_{index}"
+    name = parent.name if parent is not None else node.name or f"{node.op_type}_{index}"
     opset = opsets.get(domain, 1 if domain else opsets.get("", 1))
     info = NodeInfo(name, node.op_type, domain, opset, list(node.outputs))
     emitter.begin_node(info)
+    args = [env[i] if i else None for i in node.inputs]
+    outer, emitter.scope = emitter.scope, Scope(env, opsets, functions)
+    try:
+        with emitter.attempt():
+            _lower_with_table(emitter, node, info, args, env)
+    except UnsupportedOperatorError:
+        body = function_body(node, domain, opset, args, functions)
+        if body is None:
+            raise
+        nodes, body_opsets = body
+        for i, sub in enumerate(nodes):
+            lower_node(emitter, sub, i, {**opsets, **body_opsets}, env, functions, parent=parent or info)
+        emitter.begin_node(parent or info)
+        if parent is None:
+            emitter.warn(f"{node.op_type} has no lowering for this node; converted through its ONNX function body")
+    finally:
+        emitter.scope = outer
+
+
+@dataclass
+class Scope:
+    """What lowering a subgraph (the body of If, Loop, Scan) needs: the values visible from it."""
+
+    env: dict[str, Value]
+    opsets: Mapping[str, int]
+    functions: Sequence[Any]
+
+
+def lower_subgraph(emitter: Emitter, graph: Any, inputs: Sequence[Value | None]) -> list[Value]:
+    """Lower a subgraph inline, in the current node's scope, with its formal inputs bound to
+    ``inputs``; return its outputs. Called by control-flow lowerings, once per use of the body."""
+    scope, node = emitter.scope, emitter.node
+    assert scope is not None and node is not None, "subgraphs are lowered from within a node"
+    env = dict(scope.env)
+    for tensor in graph.initializers:
+        env[tensor.name] = emitter.const(to_torch(tensor), tensor.name)
+    for vi, value in zip(graph.inputs, inputs):
+        if value is not None:
+            env[vi.name] = value
+    for index, sub in enumerate(graph.nodes):
+        lower_node(emitter, sub, index, scope.opsets, env, scope.functions, parent=node)
+    emitter.begin_node(node)
+    emitter.scope = scope
+    return [env[o.name] for o in graph.outputs]
+
+
+def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Value | None],
+                      env: dict[str, Value]) -> None:
+    name, domain, opset = info.name, info.domain, info.opset
     impl = lookup(node.op_type, domain, opset)
     if impl is None:
         shown_domain = domain or "ai.onnx"
@@ -119,14 +190,23 @@ def lower_node(emitter: Emitter, node: Any, index: int, opsets: Mapping[str, int
         unknown = sorted(set(attrs) - impl.attribute_names)
         if unknown:
             raise emitter.unsupported(unknown[0], f"is not handled (value {attrs[unknown[0]]!r})")
-    args = [env[i] if i else None for i in node.inputs]
     params = inspect.signature(impl.fn).parameters.values()
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
     variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
     if len(args) > len(positional) and not variadic:
         raise emitter.unsupported(None, f"{len(args)} inputs given, at most {len(positional)} handled")
+    if (domain, node.op_type) not in SUB_BYTE_AWARE:  # 4/2-bit values are computed on as int8/uint8
+        args = [emitter.method(a, "view", SUB_BYTE_STORAGE[a.dtype]) if _is_tensor(a) and a.dtype
+                in SUB_BYTE_STORAGE else a for a in args]
+    narrow_to = _wide_unsigned(args) if (domain, node.op_type) in WIDENED_FOR_UNSIGNED else None
+    if narrow_to is not None:  # torch has no kernels for these ops on uint16/32/64: compute in int64
+        args = [emitter.method(a, "to", torch.int64) if a is not None and a.dtype == narrow_to else a for a in args]
     result = impl.fn(emitter, *args, **attrs)
     results = result if isinstance(result, tuple) else (result,)
+    if narrow_to is not None:
+        narrowed = WIDENED_FOR_UNSIGNED[(domain, node.op_type)]
+        results = tuple(emitter.method(v, "to", narrow_to) if i in narrowed and v is not None
+                        and v.dtype == torch.int64 else v for i, v in enumerate(results))
     for output, value in zip(node.outputs, results):
         if not output:
             continue
@@ -137,6 +217,33 @@ def lower_node(emitter: Emitter, node: Any, index: int, opsets: Mapping[str, int
     missing = [o for o in node.outputs[len(results):] if o]
     if missing:
         raise emitter.unsupported(None, f"optional outputs {missing} are not produced by this lowering")
+
+
+# Ops whose torch kernels lack uint16/uint32/uint64 (torch implements few ops for them): their
+# inputs are widened to int64 and the results narrowed back. Exact, except that uint64 values of
+# 2**63 and more compare, divide and shift as negative int64 values.
+WIDENED_FOR_UNSIGNED: dict[tuple[str, str], tuple[int, ...]] = {  # op -> outputs of the input's type
+    ("", op): (0,) for op in (
+        "Add", "Sub", "Div", "Mod", "Max", "Min", "Sum", "Mean", "Greater", "Less", "GreaterOrEqual",
+        "LessOrEqual", "BitShift", "BitwiseNot", "Abs", "Neg", "Clip", "Sign", "ReduceMax", "ReduceMin",
+        "ReduceSum", "ReduceProd", "TopK", "CumSum", "ArgMax", "ArgMin", "NonZero")}
+for _op in ("ArgMax", "ArgMin", "NonZero"):  # their outputs are int64 indices
+    WIDENED_FOR_UNSIGNED[("", _op)] = ()
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+# Ops whose lowerings take 4/2-bit inputs as they are (they need the type's range, not just values).
+SUB_BYTE_AWARE = {("", "QuantizeLinear"), ("", "DequantizeLinear"), ("", "CastLike")}
+
+
+def _is_tensor(v: Value | None) -> bool:
+    """Whether ``v`` is a tensor (not an omitted input, a sequence or an optional)."""
+    return v is not None and (v.fake is not None or v.const is not None or v.elements is not None)
+
+
+def _wide_unsigned(args: Sequence[Value | None]) -> torch.dtype | None:
+    for a in args:
+        if _is_tensor(a) and a.dtype in _WIDE_UNSIGNED:
+            return a.dtype
+    return None
 
 
 def describe_type(value_info: Any) -> str:

@@ -13,7 +13,8 @@ import inspect
 import math
 import re
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,13 +25,17 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from ..errors import ConversionError, UnsupportedOperatorError
-from .names import NameScope
+from .names import NameScope, sanitize
 from .values import SymElem, Value
 
 # A constant computation whose result has more elements than this is left to run time.
 MAX_FOLDED_ELEMENTS = 1 << 20
 # Integer or bool constants up to this many elements are written inline as literals.
 MAX_LITERAL_ELEMENTS = 16
+
+# The sizes (``None``: known only at run time) and dtype of one result of a data-dependent call;
+# ``None`` for a result that is not a tensor (a list of tensors, an optional tensor).
+OutSpec = tuple[Sequence["SymElem | int | None"], torch.dtype] | None
 
 
 @dataclass
@@ -111,6 +116,9 @@ class Emitter:
         self._fake_cache: dict[int, torch.Tensor] = {}
         self._modules: dict[str, nn.Module] = {}
         self.nodes: dict[str, NodeInfo] = {}
+        self.scope: Any = None  # set by lowering while a node is lowered (for subgraphs)
+        # In a generated function (a loop body): constants that became its parameters, with their values.
+        self.lifted: list[tuple[str, Value]] | None = None
 
     # ----------------------------------------------------------------------------- node context
     def begin_node(self, node: NodeInfo) -> None:
@@ -210,6 +218,10 @@ class Emitter:
         """Code for ``v`` inside ``forward``, materialising a constant the first time it is used."""
         if v.code is not None:
             return v.code
+        if "sequence" in v.meta:  # a sequence of known length is a list of tensors
+            return "[" + ", ".join(self.ref(e) for e in v.meta["sequence"]) + "]"
+        if "optional" in v.meta:  # an optional known at conversion time: its value or None
+            return self.ref(v.meta["optional"]) if v.meta["optional"] is not None else "None"
         if v.const is None:
             assert v.elements is not None, f"value {v.onnx_name!r} was never produced"
             helper = self.helper(_builtin_as_shape_tensor, leaf=True)
@@ -221,6 +233,10 @@ class Emitter:
         if t.numel() <= MAX_LITERAL_ELEMENTS and (not t.is_floating_point() or t.numel() == 1) \
                 and t.dtype not in (torch.bfloat16, torch.float16) and not t.is_complex():
             return literal_tensor(t)
+        if self.lifted is not None:  # in a generated function: the constant becomes a parameter
+            v.code = self.locals.fresh(v.origin_initializer or v.onnx_name, "const")
+            self.lifted.append((v.code, v))
+            return v.code
         if v.origin_initializer is not None and v.origin_initializer in self._initializer_attr:
             v.code = f"self.{self._initializer_attr[v.origin_initializer]}"
             return v.code
@@ -263,11 +279,74 @@ class Emitter:
             self._namespace[name] = fn
         return name
 
+    def generated_helper(self, hint: str, source: str, leaf: bool = False) -> str:
+        """Add a function written by a lowering (``def {name}(...)``) to the generated file.
+
+        ``source`` uses ``{name}`` for the function's own name and may call the helpers already
+        added; the function is also compiled here, for conversion-time evaluation."""
+        name = f"_{sanitize_identifier(hint)}"
+        counter = 1
+        while name in self.helpers or name in self._namespace:
+            name = f"_{sanitize_identifier(hint)}_{counter}"
+            counter += 1
+        text = source.replace("{name}", name)
+        exec(compile(text, f"<onnx2fx {name}>", "exec"), self._namespace)  # noqa: S102 - code built by lowerings
+        self.helpers[name] = Helper(name, text, self._namespace[name], leaf)
+        return name
+
+    def child(self) -> Emitter:
+        """An emitter for the body of a generated function: its own local names, the same fake
+        tensor mode, helpers and namespace as this one."""
+        child = Emitter(self.fake_mode)
+        child.helpers, child._namespace = self.helpers, self._namespace
+        child.node = self.node
+        child.lifted = []
+        return child
+
+    def body_lines(self) -> list[str]:
+        return [line.text for line in self.forward_lines]
+
     # ----------------------------------------------------------------------------- emission
-    def call(self, fn: str, *args: Any, n_outputs: int = 1, fold: bool = True, **kwargs: Any) -> Any:
-        """Emit ``out = fn(*args, **kwargs)``; ``fn`` is code such as ``torch.relu`` or ``F.pad``."""
+    def call(self, fn: str, *args: Any, n_outputs: int = 1, fold: bool = True,
+             out_spec: Sequence[OutSpec] | None = None, **kwargs: Any) -> Any:
+        """Emit ``out = fn(*args, **kwargs)``; ``fn`` is code such as ``torch.relu`` or ``F.pad``.
+
+        ``out_spec`` (one ``(sizes, dtype)`` per output) is for calls whose result shape depends on
+        tensor data (a shape or axes given as a run-time input): the call is then not evaluated on
+        fake tensors; a size given as ``None`` is known only at run time (an unbacked symbol).
+        """
         target = self._resolve(fn)
-        return self._emit(fn, target, args, kwargs, n_outputs, fold)
+        return self._emit(fn, target, args, kwargs, n_outputs, fold, out_spec=out_spec)
+
+    def unknown(self, sizes: Sequence[SymElem | int | None], dtype: torch.dtype) -> torch.Tensor:
+        """A fake tensor whose ``None`` sizes are only known at run time."""
+        env = self.fake_mode.shape_env
+        dims: list[Any] = []
+        for s in sizes:
+            if s is None:
+                u = env.create_unbacked_symint()
+                torch._check(u >= 0)
+                dims.append(u)
+            else:
+                dims.append(s.value if isinstance(s, SymElem) else s)
+        with self.fake_mode:
+            return torch.empty(dims, dtype=dtype)
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Undo everything emitted inside the block when it raises (the exception propagates), so a
+        handler can try one lowering and fall back to another."""
+        saved = (len(self.init_lines), len(self.forward_lines), dict(self.state), dict(self.parameter_origins),
+                 dict(self.module_origins), dict(self._modules), dict(self.helpers), len(self.warnings))
+        try:
+            yield
+        except Exception:
+            del self.init_lines[saved[0]:], self.forward_lines[saved[1]:], self.warnings[saved[7]:]
+            for current, old in zip((self.state, self.parameter_origins, self.module_origins, self._modules,
+                                     self.helpers), saved[2:7]):
+                current.clear()
+                current.update(old)
+            raise
 
     def method(self, obj: Value, name: str, *args: Any, n_outputs: int = 1, **kwargs: Any) -> Any:
         """Emit ``out = obj.name(*args, **kwargs)``."""
@@ -347,17 +426,21 @@ class Emitter:
         self.state[qualified] = value.to(current.dtype) if value.dtype != current.dtype else value
         self.parameter_origins[qualified] = ParameterOrigin(initializer, transform)
 
-    def call_module(self, attr: str, *args: Any) -> Value:
-        """Emit ``out = self.<attr>(*args)`` for a module declared with :meth:`add_module`."""
+    def call_module(self, attr: str, *args: Any, n_outputs: int = 1, unpack: str | None = None) -> Any:
+        """Emit ``out = self.<attr>(*args)`` for a module declared with :meth:`add_module`.
+
+        A module returning nested tuples (``nn.LSTM``: ``y, (h, c)``) gives ``n_outputs`` values
+        and ``unpack``, the left-hand side with ``{0}``, ``{1}``, ... for their names."""
         module = self._modules[attr].eval()
         names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
         fakes = {n: self.fake_mode.from_tensor(self.state[f"{attr}.{n}"], static_shapes=True)
                  for n in names if f"{attr}.{n}" in self.state}
 
         def run(*inputs: torch.Tensor) -> Any:
-            return torch.func.functional_call(module, fakes, inputs)
+            result = torch.func.functional_call(module, fakes, inputs)
+            return tuple(_walk(result)) if n_outputs > 1 else result
 
-        return self._emit(f"self.{attr}", run, args, {}, 1, fold=False)
+        return self._emit(f"self.{attr}", run, args, {}, n_outputs, fold=False, unpack=unpack)
 
     # ----------------------------------------------------------------------------- internals
     def _resolve(self, fn: str) -> Callable[..., Any]:
@@ -368,7 +451,7 @@ class Emitter:
 
     def _emit(self, fn_code: str, target: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
               n_outputs: int, fold: bool, method: bool = False, infix: bool = False,
-              subscript: bool = False) -> Any:
+              subscript: bool = False, out_spec: Sequence[OutSpec] | None = None, unpack: str | None = None) -> Any:
         if fold and self._foldable(args, kwargs) and not subscript:
             real = target(*self._concrete(args), **self._concrete(kwargs))
             results = _as_tuple(real, n_outputs)
@@ -376,8 +459,12 @@ class Emitter:
                 values = [self.const(r, self._output_name(i)) for i, r in enumerate(results)]
                 return values[0] if n_outputs == 1 else tuple(values)
         try:
-            with self.fake_mode:
-                fake_result = target(*self._fakes(args), **self._fakes(kwargs))
+            if out_spec is not None:  # a None entry: a Python object (a list of tensors, an optional)
+                fakes = tuple(None if spec is None else self.unknown(*spec) for spec in out_spec)
+                fake_result = fakes[0] if n_outputs == 1 else fakes
+            else:
+                with self.fake_mode:
+                    fake_result = target(*self._fakes(args), **self._fakes(kwargs))
         except UnsupportedOperatorError:
             raise
         except Exception as exc:
@@ -394,6 +481,8 @@ class Emitter:
             code = f"{fn_code}({self._format_args(args, kwargs)})"
         names = [self.locals.fresh(self._output_name(i), "v") for i in range(len(results))]
         lhs = names[0] if n_outputs == 1 else ", ".join(names) + ("," if len(names) == 1 else "")
+        if unpack is not None:
+            lhs = unpack.format(*names)
         self.forward_lines.append(ForwardLine(f"{lhs} = {code}", self.node.name if self.node else None, names))
         values = [Value(self._output_name(i), fake, code=name) for i, (fake, name) in enumerate(zip(results, names))]
         return values[0] if n_outputs == 1 else tuple(values)
@@ -484,6 +573,10 @@ class Emitter:
                 qualified = f"{attr}.{name}"
                 if qualified not in self.state:
                     raise ConversionError(f"layer {attr} ({type(module).__name__}) has no value for {name}")
+
+
+def sanitize_identifier(text: str) -> str:
+    return sanitize(text, "fn").strip("_") or "fn"
 
 
 def literal_tensor(t: torch.Tensor) -> str:

@@ -1,6 +1,26 @@
 """The built-in op table, one module per op family. Importing this package registers them."""
 
-from . import elementwise, nn, reduce, shape  # noqa: F401
-from .registry import lookup, onnx_op, registered_ops
+from . import (  # noqa: F401
+    attention,
+    casting,
+    contrib,
+    control_flow,
+    dynamic,
+    elementwise,
+    indexing,
+    math_extra,
+    nn,
+    normalization,
+    pooling,
+    quant,
+    recurrent,
+    reduce,
+    resample,
+    sequence,
+    shape,
+    spectral,
+    text,
+)
+from .registry import add_converter, lookup, onnx_op, registered_ops
 
-__all__ = ["lookup", "onnx_op", "registered_ops"]
+__all__ = ["add_converter", "lookup", "onnx_op", "registered_ops"]

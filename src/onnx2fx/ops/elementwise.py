@@ -8,7 +8,8 @@ import torch
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import SymElem, Value
-from ..tensors import torch_dtype
+from ..tensors import SUB_BYTE_STORAGE, torch_dtype
+from . import casting
 from .registry import onnx_op
 from .shape import decide
 
@@ -43,7 +44,7 @@ def _elementwise_on_elements(g: Emitter, a: Value, b: Value, fn, dtype: torch.dt
     ``fn`` maps two :class:`SymElem` to one, or to ``None`` when the result cannot be known before
     run time (then the op is emitted as tensor code).
     """
-    if a.elements is None and b.elements is None:
+    if (a.elements is None and b.elements is None) or a.rank > 1 or b.rank > 1:
         return None
     ea, eb = g.int_list(a), g.int_list(b)
     if ea is None or eb is None or (len(ea) != len(eb) and 1 not in (len(ea), len(eb))):
@@ -243,6 +244,9 @@ def prelu(g: Emitter, x: Value, slope: Value, **legacy: object) -> Value:
     channel_axis = 1 - (x.rank - len(shape)) if shape is not None else -1  # slope axis facing x's dim 1
     per_channel = shape is not None and x.rank >= 2 and 0 <= channel_axis < len(shape) \
         and n == x.static_shape()[1] and shape[channel_axis] == n
+    assert g.node is not None
+    if g.node.opset < 7 and shape == [n] and x.rank >= 2 and n == x.static_shape()[1]:
+        per_channel = True  # PRelu-1/6: a slope of shape (C,) is one per channel
     if shape is not None and len(shape) <= x.rank and (n == 1 or per_channel):
         attr = g.add_module("prelu", "nn.PReLU", *([n] if n > 1 else []),
                             **({"dtype": slope.dtype} if slope.dtype != torch.float32 else {}))
@@ -319,9 +323,19 @@ def cast(g: Emitter, x: Value, *, to: int, saturate: int = 1, round_mode: str = 
         return g.elements_value(x.elements, scalar=x.scalar, dtype=dtype)
     if x.dtype == dtype:
         return x
+    if dtype in casting.FLOAT8 or dtype == torch.float8_e8m0fnu:
+        return casting.to_float8(g, x, dtype, saturate, round_mode)
+    if dtype in SUB_BYTE_STORAGE:
+        return casting.to_sub_byte(g, x, dtype)
     return g.method(x, "to", dtype)
 
 
 @onnx_op("CastLike", 15)
 def cast_like(g: Emitter, x: Value, target: Value, *, saturate: int = 1, round_mode: str = "up") -> Value:
+    if x.dtype != target.dtype and (target.dtype in casting.FLOAT8 or target.dtype == torch.float8_e8m0fnu):
+        return casting.to_float8(g, x, target.dtype, saturate, round_mode)
+    if x.dtype != target.dtype and target.dtype in SUB_BYTE_STORAGE:
+        return casting.to_sub_byte(g, casting.storage(g, x), target.dtype)
+    if x.dtype != target.dtype:
+        x = casting.storage(g, x)
     return x if x.dtype == target.dtype else g.method(x, "to", target.dtype)

@@ -8,6 +8,7 @@ import torch
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import SymElem, Value
+from . import normalization, pooling
 from .registry import onnx_op
 from .shape import torch_pads
 
@@ -111,16 +112,16 @@ def conv_transpose(g: Emitter, x: Value, w: Value, b: Value | None = None, *, au
                                 "needs static spatial input sizes")
         targets = list(output_shape)[-nd:] if output_shape is not None else [s * st for s, st in zip(spatial, strides)]
         begins, ends = [], []
-        for size, k, s, d, op, target in zip(spatial, kernel, strides, dilations, out_pad, targets):
+        for i, (size, k, s, d, op, target) in enumerate(zip(spatial, kernel, strides, dilations, out_pad, targets)):
             total = s * (size - 1) + op + (k - 1) * d + 1 - target
+            if total < 0:  # a larger output than the full one: extra positions at the end
+                out_pad[i], total = op - total, 0
             first = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2  # the spec's split
             begins.append(first)
             ends.append(total - first)
         pads = begins + ends
     elif auto_pad == "VALID" or not pads:
         pads = [0] * (2 * nd)
-    if w.const is None or (b is not None and b.const is None):
-        raise g.unsupported(None, "ConvTranspose with weights computed at run time")
     begin, end = list(pads[:nd]), list(pads[nd:])
     symmetric = begin == end and all(p >= 0 for p in begin)
     kwargs: dict[str, object] = {"kernel_size": _tuple(kernel)}
@@ -136,13 +137,17 @@ def conv_transpose(g: Emitter, x: Value, w: Value, b: Value | None = None, *, au
         kwargs["dilation"] = _tuple(dilations)
     if b is None:
         kwargs["bias"] = False
-    in_channels, out_per_group = w.const.shape[0], w.const.shape[1]
-    attr = g.add_module("conv_transpose", f"nn.ConvTranspose{nd}d", in_channels, out_per_group * group, **kwargs)
-    g.bind_parameter(attr, "weight", w.const, w.origin_initializer)
-    if b is not None:
-        assert b.const is not None
-        g.bind_parameter(attr, "bias", b.const, b.origin_initializer)
-    y = g.call_module(attr, x)
+    if w.const is None or (b is not None and b.const is None):  # weights computed at run time
+        functional = {k: v for k, v in kwargs.items() if k not in ("kernel_size", "bias")}
+        y = g.call(f"F.conv_transpose{nd}d", x, w, b, **functional)
+    else:
+        in_channels, out_per_group = w.const.shape[0], w.const.shape[1]
+        attr = g.add_module("conv_transpose", f"nn.ConvTranspose{nd}d", in_channels, out_per_group * group,
+                            **kwargs)
+        g.bind_parameter(attr, "weight", w.const, w.origin_initializer)
+        if b is not None:
+            g.bind_parameter(attr, "bias", b.const, b.origin_initializer)
+        y = g.call_module(attr, x)
     if symmetric:
         return y
     index = [slice(None), slice(None)] + [
@@ -231,7 +236,14 @@ def attention(g: Emitter, q: Value, k: Value, v: Value, attn_mask: Value | None 
         kwargs["scale"] = scale
     if g.dim(q, 1).code != g.dim(k, 1).code:
         kwargs["enable_gqa"] = True
+    dtype = q.dtype
+    if dtype in (torch.float16, torch.bfloat16):  # computed in float32, as ONNX's reference does
+        q, k, v = (g.method(t, "float") for t in (q, k, v))
+        if attn_mask is not None and attn_mask.dtype == dtype:
+            kwargs["attn_mask"] = g.method(attn_mask, "float")
     y = g.call("F.scaled_dot_product_attention", q, k, v, **kwargs)
+    if y.dtype != dtype:
+        y = g.method(y, "to", dtype)
     return g.call("torch.flatten", g.method(y, "transpose", 1, 2), 2) if packed else y
 
 
@@ -247,7 +259,7 @@ def batch_norm(g: Emitter, x: Value, scale: Value, bias: Value, mean: Value, var
                epsilon: float = 1e-5, momentum: float = 0.9, training_mode: int = 0,
                spatial: int = 1, is_test: int = 1, consumed_inputs: list[int] | None = None) -> Value:
     if training_mode:
-        raise g.unsupported("training_mode", "1 (batch statistics) is not converted; export in eval mode")
+        return normalization.batch_norm_training(g, x, scale, bias, mean, var, epsilon, momentum)
     if not spatial:
         raise g.unsupported("spatial", "0 (per-activation statistics)")
     params = (scale, bias, mean, var)
@@ -351,9 +363,10 @@ def max_pool(g: Emitter, x: Value, *, kernel_shape: list[int], auto_pad: str = "
              dilations: list[int] | None = None, pads: list[int] | None = None, storage_order: int = 0,
              strides: list[int] | None = None) -> Value:
     assert g.node is not None
-    if len([o for o in g.node.outputs if o]) > 1:
-        raise g.unsupported(None, "MaxPool's Indices output")
     nd, strides, dilations, pads = _pool_geometry(g, x, kernel_shape, strides, dilations, auto_pad, pads)
+    if len([o for o in g.node.outputs if o]) > 1:
+        return pooling.max_pool_with_indices(g, x, list(kernel_shape), strides, dilations, pads, ceil_mode,
+                                             storage_order)
     begin = pads[:nd]
     if pads[:nd] != pads[nd:] or any(2 * p > k for p, k in zip(begin, kernel_shape)):
         x = g.call("F.pad", x, torch_pads(pads, nd + 2, list(range(2, nd + 2))), value=float("-inf"))
@@ -376,8 +389,8 @@ def average_pool(g: Emitter, x: Value, *, kernel_shape: list[int], auto_pad: str
                  ceil_mode: int = 0, count_include_pad: int = 0, dilations: list[int] | None = None,
                  pads: list[int] | None = None, strides: list[int] | None = None) -> Value:
     nd, strides, dilations, pads = _pool_geometry(g, x, kernel_shape, strides, dilations, auto_pad, pads)
-    if any(d != 1 for d in dilations):
-        raise g.unsupported("dilations", f"{dilations} (torch's average pooling has no dilation)")
+    if any(d != 1 for d in dilations):  # torch's average pooling has no dilation
+        return pooling.average_pool(g, x, list(kernel_shape), strides, dilations, pads, ceil_mode, count_include_pad)
     begin = pads[:nd]
     if pads[:nd] != pads[nd:] or any(2 * p > k for p, k in zip(begin, kernel_shape)):
         padded = g.call("F.pad", x, torch_pads(pads, nd + 2, list(range(2, nd + 2))))

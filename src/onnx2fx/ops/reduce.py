@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import Value
+from . import dynamic
 from .registry import onnx_op
 
 # op -> (torch function, opset where axes became an input)
@@ -48,6 +49,8 @@ def _register(op_type: str, fn: str, axes_input_since: int) -> None:
 
     def with_input(g: Emitter, x: Value, axes: Value | None = None, *, keepdims: int = 1,
                    noop_with_empty_axes: int = 0) -> Value:
+        if axes is not None and g.int_list(axes) is None:
+            return dynamic.reduce(g, fn, x, axes, keepdims, noop_with_empty_axes)
         return _reduce(g, fn, x, g.static_ints(axes, "axes"), keepdims, noop_with_empty_axes)
 
     onnx_op(op_type, 1)(with_attribute)

@@ -64,6 +64,14 @@ def onnx_op(op_type: str, since_version: int = 1, domain: str = DEFAULT_DOMAIN) 
     return register
 
 
+def add_converter(operation_type: str, version: int = 1,
+                  domain: str = DEFAULT_DOMAIN) -> Callable[[Lowering], Lowering]:
+    """``@add_converter(operation_type="MyOp", version=1, domain="com.example")``: the same as
+    :func:`onnx_op`, spelled as in onnx2torch. The decorated function has the handler signature
+    (the emitter, the inputs, the attributes as keyword-only parameters)."""
+    return onnx_op(operation_type, since_version=version, domain=domain)
+
+
 def lookup(op_type: str, domain: str, opset: int) -> OpImpl | None:
     """The newest implementation of ``op_type`` whose ``since_version`` <= ``opset``."""
     candidates = [i for i in _TABLE.get((normalize_domain(domain), op_type), []) if i.since_version <= opset]

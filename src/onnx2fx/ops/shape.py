@@ -15,6 +15,7 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ..codegen.emitter import MAX_LITERAL_ELEMENTS, Emitter
 from ..codegen.values import SymElem, Value
+from . import dynamic
 from .registry import onnx_op
 
 INT64_MAX = 2**63 - 1
@@ -51,7 +52,7 @@ def constant_of_shape(g: Emitter, shape: Value, *, value: torch.Tensor | None = 
     fill = value if value is not None else torch.zeros(1, dtype=torch.float32)
     sizes = g.int_list(shape)
     if sizes is None:
-        return g.call("torch.full", g.method(shape, "tolist"), fill.reshape(()).item(), dtype=fill.dtype)
+        return dynamic.constant_of_shape(g, shape, fill)
     return g.call("torch.full", sizes, fill.reshape(()).item(), dtype=fill.dtype,
                   fold=not fill.is_floating_point())
 
@@ -69,7 +70,7 @@ def dropout(g: Emitter, x: Value, ratio_input: Value | None = None, training_mod
     mask output is used. Dropout-1 to 6 kept ``ratio`` as an attribute, 12+ has ``seed``."""
     assert g.node is not None
     if training_mode is not None and (training_mode.const is None or bool(training_mode.const.any())):
-        raise g.unsupported(None, "Dropout in training mode is random and has no deterministic conversion")
+        return dynamic.dropout(g, x, ratio_input, training_mode, len(g.node.outputs) > 1 and bool(g.node.outputs[1]))
     if len(g.node.outputs) < 2 or not g.node.outputs[1]:
         return x
     return x, g.call("torch.ones_like", x, dtype=torch.bool)
@@ -101,8 +102,7 @@ def _reshape_target(g: Emitter, x: Value, sizes: list[SymElem], allowzero: int) 
 def reshape(g: Emitter, data: Value, shape: Value, *, allowzero: int = 0) -> Value:
     sizes = g.int_list(shape)
     if sizes is None:
-        g.warn("Reshape target shape is computed from tensor data at run time; torch.export cannot follow it")
-        return g.method(data, "reshape", g.method(shape, "tolist"))
+        return dynamic.reshape(g, data, shape, allowzero)
     target = _reshape_target(g, data, sizes, allowzero)
     if data.elements is not None and len(target) == 1:
         return g.elements_value(data.elements)
@@ -195,6 +195,8 @@ def unsqueeze_legacy(g: Emitter, x: Value, *, axes: list[int]) -> Value:
 
 @onnx_op("Unsqueeze", 13)
 def unsqueeze(g: Emitter, x: Value, axes: Value) -> Value:
+    if g.int_list(axes) is None:
+        return dynamic.unsqueeze(g, x, axes)
     return _unsqueeze(g, x, g.static_ints(axes, "axes") or [])
 
 
@@ -216,6 +218,8 @@ def squeeze_legacy(g: Emitter, x: Value, *, axes: list[int] | None = None) -> Va
 
 @onnx_op("Squeeze", 13)
 def squeeze(g: Emitter, x: Value, axes: Value | None = None) -> Value:
+    if axes is not None and g.int_list(axes) is None:
+        return dynamic.squeeze(g, x, axes)
     return _squeeze(g, x, g.static_ints(axes, "axes"))
 
 
@@ -234,7 +238,7 @@ def _squeeze(g: Emitter, x: Value, axes: list[int] | None) -> Value:
 def expand(g: Emitter, x: Value, shape: Value) -> Value:
     sizes = g.int_list(shape)
     if sizes is None:
-        return g.operator("*", x, g.call("torch.ones", g.method(shape, "tolist"), dtype=x.dtype))
+        return dynamic.expand(g, x, shape)
     rank = max(len(sizes), x.rank)
     x_dims = [None] * (rank - x.rank) + list(x.static_shape())
     target = [SymElem.of(1)] * (rank - len(sizes)) + sizes
@@ -269,12 +273,16 @@ def split_legacy(g: Emitter, x: Value, split_input: Value | None = None, *, axis
 
 @onnx_op("Split", 13)
 def split13(g: Emitter, x: Value, split: Value | None = None, *, axis: int = 0) -> tuple[Value, ...]:
+    if split is not None and g.int_list(split) is None:
+        return dynamic.split(g, x, split, axis, len(g.node.outputs))
     return _split(g, x, axis, g.static_ints(split, "split"), None)
 
 
 @onnx_op("Split", 18)
 def split18(g: Emitter, x: Value, split: Value | None = None, *, axis: int = 0,
             num_outputs: int | None = None) -> tuple[Value, ...]:
+    if split is not None and g.int_list(split) is None:
+        return dynamic.split(g, x, split, axis, len(g.node.outputs))
     return _split(g, x, axis, g.static_ints(split, "split"), num_outputs)
 
 
@@ -352,8 +360,8 @@ def slice_legacy(g: Emitter, data: Value, *, starts: list[int], ends: list[int],
 def slice_(g: Emitter, data: Value, starts: Value, ends: Value, axes: Value | None = None,
            steps: Value | None = None) -> Value:
     s, e = g.int_list(starts), g.int_list(ends)
-    if s is None or e is None:
-        raise g.unsupported(None, "Slice starts/ends computed from tensor data at run time")
+    if s is None or e is None or any(v is not None and g.int_list(v) is None for v in (axes, steps)):
+        return dynamic.slice_(g, data, starts, ends, axes, steps)
     return _slice(g, data, s, e, g.static_ints(axes, "axes"), g.static_ints(steps, "steps"))
 
 
@@ -405,7 +413,7 @@ def gather_elements(g: Emitter, data: Value, indices: Value, *, axis: int = 0) -
 def tile(g: Emitter, x: Value, repeats: Value) -> Value:
     reps = g.int_list(repeats)
     if reps is None:
-        raise g.unsupported(None, "Tile repeats computed from tensor data at run time")
+        return dynamic.tile(g, x, repeats)
     return g.method(x, "repeat", reps)
 
 
@@ -446,9 +454,10 @@ def pad_legacy(g: Emitter, x: Value, *, pads: list[int] | None = None, paddings:
 def pad(g: Emitter, x: Value, pads: Value, constant_value: Value | None = None, axes: Value | None = None,
         *, mode: str = "constant") -> Value:
     value: float = 0.0
+    if (constant_value is not None and constant_value.const is None) or g.int_list(pads) is None \
+            or (axes is not None and g.int_list(axes) is None):
+        return dynamic.pad(g, x, pads, constant_value, axes, mode)
     if constant_value is not None:
-        if constant_value.const is None:
-            raise g.unsupported(None, "Pad constant_value computed at run time")
         value = constant_value.const.reshape(-1)[0].item() if constant_value.const.numel() else 0.0
     return _pad(g, x, g.static_ints(pads, "pads") or [], g.static_ints(axes, "axes"), mode, value)
 

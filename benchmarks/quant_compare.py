@@ -1,0 +1,735 @@
+"""onnx2fx post-training quantization against onnxruntime's ``quantize_static``.
+
+For each model, both quantizers start from the same float ONNX file and the same calibration
+samples, and both quantized models are measured the same way: the QDQ ONNX file each one writes
+is run in onnxruntime (CPU, basic graph optimizations, so every QuantizeLinear/DequantizeLinear
+runs as written) on held-out inputs that were not used for calibration, and compared with the
+float ONNX model run the same way.
+
+- ours: ``onnx2fx.quantization.ptq`` with every activation calibration scheme (minmax,
+  percentile, mse, entropy); W8A8 with the defaults: weights int8 symmetric per output channel,
+  activations uint8 asymmetric per tensor, int32 biases. The SQNR of the torch fake-quant model
+  (``PTQResult.sim_model``) on the same inputs is reported beside it.
+- onnxruntime: ``quantize_static`` in QDQ format, per-channel weights, activations QUInt8,
+  weights QInt8, calibration methods MinMax, Entropy and Percentile (its defaults otherwise).
+
+Models:
+
+- ``digits``: a small CNN trained here on scikit-learn's 8x8 digits (fixed seeds; calibration on
+  training images, evaluation on the test split, so test accuracy is reported too);
+- ``resnet50``: ``transformers`` ``ResNetForImageClassification(ResNetConfig(num_labels=1000))``
+  (ResNet-50), random weights as the library initialises them (seeded);
+- ``vit``: a small ``ViTForImageClassification`` (hidden 192, 4 layers, 3 heads, patch 16), random
+  weights (seeded).
+
+ResNet-50 and the ViT are exported with ``torch.onnx.export`` (TorchScript exporter, opset 17,
+dynamic batch) and calibrated and evaluated on seeded standard-normal images. The calibration
+overhead is measured on ResNet-50: our calibration pass (the forwards with every activation
+observer on) against the float forwards of the converted model over the same batches, in the same
+run. Usage::
+
+    python benchmarks/quant_compare.py [--resolution 224] [--calib-samples 32] [--eval-samples 32]
+                                       [--overhead-samples 256] [--overhead-runs 3]
+                                       [--overhead-resolution N] [--models digits,resnet50,vit]
+
+The defaults take roughly half an hour on two CPU cores (ResNet-50 at 224x224 dominates); lower
+``--resolution``, ``--calib-samples`` and ``--overhead-samples`` for a quicker run.
+Writes ``docs/quantization.md`` and ``benchmarks/results/quant_compare.json``; the Markdown starts
+with the command that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SCHEMES = ("minmax", "percentile", "mse", "entropy")
+ORT_METHODS = ("MinMax", "Entropy", "Percentile")
+MODELS = ("digits", "resnet50", "vit")
+
+
+@dataclass
+class Case:
+    """One model to quantize: its float ONNX file and data."""
+
+    name: str
+    title: str
+    onnx_path: Path
+    input_name: str
+    calib: np.ndarray
+    evaluation: np.ndarray
+    batch_size: int
+    labels: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    build_seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------------- models
+class DigitsCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
+                                      nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class Logits(nn.Module):
+    """A transformers image classifier as ``pixel_values -> logits``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def export(model: nn.Module, example: torch.Tensor, path: Path, input_name: str) -> None:
+    """TorchScript exporter, opset 17, dynamic batch; shared initializers are then split (see below)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (example,), str(path), dynamo=False, opset_version=17,
+                          input_names=[input_name], output_names=["logits"],
+                          dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}})
+    copies = unshare_initializers(path)
+    if copies:
+        print(f"  {path.name}: {copies} uses of shared constants given their own initializer", flush=True)
+
+
+def unshare_initializers(path: Path) -> int:
+    """Give every use of a constant its own initializer; returns how many uses got one.
+
+    The exporter writes equal constants once (the folded biases of ResNet-50 and the zero biases of
+    the ViT are all zero at initialisation) and lets several nodes read them, directly or through
+    Identity nodes. A bias's int32 scale depends on the node that reads it, both quantizers only
+    quantize biases that are initializers, and onnx2fx's converter does not save tied tensors; so
+    Identity nodes over initializers are folded and every further use gets a copy. Nothing changes
+    numerically.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    copies = 0
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
+            clone = onnx.TensorProto()
+            clone.CopyFrom(inits[node.input[0]])
+            clone.name = node.output[0]
+            graph.initializer.append(clone)
+            inits[clone.name] = clone
+            copies += 1
+        else:
+            kept.append(node)
+    if copies:
+        del graph.node[:]
+        graph.node.extend(kept)
+    used: set[str] = set()
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            if name not in used:
+                used.add(name)
+                continue
+            copies += 1
+            clone = onnx.TensorProto()
+            clone.CopyFrom(inits[name])
+            clone.name = f"{name}__use{copies}"
+            graph.initializer.append(clone)
+            node.input[i] = clone.name
+    unused = [t for t in graph.initializer if t.name not in used]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
+    if copies or unused:
+        onnx.save(model, str(path))
+    return copies
+
+
+def build_digits(work: Path, args: argparse.Namespace) -> Case:
+    from sklearn import datasets, model_selection
+
+    data = datasets.load_digits()
+    x = (data.images / 16.0).astype(np.float32)[:, None]
+    y = data.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = model_selection.train_test_split(x, y, test_size=0.5, random_state=0,
+                                                                        stratify=y)
+    torch.manual_seed(args.seed)
+    model = DigitsCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    inputs, labels = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    generator = torch.Generator().manual_seed(args.seed)
+    for _ in range(10):
+        order = torch.randperm(len(inputs), generator=generator)
+        for start in range(0, len(inputs), 32):
+            idx = order[start:start + 32]
+            loss = nn.functional.cross_entropy(model(inputs[idx]), labels[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    path = work / "digits.onnx"
+    export(model, torch.zeros(1, 1, 8, 8), path, "image")
+    batch = min(25, args.digits_calib_samples)
+    calib = x_train[:min(args.digits_calib_samples, len(x_train)) // batch * batch]
+    return Case("digits", "Digits CNN (trained, 8x8 images)", path, "image", calib, x_test, batch, y_test,
+                [f"trained 10 epochs on {len(x_train)} scikit-learn digits; calibration: the first {len(calib)} "
+                 f"training images; evaluation: the {len(x_test)} test images"])
+
+
+def build_resnet50(work: Path, args: argparse.Namespace) -> Case:
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(args.seed)
+    model = ResNetForImageClassification(ResNetConfig(num_labels=1000))
+    res = args.resolution
+    path = work / "resnet50.onnx"
+    export(Logits(model), torch.zeros(1, 3, res, res), path, "pixel_values")
+    calib, evaluation = random_images(args, (3, res, res))
+    return Case("resnet50", f"ResNet-50 (random weights, {res}x{res})", path, "pixel_values", calib, evaluation,
+                args.batch_size, notes=[f"`ResNetConfig(num_labels=1000)` (ResNet-50), weights as transformers "
+                                        f"initialises them (seed {args.seed}), BatchNorm folded into the convolutions "
+                                        "by the exporter"])
+
+
+def build_vit(work: Path, args: argparse.Namespace) -> Case:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(args.seed)
+    config = ViTConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, intermediate_size=768,
+                       image_size=args.vit_image, patch_size=16, num_labels=1000, attn_implementation="eager")
+    model = ViTForImageClassification(config)
+    res = args.vit_image
+    path = work / "vit.onnx"
+    export(Logits(model), torch.zeros(1, 3, res, res), path, "pixel_values")
+    calib, evaluation = random_images(args, (3, res, res))
+    tokens = (res // 16) ** 2 + 1
+    return Case("vit", f"ViT (hidden 192, 4 layers, 3 heads, {res}x{res}, random weights)", path, "pixel_values",
+                calib, evaluation, args.batch_size,
+                notes=[f"`ViTConfig(hidden_size=192, num_hidden_layers=4, num_attention_heads=3, "
+                       f"intermediate_size=768, image_size={res}, patch_size=16, num_labels=1000)`, eager attention, "
+                       f"{tokens} tokens, weights as transformers initialises them (seed {args.seed})",
+                       "the logits read only the CLS token, which in a randomly initialised ViT is several times "
+                       "smaller than the patch tokens sharing its per-tensor activation grids, so both quantizers "
+                       "lose most of their SQNR there"])
+
+
+def random_images(args: argparse.Namespace, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded standard-normal images; the calibration count is a whole number of batches (onnxruntime's
+    histogram calibrators cannot stack a shorter last batch)."""
+    count = max(1, args.calib_samples // args.batch_size) * args.batch_size
+    calib = np.random.default_rng(args.seed).standard_normal((count, *shape), dtype=np.float32)
+    evaluation = np.random.default_rng(args.seed + 1).standard_normal((args.eval_samples, *shape), dtype=np.float32)
+    return calib, evaluation
+
+
+BUILDERS: dict[str, Callable[[Path, argparse.Namespace], Case]] = {
+    "digits": build_digits, "resnet50": build_resnet50, "vit": build_vit}
+
+
+# ---------------------------------------------------------------------------------- measuring
+def ort_session(path: Path, threads: int) -> Any:
+    """Basic graph optimizations only: the QDQ graph runs as written (no fused integer kernels)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(path: Path, input_name: str, data: np.ndarray, batch: int, threads: int) -> np.ndarray:
+    session = ort_session(path, threads)
+    return np.concatenate([session.run(None, {input_name: data[i:i + batch]})[0] for i in range(0, len(data), batch)])
+
+
+def run_torch(model: nn.Module, data: np.ndarray, batch: int) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(data[i:i + batch])).numpy() for i in range(0, len(data), batch)])
+
+
+def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
+    ref = reference.astype(np.float64)
+    noise = float(np.sum((ref - approx.astype(np.float64)) ** 2))
+    return math.inf if noise == 0 else 10.0 * math.log10(float(np.sum(ref ** 2)) / noise)
+
+
+def output_metrics(case: Case, reference: np.ndarray, output: np.ndarray) -> dict[str, Any]:
+    sqnr = sqnr_db(reference, output)
+    metrics: dict[str, Any] = {"sqnr_db": sqnr if math.isfinite(sqnr) else None,
+                               "top1_agreement": round(float((output.argmax(1) == reference.argmax(1)).mean()), 4)}
+    if case.labels is not None:
+        metrics["accuracy"] = round(float((output.argmax(1) == case.labels).mean()), 4)
+    return metrics
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    return message if len(message) <= 240 else message[:237] + "..."
+
+
+def convert(case: Case, work: Path) -> Path:
+    from onnx2fx import OnnxToFxConverter
+
+    converter = OnnxToFxConverter(case.onnx_path)
+    converter.convert()
+    out = work / f"{case.name}_converted"
+    converter.save(out)
+    return out / "model_full.pt"
+
+
+def ours(case: Case, model_path: Path, scheme: str, reference: np.ndarray, work: Path,
+         args: argparse.Namespace) -> dict[str, Any]:
+    from onnx2fx.quantization import ptq
+
+    row: dict[str, Any] = {"quantizer": "onnx2fx", "method": scheme}
+    out = work / f"{case.name}_ours_{scheme}"
+    try:
+        started = time.perf_counter()
+        result = ptq(model_path, case.calib, output_dir=out, scheme=scheme, weight_bits=8, activation_bits=8,
+                     per_channel=True, samples=len(case.calib), batch_size=case.batch_size,
+                     eval_samples=min(args.batch_size, len(case.calib)), seed=args.seed, progress=False)
+        row["ptq_seconds"] = round(time.perf_counter() - started, 2)
+        row["calibration_seconds"] = result.report["calibration"]["seconds"]
+        row.update(output_metrics(case, reference, run_onnx(out / "model_ptq.onnx", case.input_name, case.evaluation,
+                                                            args.batch_size, args.threads)))
+        sim = output_metrics(case, reference, run_torch(result.sim_model, case.evaluation, args.batch_size))
+        row["fake_quant"] = sim
+        qdq = result.report.get("qdq") or {}
+        row["qdq_within_one_step_of_sim"] = qdq.get("within_one_step")
+        row["counts"] = {k: result.report["counts"].get(k) for k in ("activation_quantizers", "weight_quantizers",
+                                                                     "bias_encodings")}
+    except Exception as exc:  # a failure is a result: record it and go on
+        row["error"] = describe(exc)
+    return row
+
+
+class Reader:
+    """onnxruntime's CalibrationDataReader over the calibration array, in the same batches as ours."""
+
+    def __init__(self, input_name: str, data: np.ndarray, batch: int) -> None:
+        self.input_name, self.data, self.batch, self.position = input_name, data, batch, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.position >= len(self.data):
+            return None
+        chunk = self.data[self.position:self.position + self.batch]
+        self.position += self.batch
+        return {self.input_name: chunk}
+
+    def rewind(self) -> None:
+        self.position = 0
+
+
+def onnxruntime_static(case: Case, method: str, reference: np.ndarray, work: Path,
+                       args: argparse.Namespace) -> dict[str, Any]:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(Reader, CalibrationDataReader):
+        pass
+
+    row: dict[str, Any] = {"quantizer": "onnxruntime", "method": method}
+    out = work / f"{case.name}_ort_{method}.onnx"
+    try:
+        started = time.perf_counter()
+        quantize_static(str(case.onnx_path), str(out), _Reader(case.input_name, case.calib, case.batch_size),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, method))
+        row["ptq_seconds"] = round(time.perf_counter() - started, 2)
+        row.update(output_metrics(case, reference, run_onnx(out, case.input_name, case.evaluation, args.batch_size,
+                                                            args.threads)))
+    except Exception as exc:
+        row["error"] = describe(exc)
+    return row
+
+
+def compare(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    print(f"{case.name}: float reference", flush=True)
+    reference = run_onnx(case.onnx_path, case.input_name, case.evaluation, args.batch_size, args.threads)
+    entry: dict[str, Any] = {"title": case.title, "notes": case.notes, "build_seconds": case.build_seconds,
+                             "calibration_samples": len(case.calib), "evaluation_samples": len(case.evaluation),
+                             "float": {"accuracy": round(float((reference.argmax(1) == case.labels).mean()), 4)}
+                             if case.labels is not None else {},
+                             "rows": []}
+    try:
+        started = time.perf_counter()
+        model_path = convert(case, work)
+        entry["convert_seconds"] = round(time.perf_counter() - started, 2)
+    except Exception as exc:
+        entry["convert_error"] = describe(exc)
+        model_path = None
+    for scheme in args.schemes:
+        print(f"{case.name}: onnx2fx {scheme}", flush=True)
+        if model_path is None:
+            row = {"quantizer": "onnx2fx", "method": scheme, "error": f"conversion failed: {entry['convert_error']}"}
+        else:
+            row = ours(case, model_path, scheme, reference, work, args)
+        entry["rows"].append(row)
+        print("   ", summary(row), flush=True)
+    for method in args.ort_methods:
+        print(f"{case.name}: onnxruntime {method}", flush=True)
+        row = onnxruntime_static(case, method, reference, work, args)
+        entry["rows"].append(row)
+        print("   ", summary(row), flush=True)
+    entry["goal"] = goal(entry["rows"], case.labels is not None)
+    return entry
+
+
+def summary(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"error: {row['error']}"
+    acc = f", accuracy {row['accuracy']:.4f}" if "accuracy" in row else ""
+    return f"SQNR {row['sqnr_db']:.2f} dB{acc}, {row['ptq_seconds']:.1f} s"
+
+
+def goal(rows: list[dict[str, Any]], with_accuracy: bool) -> dict[str, Any]:
+    """Our best scheme against onnxruntime's best method, by output SQNR of the QDQ model."""
+    def best(quantizer: str) -> dict[str, Any] | None:
+        ok = [r for r in rows if r["quantizer"] == quantizer and "error" not in r]
+        return max(ok, key=lambda r: r["sqnr_db"]) if ok else None
+
+    mine, theirs = best("onnx2fx"), best("onnxruntime")
+    result: dict[str, Any] = {"ours_best": mine and mine["method"], "ours_best_sqnr_db": mine and mine["sqnr_db"],
+                              "ort_best": theirs and theirs["method"], "ort_best_sqnr_db": theirs and theirs["sqnr_db"]}
+    if mine is None or theirs is None:
+        result["holds"] = None
+    else:
+        result["holds"] = mine["sqnr_db"] >= theirs["sqnr_db"]
+        result["margin_db"] = round(mine["sqnr_db"] - theirs["sqnr_db"], 4)
+    if with_accuracy:
+        result["ours_best_accuracy"] = max((r["accuracy"] for r in rows if r["quantizer"] == "onnx2fx"
+                                            and "accuracy" in r), default=None)
+        result["ort_best_accuracy"] = max((r["accuracy"] for r in rows if r["quantizer"] == "onnxruntime"
+                                           and "accuracy" in r), default=None)
+    return result
+
+
+# ---------------------------------------------------------------------------------- calibration overhead
+class PairedBatches:
+    """Calibration batches that time, right before handing each batch to ``ptq()``, the float model's
+    forward on that batch; the time until ``ptq()`` asks for the next batch is its calibration forward.
+
+    Pairing batch by batch keeps both measurements under the same machine load, which on a shared
+    machine moves far more than the difference being measured.
+    """
+
+    def __init__(self, gm: nn.Module, batches: list[torch.Tensor]) -> None:
+        self.gm, self.batches = gm, batches
+        self.float_seconds: list[float] = []
+        self.calibration_seconds: list[float] = []
+
+    def __iter__(self) -> Any:
+        for x in self.batches:
+            started = time.perf_counter()
+            with torch.no_grad():
+                self.gm(x)
+            self.float_seconds.append(time.perf_counter() - started)
+            handed = time.perf_counter()
+            yield x
+            self.calibration_seconds.append(time.perf_counter() - handed)
+
+
+def overhead(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Our calibration pass against the float forwards of the converted ResNet-50 on the same batches."""
+    from onnx2fx.quantization import ptq
+    from onnx2fx.validator import load_torch_model
+
+    samples, batch, res = args.overhead_samples, args.batch_size, args.overhead_resolution
+    result: dict[str, Any] = {"model": "resnet50", "resolution": res, "samples": samples, "batch_size": batch,
+                              "runs": args.overhead_runs, "schemes": list(args.overhead_schemes)}
+    try:
+        model_path = work / "resnet50_converted" / "model_full.pt"
+        if res != args.resolution or not model_path.is_file():
+            sub = work / f"overhead_{res}"
+            sub.mkdir(exist_ok=True)
+            model_path = convert(build_resnet50(sub, argparse.Namespace(**{**vars(args), "resolution": res})), sub)
+        data = np.random.default_rng(args.seed + 2).standard_normal((samples, 3, res, res), dtype=np.float32)
+        gm = load_torch_model(model_path)
+        batches = [torch.from_numpy(data[i:i + batch]) for i in range(0, samples, batch)]
+        with torch.no_grad():
+            gm(batches[0])  # warm-up
+        runs: list[dict[str, Any]] = []
+        for run in range(args.overhead_runs):
+            timings: dict[str, Any] = {}
+            for scheme in args.overhead_schemes:
+                paired = PairedBatches(gm, batches)
+                # one sample more than there is, so that ptq() asks for (and times) the end of the data
+                report = ptq(model_path, paired, scheme=scheme, samples=samples + 1, batch_size=batch,
+                             eval_samples=1, progress=False).report
+                if report["calibration"]["samples"] != samples or len(paired.calibration_seconds) != len(batches):
+                    raise RuntimeError(f"the calibration pass saw {report['calibration']['samples']} samples")
+                timings[scheme] = {"float": sum(paired.float_seconds), "calibration": sum(paired.calibration_seconds)}
+            runs.append(timings)
+            print(f"overhead run {run + 1}: " + ", ".join(
+                f"{k} {v['calibration']:.1f} s / float {v['float']:.1f} s" for k, v in timings.items()), flush=True)
+        result["per_run"] = [{k: {t: round(x, 3) for t, x in v.items()} for k, v in r.items()} for r in runs]
+        result["by_scheme"] = {}
+        for scheme in args.overhead_schemes:
+            pairs = [r[scheme] for r in runs]
+            ratios = [p["calibration"] / p["float"] for p in pairs]
+            result["by_scheme"][scheme] = {
+                "float_seconds_median": round(statistics.median(p["float"] for p in pairs), 3),
+                "calibration_seconds_median": round(statistics.median(p["calibration"] for p in pairs), 3),
+                "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios]}
+        result["goal_holds"] = all(v["ratio_median"] <= 2.0 for v in result["by_scheme"].values())
+    except Exception as exc:
+        result["error"] = describe(exc)
+    return result
+
+
+# ---------------------------------------------------------------------------------- report
+def fmt(value: Any, spec: str = ".2f", missing: str = "–") -> str:
+    if value is None:
+        return missing
+    if isinstance(value, float) and math.isinf(value):
+        return "exact"
+    return format(value, spec)
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [
+        "# Quantization: onnx2fx PTQ against onnxruntime",
+        "",
+        f"Generated by `{doc['command']}` on a machine with {m['cpu_count']} CPUs ({m['processor']}, "
+        f"{m['platform']}), {m['torch_threads']} torch / onnxruntime threads; Python {m['python']}, torch "
+        f"{m['torch']}, onnxruntime {m['onnxruntime']}, transformers {m['transformers']}, onnx2fx {m['onnx2fx']}. "
+        f"The run took {doc['seconds'] / 60:.1f} minutes. Do not edit by hand: rerun the command.",
+        "",
+        "Both quantizers start from the same float ONNX file and the same calibration samples. Each writes a QDQ "
+        "ONNX model, and both QDQ models are run the same way: onnxruntime on the CPU with basic graph "
+        "optimizations only (every QuantizeLinear / DequantizeLinear runs as written), on held-out inputs that "
+        "were not used for calibration, compared with the float ONNX model run the same way.",
+        "",
+        "- **onnx2fx**: `onnx2fx.quantization.ptq` on the converted model, W8A8: weights int8 symmetric per output "
+        "channel, activations uint8 asymmetric per tensor, int32 biases; one row per activation calibration "
+        "scheme (`minmax`, `percentile` at 99.99, `mse`, `entropy`).",
+        "- **onnxruntime**: `onnxruntime.quantization.quantize_static(quant_format=QDQ, per_channel=True, "
+        "activation_type=QUInt8, weight_type=QInt8, calibrate_method=...)`, its defaults otherwise, on the "
+        "float ONNX file as exported (no pre-processing); one row per calibration method.",
+        "- Calibration batches are the same for both (a whole number of batches: onnxruntime's histogram "
+        "calibrators cannot stack a shorter last batch). The exporter writes equal constants once and lets "
+        "several nodes read them, directly or through Identity nodes (the random models' biases are all zero); "
+        "before either quantizer sees the file, every use gets its own initializer, which changes nothing "
+        "numerically (a bias's int32 scale depends on the node reading it, and both quantizers only quantize "
+        "biases that are initializers).",
+        "",
+        "**Goal: our best scheme's output SQNR >= onnxruntime's best method's, on every model.**",
+        "",
+        "| model | our best (QDQ SQNR) | onnxruntime's best (QDQ SQNR) | margin | goal | best accuracy, ours / "
+        "onnxruntime's |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in doc["models"].items():
+        g = entry["goal"]
+        verdict = {True: "holds", False: "**does not hold**", None: "not measured (see errors)"}[g["holds"]]
+        accuracy = (f"{fmt(g['ours_best_accuracy'], '.4f')} / {fmt(g['ort_best_accuracy'], '.4f')}"
+                    if "ours_best_accuracy" in g else "–")
+        lines.append(f"| {name} | {g['ours_best'] or '–'} {fmt(g['ours_best_sqnr_db'])} dB | "
+                     f"{g['ort_best'] or '–'} {fmt(g['ort_best_sqnr_db'])} dB | {fmt(g.get('margin_db'), '+.3f')} dB "
+                     f"| {verdict} | {accuracy} |")
+    lines += [
+        "",
+        "Columns:",
+        "",
+        "- **QDQ SQNR**: output (logits) SQNR of the QDQ ONNX model in onnxruntime against the float ONNX model, "
+        "`10 log10(sum(ref^2) / sum((ref - q)^2))` in dB over all held-out inputs (higher is better; 6 dB is "
+        "about one bit).",
+        "- **fake-quant SQNR**: the same for our torch simulation (`PTQResult.sim_model`) on the same inputs.",
+        "- **accuracy** (digits): test-set accuracy of the QDQ model in onnxruntime (float in the heading).",
+        "- **top-1 agree**: share of held-out inputs whose arg-max class equals the float model's.",
+        "- **PTQ s**: wall time of the whole quantization call: for onnx2fx `ptq()` with an output folder "
+        "(calibration, range search, evaluation on a few calibration samples, the QDQ file and its onnxruntime "
+        "check, the report); for onnxruntime `quantize_static()` (calibration and the QDQ file).",
+        "- **calib s**: our calibration pass alone (forwards with the observers on).",
+        "- **QDQ = sim**: share of output elements where our QDQ model in onnxruntime and our torch simulation "
+        "agree to within one output quantization step (measured inside `ptq()` on calibration samples).",
+        "",
+    ]
+    for name, entry in doc["models"].items():
+        float_acc = entry["float"].get("accuracy")
+        heading = f"## {name}: {entry['title']}"
+        lines += [heading, ""]
+        for note in entry["notes"]:
+            lines.append(f"- {note}")
+        lines.append(f"- {entry['calibration_samples']} calibration samples, {entry['evaluation_samples']} held-out "
+                     f"evaluation samples" + (f"; float test accuracy {float_acc:.4f}" if float_acc is not None
+                                              else ""))
+        if "build_error" in entry:
+            lines.append(f"- building the model failed: `{entry['build_error']}`")
+        if "convert_error" in entry:
+            lines.append(f"- conversion failed: `{entry['convert_error']}`")
+        lines.append("")
+        acc = float_acc is not None
+        header = "| quantizer | method | QDQ SQNR (dB) | fake-quant SQNR (dB) |" + (" accuracy |" if acc else "") + \
+            " top-1 agree | PTQ s | calib s | QDQ = sim | error |"
+        lines += [header, "|" + "---|" * (header.count("|") - 1)]
+        for r in entry["rows"]:
+            fq = r.get("fake_quant") or {}
+            cells = [r["quantizer"], r["method"], fmt(r.get("sqnr_db")), fmt(fq.get("sqnr_db"))]
+            if acc:
+                cells.append(fmt(r.get("accuracy"), ".4f"))
+            cells += [fmt(r.get("top1_agreement"), ".3f"), fmt(r.get("ptq_seconds"), ".1f"),
+                      fmt(r.get("calibration_seconds"), ".1f"), fmt(r.get("qdq_within_one_step_of_sim"), ".4f"),
+                      f"`{r['error']}`" if "error" in r else ""]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    o = doc.get("overhead")
+    if o:
+        lines += ["## Calibration overhead (goal: <= 2x the float forwards)", ""]
+        if "error" in o:
+            lines += [f"Not measured: `{o['error']}`", ""]
+        else:
+            lines += [
+                f"{o['model']} at {o['resolution']}x{o['resolution']}, {o['samples']} seeded random samples in "
+                f"batches of {o['batch_size']}, {o['runs']} runs. In each run and for each scheme, `ptq()` "
+                "calibrates on the batches while the float forward of the converted GraphModule on each batch is "
+                "timed right before `ptq()` receives it; the calibration forward is the time until `ptq()` asks "
+                "for the next batch (the forwards with every activation observer on, plus the data checks; "
+                "not the range search after the pass). Pairing batch by batch keeps both under the same machine "
+                "load. The ratio is the run's calibration total over its float total; medians over runs are "
+                "shown. `mse` and `entropy` use the same histogram observer as `percentile`, so their pass costs "
+                "the same.",
+                "",
+                "| scheme | float forwards s (median) | calibration pass s (median) | ratio (median) | ratios per run "
+                "| goal |",
+                "|---|---|---|---|---|---|",
+            ]
+            for scheme, v in o["by_scheme"].items():
+                lines.append(f"| {scheme} | {v['float_seconds_median']:.2f} | {v['calibration_seconds_median']:.2f} | "
+                             f"{v['ratio_median']:.2f}x | {', '.join(f'{x:.2f}' for x in v['ratios'])} | "
+                             f"{'holds' if v['ratio_median'] <= 2.0 else '**does not hold**'} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def machine(threads: int) -> dict[str, Any]:
+    import onnxruntime
+
+    import onnx2fx
+
+    try:
+        import transformers
+        tv = transformers.__version__
+    except ImportError:
+        tv = "not installed"
+    processor = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu_count": os.cpu_count(), "processor": processor,
+            "platform": f"{platform.system()} {platform.machine()}", "torch_threads": threads,
+            "python": platform.python_version(), "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__, "transformers": tv, "onnx2fx": onnx2fx.__version__}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--resolution", type=int, default=224, help="ResNet-50 input size (default 224)")
+    parser.add_argument("--vit-image", type=int, default=224, help="ViT input size, a multiple of 16 (default 224)")
+    parser.add_argument("--calib-samples", type=int, default=32,
+                        help="calibration samples (ResNet-50, ViT), rounded down to whole batches; onnxruntime's "
+                        "Entropy and Percentile calibrators keep every intermediate output in memory, about "
+                        "100 MB per ResNet-50 sample at 224x224")
+    parser.add_argument("--digits-calib-samples", type=int, default=200, help="calibration samples (digits)")
+    parser.add_argument("--eval-samples", type=int, default=32, help="held-out samples (ResNet-50, ViT)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--schemes", default=",".join(SCHEMES))
+    parser.add_argument("--ort-methods", default=",".join(ORT_METHODS))
+    parser.add_argument("--overhead-samples", type=int, default=256, help="ResNet-50 calibration overhead samples; "
+                        "0 skips the measurement")
+    parser.add_argument("--overhead-runs", type=int, default=3)
+    parser.add_argument("--overhead-resolution", type=int, help="ResNet-50 input size for the overhead "
+                        "measurement (default: --resolution)")
+    parser.add_argument("--overhead-schemes", default="minmax,percentile")
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "quantization.md")
+    parser.add_argument("--json", type=Path, default=RESULTS / "quant_compare.json")
+    args = parser.parse_args()
+    args.models = [m for m in args.models.split(",") if m]
+    args.overhead_resolution = args.overhead_resolution or args.resolution
+    args.schemes = [s for s in args.schemes.split(",") if s]
+    args.ort_methods = [s for s in args.ort_methods.split(",") if s]
+    args.overhead_schemes = [s for s in args.overhead_schemes.split(",") if s]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    doc: dict[str, Any] = {"command": "python benchmarks/quant_compare.py " + shlex.join(sys.argv[1:]),
+                           "machine": machine(args.threads),
+                           "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                           "models": {}, "overhead": None}
+    doc["command"] = doc["command"].strip()
+    run_started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="quant_compare.") as tmp:
+        work = Path(tmp)
+        cases: dict[str, Case] = {}
+        for name in args.models:
+            print(f"{name}: building", flush=True)
+            started = time.perf_counter()
+            try:
+                case = BUILDERS[name](work, args)
+            except Exception as exc:
+                doc["models"][name] = {"title": name, "notes": [], "float": {}, "rows": [], "goal": goal([], False),
+                                       "build_error": describe(exc), "calibration_samples": 0,
+                                       "evaluation_samples": 0}
+                print(f"  build failed: {describe(exc)}", flush=True)
+                continue
+            case.build_seconds = round(time.perf_counter() - started, 2)
+            cases[name] = case
+            doc["models"][name] = compare(case, work, args)
+        if args.overhead_samples > 0:
+            print("resnet50: calibration overhead", flush=True)
+            doc["overhead"] = overhead(work, args)
+
+    doc["seconds"] = round(time.perf_counter() - run_started, 1)
+    text = markdown(doc)
+    print()
+    print(text)
+    args.markdown.parent.mkdir(parents=True, exist_ok=True)
+    args.markdown.write_text(text + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=2, default=lambda v: None) + "\n")
+
+
+if __name__ == "__main__":
+    main()

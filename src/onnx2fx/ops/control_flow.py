@@ -1,0 +1,312 @@
+"""Control flow: If, Loop, Scan and SequenceMap.
+
+- ``If`` with a condition known at conversion time becomes the chosen branch; otherwise both
+  branches are computed and ``torch.where`` selects (ONNX branches have no side effects); branches
+  giving sequences are chosen between by a helper.
+- ``Loop`` with a trip count and continuation known at conversion time, and ``Scan`` over a
+  sequence of static length, are unrolled (at most :data:`MAX_UNROLL` iterations).
+- Any other ``Loop``, and ``SequenceMap`` over a sequence of run-time length, become two generated
+  functions: the body, and the loop calling it, which ``torch.fx`` records as one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..codegen.emitter import Emitter
+from ..codegen.values import Value
+from ..errors import UnsupportedOperatorError
+from .registry import onnx_op
+
+MAX_UNROLL = 256
+
+
+def _subgraph(g: Emitter, graph: Any, inputs: list[Value | None]) -> list[Value]:
+    from ..lowering import lower_subgraph  # lowering imports the op table
+
+    return lower_subgraph(g, graph, inputs)
+
+
+def _known_bool(v: Value | None) -> bool | None:
+    if v is None:
+        return True
+    if v.const is not None and v.const.numel() == 1:
+        return bool(v.const.reshape(()).item())
+    if v.elements is not None and len(v.elements) == 1 and v.elements[0].is_static:
+        return bool(v.elements[0].value)
+    return None
+
+
+@onnx_op("If", 1)
+def if_(g: Emitter, cond: Value, *, then_branch: Any, else_branch: Any) -> tuple[Value, ...]:
+    known = _known_bool(cond)
+    if known is not None:
+        return tuple(_subgraph(g, then_branch if known else else_branch, []))
+    then_out = _subgraph(g, then_branch, [])
+    else_out = _subgraph(g, else_branch, [])
+    results = []
+    for t, e in zip(then_out, else_out):
+        if not _is_tensor(t) or not _is_tensor(e):  # sequences, optionals: pick one at run time
+            chosen = g.call(g.helper(_choose, leaf=True), cond, t, e, out_spec=[None])
+            chosen.meta.update(_runtime_meta(t))
+            results.append(chosen)
+            continue
+        if t.static_shape() != e.static_shape() or t.dtype != e.dtype:
+            raise g.unsupported(None, "If whose branches give outputs of different shapes or types, on a "
+                                      "condition known only at run time")
+        results.append(g.call("torch.where", g.method(cond, "reshape", []), t, e))
+    return tuple(results)
+
+
+def _int(v: Value | None) -> int | None:
+    if v is None:
+        return None
+    if v.const is not None and v.const.numel() == 1:
+        return int(v.const.reshape(()).item())
+    if v.elements is not None and len(v.elements) == 1 and v.elements[0].is_static:
+        return int(v.elements[0].value)
+    return None
+
+
+def _choose(cond: torch.Tensor, then_value: object, else_value: object) -> object:
+    return then_value if bool(cond) else else_value
+
+
+def _is_tensor(v: Value) -> bool:
+    return v.fake is not None or v.const is not None or v.elements is not None
+
+
+def _runtime_meta(v: Value) -> dict:
+    """How to describe ``v`` (a sequence or optional) once it only exists at run time."""
+    if "runtime" in v.meta:
+        return {k: v.meta[k] for k in ("runtime", "element", "elem_dtype", "elem_rank") if k in v.meta}
+    if "sequence" in v.meta:
+        items = v.meta["sequence"]
+        return {"runtime": "sequence", "elem_dtype": v.meta.get("elem_dtype"),
+                "elem_rank": items[0].rank if items else None}
+    return {"runtime": "optional"}
+
+
+@onnx_op("Loop", 1)
+def loop(g: Emitter, max_trip_count: Value | None, cond: Value | None, *initial: Value,
+         body: Any) -> tuple[Value, ...]:
+    """Unrolled when the trip count (or a condition that becomes false) is known at conversion
+    time; otherwise a generated loop function calling a generated body function."""
+    try:
+        with g.attempt():
+            return _unrolled_loop(g, max_trip_count, cond, initial, body)
+    except UnsupportedOperatorError as exc:
+        if "run time" not in str(exc) and "tensor data" not in str(exc) and "iterations" not in str(exc):
+            raise
+    return _runtime_loop(g, max_trip_count, cond, initial, body)
+
+
+def _unrolled_loop(g: Emitter, max_trip_count: Value | None, cond: Value | None, initial: tuple[Value, ...],
+                   body: Any) -> tuple[Value, ...]:
+    trips = _int(max_trip_count) if max_trip_count is not None else None
+    if max_trip_count is not None and trips is None:
+        raise g.unsupported(None, "Loop trip count known only at run time")
+    going = _known_bool(cond)
+    if going is None:
+        raise g.unsupported(None, "Loop condition known only at run time")
+    state = list(initial)
+    scans: list[list[Value]] = []
+    i = 0
+    while going and (trips is None or i < trips):
+        if i >= MAX_UNROLL:
+            raise g.unsupported(None, f"Loop of more than {MAX_UNROLL} iterations")
+        counter = g.const(torch.tensor(i, dtype=torch.int64))
+        flag = g.const(torch.tensor(True))
+        outputs = _subgraph(g, body, [counter, flag, *state])
+        going = _known_bool(outputs[0])
+        if going is None:
+            raise g.unsupported(None, "Loop whose condition is computed from tensor data")
+        state = outputs[1:1 + len(initial)]
+        scans.append(outputs[1 + len(initial):])
+        i += 1
+    n_scan = len(body.outputs) - 1 - len(initial)
+    if n_scan and not scans:
+        raise g.unsupported(None, "Loop with scan outputs that runs no iteration")
+    stacked = [g.call("torch.stack", [s[j] for s in scans]) for j in range(n_scan)]
+    return (*state, *stacked)
+
+
+@onnx_op("Scan", 9)
+def scan(g: Emitter, *inputs: Value, body: Any, num_scan_inputs: int, scan_input_axes: list[int] | None = None,
+         scan_input_directions: list[int] | None = None, scan_output_axes: list[int] | None = None,
+         scan_output_directions: list[int] | None = None) -> tuple[Value, ...]:
+    """Unrolled over the scan axis (its length must be static)."""
+    n_state = len(inputs) - num_scan_inputs
+    state, sequences = list(inputs[:n_state]), list(inputs[n_state:])
+    axes = [a % s.rank for a, s in zip(scan_input_axes or [0] * num_scan_inputs, sequences)]
+    directions = scan_input_directions or [0] * num_scan_inputs
+    lengths = {s.static_shape()[a] for s, a in zip(sequences, axes)}
+    if None in lengths or len(lengths) != 1:
+        raise g.unsupported(None, "Scan over a sequence of run-time length")
+    steps = lengths.pop()
+    if steps > MAX_UNROLL:
+        raise g.unsupported(None, f"Scan of more than {MAX_UNROLL} steps")
+    per_step: list[list[Value]] = []
+    for t in range(steps):
+        slices = [g.call("torch.select", s, a, steps - 1 - t if d else t)
+                  for s, a, d in zip(sequences, axes, directions)]
+        outputs = _subgraph(g, body, [*state, *slices])
+        state = outputs[:n_state]
+        per_step.append(outputs[n_state:])
+    n_out = len(body.outputs) - n_state
+    out_axes = scan_output_axes or [0] * n_out
+    out_directions = scan_output_directions or [0] * n_out
+    results = []
+    for j in range(n_out):
+        items = [step[j] for step in per_step]
+        if out_directions[j]:
+            items = items[::-1]
+        axis = out_axes[j] % (items[0].rank + 1) if steps else 0
+        results.append(g.call("torch.stack", items, axis) if axis else g.call("torch.stack", items))
+    return (*state, *results)
+
+
+@onnx_op("Scan", 8)
+def scan8(g: Emitter, sequence_lens: Value | None, *inputs: Value, body: Any, num_scan_inputs: int,
+          directions: list[int] | None = None) -> tuple[Value, ...]:
+    """Scan-8 has a batch axis first: the body runs per batch entry on axis 1 of the sequences."""
+    if sequence_lens is not None:
+        raise g.unsupported(None, "Scan-8 sequence_lens")
+    batch = inputs[0].static_shape()[0] if inputs else None
+    if batch is None:
+        raise g.unsupported(None, "Scan-8 with a batch of run-time size")
+    per_batch = []
+    for b in range(batch):
+        items = [g.call("torch.select", v, 0, b) for v in inputs]
+        per_batch.append(scan(g, *items, body=body, num_scan_inputs=num_scan_inputs,
+                              scan_input_directions=directions))
+    return tuple(g.call("torch.stack", [r[j] for r in per_batch]) for j in range(len(per_batch[0])))
+
+
+# ---------------------------------------------------------------------------------- generated functions
+def _names_used(graph: Any) -> set[str]:
+    """Values a subgraph reads that it does not define itself (it sees them from outside)."""
+    defined = {vi.name for vi in graph.inputs} | {t.name for t in graph.initializers}
+    used: set[str] = set()
+    for node in graph.nodes:
+        used.update(i for i in node.inputs if i)
+        for attr in node.attributes.values():
+            for sub in ([attr.value] if attr.type == "GRAPH" else attr.value if attr.type == "GRAPHS" else []):
+                used |= _names_used(sub)
+        defined.update(node.outputs)
+    return used - defined
+
+
+def _formal(child: Emitter, name: str, template: Value, varies: bool) -> Value:
+    """A parameter of a generated function shaped like ``template`` (sizes unknown if ``varies``)."""
+    if not _is_tensor(template):
+        value = child.input(name, None)
+        value.meta.update(_runtime_meta(template))
+        return value
+    if varies:
+        fake = child.unknown([None] * template.rank, template.dtype)
+    else:
+        fake = template.fake if template.fake is not None else child.fake(template)
+    return child.input(name, fake)
+
+
+def _body_function(g: Emitter, graph: Any, hint: str, formals: list[Value]) -> tuple[str, list[Value], list[Value]]:
+    """The subgraph as a generated function: its name, the outer values it is passed after the
+    formal inputs, and its results (values of the child emitter, for their types)."""
+    from ..lowering import Scope, lower_subgraph
+
+    scope = g.scope
+    child = g.child()
+    outer = {}
+    captured: list[Value] = []
+    params: list[str] = []
+    for name in sorted(_names_used(graph)):
+        if name not in scope.env:
+            continue
+        v = scope.env[name]
+        if v.const is not None and v.const.numel() <= 16:
+            outer[name] = child.const(v.const)
+        else:
+            param = _formal(child, name, v, varies=False)
+            outer[name], params = param, params + [param.code]
+            captured.append(v)
+    child.scope = Scope(outer, scope.opsets, scope.functions)
+    inputs = [_formal(child, vi.name, template, varies=True) for vi, template in zip(graph.inputs, formals)]
+    results = lower_subgraph(child, graph, inputs)
+    returned = [child.ref(r) for r in results]
+    if child.init_lines or child.state:
+        raise g.unsupported(None, "a loop body using a layer with weights")
+    for param, value in child.lifted or []:  # constants the body uses: passed in like outer values
+        params.append(param)
+        captured.append(Value(value.onnx_name, None, const=value.const, origin_initializer=value.origin_initializer))
+    lines = "\n".join(f"    {line}" for line in child.body_lines())
+    signature = ", ".join([v.code for v in inputs] + params)
+    source = f"def {{name}}({signature}):\n{lines}\n    return ({', '.join(returned)},)\n"
+    return g.generated_helper(hint, source), captured, results
+
+
+def _spec(v: Value, extra_leading: int = 0) -> Any:
+    return None if not _is_tensor(v) else ([None] * (v.rank + extra_leading), v.dtype)
+
+
+def _runtime_loop(g: Emitter, max_trip_count: Value | None, cond: Value | None, initial: tuple[Value, ...],
+                  body: Any) -> tuple[Value, ...]:
+    counter = g.const(torch.tensor(0, dtype=torch.int64))
+    flag = g.const(torch.tensor(True))
+    body_name, captured, results = _body_function(g, body, "loop_body", [counter, flag, *initial])
+    n_state, n_scan = len(initial), len(body.outputs) - 1 - len(initial)
+    state = [f"v{i}" for i in range(n_state)]
+    extra = [f"c{i}" for i in range(len(captured))]
+    scans = [f"scan{i}" for i in range(n_scan)]
+    targets = ", ".join(["going", *state, *[f"{s}_item" for s in scans]])
+    lines = [f"def {{name}}(max_trip_count, cond, {', '.join(state + extra)}):".replace(", )", ")"),
+             '    """ONNX Loop: runs the body while the condition holds, at most max_trip_count times."""',
+             "    i = 0",
+             "    going = True if cond is None else bool(cond)"]
+    lines += [f"    {s} = []" for s in scans]
+    lines += ["    while going and (max_trip_count is None or i < int(max_trip_count)):",
+              f"        {targets}, = {body_name}(torch.tensor(i), torch.tensor(going), {', '.join(state + extra)})"
+              .replace("(torch.tensor(i), torch.tensor(going), )", "(torch.tensor(i), torch.tensor(going))"),
+              "        going = bool(going)"]
+    lines += [f"        {s}.append({s}_item)" for s in scans]
+    lines += ["        i += 1"]
+    outputs = state + [f"torch.stack({s}) if {s} else torch.zeros(0)" for s in scans]
+    lines += [f"    return ({', '.join(outputs)},)" if len(outputs) > 1 else f"    return {outputs[0]}"]
+    name = g.generated_helper("loop", "\n".join(lines) + "\n", leaf=True)
+    specs = [_spec(r) for r in results[1:1 + n_state]] + [_spec(r, 1) for r in results[1 + n_state:]]
+    values = g.call(name, max_trip_count, cond, *initial, *captured, n_outputs=len(specs), out_spec=specs)
+    values = values if isinstance(values, tuple) else (values,)
+    for value, result in zip(values, results[1:]):
+        if not _is_tensor(result):
+            value.meta.update(_runtime_meta(result))
+    return values
+
+
+def runtime_sequence_map(g: Emitter, seq: Value, additional: tuple[Value, ...], body: Any) -> tuple[Value, ...]:
+    """SequenceMap over a sequence of run-time length: a generated loop over its elements."""
+    from .sequence import element_template
+
+    inputs = [seq, *additional]
+    is_sequence = [not _is_tensor(v) for v in inputs]
+    templates = [element_template(g, v) if s else v for v, s in zip(inputs, is_sequence)]
+    body_name, captured, results = _body_function(g, body, "sequence_map_body", templates)
+    names = [f"x{i}" for i in range(len(inputs))]
+    extra = [f"c{i}" for i in range(len(captured))]
+    outs = [f"out{i}" for i in range(len(results))]
+    items = ", ".join(f"{n}[i]" if s else n for n, s in zip(names, is_sequence))
+    lines = [f"def {{name}}({', '.join(names + extra)}):",
+             '    """ONNX SequenceMap: the body applied to each element (and the same other tensors)."""']
+    lines += [f"    {o} = []" for o in outs]
+    lines += [f"    for i in range(len({names[0]})):",
+              f"        {', '.join(o + '_item' for o in outs)}, = {body_name}({', '.join([items] + extra)})"]
+    lines += [f"        {o}.append({o}_item)" for o in outs]
+    lines += [f"    return ({', '.join(outs)},)" if len(outs) > 1 else f"    return {outs[0]}"]
+    name = g.generated_helper("sequence_map", "\n".join(lines) + "\n", leaf=True)
+    values = g.call(name, *inputs, *captured, n_outputs=len(outs), out_spec=[None] * len(outs))
+    values = values if isinstance(values, tuple) else (values,)
+    for value, result in zip(values, results):
+        value.meta.update(runtime="sequence", elem_dtype=result.dtype if _is_tensor(result) else None,
+                          elem_rank=result.rank if _is_tensor(result) else None)
+    return values

@@ -1,0 +1,108 @@
+"""Normalizations beyond BatchNorm / LayerNorm / InstanceNorm: GroupNormalization, RMSNormalization,
+LpNormalization, LRN, MeanVarianceNormalization, and BatchNormalization in training mode."""
+
+from __future__ import annotations
+
+import torch
+
+from ..codegen.emitter import Emitter
+from ..codegen.values import Value
+from .registry import onnx_op
+
+
+def _axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+@onnx_op("GroupNormalization", 18)
+def group_norm(g: Emitter, x: Value, scale: Value, bias: Value, *, epsilon: float = 1e-5, num_groups: int,
+               stash_type: int = 1) -> Value:
+    """``nn.GroupNorm`` with constant per-channel scale and bias (opset 21), else ``F.group_norm``.
+    GroupNormalization-18 has one scale and bias per group: they are repeated for each channel."""
+    assert g.node is not None
+    channels = x.static_shape()[1]
+    if channels is None:
+        raise g.unsupported(None, "GroupNormalization over a run-time number of channels")
+    if g.node.opset < 21 and scale.static_shape() == [num_groups] and num_groups != channels:
+        per_group = channels // num_groups
+        scale = g.call("torch.repeat_interleave", scale, per_group)
+        bias = g.call("torch.repeat_interleave", bias, per_group)
+    low_precision = x.dtype in (torch.float16, torch.bfloat16)
+    if scale.const is not None and bias.const is not None and scale.origin_initializer and not low_precision:
+        kwargs: dict[str, object] = {}
+        if abs(epsilon - 1e-5) > 1e-12:
+            kwargs["eps"] = epsilon
+        attr = g.add_module("group_norm", "nn.GroupNorm", num_groups, channels, **kwargs)
+        g.bind_parameter(attr, "weight", scale.const, scale.origin_initializer)
+        g.bind_parameter(attr, "bias", bias.const, bias.origin_initializer)
+        return g.call_module(attr, x)
+    xf = g.method(x, "float") if low_precision else x  # stash_type: statistics in float32
+    y = g.call("F.group_norm", xf, num_groups, None, None, epsilon)
+    if low_precision:
+        y = g.method(y, "to", x.dtype)
+    shape = [1, -1] + [1] * (x.rank - 2)
+    return g.operator("+", g.operator("*", y, g.method(scale, "reshape", shape)), g.method(bias, "reshape", shape))
+
+
+@onnx_op("RMSNormalization", 23)
+def rms_norm(g: Emitter, x: Value, scale: Value, *, axis: int = -1, epsilon: float = 1e-5,
+             stash_type: int = 1) -> Value:
+    """``F.rms_norm`` over the dimensions from ``axis`` on (computed in float32 for 16-bit inputs)."""
+    dims = g.shape(x)[_axis(axis, x.rank):]
+    low_precision = x.dtype in (torch.float16, torch.bfloat16)
+    xf = g.method(x, "float") if low_precision else x
+    y = g.call("F.rms_norm", xf, dims, None, epsilon)
+    if low_precision:
+        y = g.method(y, "to", x.dtype)
+    return g.operator("*", y, scale)
+
+
+@onnx_op("LpNormalization", 1)
+def lp_norm(g: Emitter, x: Value, *, axis: int = -1, p: int = 2) -> Value:
+    """``x / ||x||_p`` along ``axis`` (0 where the norm is 0)."""
+    if p not in (1, 2):
+        raise g.unsupported("p", f"{p} (ONNX allows 1 and 2)")
+    norm = g.call("torch.linalg.vector_norm", x, float(p), _axis(axis, x.rank), keepdim=True)
+    return g.call("torch.where", g.call("torch.eq", norm, 0), 0.0, g.operator("/", x, norm))
+
+
+@onnx_op("LRN", 1)
+def lrn(g: Emitter, x: Value, *, size: int, alpha: float = 0.0001, beta: float = 0.75, bias: float = 1.0) -> Value:
+    """``F.local_response_norm`` for odd sizes; ONNX's window for even sizes is one channel later."""
+    if size % 2:
+        return g.call("F.local_response_norm", x, size, alpha, beta, bias)
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    square = g.call("torch.square", x)
+    padded = g.call("F.pad", g.call("torch.unsqueeze", square, 1), [0, 0] * (x.rank - 2) + [before, after])
+    window = [size] + [1] * (x.rank - 2)
+    pool = "F.avg_pool3d" if x.rank == 4 else "F.avg_pool2d"
+    sums = g.operator("*", g.call("torch.squeeze", g.call(pool, padded, window, 1), 1), float(size))
+    scale = g.operator("+", g.operator("*", sums, alpha / size), bias)
+    return g.operator("/", x, g.call("torch.pow", scale, beta))
+
+
+@onnx_op("MeanVarianceNormalization", 9)
+def mean_variance_norm(g: Emitter, x: Value, *, axes: list[int] | None = None) -> Value:
+    """``(x - mean) / sqrt(var + 1e-9)`` over ``axes`` (population variance)."""
+    dims = [_axis(a, x.rank) for a in (axes if axes is not None else [0, 2, 3])]
+    mean = g.call("torch.mean", x, dims, keepdim=True)
+    centered = g.operator("-", x, mean)
+    var = g.call("torch.mean", g.call("torch.square", centered), dims, keepdim=True)
+    return g.operator("/", centered, g.call("torch.sqrt", g.operator("+", var, 1e-9)))
+
+
+def batch_norm_training(g: Emitter, x: Value, scale: Value, bias: Value, mean: Value, var: Value,
+                        epsilon: float, momentum: float) -> tuple[Value, Value, Value]:
+    """BatchNormalization with ``training_mode=1``: normalized with the batch statistics; also the
+    running statistics updated with ``momentum`` (ONNX: ``running * momentum + batch * (1 - momentum)``)."""
+    dims = [0] + list(range(2, x.rank))
+    shape = [1, -1] + [1] * (x.rank - 2)
+    batch_mean = g.call("torch.mean", x, dims)
+    batch_var = g.call("torch.var", x, dims, correction=0)
+    normalized = g.operator("/", g.operator("-", x, g.method(batch_mean, "reshape", shape)),
+                            g.call("torch.sqrt", g.operator("+", g.method(batch_var, "reshape", shape), epsilon)))
+    y = g.operator("+", g.operator("*", normalized, g.method(scale, "reshape", shape)),
+                   g.method(bias, "reshape", shape))
+    running_mean = g.operator("+", g.operator("*", mean, momentum), g.operator("*", batch_mean, 1.0 - momentum))
+    running_var = g.operator("+", g.operator("*", var, momentum), g.operator("*", batch_var, 1.0 - momentum))
+    return y, running_mean, running_var
