@@ -241,8 +241,7 @@ def test_torchrun_two_cpu_processes_end_with_the_same_weights(mlp: SimpleNamespa
         "        batch_size=8, calibration_samples=32, eval_samples=16, progress=False)\n"
         "torch.save(r.sim_model.state_dict(), f\"{out}/rank{os.environ['RANK']}.pt\")\n"
         "torch.save(r.losses, f\"{out}/losses{os.environ['RANK']}.pt\")\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the installed onnx2fx, as a user's torchrun would use
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
                str(tmp_path), str(mlp.model), str(mlp.data)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
