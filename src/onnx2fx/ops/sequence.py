@@ -91,6 +91,10 @@ def _split_to_sequence(x: torch.Tensor, split: torch.Tensor, axis: int) -> list:
     return list(torch.split(x, split.tolist() if split.dim() else int(split), axis))
 
 
+def _unbind_to_sequence(x: torch.Tensor, axis: int, keepdims: bool) -> list:
+    return list(torch.split(x, 1, axis)) if keepdims else list(torch.unbind(x, axis))
+
+
 def _has_element(x: object) -> torch.Tensor:
     return torch.tensor(x is not None)
 
@@ -161,8 +165,12 @@ def split_to_sequence(g: Emitter, x: Value, split: Value | None = None, *, axis:
     """``torch.split`` (or ``unbind`` for one element per index without ``keepdims``)."""
     axis = axis + x.rank if axis < 0 else axis
     size = x.static_shape()[axis]
-    if size is None:
-        raise g.unsupported(None, "SplitToSequence along a dimension of run-time size")
+    if size is None and split is None:  # one element per index, their number known at run time
+        value = _opaque(g, _unbind_to_sequence, x, axis, bool(keepdims))
+        value.meta.update(elem_dtype=x.dtype, elem_rank=x.rank if keepdims else x.rank - 1)
+        return value
+    if size is None and (split is None or g.int_list(split) is not None):
+        raise g.unsupported(None, "SplitToSequence with split sizes along a dimension of run-time size")
     if split is None:
         if not keepdims:
             return make_sequence(list(g.call("torch.unbind", x, axis, n_outputs=size)) if size > 1 else
