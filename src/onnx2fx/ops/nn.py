@@ -439,7 +439,7 @@ def global_max_pool(g: Emitter, x: Value) -> Value:
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
-@onnx_op("Resize", 10)
+# Registered through ops/resample.py, which falls back to the general implementation.
 def resize(g: Emitter, x: Value, roi: Value | None = None, scales: Value | None = None,
            sizes: Value | None = None, *, antialias: int = 0, axes: list[int] | None = None,
            coordinate_transformation_mode: str = "half_pixel", cubic_coeff_a: float = -0.75,
@@ -507,7 +507,7 @@ def _integer_upscale(x: Value, nd: int, scales: list[float] | None, sizes: list[
                                      for n, s in zip(spatial, sizes[-nd:]))
 
 
-@onnx_op("Upsample", 7)
+# Registered through ops/resample.py, which falls back to the general implementation.
 def upsample(g: Emitter, x: Value, scales: Value | None = None, *, mode: str = "nearest",
              **attrs: object) -> Value:
     """Upsample's coordinates are asymmetric: only nearest maps exactly onto torch."""
