@@ -1,0 +1,1 @@
+"""The target model zoo (see README.md in this folder)."""

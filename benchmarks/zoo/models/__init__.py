@@ -1,0 +1,1 @@
+"""Zoo families, one module per defining library; importing this package registers them all."""
