@@ -12,6 +12,13 @@ float ONNX model run the same way.
   (``PTQResult.sim_model``) on the same inputs is reported beside it.
 - onnxruntime: ``quantize_static`` in QDQ format, per-channel weights, activations QUInt8,
   weights QInt8, calibration methods MinMax, Entropy and Percentile (its defaults otherwise).
+- ours with PTQ options (``--variants``): the minmax scheme again with cross-layer equalization
+  (``cle=True``), bias correction (``bias_correction=True``) and both; the goal compares the plain
+  schemes only.
+- QFT (``--qft-samples``, 0 skips it): ResNet-50 at ``--qft-resolution``, W4A8 PTQ (minmax, weights
+  per channel) and then ``onnx2fx.quantization.qft`` for ``--qft-epochs`` epoch(s) of distillation
+  from the float model on the seeded random training images; both QDQ models are measured in
+  onnxruntime on held-out inputs like the rows above. Goal: output SQNR after QFT > after PTQ.
 
 Models:
 
@@ -31,16 +38,20 @@ run. Usage::
     python benchmarks/quant_compare.py [--resolution 224] [--calib-samples 32] [--eval-samples 32]
                                        [--overhead-samples 256] [--overhead-runs 3]
                                        [--overhead-resolution N] [--models digits,resnet50,vit]
+                                       [--variants cle,bias_correction,cle+bias_correction]
+                                       [--qft-samples 256] [--qft-resolution 64] [--output DIR]
 
-The defaults take roughly half an hour on two CPU cores (ResNet-50 at 224x224 dominates); lower
-``--resolution``, ``--calib-samples`` and ``--overhead-samples`` for a quicker run.
-Writes ``docs/quantization.md`` and ``benchmarks/results/quant_compare.json``; the Markdown starts
-with the command that produced it.
+The defaults take roughly half an hour or more on two CPU cores (ResNet-50 at 224x224 dominates; the
+QFT section adds a few minutes at 64x64); lower ``--resolution``, ``--calib-samples`` and
+``--overhead-samples``, or pass ``--variants ''`` and ``--qft-samples 0``, for a quicker run.
+Writes ``docs/quantization.md`` and ``benchmarks/results/quant_compare.json`` (``--output DIR``
+writes both into DIR instead, for trial runs); the Markdown starts with the command that produced it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -66,6 +77,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 SCHEMES = ("minmax", "percentile", "mse", "entropy")
 ORT_METHODS = ("MinMax", "Entropy", "Percentile")
 MODELS = ("digits", "resnet50", "vit")
+VARIANTS = {"cle": {"cle": True}, "bias_correction": {"bias_correction": True},
+            "cle+bias_correction": {"cle": True, "bias_correction": True}}
 
 
 @dataclass
@@ -200,7 +213,21 @@ def build_digits(work: Path, args: argparse.Namespace) -> Case:
                  f"training images; evaluation: the {len(x_test)} test images"])
 
 
+def prepare_transformers() -> None:
+    """transformers imports torchvision when it is installed, and the PyPI torchvision wheels fail to
+    import on a CPU-only torch (their operators link against CUDA torch); the zoo's shim defines those
+    operators first so that the import works."""
+    if importlib.util.find_spec("torchvision") is None:
+        return
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.zoo.torchvision_ops import import_torchvision
+
+    import_torchvision()
+
+
 def build_resnet50(work: Path, args: argparse.Namespace) -> Case:
+    prepare_transformers()
     from transformers import ResNetConfig, ResNetForImageClassification
 
     torch.manual_seed(args.seed)
@@ -216,6 +243,7 @@ def build_resnet50(work: Path, args: argparse.Namespace) -> Case:
 
 
 def build_vit(work: Path, args: argparse.Namespace) -> Case:
+    prepare_transformers()
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(args.seed)
@@ -303,17 +331,24 @@ def convert(case: Case, work: Path) -> Path:
     return out / "model_full.pt"
 
 
+def variant_label(scheme: str, variant: str | None) -> str:
+    return scheme if not variant else " + ".join([scheme, *(v.replace("_", " ") for v in variant.split("+"))])
+
+
 def ours(case: Case, model_path: Path, scheme: str, reference: np.ndarray, work: Path,
-         args: argparse.Namespace) -> dict[str, Any]:
+         args: argparse.Namespace, variant: str | None = None) -> dict[str, Any]:
     from onnx2fx.quantization import ptq
 
-    row: dict[str, Any] = {"quantizer": "onnx2fx", "method": scheme}
-    out = work / f"{case.name}_ours_{scheme}"
+    row: dict[str, Any] = {"quantizer": "onnx2fx", "method": variant_label(scheme, variant)}
+    if variant:
+        row["variant"] = variant
+    out = work / f"{case.name}_ours_{scheme}_{(variant or 'plain').replace('+', '_')}"
     try:
         started = time.perf_counter()
         result = ptq(model_path, case.calib, output_dir=out, scheme=scheme, weight_bits=8, activation_bits=8,
                      per_channel=True, samples=len(case.calib), batch_size=case.batch_size,
-                     eval_samples=min(args.batch_size, len(case.calib)), seed=args.seed, progress=False)
+                     eval_samples=min(args.batch_size, len(case.calib)), seed=args.seed, progress=False,
+                     **VARIANTS.get(variant or "", {}))
         row["ptq_seconds"] = round(time.perf_counter() - started, 2)
         row["calibration_seconds"] = result.report["calibration"]["seconds"]
         row.update(output_metrics(case, reference, run_onnx(out / "model_ptq.onnx", case.input_name, case.evaluation,
@@ -324,6 +359,9 @@ def ours(case: Case, model_path: Path, scheme: str, reference: np.ndarray, work:
         row["qdq_within_one_step_of_sim"] = qdq.get("within_one_step")
         row["counts"] = {k: result.report["counts"].get(k) for k in ("activation_quantizers", "weight_quantizers",
                                                                      "bias_encodings")}
+        if variant:
+            row["equalized_pairs"] = len((result.report.get("equalization") or {}).get("pairs", []))
+            row["corrected_biases"] = len((result.report.get("bias_correction") or {}).get("layers", []))
     except Exception as exc:  # a failure is a result: record it and go on
         row["error"] = describe(exc)
     return row
@@ -397,6 +435,16 @@ def compare(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]:
             row = ours(case, model_path, scheme, reference, work, args)
         entry["rows"].append(row)
         print("   ", summary(row), flush=True)
+    for variant in args.variants:
+        label = variant_label("minmax", variant)
+        print(f"{case.name}: onnx2fx {label}", flush=True)
+        if model_path is None:
+            row = {"quantizer": "onnx2fx", "method": label, "variant": variant,
+                   "error": f"conversion failed: {entry['convert_error']}"}
+        else:
+            row = ours(case, model_path, "minmax", reference, work, args, variant)
+        entry["rows"].append(row)
+        print("   ", summary(row), flush=True)
     for method in args.ort_methods:
         print(f"{case.name}: onnxruntime {method}", flush=True)
         row = onnxruntime_static(case, method, reference, work, args)
@@ -416,12 +464,16 @@ def summary(row: dict[str, Any]) -> str:
 def goal(rows: list[dict[str, Any]], with_accuracy: bool) -> dict[str, Any]:
     """Our best scheme against onnxruntime's best method, by output SQNR of the QDQ model."""
     def best(quantizer: str) -> dict[str, Any] | None:
-        ok = [r for r in rows if r["quantizer"] == quantizer and "error" not in r]
+        ok = [r for r in rows if r["quantizer"] == quantizer and "error" not in r and not r.get("variant")]
         return max(ok, key=lambda r: r["sqnr_db"]) if ok else None
 
     mine, theirs = best("onnx2fx"), best("onnxruntime")
+    options = [r for r in rows if r["quantizer"] == "onnx2fx" and "error" not in r and r.get("variant")]
+    option = max(options, key=lambda r: r["sqnr_db"]) if options else None
     result: dict[str, Any] = {"ours_best": mine and mine["method"], "ours_best_sqnr_db": mine and mine["sqnr_db"],
-                              "ort_best": theirs and theirs["method"], "ort_best_sqnr_db": theirs and theirs["sqnr_db"]}
+                              "ort_best": theirs and theirs["method"], "ort_best_sqnr_db": theirs and theirs["sqnr_db"],
+                              "ours_best_with_options": option and option["method"],
+                              "ours_best_with_options_sqnr_db": option and option["sqnr_db"]}
     if mine is None or theirs is None:
         result["holds"] = None
     else:
@@ -429,7 +481,7 @@ def goal(rows: list[dict[str, Any]], with_accuracy: bool) -> dict[str, Any]:
         result["margin_db"] = round(mine["sqnr_db"] - theirs["sqnr_db"], 4)
     if with_accuracy:
         result["ours_best_accuracy"] = max((r["accuracy"] for r in rows if r["quantizer"] == "onnx2fx"
-                                            and "accuracy" in r), default=None)
+                                            and "accuracy" in r and not r.get("variant")), default=None)
         result["ort_best_accuracy"] = max((r["accuracy"] for r in rows if r["quantizer"] == "onnxruntime"
                                            and "accuracy" in r), default=None)
     return result
@@ -508,6 +560,65 @@ def overhead(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# ---------------------------------------------------------------------------------- fine-tuning
+def qft_compare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """ResNet-50: W{bits}A8 PTQ, then QFT from that PTQ folder; both QDQ models in onnxruntime on
+    held-out inputs against the float ONNX model (the same measurement as the PTQ tables)."""
+    from onnx2fx.quantization import ptq, qft
+
+    result: dict[str, Any] = {"model": "resnet50", "resolution": args.qft_resolution, "weight_bits": args.qft_bits,
+                              "activation_bits": 8, "epochs": args.qft_epochs, "lr": args.qft_lr,
+                              "batch_size": args.batch_size}
+    try:
+        folder = work / "qft"
+        folder.mkdir()
+        settings = argparse.Namespace(**{**vars(args), "resolution": args.qft_resolution,
+                                         "calib_samples": args.qft_samples, "eval_samples": args.qft_eval_samples})
+        case = build_resnet50(folder, settings)
+        result.update(train_samples=len(case.calib), evaluation_samples=len(case.evaluation), title=case.title)
+        reference = run_onnx(case.onnx_path, case.input_name, case.evaluation, args.batch_size, args.threads)
+        model_path = convert(case, folder)
+
+        print(f"resnet50 QFT: W{args.qft_bits}A8 PTQ at {args.qft_resolution}x{args.qft_resolution}", flush=True)
+        started = time.perf_counter()
+        start = ptq(model_path, case.calib, output_dir=folder / "ptq", scheme="minmax", weight_bits=args.qft_bits,
+                    activation_bits=8, per_channel=True, samples=len(case.calib), batch_size=args.batch_size,
+                    eval_samples=min(args.batch_size, len(case.calib)), seed=args.seed, progress=False)
+        result["ptq"] = {"seconds": round(time.perf_counter() - started, 2),
+                         **output_metrics(case, reference, run_onnx(folder / "ptq" / "model_ptq.onnx",
+                                                                    case.input_name, case.evaluation,
+                                                                    args.batch_size, args.threads)),
+                         "fake_quant": output_metrics(case, reference, run_torch(start.sim_model, case.evaluation,
+                                                                                 args.batch_size)),
+                         "qdq_within_one_step_of_sim": (start.report.get("qdq") or {}).get("within_one_step")}
+        print("   ", summary({**result["ptq"], "ptq_seconds": result["ptq"]["seconds"]}), flush=True)
+
+        print(f"resnet50 QFT: {args.qft_epochs} epoch(s) on {len(case.calib)} samples", flush=True)
+        started = time.perf_counter()
+        tuned = qft(model_path, case.calib, from_ptq=folder / "ptq", output_dir=folder / "qft",
+                    epochs=args.qft_epochs, lr=args.qft_lr, batch_size=args.batch_size, seed=args.seed,
+                    eval_data=case.evaluation, eval_samples=len(case.evaluation), progress=False)
+        report = tuned.report
+        result["qft"] = {"seconds": round(time.perf_counter() - started, 2),
+                         "training_seconds": report["training_seconds"],
+                         **output_metrics(case, reference, run_onnx(folder / "qft" / "model_qft.onnx",
+                                                                    case.input_name, case.evaluation,
+                                                                    args.batch_size, args.threads)),
+                         "fake_quant": output_metrics(case, reference, run_torch(tuned.sim_model, case.evaluation,
+                                                                                 args.batch_size)),
+                         "objective": report["objective"], "steps": report["loss"]["steps"],
+                         "loss_first": report["loss"].get("first_window_mean"),
+                         "loss_last": report["loss"].get("last_window_mean"),
+                         "int4_storage": report.get("int4_storage"),
+                         "qdq_within_one_step_of_sim": (report.get("qdq") or {}).get("within_one_step")}
+        print("   ", summary({**result["qft"], "ptq_seconds": result["qft"]["seconds"]}), flush=True)
+        result["goal_holds"] = result["qft"]["sqnr_db"] > result["ptq"]["sqnr_db"]
+        result["gain_db"] = round(result["qft"]["sqnr_db"] - result["ptq"]["sqnr_db"], 4)
+    except Exception as exc:
+        result["error"] = describe(exc)
+    return result
+
+
 # ---------------------------------------------------------------------------------- report
 def fmt(value: Any, spec: str = ".2f", missing: str = "–") -> str:
     if value is None:
@@ -518,6 +629,8 @@ def fmt(value: Any, spec: str = ".2f", missing: str = "–") -> str:
 
 
 def markdown(doc: dict[str, Any]) -> str:
+    from onnx2fx.quantization import QuantConfig
+
     m = doc["machine"]
     lines = [
         "# Quantization: onnx2fx PTQ against onnxruntime",
@@ -534,7 +647,10 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         "- **onnx2fx**: `onnx2fx.quantization.ptq` on the converted model, W8A8: weights int8 symmetric per output "
         "channel, activations uint8 asymmetric per tensor, int32 biases; one row per activation calibration "
-        "scheme (`minmax`, `percentile` at 99.99, `mse`, `entropy`).",
+        f"scheme (`minmax`, `percentile` at {QuantConfig().percentile:g}, `mse`, `entropy`).",
+        "- **onnx2fx, minmax + ...**: the minmax row again with PTQ options: `cle` (cross-layer equalization of "
+        "consecutive convolutions, `ptq(cle=True)`), `bias correction` (empirical bias correction, "
+        "`ptq(bias_correction=True)`) and both. The goal below compares the plain schemes only.",
         "- **onnxruntime**: `onnxruntime.quantization.quantize_static(quant_format=QDQ, per_channel=True, "
         "activation_type=QUInt8, weight_type=QInt8, calibrate_method=...)`, its defaults otherwise, on the "
         "float ONNX file as exported (no pre-processing); one row per calibration method.",
@@ -548,8 +664,8 @@ def markdown(doc: dict[str, Any]) -> str:
         "**Goal: our best scheme's output SQNR >= onnxruntime's best method's, on every model.**",
         "",
         "| model | our best (QDQ SQNR) | onnxruntime's best (QDQ SQNR) | margin | goal | best accuracy, ours / "
-        "onnxruntime's |",
-        "|---|---|---|---|---|---|",
+        "onnxruntime's | our best with PTQ options (QDQ SQNR) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, entry in doc["models"].items():
         g = entry["goal"]
@@ -558,7 +674,9 @@ def markdown(doc: dict[str, Any]) -> str:
                     if "ours_best_accuracy" in g else "–")
         lines.append(f"| {name} | {g['ours_best'] or '–'} {fmt(g['ours_best_sqnr_db'])} dB | "
                      f"{g['ort_best'] or '–'} {fmt(g['ort_best_sqnr_db'])} dB | {fmt(g.get('margin_db'), '+.3f')} dB "
-                     f"| {verdict} | {accuracy} |")
+                     f"| {verdict} | {accuracy} | "
+                     + (f"{g['ours_best_with_options']} {fmt(g['ours_best_with_options_sqnr_db'])} dB |"
+                        if g.get("ours_best_with_options") else "– |"))
     lines += [
         "",
         "Columns:",
@@ -605,6 +723,7 @@ def markdown(doc: dict[str, Any]) -> str:
                       f"`{r['error']}`" if "error" in r else ""]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += qft_markdown(doc.get("qft"))
     o = doc.get("overhead")
     if o:
         lines += ["## Calibration overhead (goal: <= 2x the float forwards)", ""]
@@ -632,6 +751,41 @@ def markdown(doc: dict[str, Any]) -> str:
                              f"{'holds' if v['ratio_median'] <= 2.0 else '**does not hold**'} |")
             lines.append("")
     return "\n".join(lines)
+
+
+def qft_markdown(q: dict[str, Any] | None) -> list[str]:
+    if not q:
+        return []
+    lines = ["## Fine-tuning: QFT after PTQ on ResNet-50 (goal: output SQNR after QFT > after PTQ)", ""]
+    if "error" in q:
+        return lines + [f"Not measured: `{q['error']}`", ""]
+    res, bits = q["resolution"], q["weight_bits"]
+    lines += [
+        f"{q['title']}; {q['train_samples']} seeded random training images, {q['evaluation_samples']} held-out ones. "
+        f"PTQ: `ptq(weight_bits={bits}, activation_bits=8, per_channel=True, scheme='minmax')` calibrated on the "
+        f"training images. QFT: `qft(from_ptq=<that folder>, epochs={q['epochs']}, lr={q['lr']:g}, "
+        f"batch_size={q['batch_size']})`, distillation from the float model "
+        f"({', '.join(f'{k}: {v}' for k, v in q['qft']['objective']['outputs'].items())}) without labels, "
+        f"{q['qft']['steps']} steps (mean loss {fmt(q['qft']['loss_first'], '.4g')} over the first tenth, "
+        f"{fmt(q['qft']['loss_last'], '.4g')} over the last). Both QDQ models run in onnxruntime as above, on "
+        f"{res}x{res} inputs" + (" (QFT stores its 4-bit weights as 8-bit initializers holding 4-bit values: the "
+                                 "model is opset 17)" if q["qft"].get("int4_storage") == "int8" else "") + ".",
+        "",
+        "| stage | QDQ SQNR (dB) | fake-quant SQNR (dB) | top-1 agree | seconds | QDQ = sim |",
+        "|---|---|---|---|---|---|",
+        f"| PTQ W{bits}A8 | {fmt(q['ptq']['sqnr_db'])} | {fmt(q['ptq']['fake_quant']['sqnr_db'])} | "
+        f"{fmt(q['ptq']['top1_agreement'], '.3f')} | {fmt(q['ptq']['seconds'], '.1f')} | "
+        f"{fmt(q['ptq']['qdq_within_one_step_of_sim'], '.4f')} |",
+        f"| + QFT | {fmt(q['qft']['sqnr_db'])} | {fmt(q['qft']['fake_quant']['sqnr_db'])} | "
+        f"{fmt(q['qft']['top1_agreement'], '.3f')} | {fmt(q['qft']['seconds'], '.1f')} | "
+        f"{fmt(q['qft']['qdq_within_one_step_of_sim'], '.4f')} |",
+        "",
+        f"QFT changes the output SQNR by {q['gain_db']:+.2f} dB: the goal "
+        f"{'holds' if q['goal_holds'] else '**does not hold**'}. Seconds are whole calls (`ptq()`, `qft()` with its "
+        "output folder and checkpoint).",
+        "",
+    ]
+    return lines
 
 
 def machine(threads: int) -> dict[str, Any]:
@@ -678,16 +832,34 @@ def main() -> None:
     parser.add_argument("--overhead-resolution", type=int, help="ResNet-50 input size for the overhead "
                         "measurement (default: --resolution)")
     parser.add_argument("--overhead-schemes", default="minmax,percentile")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"extra minmax rows with PTQ options, a comma-separated subset of {','.join(VARIANTS)} "
+                        "('' for none)")
+    parser.add_argument("--qft-samples", type=int, default=256, help="ResNet-50 QFT training images; 0 skips QFT")
+    parser.add_argument("--qft-eval-samples", type=int, default=32, help="held-out images for PTQ vs QFT")
+    parser.add_argument("--qft-resolution", type=int, default=64, help="ResNet-50 input size for QFT (default 64)")
+    parser.add_argument("--qft-bits", type=int, default=4, help="weight bits of the PTQ that QFT starts from")
+    parser.add_argument("--qft-epochs", type=int, default=1)
+    parser.add_argument("--qft-lr", type=float, default=1e-5)
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "quantization.md")
-    parser.add_argument("--json", type=Path, default=RESULTS / "quant_compare.json")
+    parser.add_argument("--output", type=Path, help="write quantization.md and quant_compare.json into this folder "
+                        "instead of docs/ and benchmarks/results/ (a trial run)")
+    parser.add_argument("--markdown", type=Path, help="the Markdown file (default docs/quantization.md)")
+    parser.add_argument("--json", type=Path, help="the JSON file (default benchmarks/results/quant_compare.json)")
     args = parser.parse_args()
+    args.markdown = args.markdown or (args.output / "quantization.md" if args.output else
+                                      ROOT / "docs" / "quantization.md")
+    args.json = args.json or (args.output / "quant_compare.json" if args.output else RESULTS / "quant_compare.json")
     args.models = [m for m in args.models.split(",") if m]
     args.overhead_resolution = args.overhead_resolution or args.resolution
     args.schemes = [s for s in args.schemes.split(",") if s]
     args.ort_methods = [s for s in args.ort_methods.split(",") if s]
     args.overhead_schemes = [s for s in args.overhead_schemes.split(",") if s]
+    args.variants = [v for v in args.variants.split(",") if v]
+    unknown_variants = sorted(set(args.variants) - set(VARIANTS))
+    if unknown_variants:
+        parser.error(f"unknown variant(s) {unknown_variants}; choose from {list(VARIANTS)}")
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
@@ -697,7 +869,7 @@ def main() -> None:
     doc: dict[str, Any] = {"command": "python benchmarks/quant_compare.py " + shlex.join(sys.argv[1:]),
                            "machine": machine(args.threads),
                            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                           "models": {}, "overhead": None}
+                           "models": {}, "qft": None, "overhead": None}
     doc["command"] = doc["command"].strip()
     run_started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quant_compare.") as tmp:
@@ -717,6 +889,8 @@ def main() -> None:
             case.build_seconds = round(time.perf_counter() - started, 2)
             cases[name] = case
             doc["models"][name] = compare(case, work, args)
+        if args.qft_samples > 0:
+            doc["qft"] = qft_compare(work, args)
         if args.overhead_samples > 0:
             print("resnet50: calibration overhead", flush=True)
             doc["overhead"] = overhead(work, args)

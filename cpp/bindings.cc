@@ -28,6 +28,7 @@
 #include "passes/dead_code_elimination.h"
 #include "passes/pass_manager.h"
 #include "passes/topological_sort.h"
+#include "quant/histogram.h"
 #include "writer/qdq_writer.h"
 
 namespace nb = nanobind;
@@ -303,7 +304,7 @@ std::optional<std::int64_t> plan_axis(nb::handle value, const std::string& what)
 // Reads the plan dict; `keep_alive` holds the float32 arrays that weights' values point into.
 QdqPlan parse_qdq_plan(nb::handle plan_object, std::vector<nb::object>& keep_alive) {
   const nb::dict plan = as_dict(plan_object, "plan");
-  check_keys(plan, {"min_opset", "activations", "weights", "biases"}, "plan");
+  check_keys(plan, {"min_opset", "activations", "weights", "biases", "floats"}, "plan");
   QdqPlan parsed;
   if (const nb::object opset = item(plan, "min_opset", "plan", false); !opset.is_none())
     parsed.min_opset = plan_int(opset, "plan['min_opset']");
@@ -319,6 +320,21 @@ QdqPlan parse_qdq_plan(nb::handle plan_object, std::vector<nb::object>& keep_ali
   };
   const auto label = [](const char* key, std::size_t index) {
     return std::string("plan['") + key + "'][" + std::to_string(index) + "]";
+  };
+  // A C-order float32 view of `values`, kept alive by `keep_alive`; its shape goes to `shape`.
+  const auto float_values = [&](nb::handle values, const std::string& what, std::vector<std::int64_t>& shape) {
+    nb::object array;
+    try {
+      const nb::module_ numpy = nb::module_::import_("numpy");
+      array = numpy.attr("asarray")(values, nb::arg("dtype") = numpy.attr("float32"), nb::arg("order") = "C");
+    } catch (const nb::python_error& error) {
+      throw QdqPlanError(what + ": values cannot be converted to a float32 array: " + error.what());
+    }
+    const auto view = nb::cast<nb::ndarray<const float, nb::c_contig, nb::device::cpu>>(array);
+    for (std::size_t d = 0; d < view.ndim(); ++d) shape.push_back(static_cast<std::int64_t>(view.shape(d)));
+    const std::span<const float> data(view.data(), view.size());
+    keep_alive.push_back(std::move(array));
+    return data;
   };
 
   for (const nb::dict& entry : entries("activations")) {
@@ -341,28 +357,27 @@ QdqPlan parse_qdq_plan(nb::handle plan_object, std::vector<nb::object>& keep_ali
     weight.zero_point = plan_numbers<std::int64_t>(item(entry, "zero_point", what), what + ": zero_point", plan_int);
     weight.dtype = plan_string(item(entry, "dtype", what), what + ": dtype");
     weight.axis = plan_axis(item(entry, "axis", what, false), what);
-    if (const nb::object values = item(entry, "values", what, false); !values.is_none()) {
-      nb::object array;
-      try {
-        const nb::module_ numpy = nb::module_::import_("numpy");
-        array = numpy.attr("asarray")(values, nb::arg("dtype") = numpy.attr("float32"), nb::arg("order") = "C");
-      } catch (const nb::python_error& error) {
-        throw QdqPlanError(what + ": values cannot be converted to a float32 array: " + error.what());
-      }
-      const auto view = nb::cast<nb::ndarray<const float, nb::c_contig, nb::device::cpu>>(array);
-      for (std::size_t d = 0; d < view.ndim(); ++d) weight.values_shape.push_back(static_cast<std::int64_t>(view.shape(d)));
-      weight.values = std::span<const float>(view.data(), view.size());
-      keep_alive.push_back(std::move(array));
-    }
+    if (const nb::object values = item(entry, "values", what, false); !values.is_none())
+      weight.values = float_values(values, what, weight.values_shape);
   }
   for (const nb::dict& entry : entries("biases")) {
     std::string what = label("biases", parsed.biases.size());
-    check_keys(entry, {"initializer", "scale", "axis"}, what);
+    check_keys(entry, {"initializer", "scale", "axis", "values"}, what);
     QdqBias& bias = parsed.biases.emplace_back();
     bias.initializer = plan_string(item(entry, "initializer", what), what + "['initializer']");
     what = "bias '" + bias.initializer + "'";
     bias.scale = plan_numbers<double>(item(entry, "scale", what), what + ": scale", plan_float);
     bias.axis = plan_axis(item(entry, "axis", what, false), what);
+    if (const nb::object values = item(entry, "values", what, false); !values.is_none())
+      bias.values = float_values(values, what, bias.values_shape);
+  }
+  for (const nb::dict& entry : entries("floats")) {
+    std::string what = label("floats", parsed.floats.size());
+    check_keys(entry, {"initializer", "values"}, what);
+    QdqFloat& replaced = parsed.floats.emplace_back();
+    replaced.initializer = plan_string(item(entry, "initializer", what), what + "['initializer']");
+    what = "float initializer '" + replaced.initializer + "'";
+    replaced.values = float_values(item(entry, "values", what), what, replaced.values_shape);
   }
   return parsed;
 }
@@ -400,6 +415,17 @@ nb::dict write_qdq_model_binding(const std::filesystem::path& source, const std:
   result["quantized_biases"] = stats.quantized_biases;
   result["bytes_written"] = stats.bytes_written;
   return result;
+}
+
+// The calibration observers' histogram update, without the GIL (see quant/histogram.h).
+std::int64_t add_to_histogram_binding(nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu> values,
+                                      double lo, double hi,
+                                      nb::ndarray<double, nb::ndim<1>, nb::c_contig, nb::device::cpu> counts,
+                                      int threads) {
+  const std::span<const float> in(values.data(), values.shape(0));
+  const std::span<double> out(counts.data(), counts.shape(0));
+  nb::gil_scoped_release release;
+  return add_to_histogram(in, static_cast<float>(lo), static_cast<float>(hi), out, threads);
 }
 
 }  // namespace
@@ -527,4 +553,7 @@ NB_MODULE(_core, m) {
   m.def("elem_size", elem_size, nb::arg("data_type"));
 
   m.def("write_qdq_model", write_qdq_model_binding, nb::arg("source_path"), nb::arg("output_path"), nb::arg("plan"));
+
+  m.def("add_to_histogram", add_to_histogram_binding, nb::arg("values"), nb::arg("lo"), nb::arg("hi"),
+        nb::arg("counts"), nb::arg("threads") = 1);
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,6 +130,97 @@ def test_qdq_matches_simulation_within_one_step(tiny: SimpleNamespace, tiny_ptq:
 
 
 # ---------------------------------------------------------------------------------- outputs and report
+def test_fake_quant_rounds_like_onnxruntime(tmp_path: Path) -> None:
+    """Values exactly at rounding ties (and one float step either side), NaN and infinities: the fake-quant
+    module gives onnxruntime's QuantizeLinear -> DequantizeLinear to the bit, per tensor and per channel."""
+    scale = np.float32(0.0123)
+    ties = ((np.arange(-140, 140, dtype=np.float32) + np.float32(0.5)) * scale).astype(np.float32)
+    row = np.concatenate([ties, np.nextafter(ties, np.float32(np.inf)), np.nextafter(ties, np.float32(-np.inf)),
+                          np.array([np.nan, np.inf, -np.inf, 0.0], np.float32)])
+    x = np.stack([row, row * np.float32(0.37)]).astype(np.float32)
+    cases = [(Encoding(np.array([scale], np.float32), np.array([128]), QuantGrid(8, False), False), None),
+             (Encoding(np.array([scale, scale * np.float32(0.37)], np.float32), np.array([0, 0]), QuantGrid(8, True),
+                       True, 0), 0)]
+    for encoding, axis in cases:
+        zero_point = encoding.zero_point.astype(np.int8 if encoding.grid.signed else np.uint8)
+        nodes = [helper.make_node(op, [i, "s", "z"], [o], **({} if axis is None else {"axis": axis}))
+                 for op, i, o in (("QuantizeLinear", "x", "q"), ("DequantizeLinear", "q", "y"))]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+                                  [numpy_helper.from_array(encoding.scale if axis is not None else encoding.scale[0],
+                                                           "s"),
+                                   numpy_helper.from_array(zero_point if axis is not None else zero_point[0], "z")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        path = tmp_path / f"qdq_{axis}.onnx"
+        onnx.save(model, str(path))
+        expected = ort_session(path, optimized=False).run(None, {"x": x})[0]
+        fq = FakeQuantize("x", "weight" if axis is not None else "activation",
+                          QuantConfig().weights if axis is not None else QuantConfig().activations,
+                          axis=axis, onnx_axis=axis, channels=encoding.channels)
+        fq.set_encoding(encoding)
+        with torch.no_grad():
+            actual = fq(torch.from_numpy(x)).numpy()
+        assert np.array_equal(actual, expected), int((actual != expected).sum())
+        assert np.array_equal(encoding.quantize_dequantize(x[:, :-4]), expected[:, :-4])
+
+
+class _AttentionBlock(torch.nn.Module):
+    """One pre-norm ViT block on 8x8 images (patch 4, CLS token, 2 heads, GELU MLP), with its own
+    random weights and biases: LayerNorm, attention MatMuls between activations, Softmax, Erf."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.patch = torch.nn.Conv2d(3, dim, 4, stride=4)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = torch.nn.Parameter(torch.randn(1, 5, dim) * 0.02)
+        self.norm1, self.norm2, self.norm = (torch.nn.LayerNorm(dim) for _ in range(3))
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(dim, dim) for _ in range(4))
+        self.fc1, self.fc2 = torch.nn.Linear(dim, 4 * dim), torch.nn.Linear(4 * dim, dim)
+        self.head = torch.nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], 1) + self.pos
+        b, n, d = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, n, self.heads, d // self.heads).transpose(1, 2)
+
+        h = self.norm1(x)
+        q, k, v = split(self.q(h)), split(self.k(h)), split(self.v(h))
+        attention = torch.softmax(q @ k.transpose(-1, -2) * (d // self.heads) ** -0.5, -1)
+        x = x + self.o((attention @ v).transpose(1, 2).reshape(b, n, d))
+        x = x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(x))))
+        return self.head(self.norm(x)[:, 0])
+
+
+@pytest.mark.parametrize("opset", [13, 17])  # LayerNorm as ReduceMean/Sub/Pow/Sqrt/Div, and as LayerNormalization
+def test_attention_block_qdq_matches_simulation(tmp_path: Path, opset: int) -> None:
+    """The simulation quantizes what the QDQ model quantizes, with the same arithmetic: the int32
+    Conv/Gemm biases included, rounding ties and the NaN of a 0/0 (the CLS row's variance rounds to
+    zero in the decomposed LayerNorm) included."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_AttentionBlock().eval(), (torch.zeros(1, 3, 8, 8),), str(tmp_path / "block.onnx"),
+                          dynamo=False, opset_version=opset, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "block.onnx")).graph.node}
+    assert {"Softmax", "Erf", "Conv", "Gemm"} <= ops and ("LayerNormalization" in ops) == (opset >= 17)
+    rng = np.random.default_rng(0)
+    calib = rng.normal(size=(64, 3, 8, 8)).astype(np.float32)
+    held_out = rng.normal(size=(256, 3, 8, 8)).astype(np.float32)
+    result = ptq(_convert(tmp_path / "block.onnx", tmp_path / "converted"), calib, output_dir=tmp_path / "q",
+                 samples=64, eval_data=held_out, eval_samples=256, progress=False)
+    assert {b["initializer"] for b in result.plan["biases"]} == {"patch.bias", "head.bias"}
+    assert result.report["qdq"]["within_one_step"] >= 0.999
+    ort_out = ort_session(tmp_path / "q" / "model_ptq.onnx", optimized=False).run(None, {"x": held_out})[0]
+    with torch.no_grad():
+        sim_out = result.sim_model(torch.from_numpy(held_out)).numpy()
+    assert _within_one_step(ort_out, sim_out, float(result.activation_encodings["y"].scale[0])) >= 0.999
+
+
 def test_output_folder_report_and_reload(tiny: SimpleNamespace, tiny_ptq: SimpleNamespace) -> None:
     import jsonschema
 
@@ -365,6 +457,33 @@ def test_percentile_of_a_known_distribution_with_a_growing_histogram() -> None:
     lo, hi = calibrator.compute_range(QuantGrid(8, False), False)
     assert hi == pytest.approx(np.percentile(values, 99.9), rel=0.02)
     assert lo == pytest.approx(np.percentile(values, 0.1), rel=0.02)
+
+
+def test_native_histogram_bins_like_torch_histc() -> None:
+    """The observers' one-pass kernel gives torch.histc's counts (values on bin edges, outside the range,
+    several threads) and the exact zeros; NaN and infinities are counted apart and leave the state alone."""
+    from onnx2fx import _core
+
+    rng = np.random.default_rng(0)
+    cases = [(rng.normal(size=200_000), 2048, None), (np.maximum(rng.normal(size=70_001), 0), 128, None),
+             (rng.integers(-50, 51, size=300_000) * 0.1, 1000, None),
+             (rng.laplace(size=5_000) * 1e-3, 7, (-2e-3, 1e-3))]
+    for values, bins, limits in cases:
+        x = values.astype(np.float32)
+        lo, hi = limits or (float(x.min()), float(x.max()))
+        for threads in (1, 3):
+            counts = np.zeros(bins)
+            zeros = _core.add_to_histogram(x, lo, hi, counts, threads)
+            assert np.array_equal(counts, torch.histc(torch.from_numpy(x), bins, lo, hi).double().numpy())
+            assert zeros == int((x == 0).sum())
+    with pytest.raises(ValueError, match="lo < hi"):
+        _core.add_to_histogram(np.ones(3, np.float32), 1.0, 1.0, np.zeros(4), 1)
+
+    clean = rng.normal(size=10_000).astype(np.float32)
+    dirty = np.concatenate([clean, np.array([np.nan, np.inf, -np.inf], np.float32)])
+    a, b = _feed(PercentileCalibrator(), clean, chunks=1), _feed(PercentileCalibrator(), dirty, chunks=1)
+    assert b.non_finite == 3 and a.non_finite == 0 and (a.min, a.max, a.count) == (b.min, b.max, b.count)
+    assert np.array_equal(a.hist, b.hist) and (a.lo, a.hi, a.zeros) == (b.lo, b.hi, b.zeros)
 
 
 def test_mse_range_is_tighter_than_minmax_for_heavy_tails() -> None:

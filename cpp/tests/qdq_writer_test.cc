@@ -179,11 +179,36 @@ void rejects_bad_plans_without_writing() {
                "cannot create the output");
 }
 
+void replaces_float_initializer_data() {
+  Folder folder;
+  write_file(folder.path / "model.onnx", mul_relu_model());
+  QdqPlan plan;
+  const float values[] = {4, 5, 6};
+  plan.floats.push_back({"w", std::span<const float>(values), {3}});
+  const QdqStats stats = write_qdq_model(folder.path / "model.onnx", folder.path / "out.onnx", plan);
+  CHECK(stats.quantized_weights == 0 && stats.quantized_activations == 0);
+  const auto model = load_model(folder.path / "out.onnx");
+  const Tensor* w = initializer(*model->graph, "w");
+  CHECK(w && w->data_type == static_cast<std::int32_t>(DataType::Float) && w->dims == std::vector<std::int64_t>{3});
+  if (w && w->data.size() == sizeof(values)) CHECK(std::memcmp(w->data.data(), values, sizeof(values)) == 0);
+  CHECK((op_types(*model->graph) == std::vector<std::string>{"Mul", "Relu"}));
+
+  plan.floats[0].values_shape = {1, 3};
+  CHECK_THROWS(QdqPlanError, write_qdq_model(folder.path / "model.onnx", folder.path / "bad.onnx", plan),
+               "float initializer 'w': values have shape [1, 3] but the initializer has dims [3]");
+  plan = mul_plan();
+  plan.floats.push_back({"w", std::span<const float>(values), {3}});
+  CHECK_THROWS(QdqPlanError, write_qdq_model(folder.path / "model.onnx", folder.path / "bad.onnx", plan),
+               "initializer 'w' appears more than once in the plan");
+  CHECK(!fs::exists(folder.path / "bad.onnx"));
+}
+
 }  // namespace
 
 int main() {
   quantizes_activation_and_weight();
   keeps_graph_output_names();
   rejects_bad_plans_without_writing();
+  replaces_float_initializer_data();
   return onnx2fx::testing::report();
 }

@@ -221,6 +221,12 @@ struct InitializerEntry {
   std::string quantized, scale_name, zero_point_name, dequantize_node;
 };
 
+// A FLOAT initializer whose data is replaced, staying in float.
+struct FloatEntry {
+  const Tensor* tensor = nullptr;
+  std::span<const std::byte> values;  // float32, C order
+};
+
 // Bytes of `count` elements of `type` (4-bit types packed two to a byte).
 std::size_t storage_size(const QuantType& type, std::size_t count) {
   return type.bits == 4 ? (count + 1) / 2 : count * (type.bits / 8);
@@ -448,13 +454,8 @@ class QdqRewriter {
         throw QdqPlanError(what + ": unknown dtype '" + weight.dtype +
                            "' (expected uint8, int8, uint16, int16, uint4 or int4)");
       fill_scales(entry, what, weight.scale, weight.zero_point, weight.axis);
-      entry.values = std::as_bytes(std::span(entry.tensor->data));
-      if (weight.values) {
-        if (weight.values_shape != entry.tensor->dims)
-          throw QdqPlanError(what + ": values have shape " + format_list(weight.values_shape) +
-                             " but the initializer has dims " + format_list(entry.tensor->dims));
-        entry.values = std::as_bytes(*weight.values);
-      }
+      entry.values = weight.values ? replacement(what, *entry.tensor, *weight.values, weight.values_shape)
+                                   : std::as_bytes(std::span(entry.tensor->data));
       require_opset(entry.type->min_opset);
       if (entry.axis) require_opset(13);
       initializers_.push_back(std::move(entry));
@@ -466,7 +467,8 @@ class QdqRewriter {
       entry.type = &kInt32;
       const std::string what = "bias '" + bias.initializer + "'";
       fill_scales(entry, what, bias.scale, std::vector<std::int64_t>(bias.scale.size(), 0), bias.axis);
-      entry.values = std::as_bytes(std::span(entry.tensor->data));
+      entry.values = bias.values ? replacement(what, *entry.tensor, *bias.values, bias.values_shape)
+                                 : std::as_bytes(std::span(entry.tensor->data));
       require_opset(kInt32.min_opset);
       if (entry.axis) require_opset(13);
       initializers_.push_back(std::move(entry));
@@ -533,6 +535,16 @@ class QdqRewriter {
     for (ActivationEntry& entry : activations_)
       if (entry.has_producer) after_producer_.emplace(entry.tensor, &entry);
 
+    // After the activations: an activation may read an initializer whose float data is replaced.
+    floats_.reserve(plan.floats.size());
+    for (const QdqFloat& replaced : plan.floats) {
+      FloatEntry& entry = floats_.emplace_back();
+      entry.tensor = check_initializer("float", replaced.initializer);
+      entry.values = replacement("float initializer '" + replaced.initializer + "'", *entry.tensor, replaced.values,
+                                 replaced.values_shape);
+      float_by_offset_.emplace(entry.tensor->proto_offset, &entry);
+    }
+
     for (InitializerEntry& entry : initializers_) {
       const std::string& name = entry.tensor->name;
       entry.quantized = names_.fresh(name + "_quantized");
@@ -549,6 +561,15 @@ class QdqRewriter {
     target_opset_ = std::max(plan.min_opset, required_opset);
     if (target_opset_ > 0)
       target_ir_version_ = std::max(model_.ir_version, min_ir_version(std::max(target_opset_, current_opset)));
+  }
+
+  // New float values for `tensor`, which must have its shape.
+  static std::span<const std::byte> replacement(const std::string& what, const Tensor& tensor,
+                                                std::span<const float> values, const std::vector<std::int64_t>& shape) {
+    if (shape != tensor.dims)
+      throw QdqPlanError(what + ": values have shape " + format_list(shape) + " but the initializer has dims " +
+                         format_list(tensor.dims));
+    return std::as_bytes(values);
   }
 
   static float check_scale(const std::string& what, double scale) {
@@ -618,6 +639,8 @@ class QdqRewriter {
           MessageBuilder builder;
           if (const auto found = by_offset_.find(offset); found != by_offset_.end())
             builder.put(5, reader, rewrite_quantized_initializer(tensor, *found->second));
+          else if (const auto replaced = float_by_offset_.find(offset); replaced != float_by_offset_.end())
+            builder.put(5, reader, rewrite_float_initializer(tensor, *replaced->second));
           else
             builder.put(5, reader, rewrite_tensor(std::move(tensor)));
           out.append(std::move(builder.out));
@@ -687,6 +710,18 @@ class QdqRewriter {
   // The integer initializer that replaces a weight or bias, keeping its doc_string and metadata.
   std::optional<wire::Writer> rewrite_quantized_initializer(Reader& reader, const InitializerEntry& entry) {
     wire::Writer out = tensor_message(entry.quantized, entry.type->type, entry.tensor->dims, quantize(entry));
+    while (reader.next()) {
+      reader.skip();
+      if (reader.tag() == 12 || reader.tag() == 16) out.view(reader.field_bytes());
+    }
+    return std::optional<wire::Writer>(std::move(out));
+  }
+
+  // A FLOAT initializer with new data (embedded), keeping its name, doc_string and metadata.
+  static std::optional<wire::Writer> rewrite_float_initializer(Reader& reader, const FloatEntry& entry) {
+    const std::span<const std::byte> values = entry.values;
+    wire::Writer out = tensor_message(entry.tensor->name, DataType::Float, entry.tensor->dims,
+                                      std::vector<std::byte>(values.begin(), values.end()));
     while (reader.next()) {
       reader.skip();
       if (reader.tag() == 12 || reader.tag() == 16) out.view(reader.field_bytes());
@@ -900,6 +935,8 @@ class QdqRewriter {
   Renames output_renames_;    // graph output activation -> its producer's new output name
   std::unordered_map<std::string, const ActivationEntry*> after_producer_;  // by the activation's name
   std::unordered_map<std::int64_t, const InitializerEntry*> by_offset_;     // by TensorProto offset
+  std::vector<FloatEntry> floats_;  // reserved up front: float_by_offset_ points into it
+  std::unordered_map<std::int64_t, const FloatEntry*> float_by_offset_;     // by TensorProto offset
   std::int64_t target_opset_ = 0;
   std::int64_t target_ir_version_ = 0;
   bool main_graph_seen_ = false;

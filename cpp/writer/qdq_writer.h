@@ -45,6 +45,17 @@ struct QdqBias {
   std::string initializer;
   std::vector<double> scale;
   std::optional<std::int64_t> axis;
+  // New float values to quantize instead of the stored data, as for QdqWeight.
+  std::optional<std::span<const float>> values;
+  std::vector<std::int64_t> values_shape;
+};
+
+// Replace the data of a FLOAT initializer that stays in float (a parameter changed by a
+// transformation of the float model, such as a normalization that follows an equalized layer).
+struct QdqFloat {
+  std::string initializer;
+  std::span<const float> values;  // C order; must stay valid during the call
+  std::vector<std::int64_t> values_shape;  // must equal the initializer's dims
 };
 
 struct QdqPlan {
@@ -52,6 +63,7 @@ struct QdqPlan {
   std::vector<QdqActivation> activations;
   std::vector<QdqWeight> weights;
   std::vector<QdqBias> biases;
+  std::vector<QdqFloat> floats;
 };
 
 struct QdqStats {

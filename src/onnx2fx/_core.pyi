@@ -318,12 +318,18 @@ class _QdqBiasRequired(TypedDict):
 
 class _QdqBias(_QdqBiasRequired, total=False):
     axis: int | None
+    values: np.ndarray | None
+
+class _QdqFloat(TypedDict):
+    initializer: str
+    values: np.ndarray
 
 class _QdqPlan(TypedDict, total=False):
     min_opset: int
     activations: list[_QdqActivation]
     weights: list[_QdqWeight]
     biases: list[_QdqBias]
+    floats: list[_QdqFloat]
 
 class _QdqStats(TypedDict):
     quantized_activations: int
@@ -356,7 +362,11 @@ def write_qdq_model(
       ``dims[axis]`` scales and zero points), read by ``DequantizeLinear(axis=axis)`` whose output has
       the original name, so consumers are unchanged. ``values`` (converted to a C-order float32
       array of the initializer's shape) are quantized instead of the stored data.
-    * ``biases``: ``{"initializer", "scale", "axis"=None}``: like a weight, INT32 with zero point 0.
+    * ``biases``: ``{"initializer", "scale", "axis"=None, "values"=None}``: like a weight, INT32 with
+      zero point 0.
+    * ``floats``: ``{"initializer", "values"}``: a FLOAT initializer that stays in float gets ``values``
+      (of its shape) as its data, under its own name (for parameters of float ops that a
+      transformation of the model changed).
 
     Scales become FLOAT initializers ``<name>_scale`` (scalar per tensor, 1-D per axis) and zero
     points ``<name>_zero_point`` of the quantized type; the division ``w / scale`` is done in
@@ -386,4 +396,17 @@ def write_qdq_model(
         FileNotFoundError: (or another OSError) the source cannot be opened or the output cannot
             be written; the error names the file.
         ModelFormatError, ExternalDataError, GraphStructureError: the source model is invalid.
+    """
+
+def add_to_histogram(values: np.ndarray, lo: float, hi: float, counts: np.ndarray, threads: int = 1) -> int:
+    """Bins the float32 ``values`` that lie in ``[lo, hi]`` into ``counts`` (float64, one entry per
+    equal bin, added to in place) exactly as ``torch.histc(values, counts.size, lo, hi)`` bins them,
+    and returns how many values are exactly zero. One pass over the data, without the GIL, split
+    over ``threads`` threads for large inputs; it is the calibration observers' histogram update.
+
+    Both arrays must be 1-D, C-contiguous and on the CPU. ``lo`` and ``hi`` are rounded to float32
+    first, as torch.histc does.
+
+    Raises:
+        ValueError: ``lo >= hi`` after rounding, or ``counts`` is empty.
     """

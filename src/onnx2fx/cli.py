@@ -270,8 +270,9 @@ def ptq(
     calib_data: Annotated[Path | None, typer.Option("--calib-data", help="Calibration data: a folder of .npy/.npz "
                                                     "files or images, or one .npy/.npz file.")] = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Calibration samples to use at most.")] = 512,
-    scheme: Annotated[str | None, typer.Option("--scheme", help="Activation range calibration: minmax, percentile, "
-                                               "mse or entropy (default: the config's, else minmax).")] = None,
+    scheme: Annotated[str | None, typer.Option("--scheme", help="Activation range calibration: minmax, percentile "
+                                               "(the config's percentile, default 99.999 as in onnxruntime), mse or "
+                                               "entropy (default: the config's, else minmax).")] = None,
     w_bits: Annotated[int | None, typer.Option("--w-bits", help="Weight bit width: 4, 8 or 16.")] = None,
     a_bits: Annotated[int | None, typer.Option("--a-bits", help="Activation bit width: 4, 8 or 16.")] = None,
     per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor", help="Weight encodings per "
@@ -289,6 +290,12 @@ def ptq(
                                                    "scaled to [0, 1], e.g. 0.485,0.456,0.406.")] = None,
     image_std: Annotated[str | None, typer.Option("--image-std", help="Per-channel std images are divided by.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of random calibration data.")] = 0,
+    cle: Annotated[bool | None, typer.Option("--cle/--no-cle", help="Cross-layer equalization of consecutive "
+                                             "convolutions before calibration (default: the config's, else "
+                                             "off).")] = None,
+    bias_correction: Annotated[bool | None, typer.Option("--bias-correction/--no-bias-correction", help="Empirical "
+                                                         "bias correction after calibration (default: the config's, "
+                                                         "else off).")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Post-training quantization of a converted model: calibrate, simulate, export encodings and QDQ ONNX."""
@@ -304,12 +311,17 @@ def ptq(
         result = run_ptq(model, calib_data, output_dir=output, onnx_path=onnx, input_shapes=shapes, config=config,
                          scheme=scheme, weight_bits=w_bits, activation_bits=a_bits, per_channel=per_channel,
                          samples=samples, batch_size=batch_size, encoding_version=encoding_version,
-                         random_calibration=random_calibration, seed=seed, image_options=images, progress=True)
+                         random_calibration=random_calibration, seed=seed, image_options=images, progress=True,
+                         cle=cle, bias_correction=bias_correction)
     info = result.report
     table = Table(title=f"{model.name} quantized", show_header=False)
     settings = info["settings"]
     table.add_row("scheme", f"W{settings['weights']['bits']}A{settings['activations']['bits']}, "
                   f"{info['calibration']['scheme']} on {info['calibration']['samples']} samples")
+    if info.get("equalization") is not None:
+        table.add_row("equalization", f"{len(info['equalization']['pairs'])} convolution pair(s)")
+    if info.get("bias_correction") is not None:
+        table.add_row("bias correction", f"{len(info['bias_correction']['layers'])} layer(s)")
     for o in info["outputs"]:
         sqnr = "exact" if o.get("sqnr_db") is None else f"{o['sqnr_db']:.2f} dB"
         agreement = f", argmax agreement {o['argmax_agreement']:.4f}" if "argmax_agreement" in o else ""

@@ -17,6 +17,7 @@ per output channel when the config asks for it.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -36,25 +37,36 @@ class Calibrator(ABC):
         self.non_finite = 0  # NaN / inf elements ignored
 
     def observe(self, x: torch.Tensor) -> None:
-        """Add one batch of values (any shape)."""
+        """Add one batch of values (any shape).
+
+        This runs on every quantized activation of every calibration batch, so it reads the data
+        as few times as it can: one ``aminmax`` pass, whose result also shows that every value is
+        finite (NaN propagates into it, infinities are its extremes); only a batch with NaN or
+        infinities pays for a second pass that drops them.
+        """
         values = x.detach().reshape(-1)
         if values.dtype != torch.float32:
             values = values.float()
-        finite = torch.isfinite(values)
-        if not bool(finite.all()):
-            self.non_finite += int((~finite).sum())
-            values = values[finite]
         self.batches += 1
         if values.numel() == 0:
             return
-        lo, hi = torch.aminmax(values)
-        self.min = min(self.min, float(lo))
-        self.max = max(self.max, float(hi))
+        lo_t, hi_t = torch.aminmax(values)
+        lo, hi = float(lo_t), float(hi_t)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            finite = torch.isfinite(values)
+            self.non_finite += int(values.numel() - int(finite.sum()))
+            values = values[finite]
+            if values.numel() == 0:
+                return
+            lo_t, hi_t = torch.aminmax(values)
+            lo, hi = float(lo_t), float(hi_t)
+        self.min = min(self.min, lo)
+        self.max = max(self.max, hi)
         self.count += values.numel()
-        self._update(values)
+        self._update(values, lo, hi)
 
-    def _update(self, values: torch.Tensor) -> None:  # noqa: B027 - optional hook
-        """Subclasses accumulate more than min/max here."""
+    def _update(self, values: torch.Tensor, lo: float, hi: float) -> None:  # noqa: B027 - optional hook
+        """Subclasses accumulate more than min/max here (``lo``/``hi``: this batch's extremes)."""
 
     @property
     def observed(self) -> bool:
@@ -93,16 +105,14 @@ class HistogramCalibrator(Calibrator):
         self.hi = 0.0
         self.zeros = 0
 
-    def _update(self, values: torch.Tensor) -> None:
-        lo, hi = float(values.min()), float(values.max())
+    def _update(self, values: torch.Tensor, lo: float, hi: float) -> None:
         if self.hist.sum() == 0:
             self.lo, self.hi = _nonempty(lo, hi)
         elif lo < self.lo or hi > self.hi:
             new_lo, new_hi = _nonempty(min(lo, self.lo), max(hi, self.hi))
             self.hist = rebin(self.hist, self.lo, self.hi, new_lo, new_hi, self.bins)
             self.lo, self.hi = new_lo, new_hi
-        self.hist += torch.histc(values, self.bins, self.lo, self.hi).double().numpy()
-        self.zeros += int((values == 0).sum())
+        self.zeros += add_to_histogram(values, self.lo, self.hi, self.hist)
 
     @property
     def edges(self) -> np.ndarray:
@@ -115,10 +125,10 @@ class HistogramCalibrator(Calibrator):
 
 
 class PercentileCalibrator(HistogramCalibrator):
-    """Clip the lowest and the highest ``100 - p`` percent of values (``p = 99.99`` keeps the
-    central 99.98 %): a handful of outliers no longer decides the step size."""
+    """Clip the lowest and the highest ``100 - p`` percent of values (``p = 99.999``, the default as
+    in onnxruntime, keeps the central 99.998 %): a handful of outliers no longer decides the step size."""
 
-    def __init__(self, percentile: float = 99.99, bins: int = 2048) -> None:
+    def __init__(self, percentile: float = 99.999, bins: int = 2048) -> None:
         super().__init__(bins)
         self.percentile = percentile
 
@@ -253,7 +263,7 @@ def kl_threshold(hist: np.ndarray, magnitude: float, levels: int, max_candidates
     return best_i * width
 
 
-def make_calibrator(scheme: str, *, percentile: float = 99.99, bins: int = 2048) -> Calibrator:
+def make_calibrator(scheme: str, *, percentile: float = 99.999, bins: int = 2048) -> Calibrator:
     if scheme == "minmax":
         return MinMaxCalibrator()
     if scheme == "percentile":
@@ -298,6 +308,22 @@ def weight_ranges(weight: torch.Tensor, axis: int | None, grid: QuantGrid, symme
 
 
 # ---------------------------------------------------------------------------------- helpers
+def add_to_histogram(values: torch.Tensor, lo: float, hi: float, hist: np.ndarray) -> int:
+    """Add the float32 ``values`` to ``hist`` (float64, equal bins over ``[lo, hi]``) as
+    ``torch.histc`` bins them, and return how many are exactly zero.
+
+    On the CPU this is the native kernel (``_core.add_to_histogram``): one pass over the data on
+    torch's intra-op threads, where ``torch.histc`` plus a zero count take several passes and most
+    of the calibration time of percentile, MSE and entropy. Other devices use ``torch.histc``.
+    """
+    if values.device.type == "cpu":
+        from .. import _core
+
+        return int(_core.add_to_histogram(values.contiguous().numpy(), lo, hi, hist, torch.get_num_threads()))
+    hist += torch.histc(values, hist.size, lo, hi).double().cpu().numpy()
+    return int(values.numel() - int(torch.count_nonzero(values)))
+
+
 def rebin(hist: np.ndarray, lo: float, hi: float, new_lo: float, new_hi: float, bins: int) -> np.ndarray:
     """Counts of ``hist`` (over ``[lo, hi]``) on ``bins`` equal bins over ``[new_lo, new_hi]``,
     assuming values are spread evenly inside each old bin."""

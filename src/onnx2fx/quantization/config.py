@@ -9,11 +9,13 @@ in float. Every key is checked, so a typo is an error rather than a silently ign
     weights:     {bits: 8, symmetric: true, per_channel: true, scheme: minmax}
     activations: {bits: 8, symmetric: false}
     scheme: percentile          # activation calibration: minmax | percentile | mse | entropy
-    percentile: 99.99
+    percentile: 99.999          # the default, as in onnxruntime
     float_ops: [Softmax]        # ONNX op types left in float
     float_nodes: [/head/Gemm]   # ONNX node names left in float
     op_types:  {Sigmoid: {activations: {bits: 16}}}
     nodes:     {/stem/Conv: {weights: {bits: 4}}}
+    cle: true                   # cross-layer equalization before calibration (see cle.py)
+    bias_correction: true       # empirical bias correction after calibration (see bias_correction.py)
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class QuantConfig:
     activations: QuantSpec = QuantSpec(bits=8, symmetric=False, per_channel=False)
     scheme: str = "minmax"
     weight_scheme: str = "minmax"
-    percentile: float = 99.99
+    percentile: float = 99.999  # onnxruntime's Percentile default
     bins: int = 2048
     bias_bits: int = 32
     quantize_inputs: bool = True
@@ -82,6 +84,8 @@ class QuantConfig:
     float_nodes: tuple[str, ...] = ()
     op_types: Mapping[str, Mapping[str, QuantSpec]] = field(default_factory=dict)
     nodes: Mapping[str, Mapping[str, QuantSpec]] = field(default_factory=dict)
+    cle: bool = False
+    bias_correction: bool = False
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
@@ -138,7 +142,7 @@ class QuantConfig:
                         raise QuantizationError(f"{where}: a supergroup is a [producer, follower] pair, got {item!r}")
                     groups.append((pair[0], pair[1]))
                 kwargs[key] = tuple(groups)
-            elif key in ("quantize_inputs", "fuse"):
+            elif key in ("quantize_inputs", "fuse", "cle", "bias_correction"):
                 kwargs[key] = _bool(value, where)
             elif key in ("bins", "bias_bits"):
                 kwargs[key] = _int(value, where)
@@ -151,9 +155,14 @@ class QuantConfig:
         return config
 
     def with_overrides(self, *, scheme: str | None = None, weight_bits: int | None = None,
-                       activation_bits: int | None = None, per_channel: bool | None = None) -> QuantConfig:
+                       activation_bits: int | None = None, per_channel: bool | None = None,
+                       cle: bool | None = None, bias_correction: bool | None = None) -> QuantConfig:
         """The command-line flags win over the file: apply those that were given."""
         config = self
+        if cle is not None:
+            config = replace(config, cle=cle)
+        if bias_correction is not None:
+            config = replace(config, bias_correction=bias_correction)
         if scheme is not None:
             config = replace(config, scheme=scheme)
         if weight_bits is not None:

@@ -5,7 +5,9 @@
 become float32 ``nn.Parameter``\\ s under the same names, so ``state_dict`` keys do not change.
 The forward pass is torch's learnable fake-quant
 (``torch._fake_quantize_learnable_per_tensor_affine`` / ``..._per_channel_affine``), which rounds
-exactly like the fixed op (same scale, zero point rounded and clamped to the grid) and gives
+like the fixed op (same scale, zero point rounded and clamped to the grid; it multiplies by
+``1 / scale`` where the fixed op divides, so a value exactly at a rounding tie may land one step
+apart, which does not matter while training and is gone once the ranges are frozen) and gives
 straight-through gradients for the input plus LSQ gradients for scale and zero point, scaled by
 ``1 / sqrt(elements per channel x qmax)`` (Esser et al., *Learned Step Size Quantization*).
 

@@ -33,12 +33,16 @@ import torch
 import torch.fx
 
 from ..errors import Onnx2FxError, QuantizationError
+from .bias_correction import SAMPLES as BIAS_CORRECTION_SAMPLES
+from .bias_correction import correct_biases, keep_batches
 from .calibrators import make_calibrator, weight_ranges
+from .cle import equalized_copy
 from .config import ENCODING_VERSIONS, QuantConfig
 from .data import CalibrationSource, ImageOptions, calibration_source, input_specs
 from .encodings import build_encodings, encoded_names
-from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, strip_calibrators
+from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, set_bias_encodings, strip_calibrators
 from .grid import Encoding, QuantGrid, bias_encoding
+from .initializers import initializer_values
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
 from .qdq import build_plan, compare_with_sim, write_qdq_model
@@ -123,7 +127,8 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         weight_bits: int | None = None, activation_bits: int | None = None, per_channel: bool | None = None,
         samples: int = 512, batch_size: int = 16, encoding_version: str = "1.0.0",
         random_calibration: bool = False, eval_data: Any = None, eval_samples: int = 64, seed: int = 0,
-        image_options: ImageOptions | None = None, progress: bool | None = None) -> PTQResult:
+        image_options: ImageOptions | None = None, progress: bool | None = None, cle: bool | None = None,
+        bias_correction: bool | None = None) -> PTQResult:
     """Quantize a converted model after training.
 
     Args:
@@ -141,6 +146,13 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         random_calibration: calibrate on random data when no data is given (recorded as a warning).
         eval_data: inputs for the accuracy figures; defaults to the first ``eval_samples``
             calibration samples.
+        cle: cross-layer equalization of consecutive convolutions before calibration
+            (:mod:`.cle`; overrides the config's ``cle``). The float reference of the figures is
+            then the equalized model, which computes the same outputs, so per-layer figures
+            compare like with like.
+        bias_correction: empirical bias correction after calibration (:mod:`.bias_correction`;
+            overrides the config's ``bias_correction``), estimated on the first calibration samples.
+            The initializers either changes are written into the QDQ model.
     """
     from ..validator import load_torch_model
 
@@ -150,24 +162,32 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     gm, model_path = _load_model(model, load_torch_model)
     source = _source_onnx(gm, onnx_path)
     cfg = _config(config).with_overrides(scheme=scheme, weight_bits=weight_bits, activation_bits=activation_bits,
-                                         per_channel=per_channel)
+                                         per_channel=per_channel, cle=cle, bias_correction=bias_correction)
     graph = OnnxGraphView.load(source)
     specs = input_specs(graph.inputs, graph.input_types, input_shapes)
     data = calibration_source(calibration_data, specs, samples=samples, batch_size=batch_size,
                               random=random_calibration, seed=seed, image_options=image_options)
     placement = plan_placement(graph, cfg)
     check_names(graph, _fx_onnx_names(gm))
-    sim = insert_fake_quant(gm, graph, placement)
+    reference, equalization = equalized_copy(gm, graph, placement) if cfg.cle else (gm, None)
+    sim = insert_fake_quant(reference, graph, placement)
+    correction_batches: list[tuple[torch.Tensor, ...]] = []
+    if cfg.bias_correction:
+        data.batches, correction_batches = keep_batches(data.batches, min(samples, BIAS_CORRECTION_SAMPLES))
 
     keep = eval_samples if eval_data is None else 0
     calibration = _calibrate(sim, cfg, data, samples, keep, _show_progress(progress))
     activation_encodings, shared, dropped = _activation_encodings(sim, placement, graph)
     weight_encodings = _weight_encodings(sim, cfg)
     bias_encodings = _bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
+    set_bias_encodings(sim, bias_encodings)  # the simulation adds the int32 biases the export stores
     quantized = {t: activation_encodings[t] for t in sim.activations if t in activation_encodings}
-    plan = build_plan(quantized, weight_encodings, bias_encodings)
     strip_calibrators(sim)
     sim.gm.eval()
+    correction = _run_model("bias correction", lambda: correct_biases(sim, graph, placement, correction_batches)) \
+        if cfg.bias_correction else None
+    changed = sorted({*(equalization or {}).get("initializers", []), *(correction or {}).get("initializers", [])})
+    plan = build_plan(quantized, weight_encodings, bias_encodings, initializer_values(sim.gm, graph, changed))
 
     if eval_data is None:
         eval_batches, eval_description = calibration.pop("kept"), "the first calibration samples"
@@ -177,7 +197,7 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         calibration.pop("kept")
     float_nodes = _float_nodes(gm, graph)
     evaluation = _run_model("evaluating", lambda: evaluate(
-        gm, sim.gm, eval_batches, graph.outputs, float_nodes,
+        reference, sim.gm, eval_batches, graph.outputs, float_nodes,
         {t: q for t, q in sim.activations.items() if t in activation_encodings}))
     weights = weight_errors({init: (_param(sim, init), q) for init, q in sim.weights.items()})
 
@@ -202,6 +222,9 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         "excluded_nodes": sorted(set(cfg.float_nodes)),
         "unmapped": sim.unmapped,
         "not_float": dropped,
+        "equalization": equalization,
+        "bias_correction": correction,
+        "changed_initializers": changed,
         "qdq": None,
         "warnings": [*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped]],
         "seconds": 0.0,

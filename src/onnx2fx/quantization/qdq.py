@@ -22,10 +22,14 @@ from .metrics import flatten_outputs
 
 
 def build_plan(activations: Mapping[str, Encoding], weights: Mapping[str, Encoding],
-               biases: Mapping[str, Encoding], weight_values: Mapping[str, np.ndarray] | None = None,
+               biases: Mapping[str, Encoding], values: Mapping[str, np.ndarray] | None = None,
                int4_storage: str = "int4") -> dict[str, Any]:
     """The writer's plan. ``activations`` are the tensors that get Q -> DQ (not the ones sharing an
-    encoding); ``weight_values`` replaces weights (after fine-tuning), ``None`` keeps the originals.
+    encoding). ``values`` holds new data for initializers, in their ONNX layout: the model that is
+    exported can differ from the source file (fine-tuned weights, equalized layers, corrected
+    biases), and the writer edits the source file. Weights and biases are quantized from their new
+    values; any other initializer named there stays float with the new data. Initializers not
+    named keep their stored data.
 
     ``int4_storage="int8"`` writes 4-bit weights as INT8/UINT8 initializers whose values stay in
     the 4-bit range ([-8, 7] or [0, 15]), which needs no opset 21; their values must then lie on
@@ -38,7 +42,7 @@ def build_plan(activations: Mapping[str, Encoding], weights: Mapping[str, Encodi
     dtypes = [e.grid.dtype for e in activations.values()] + [stored(e) for e in weights.values()]
     per_axis = any(e.axis is not None for e in [*weights.values(), *biases.values()])
     min_opset = 21 if any(d not in ("int8", "uint8") for d in dtypes) else 13 if per_axis else 10
-    values = weight_values or {}
+    values = values or {}
     return {
         "min_opset": min_opset,
         "activations": [{"tensor": name, "scale": _floats(e.scale), "zero_point": _ints(e.zero_point),
@@ -47,7 +51,11 @@ def build_plan(activations: Mapping[str, Encoding], weights: Mapping[str, Encodi
                      "dtype": stored(e), "axis": e.axis,
                      "values": np.ascontiguousarray(values[name], dtype=np.float32) if name in values else None}
                     for name, e in weights.items()],
-        "biases": [{"initializer": name, "scale": _floats(e.scale), "axis": e.axis} for name, e in biases.items()],
+        "biases": [{"initializer": name, "scale": _floats(e.scale), "axis": e.axis,
+                    "values": np.ascontiguousarray(values[name], dtype=np.float32) if name in values else None}
+                   for name, e in biases.items()],
+        "floats": [{"initializer": name, "values": np.ascontiguousarray(v, dtype=np.float32)}
+                   for name, v in values.items() if name not in weights and name not in biases],
     }
 
 

@@ -56,8 +56,9 @@ from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_chec
 from .config import ENCODING_VERSIONS, QuantConfig
 from .data import input_specs
 from .encodings import encoded_names
-from .fake_quant import FakeQuantize, SimModel
+from .fake_quant import FakeQuantize, SimModel, set_bias_encodings
 from .grid import Encoding
+from .initializers import initializer_values
 from .learnable import freeze_ranges, make_learnable, project_ranges
 from .losses import Objective, choose_objective
 from .metrics import evaluate, flatten_outputs
@@ -229,11 +230,14 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
 
         frozen = freeze_ranges(sim.gm)
         sim.gm.eval()
-        after = _measure(teacher, sim.gm, eval_inputs, eval_y, graph.outputs, with_float=False)
         activation_encodings, weight_encodings, bias_encodings, quantized = _encodings(sim, placement, graph,
                                                                                        activation_names)
+        after = _measure(teacher, sim.gm, eval_inputs, eval_y, graph.outputs, with_float=False)
         storage = ("int4" if graph.opset >= 21 else "int8") if int4_storage == "auto" else int4_storage
-        plan = build_plan(quantized, weight_encodings, bias_encodings, _weight_values(sim, graph), storage)
+        # PTQ may have changed other initializers too (equalization, bias correction): export them as well
+        changed = [n for n in (ptq_report or {}).get("changed_initializers", []) if n not in sim.weights]
+        values = {**initializer_values(sim.gm, graph, changed), **_weight_values(sim, graph)}
+        plan = build_plan(quantized, weight_encodings, bias_encodings, values, storage)
 
         report = _report(source, model_path, start["where"] if start else None, cfg, version, data, eval_info,
                          objective, graph, training, before, after, ctx, lr=lr, range_lr=range_lr,
@@ -395,6 +399,8 @@ def _sim_model(gm: torch.fx.GraphModule, graph: OnnxGraphView, activation_names:
             continue
         if module.kind == "activation":
             sim.activations.setdefault(module.onnx_name, module)
+        elif module.kind == "bias":
+            sim.biases[module.onnx_name] = module
         elif module.onnx_name in parameters:
             sim.weights[module.onnx_name] = module
             sim.weight_params[module.onnx_name] = parameters[module.onnx_name]
@@ -428,6 +434,7 @@ def _encodings(sim: SimModel, placement: Placement, graph: OnnxGraphView, names:
                 activations[tensor] = encoding
     weights = {name: q.encoding() for name, q in sim.weights.items() if q.enabled and q.initialized}
     biases = _bias_encodings(sim, placement, activations, weights, graph)
+    set_bias_encodings(sim, biases)  # learned ranges move the int32 bias scales the export uses
     quantized = {t: activations[t] for t in sim.activations if t in activations}
     return activations, weights, biases, quantized
 

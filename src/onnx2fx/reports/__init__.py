@@ -150,6 +150,12 @@ def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
              f"({_fmt(calib.get('seconds'))} s, source `{calib.get('source', '?')}`). "
              f"Output SQNR {'exact' if sqnr is None else f'{sqnr:.2f} dB'}.", ""]
     lines += [f"- warning: {w}" for w in ptq.get("warnings", [])]
+    if ptq.get("equalization") is not None:
+        lines.append(f"- cross-layer equalization: {len(ptq['equalization'].get('pairs', []))} convolution pair(s), "
+                     f"{ptq['equalization'].get('sweeps', 0)} sweep(s)")
+    if ptq.get("bias_correction") is not None:
+        lines.append(f"- bias correction: {len(ptq['bias_correction'].get('layers', []))} layer(s), estimated on "
+                     f"{ptq['bias_correction'].get('samples', 0)} calibration samples")
     lines += ["", "| output | SQNR dB | max abs | mean abs | cosine | argmax agreement |", "|---|---|---|---|---|---|"]
     for o in ptq.get("outputs", []):
         lines.append(f"| {o['name']} | {_fmt(o.get('sqnr_db'))} | {_fmt(o.get('max_abs_error'))} | "

@@ -1,0 +1,55 @@
+// The calibration histogram kernel: torch.histc's binning, the zero count, and the thread split.
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "quant/histogram.h"
+#include "tests/check.h"
+
+namespace {
+
+using onnx2fx::add_to_histogram;
+
+void edges_and_range() {
+  // Bins of width 0.25 over [0, 1]: an edge value opens its bin, 1.0 closes the last one, values
+  // outside the range and NaN are skipped, zeros are counted.
+  const std::vector<float> values = {0.0f, 0.25f, 0.5f, 0.75f, 1.0f, -0.1f, 1.5f, std::nanf(""), 0.0f, 0.3f};
+  std::vector<double> counts(4, 1.0);  // added to, not overwritten
+  const std::int64_t zeros = add_to_histogram(values, 0.0f, 1.0f, counts);
+  CHECK(zeros == 2);
+  CHECK((counts == std::vector<double>{3.0, 3.0, 2.0, 3.0}));
+}
+
+void threads_do_not_change_the_result() {
+  std::vector<float> values(1 << 20);
+  std::uint32_t state = 12345;
+  for (float& v : values) {
+    state = state * 1664525u + 1013904223u;
+    v = static_cast<float>(static_cast<std::int32_t>(state >> 8) % 2001 - 1000) / 300.0f;
+  }
+  std::vector<double> one(2048, 0.0), four(2048, 0.0);
+  const std::int64_t zeros_one = add_to_histogram(values, -3.5f, 3.5f, one, 1);
+  const std::int64_t zeros_four = add_to_histogram(values, -3.5f, 3.5f, four, 4);
+  CHECK(one == four);
+  CHECK(zeros_one == zeros_four);
+  double total = 0.0;
+  for (double c : one) total += c;
+  CHECK(total == static_cast<double>(values.size()));
+}
+
+void bad_arguments() {
+  std::vector<double> counts(8, 0.0), none;
+  const std::vector<float> values = {1.0f};
+  CHECK_THROWS(std::invalid_argument, add_to_histogram(values, 1.0f, 1.0f, counts), "lo < hi");
+  CHECK_THROWS(std::invalid_argument, add_to_histogram(values, 0.0f, 1.0f, none), "at least one bin");
+}
+
+}  // namespace
+
+int main() {
+  edges_and_range();
+  threads_do_not_change_the_result();
+  bad_arguments();
+  return onnx2fx::testing::report();
+}
