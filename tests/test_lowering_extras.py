@@ -100,6 +100,61 @@ def test_loop_with_run_time_trip_count_is_a_generated_function() -> None:
     assert [n.op for n in torch.fx.symbolic_trace(gm).graph.nodes].count("call_function") == 1
 
 
+def _guarded_if_model() -> onnx.ModelProto:
+    """torchvision's ``batched_nms`` pattern: ``if boxes.numel() == 0: empty else: <uses boxes.max()>``,
+    an empty branch against one whose length is data, and a branch that fails on no elements
+    (``torch.amax``). The elements are the positive entries of ``x``, so the condition is data."""
+    empty = helper.make_graph(
+        [helper.make_node("Constant", [], ["none"], value=numpy_helper.from_array(np.zeros(0, np.int64)))],
+        "then", [], [helper.make_tensor_value_info("none", TensorProto.INT64, [0])])
+    selected = helper.make_graph(
+        [helper.make_node("ReduceMax", ["positive"], ["top"], keepdims=0),
+         helper.make_node("Sub", ["positive", "top"], ["shifted"]),
+         helper.make_node("Greater", ["shifted", "minus_one"], ["near"]),
+         helper.make_node("NonZero", ["near"], ["where"]),
+         helper.make_node("Squeeze", ["where", "zero_axis"], ["keep"])],
+        "else", [], [helper.make_tensor_value_info("keep", TensorProto.INT64, ["K"])])
+    nodes = [helper.make_node("Greater", ["x", "zero_f"], ["is_positive"]),
+             helper.make_node("Compress", ["x", "is_positive"], ["positive"], axis=0),
+             helper.make_node("Size", ["positive"], ["n"]),
+             helper.make_node("Equal", ["n", "zero"], ["is_empty"]),
+             helper.make_node("If", ["is_empty"], ["y"], then_branch=empty, else_branch=selected)]
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero_f"),
+             numpy_helper.from_array(np.array(-1.0, np.float32), "minus_one"),
+             numpy_helper.from_array(np.array([0], np.int64), "zero_axis")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_if_with_branches_of_different_shapes_runs_only_the_chosen_branch() -> None:
+    """An If on a run-time condition whose branches differ in shape becomes generated branch
+    functions, and a helper runs only the chosen one: all-negative input never reaches the
+    branch that takes the maximum of no elements."""
+    model = _guarded_if_model()
+    gm, source = _convert(model)
+    assert "def _then_branch(" in source and "def _else_branch(" in source
+    values = np.array([0.5, 2.0, 1.5, -3.0, 1.2], np.float32)
+    for x in (values, -values * values):
+        np.testing.assert_array_equal(gm(torch.from_numpy(x)).numpy(), ort_run(model, {"x": x})[0])
+    torch.fx.symbolic_trace(gm)
+
+
+def test_if_with_branches_of_different_shapes_exports_through_torch_cond() -> None:
+    """Under torch.export the branch helper traces both branches with torch.cond (the maximum over
+    a data-dependent number of elements is padded with its identity, so tracing needs no guard
+    that the branch's input is non-empty); the exported program still takes either branch."""
+    model = _guarded_if_model()
+    gm, source = _convert(model)
+    assert "torch.cond(" in source
+    values = np.array([0.5, 2.0, 1.5, -3.0, 1.2], np.float32)
+    program = torch.export.export(gm, (torch.from_numpy(values),),
+                                  dynamic_shapes=({0: torch.export.Dim("n", min=1, max=64)},))
+    for x in (values[:3], -values * values):
+        np.testing.assert_array_equal(program.module()(torch.from_numpy(x)).numpy(), ort_run(model, {"x": x})[0])
+
+
 def test_sequence_output_is_a_list() -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])
     seq = helper.make_tensor_sequence_value_info("parts", TensorProto.FLOAT, None)

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
-from support import check_conversion
+from support import check_conversion, ort_run
 
 from onnx2fx import OnnxToFxConverter
 from onnx2fx.errors import UnsupportedOperatorError
@@ -117,6 +118,41 @@ def test_resize(attrs: dict[str, Any], scales: np.ndarray | None, sizes: np.ndar
     inits = {"scales": scales} if scales is not None else {"sizes": sizes}
     run([node("Resize", inputs, **attrs)], {"x": rand(2, 3, 6, 5)}, opset=opset, initializers=inits,
         dynamic=dynamic)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_keeps_dynamic_batch_symbolic(mode: str) -> None:
+    """A batch read from a Resize output's shape stays ``x.shape[0]`` (YOLO heads reshape with it).
+
+    ``F.interpolate`` with ``scale_factor`` used to fix the dynamic batch to its conversion-time hint,
+    so ``Reshape(y, [batch, -1])`` became ``reshape([2, -1])`` and failed for other batch sizes."""
+    nodes = [
+        node("Resize", ["x", "", "scales"], ["up"], mode=mode),
+        node("Shape", ["up"], ["shape"]),
+        node("Gather", ["shape", "zero"], ["batch"], axis=0),
+        node("Unsqueeze", ["batch", "axes"], ["batch_1d"]),
+        node("Concat", ["batch_1d", "minus_one"], ["target"], axis=0),
+        node("Reshape", ["up", "target"], ["y"]),
+    ]
+    inits = {"scales": floats(1, 1, 2, 2), "zero": np.array(0, dtype=np.int64), "axes": ints(0),
+             "minus_one": ints(-1)}
+    run(nodes, {"x": rand(2, 3, 4, 5)}, initializers=inits)  # exported with a dynamic batch, run at batch 3
+
+
+@pytest.mark.parametrize(("transform", "sizes"), [("half_pixel", ints(1, 3, 80, 106)),
+                                                 ("pytorch_half_pixel", ints(1, 3, 61, 1)),
+                                                 ("align_corners", ints(1, 3, 80, 106)),
+                                                 ("asymmetric", ints(1, 3, 29, 39))])
+def test_resize_bilinear_non_power_of_two_is_bit_exact(transform: str, sizes: np.ndarray) -> None:
+    """A bilinear resize by a ratio that is not a power of two (torchvision's detection transform
+    resizes 480x640 to 800x1066) computes onnxruntime's source coordinates: ``F.interpolate``'s
+    inverse-scale coordinates differ in the last bit, which a noisy image turns into ~1e-4 %."""
+    image = RNG.random((1, 3, 48, 64), dtype=np.float32)
+    model = make_model([node("Resize", ["x", "", "", "sizes"], mode="linear",
+                             coordinate_transformation_mode=transform)], {"x": image}, {"y": np.float32},
+                       initializers={"sizes": sizes}, dynamic=False)
+    gm = check_conversion(model, {"x": image}, trainable=False)
+    np.testing.assert_array_equal(gm(torch.from_numpy(image)).numpy(), ort_run(model, {"x": image})[0])
 
 
 # ---------------------------------------------------------------------------------- Pad
@@ -639,6 +675,51 @@ def test_softmax(opset: int, axis: int | None, rank: int) -> None:
 
 def test_log_softmax_legacy() -> None:
     run([node("LogSoftmax", ["x"], axis=1)], {"x": rand(2, 3, 4)}, opset=11)
+
+
+# ---------------------------------------------------------------------------------- detection
+def _random_boxes(count: int, width: float, height: float) -> np.ndarray:
+    corner = RNG.uniform(-8, [width, height], size=(count, 2))
+    return np.concatenate([corner, corner + RNG.uniform(0.5, 60, size=(count, 2))], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize(("attrs", "opset"), [
+    pytest.param(dict(sampling_ratio=2, spatial_scale=0.25, output_height=7, output_width=7), 16, id="fixed-grid"),
+    pytest.param(dict(sampling_ratio=0, spatial_scale=0.25, output_height=5, output_width=4), 16, id="adaptive"),
+    pytest.param(dict(sampling_ratio=2, spatial_scale=0.25, mode="max"), 16, id="max"),
+    pytest.param(dict(sampling_ratio=0, spatial_scale=0.125, coordinate_transformation_mode="output_half_pixel"),
+                 16, id="output-half-pixel"),
+    pytest.param(dict(sampling_ratio=2, spatial_scale=0.25), 10, id="opset10"),
+])
+def test_roi_align_many_regions_is_bit_exact(attrs: dict[str, Any], opset: int) -> None:
+    """Hundreds of regions over two images, as a detector's box head pools them: every region
+    matches onnxruntime to the bit (its features feed fully connected layers that amplify a
+    last-bit difference) and the regions are computed together, not in a Python loop."""
+    feeds = {"x": RNG.standard_normal((2, 8, 40, 50)).astype(np.float32), "rois": _random_boxes(300, 200, 160),
+             "batch_indices": RNG.integers(0, 2, 300).astype(np.int64)}
+    model = make_model([node("RoiAlign", ["x", "rois", "batch_indices"], **attrs)], feeds, {"y": np.float32},
+                       opset=opset, dynamic=False)
+    # the adaptive grid groups regions by their grid size, which is data: torch.export cannot trace it
+    gm = check_conversion(model, feeds, trainable=False, export=attrs["sampling_ratio"] > 0)
+    produced = gm(*[torch.from_numpy(v) for v in feeds.values()]).numpy()
+    np.testing.assert_array_equal(produced, ort_run(model, feeds)[0])
+
+
+@pytest.mark.parametrize("center_point_box", [0, 1])
+def test_non_max_suppression_thousands_of_boxes(center_point_box: int) -> None:
+    """Region-proposal scale NMS (3000 boxes, two batches, three classes, some corners flipped)
+    selects exactly onnxruntime's boxes in its order."""
+    corner = RNG.uniform(0, 500, size=(2, 3000, 2))
+    boxes = np.concatenate([corner, corner + RNG.uniform(5, 80, size=(2, 3000, 2))], -1).astype(np.float32)
+    boxes[0, ::7] = boxes[0, ::7][:, [2, 3, 0, 1]]
+    feeds = {"boxes": boxes, "scores": RNG.random((2, 3, 3000), dtype=np.float32)}
+    inits = {"max_out": ints(200), "iou": floats(0.5), "score": floats(0.2)}
+    model = make_model([node("NonMaxSuppression", ["boxes", "scores", "max_out", "iou", "score"],
+                             center_point_box=center_point_box)], feeds, {"y": np.int64}, initializers=inits,
+                       opset=11, dynamic=False)
+    gm = OnnxToFxConverter(model).convert()
+    selected = gm(*[torch.from_numpy(v) for v in feeds.values()]).numpy()
+    np.testing.assert_array_equal(selected, ort_run(model, feeds)[0])
 
 
 # ---------------------------------------------------------------------------------- errors

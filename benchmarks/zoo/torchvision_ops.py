@@ -129,7 +129,7 @@ def _define_operators() -> None:
     if _library is not None or hasattr(torch.ops.torchvision, "nms"):
         return
     _library = torch.library.Library("torchvision", "DEF")
-    for name, schema in _SCHEMAS.items():
+    for schema in _SCHEMAS.values():
         _library.define(schema)
     kernels = {"nms": _nms_cpu, "roi_align": _roi_align_cpu}
     for name in _SCHEMAS:
@@ -151,6 +151,13 @@ def _native_kernels_load() -> bool:
     return True
 
 
+def _has_ops() -> bool:
+    """Stands in for torchvision's ``_has_ops``: a named function, not a lambda, because tracing a
+    detection model for ONNX scripts torchvision helpers that call it, and TorchScript cannot
+    compile a lambda."""
+    return True
+
+
 def import_torchvision() -> ModuleType:
     """Import torchvision with working nms/roi_align on CPU torch; idempotent."""
     if "torchvision" in sys.modules:
@@ -160,6 +167,6 @@ def import_torchvision() -> ModuleType:
     _define_operators()
     torchvision = importlib.import_module("torchvision")
     # torchvision asks "are my kernels loaded?" before calling them; ours are, under its names.
-    torchvision.extension._has_ops = lambda: True
-    importlib.import_module("torchvision.ops.roi_align")._has_ops = lambda: True
+    torchvision.extension._has_ops = _has_ops
+    importlib.import_module("torchvision.ops.roi_align")._has_ops = _has_ops
     return torchvision

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
@@ -463,7 +464,10 @@ class Emitter:
                 fakes = tuple(None if spec is None else self.unknown(*spec) for spec in out_spec)
                 fake_result = fakes[0] if n_outputs == 1 else fakes
             else:
-                with self.fake_mode:
+                # The Python dispatcher runs torch's symbolic decompositions of composite ops, as
+                # torch.export does: their C++ kernels read concrete sizes (``F.interpolate`` with
+                # ``scale_factor`` does), which would fix every dynamic dimension to its hint.
+                with self.fake_mode, enable_python_dispatcher():
                     fake_result = target(*self._fakes(args), **self._fakes(kwargs))
         except UnsupportedOperatorError:
             raise

@@ -2,7 +2,8 @@
 
 - ``If`` with a condition known at conversion time becomes the chosen branch; otherwise both
   branches are computed and ``torch.where`` selects (ONNX branches have no side effects); branches
-  giving sequences are chosen between by a helper.
+  giving sequences are chosen between by a helper. Branches whose outputs differ in shape become
+  generated functions, of which a helper runs the chosen one (``torch.cond`` under export).
 - ``Loop`` with a trip count and continuation known at conversion time, and ``Scan`` over a
   sequence of static length, are unrolled (at most :data:`MAX_UNROLL` iterations).
 - Any other ``Loop``, and ``SequenceMap`` over a sequence of run-time length, become two generated
@@ -44,6 +45,20 @@ def if_(g: Emitter, cond: Value, *, then_branch: Any, else_branch: Any) -> tuple
     known = _known_bool(cond)
     if known is not None:
         return tuple(_subgraph(g, then_branch if known else else_branch, []))
+    try:
+        with g.attempt():
+            return _if_by_where(g, cond, then_branch, else_branch)
+    except UnsupportedOperatorError as exc:
+        if _SHAPES_DIFFER not in str(exc):
+            raise
+    return _runtime_if(g, cond, then_branch, else_branch)
+
+
+_SHAPES_DIFFER = "branches give outputs of different shapes"
+
+
+def _if_by_where(g: Emitter, cond: Value, then_branch: Any, else_branch: Any) -> tuple[Value, ...]:
+    """Both branches inline, ``torch.where`` selecting: straight-line code that every tracer takes."""
     then_out = _subgraph(g, then_branch, [])
     else_out = _subgraph(g, else_branch, [])
     results = []
@@ -54,10 +69,51 @@ def if_(g: Emitter, cond: Value, *, then_branch: Any, else_branch: Any) -> tuple
             results.append(chosen)
             continue
         if t.static_shape() != e.static_shape() or t.dtype != e.dtype:
-            raise g.unsupported(None, "If whose branches give outputs of different shapes or types, on a "
-                                      "condition known only at run time")
+            raise g.unsupported(None, f"If whose {_SHAPES_DIFFER} or types, on a condition known only at run time")
         results.append(g.call("torch.where", g.method(cond, "reshape", []), t, e))
     return tuple(results)
+
+
+def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any) -> tuple[Value, ...]:
+    """Branches whose outputs differ in shape (an empty result against a data-dependent one, as
+    torchvision's ``batched_nms`` exports) cannot be merged with ``torch.where``, and computing
+    both would also run the branch the condition guards against (``max`` of no boxes fails).
+    Each branch becomes a generated function and a leaf helper runs only the chosen one; under
+    ``torch.export`` it calls ``torch.cond``, which traces both and gives differing sizes an
+    unbacked symbol."""
+    then_name, then_captured, then_results = _body_function(g, then_branch, "then_branch", [])
+    else_name, else_captured, else_results = _body_function(g, else_branch, "else_branch", [])
+    specs: list[Any] = []
+    for t, e in zip(then_results, else_results):
+        if _is_tensor(t) != _is_tensor(e) or (_is_tensor(t) and (t.dtype != e.dtype or t.rank != e.rank)):
+            raise g.unsupported(None, "If whose branches give outputs of different types or ranks, on a "
+                                      "condition known only at run time")
+        if not _is_tensor(t):
+            specs.append(None)
+            continue
+        sizes = [a if a is not None and a == b else None for a, b in zip(t.static_shape(), e.static_shape())]
+        specs.append((sizes, t.dtype))
+    then_args = [f"t{i}" for i in range(len(then_captured))]
+    else_args = [f"e{i}" for i in range(len(else_captured))]
+    single = "[0]" if len(specs) == 1 else ""
+    lines = [f"def {{name}}({', '.join(['cond', *then_args, *else_args])}):",
+             '    """ONNX If on a run-time condition: only the chosen branch runs."""',
+             "    if torch.compiler.is_exporting():",
+             f"        operands = ({''.join(a + ', ' for a in then_args + else_args)})",
+             f"        chosen = torch.cond(cond.reshape(()), lambda *a: tuple(o.clone() for o in {then_name}"
+             f"(*a[:{len(then_args)}])), lambda *a: tuple(o.clone() for o in {else_name}"
+             f"(*a[{len(then_args)}:])), operands)",
+             f"        return chosen{single}" if single else "        return tuple(chosen)",
+             "    if bool(cond):",
+             f"        return {then_name}({', '.join(then_args)}){single}",
+             f"    return {else_name}({', '.join(else_args)}){single}"]
+    name = g.generated_helper("if", "\n".join(lines) + "\n", leaf=True)
+    values = g.call(name, cond, *then_captured, *else_captured, n_outputs=len(specs), out_spec=specs)
+    values = values if isinstance(values, tuple) else (values,)
+    for value, result in zip(values, then_results):
+        if not _is_tensor(result):
+            value.meta.update(_runtime_meta(result))
+    return values
 
 
 def _int(v: Value | None) -> int | None:

@@ -253,47 +253,95 @@ def reverse_sequence(g: Emitter, x: Value, sequence_lens: Value, *, batch_axis: 
 
 
 # ------------------------------------------------------------------------------ detection
+def _nms_suppresses(lo: torch.Tensor, hi: torch.Tensor, area: torch.Tensor, kept: int,
+                    iou_threshold: torch.Tensor) -> torch.Tensor:
+    """Which of the boxes after ``kept`` (in score order) the kept box suppresses, by onnxruntime's
+    test: the overlap must be positive on both axes, both boxes and their union must have a
+    positive area, and the intersection over union (in the boxes' precision) must exceed the
+    threshold. Slices, not index tensors: this runs once per kept box."""
+    top_left = torch.maximum(lo[kept], lo[kept + 1:])
+    bottom_right = torch.minimum(hi[kept], hi[kept + 1:])
+    overlaps = (bottom_right > top_left).all(-1)
+    extent = bottom_right - top_left
+    inter = extent[:, 0] * extent[:, 1]
+    rest_area = area[kept + 1:]
+    union = area[kept] + rest_area - inter
+    ok = overlaps & (inter > 0) & (area[kept] > 0) & (rest_area > 0) & (union > 0)
+    return ok & (inter / union > iou_threshold)
+
+
 def _non_max_suppression(boxes: torch.Tensor, scores: torch.Tensor, max_output: torch.Tensor | None,
                          iou: torch.Tensor | None, score: torch.Tensor | None, center_point_box: bool) -> torch.Tensor:
-    """Greedy NMS per batch entry and class: rows of (batch, class, box index)."""
-    max_per_class = int(max_output.reshape(-1)[0]) if max_output is not None else 0
-    iou_threshold = float(iou.reshape(-1)[0]) if iou is not None else 0.0
-    score_threshold = float(score.reshape(-1)[0]) if score is not None else None
+    """Greedy NMS per batch entry and class, as onnxruntime selects: candidates above the score
+    threshold in decreasing score order, each kept unless a box kept before it overlaps it by more
+    than the threshold. Rows of (batch, class, box index).
+
+    Each kept box tests all later candidates at once, so the work is one vector operation per kept
+    box rather than a Python loop over pairs (a detector's region proposals hold thousands)."""
+    max_per_class = max(int(max_output.reshape(-1)[0]), 0) if max_output is not None else 0
+    iou_threshold = iou.reshape(-1)[0] if iou is not None else torch.zeros((), dtype=boxes.dtype)
     if center_point_box:
-        xy, wh = boxes[..., :2], boxes[..., 2:]
-        boxes = torch.cat([xy - wh / 2, xy + wh / 2], -1)
+        half = boxes[..., 2:] / 2
+        lo, hi = boxes[..., :2] - half, boxes[..., :2] + half
     else:  # corners may come in either order
-        y1, x1, y2, x2 = boxes.unbind(-1)
-        boxes = torch.stack([torch.minimum(y1, y2), torch.minimum(x1, x2), torch.maximum(y1, y2),
-                             torch.maximum(x1, x2)], -1)
+        lo = torch.minimum(boxes[..., :2], boxes[..., 2:])
+        hi = torch.maximum(boxes[..., :2], boxes[..., 2:])
+    areas = (hi[..., 0] - lo[..., 0]) * (hi[..., 1] - lo[..., 1])
     selected = []
-    for b in range(scores.shape[0]):
-        area = (boxes[b, :, 2] - boxes[b, :, 0]) * (boxes[b, :, 3] - boxes[b, :, 1])
+    for b in range(scores.shape[0] if max_per_class > 0 else 0):
         for c in range(scores.shape[1]):
             s = scores[b, c]
-            order = torch.argsort(s, descending=True, stable=True)
-            if score_threshold is not None:
-                order = order[s[order] > score_threshold]
+            candidates = torch.arange(s.shape[0]) if score is None else torch.nonzero(s > score.reshape(-1)[0])[:, 0]
+            order = candidates[torch.argsort(s[candidates], descending=True, stable=True)]
+            lo_c, hi_c, area_c = lo[b, order], hi[b, order], areas[b, order]
+            alive = torch.ones(order.shape[0], dtype=torch.bool)
             keep: list[int] = []
-            for i in order.tolist():
+            for i in range(order.shape[0]):
                 if len(keep) >= max_per_class:
                     break
-                if keep:
-                    k = torch.tensor(keep)
-                    top_left = torch.maximum(boxes[b, k, :2], boxes[b, i, :2])
-                    bottom_right = torch.minimum(boxes[b, k, 2:], boxes[b, i, 2:])
-                    inter = (bottom_right - top_left).clamp(min=0).prod(-1)
-                    iou = inter / (area[k] + area[i] - inter)
-                    if bool((iou > iou_threshold).any()):
-                        continue
+                if not bool(alive[i]):
+                    continue
                 keep.append(i)
-            selected += [[b, c, i] for i in keep]
-    return torch.tensor(selected, dtype=torch.int64).reshape(-1, 3)
+                alive[i + 1:] &= ~_nms_suppresses(lo_c, hi_c, area_c, i, iou_threshold)
+            kept = order[torch.tensor(keep, dtype=torch.int64)]
+            selected.append(torch.stack([torch.full_like(kept, b), torch.full_like(kept, c), kept], 1))
+    return torch.cat(selected) if selected else torch.zeros((0, 3), dtype=torch.int64)
+
+
+def _non_max_suppression_fake(boxes: torch.Tensor, scores: torch.Tensor, max_output: torch.Tensor | None,
+                              iou: torch.Tensor | None, score: torch.Tensor | None,
+                              center_point_box: bool) -> torch.Tensor:
+    """What tracing sees of NonMaxSuppression: (selected, 3) indices, ``selected`` a new size."""
+    count = torch.library.get_ctx().new_dynamic_size()
+    return torch.empty((count, 3), dtype=torch.int64, device=boxes.device)
+
+
+# NonMaxSuppression runs as a registered operator so that torch.export records its data-dependent
+# output length as one fresh size instead of tracing the greedy loop (which it cannot: every step
+# depends on the data). The operator's name carries a digest of its implementation, so models
+# converted by different onnx2fx versions never share a stale one. ``{op}`` is filled in below.
+_NMS_OPERATOR = """def {name}(boxes, scores, max_output, iou, score, center_point_box):
+    \"\"\"ONNX NonMaxSuppression: torch.ops.onnx2fx.{op}, registered once per process below.\"\"\"
+    return torch.ops.onnx2fx.{op}(boxes, scores, max_output, iou, score, center_point_box)
+
+
+if not hasattr(torch.ops.onnx2fx, "{op}"):
+    torch.library.custom_op("onnx2fx::{op}", _non_max_suppression, mutates_args=())
+    torch.library.register_fake("onnx2fx::{op}")(_non_max_suppression_fake)
+"""
 
 
 @onnx_op("NonMaxSuppression", 10)
 def non_max_suppression(g: Emitter, boxes: Value, scores: Value, max_output_boxes_per_class: Value | None = None,
                         iou_threshold: Value | None = None, score_threshold: Value | None = None, *,
                         center_point_box: int = 0) -> Value:
-    return g.call(g.helper(_non_max_suppression, leaf=True), boxes, scores, max_output_boxes_per_class,
-                  iou_threshold, score_threshold, bool(center_point_box), out_spec=[([None, 3], torch.int64)])
+    import hashlib
+    import inspect
+
+    implementation = "".join(inspect.getsource(f) for f in (_nms_suppresses, _non_max_suppression))
+    op = "non_max_suppression_" + hashlib.sha256(implementation.encode()).hexdigest()[:12]
+    for fn in (_nms_suppresses, _non_max_suppression, _non_max_suppression_fake):
+        g.helper(fn)
+    name = g.generated_helper("non_max_suppression_op", _NMS_OPERATOR.replace("{op}", op), leaf=True)
+    return g.call(name, boxes, scores, max_output_boxes_per_class, iou_threshold, score_threshold,
+                  bool(center_point_box), out_spec=[([None, 3], torch.int64)])

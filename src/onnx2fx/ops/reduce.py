@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+from torch.fx.experimental.symbolic_shapes import statically_known_true
+
 from ..codegen.emitter import Emitter
 from ..codegen.values import Value
 from . import dynamic
@@ -14,6 +17,32 @@ _REDUCTIONS = {
     "ReduceL2": ("l2", 18), "ReduceSumSquare": ("sumsquare", 18), "ReduceLogSum": ("logsum", 18),
     "ReduceLogSumExp": ("torch.logsumexp", 18),
 }
+
+
+def _pad_with_identity(x: torch.Tensor, dims: list[int], largest: bool) -> torch.Tensor:
+    """``x`` with one identity element (-inf for a maximum, +inf for a minimum, the integer limits)
+    appended along each of ``dims``: the extremum is unchanged, and over no elements it is the
+    identity, as ONNX defines it, where ``torch.amax`` raises."""
+    if x.is_floating_point():
+        fill: float | int | bool = float("-inf") if largest else float("inf")
+    elif x.dtype == torch.bool:
+        fill = not largest
+    else:
+        fill = torch.iinfo(x.dtype).min if largest else torch.iinfo(x.dtype).max
+    for d in dims:
+        shape = list(x.shape)
+        shape[d] = 1
+        x = torch.cat([x, torch.full(shape, fill, dtype=x.dtype, device=x.device)], d)
+    return x
+
+
+def _may_be_empty(g: Emitter, x: Value, axis: int) -> bool:
+    """Whether ``x`` may have no elements along ``axis``: a size that is data (NonZero, NMS), not
+    a static size nor a dynamic input dimension (which tracing assumes to be at least 2)."""
+    size = g.dim(x, axis).value
+    if isinstance(size, int):
+        return size == 0
+    return not statically_known_true(size >= 1)
 
 
 def _reduce(g: Emitter, fn: str, x: Value, axes: list[int] | None, keepdims: int, noop: int) -> Value:
@@ -36,6 +65,10 @@ def _reduce(g: Emitter, fn: str, x: Value, axes: list[int] | None, keepdims: int
         for a in reversed(axes):
             result = g.call("torch.prod", result, a, keepdim=keep)
         return result
+    if fn in ("torch.amax", "torch.amin"):
+        empty = [a for a in axes if _may_be_empty(g, x, a)]
+        if empty:  # ONNX reduces no elements to the identity; torch.amax raises, and export cannot trace it
+            x = g.call(g.helper(_pad_with_identity, leaf=True), x, empty, fn == "torch.amax")
     dims = axes[0] if len(axes) == 1 else tuple(axes)
     result = g.call(fn, x, dims, keepdim=keep) if keep else g.call(fn, x, dims)
     if fn == "torch.sum" and result.dtype != x.dtype:

@@ -1,13 +1,18 @@
 """Resampling: Resize in every mode ONNX defines, GridSample, AffineGrid, Col2Im.
 
 Resize becomes ``F.interpolate`` where torch's interpolation is exactly ONNX's (see
-:func:`onnx2fx.ops.nn.resize`); every other combination of mode, coordinate transformation,
-rounding, antialiasing, region of interest and run-time scales uses :func:`_resize` below, a
-separable implementation of the specification copied into ``model.py``.
+:func:`onnx2fx.ops.nn.resize`); a 4-D bilinear resize by a ratio that is not a power of two uses
+:func:`_resize_bilinear`, which reproduces onnxruntime's float32 coordinates; every other
+combination of mode, coordinate transformation, rounding, antialiasing, region of interest and
+run-time scales uses :func:`_resize` below, a separable implementation of the specification copied
+into ``model.py``.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from ..codegen.emitter import Emitter
@@ -140,6 +145,90 @@ def _resize(x: torch.Tensor, roi: torch.Tensor | None, scales: torch.Tensor | No
     return result.round().clamp(info.min, info.max).to(x.dtype)
 
 
+# ---------------------------------------------------------------------------------- Resize (bilinear, exact)
+def _bilinear_taps(out_size: int, in_size: int, scale: float, transform: str) -> tuple[torch.Tensor, ...]:
+    """Source taps and weights along one axis, computed in float32 exactly as onnxruntime does:
+    ``(x + 0.5) / scale - 0.5`` (a division by the float32 scale, where torch multiplies by the
+    inverse), clamped to the input, ``|src - tap|`` weights, 0.5/0.5 on a clamped edge."""
+    dst = torch.arange(out_size, dtype=torch.float32)
+    factor = torch.tensor(scale, dtype=torch.float32)
+    if scale == 1.0:
+        src = dst
+    elif transform == "align_corners":
+        src = torch.zeros_like(dst) if out_size == 1 else dst * (in_size - 1) / (out_size - 1)
+    elif transform == "asymmetric":
+        src = dst / factor
+    elif transform == "pytorch_half_pixel" and out_size <= 1:
+        src = torch.zeros_like(dst)
+    else:  # half_pixel, pytorch_half_pixel
+        src = (dst + 0.5) / factor - 0.5
+    src = src.clamp(0, in_size - 1)
+    low = src.long().clamp(max=in_size - 1)
+    high = (low + 1).clamp(max=in_size - 1)
+    same = low == high
+    half = torch.full_like(src, 0.5)
+    return low, high, torch.where(same, half, (src - low).abs()), torch.where(same, half, (src - high).abs())
+
+
+def _resize_bilinear(x: torch.Tensor, out_h: int, out_w: int, scale_h: float, scale_w: float,
+                     transform: str) -> torch.Tensor:
+    """Bilinear Resize of an NCHW float32 tensor with onnxruntime's coordinates, weights and sum
+    order (corner weight products, four taps added left to right).
+
+    ``F.interpolate`` computes the source coordinate with the inverse scale; for a ratio that is
+    not a power of two it differs from onnxruntime's in the last bit, which on an image with sharp
+    gradients (a photo entering a detector's own resize) already exceeds the validation gate."""
+    y1, y2, dy1, dy2 = _bilinear_taps(out_h, x.shape[2], scale_h, transform)
+    x1, x2, dx1, dx2 = _bilinear_taps(out_w, x.shape[3], scale_w, transform)
+    top, bottom = x.index_select(2, y1), x.index_select(2, y2)
+    dy1, dy2 = dy1[:, None], dy2[:, None]
+    return (dx2 * dy2 * top.index_select(3, x1) + dx1 * dy2 * top.index_select(3, x2)
+            + dx2 * dy1 * bottom.index_select(3, x1) + dx1 * dy1 * bottom.index_select(3, x2))
+
+
+def _power_of_two(ratio: float) -> bool:
+    mantissa, _ = math.frexp(ratio)
+    return mantissa == 0.5
+
+
+def exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | None, *, antialias: int,
+                   axes: list[int] | None, coordinate_transformation_mode: str, mode: str,
+                   keep_aspect_ratio_policy: str) -> Value | None:
+    """:func:`_resize_bilinear` for a 4-D float32 bilinear Resize of known sizes whose scale is not
+    a power of two (``F.interpolate`` matches onnxruntime's coordinates otherwise); else None."""
+    transform = coordinate_transformation_mode
+    if mode != "linear" or x.rank != 4 or x.dtype != torch.float32 or antialias or axes is not None \
+            or transform not in ("half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners") \
+            or keep_aspect_ratio_policy != "stretch":
+        return None
+    in_h, in_w = x.static_shape()[2:]
+    if in_h is None or in_w is None:
+        return None
+    if sizes is not None and sizes.const is not None and sizes.const.numel() == 4:
+        out = [int(v) for v in sizes.const.tolist()]
+        if out[:2] != [d for d in x.static_shape()[:2]] and None not in x.static_shape()[:2]:
+            return None
+        ratios = [float(np.float32(o) / np.float32(i)) for o, i in zip(out[2:], (in_h, in_w))]
+        out_h, out_w = out[2:]
+    elif (sizes is None or sizes.const is not None and not sizes.const.numel()) and scales is not None \
+            and scales.const is not None and scales.const.numel() == 4:
+        given = [float(v) for v in scales.const.to(torch.float32).tolist()]
+        if given[:2] != [1.0, 1.0]:
+            return None
+        ratios = given[2:]
+        out_h, out_w = (int(np.float32(r) * np.float32(n)) for r, n in zip(ratios, (in_h, in_w)))
+    else:
+        return None
+    if transform == "align_corners":
+        exact = all(o == 1 or i == o or _power_of_two((i - 1) / (o - 1)) for i, o in ((in_h, out_h), (in_w, out_w)))
+    else:
+        exact = all(_power_of_two(r) for r in ratios)
+    if exact:
+        return None
+    g.helper(_bilinear_taps)
+    return g.call(g.helper(_resize_bilinear, leaf=True), x, out_h, out_w, ratios[0], ratios[1], transform)
+
+
 def _output_sizes(g: Emitter, x: Value, scales: Value | None, sizes: Value | None, axes: list[int] | None,
                   policy: str) -> list:
     """The output sizes when they are known at conversion time (``None`` where they are not)."""
@@ -191,12 +280,18 @@ def resize(g: Emitter, x: Value, roi: Value | None = None, scales: Value | None 
                       cubic_coeff_a=cubic_coeff_a, exclude_outside=exclude_outside,
                       extrapolation_value=extrapolation_value, keep_aspect_ratio_policy=keep_aspect_ratio_policy,
                       mode=mode, nearest_mode=nearest_mode)
+    assert g.node is not None
+    if g.node.opset >= 11:
+        exact = exact_bilinear(g, x, scales, sizes, antialias=antialias, axes=axes, mode=mode,
+                               coordinate_transformation_mode=coordinate_transformation_mode,
+                               keep_aspect_ratio_policy=keep_aspect_ratio_policy)
+        if exact is not None:
+            return exact
     try:
         with g.attempt():
             return nn_ops.resize(g, x, roi, scales, sizes, **attributes)
     except UnsupportedOperatorError:
         pass
-    assert g.node is not None
     if g.node.opset < 11:  # Resize-10: (X, scales), asymmetric coordinates, nearest rounds down
         roi, scales = None, roi
         attributes = {**attributes, "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
@@ -298,8 +393,9 @@ def col2im(g: Emitter, x: Value, image_shape: Value, block_shape: Value, *, dila
 
 # ---------------------------------------------------------------------------------- RoiAlign
 def _roi_align_axis(coords: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
-    """Bilinear taps along one axis as ONNX's RoiAlign computes them (samples beyond one pixel
-    outside the map contribute nothing; the last row/column is clamped)."""
+    """Bilinear taps along one axis as onnxruntime computes them: samples more than one pixel
+    outside the map are invalid, negative coordinates clamp to 0, the last row/column is clamped.
+    Returns (valid, low, high, low weight, high weight)."""
     valid = (coords >= -1.0) & (coords <= size)
     c = coords.clamp(min=0)
     low = c.floor().long()
@@ -307,43 +403,80 @@ def _roi_align_axis(coords: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]
     low = torch.where(at_end, torch.full_like(low, size - 1), low)
     high = torch.where(at_end, low, low + 1)
     c = torch.where(at_end, low.to(c.dtype), c)
-    frac = c - low
-    return low, high, 1 - frac, frac, valid
+    frac = c - low.to(c.dtype)
+    return valid, low, high, 1 - frac, frac
+
+
+def _roi_align_group(table: torch.Tensor, boxes: torch.Tensor, batch: torch.Tensor, bin_h: torch.Tensor,
+                     bin_w: torch.Tensor, grid_h: int, grid_w: int, height: int, width: int, map_h: int,
+                     map_w: int, mode: str) -> torch.Tensor:
+    """Regions sharing one sampling grid, (regions, height, width, channels).
+
+    The arithmetic follows onnxruntime's kernel step by step in the input's precision (sample
+    positions, the four weighted taps summed left to right, samples accumulated row by row, then
+    divided by their count): region features feed fully connected heads whose random or trained
+    weights amplify a last-bit difference far beyond the validation tolerance."""
+    dtype = table.dtype
+    rows = torch.arange(height, dtype=dtype)
+    cols = torch.arange(width, dtype=dtype)
+    start_y = boxes[:, 1:2] + rows * bin_h[:, None]  # (regions, height)
+    start_x = boxes[:, 0:1] + cols * bin_w[:, None]  # (regions, width)
+    base = (batch * (map_h * map_w))[:, None, None]
+    acc = None
+    for iy in range(grid_h):
+        y = start_y + ((iy + 0.5) * bin_h / grid_h)[:, None]
+        y_ok, y_low, y_high, hy, ly = _roi_align_axis(y, map_h)
+        for ix in range(grid_w):
+            x = start_x + ((ix + 0.5) * bin_w / grid_w)[:, None]
+            x_ok, x_low, x_high, hx, lx = _roi_align_axis(x, map_w)
+            valid = y_ok[:, :, None] & x_ok[:, None, :]
+            zero = torch.zeros((), dtype=dtype)
+            taps = []
+            for yi, xi, wy, wx in ((y_low, x_low, hy, hx), (y_low, x_high, hy, lx), (y_high, x_low, ly, hx),
+                                   (y_high, x_high, ly, lx)):
+                weight = torch.where(valid, wy[:, :, None] * wx[:, None, :], zero)[..., None]
+                index = torch.where(valid, base + yi[:, :, None] * map_w + xi[:, None, :], 0)
+                taps.append(weight * table[index])
+            if mode == "avg":
+                value = taps[0] + taps[1] + taps[2] + taps[3]
+                acc = value if acc is None else acc + value
+            else:
+                value = torch.maximum(torch.maximum(torch.maximum(taps[0], taps[1]), taps[2]), taps[3])
+                acc = value if acc is None else torch.maximum(acc, value)
+    if acc is None:  # an empty grid (a region of negative size): onnxruntime writes zeros
+        return table.new_zeros((boxes.shape[0], height, width, table.shape[1]))
+    return acc / max(grid_h * grid_w, 1) if mode == "avg" else acc
 
 
 def _roi_align(x: torch.Tensor, rois: torch.Tensor, batch_indices: torch.Tensor, mode: str, height: int,
                width: int, sampling_ratio: int, spatial_scale: float, half_pixel: bool) -> torch.Tensor:
     """ONNX RoiAlign: per region, ``sampling_ratio`` (or an adaptive number of) bilinear samples per
-    output bin, averaged or (as ONNX defines max mode) the largest weighted tap."""
-    offset = 0.5 if half_pixel else 0.0
-    outputs = []
-    for r in range(rois.shape[0]):
-        x1, y1, x2, y2 = (rois[r].double() * spatial_scale - offset).tolist()
-        roi_w, roi_h = x2 - x1, y2 - y1
-        if not half_pixel:
-            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
-        bin_h, bin_w = roi_h / height, roi_w / width
-        grid_h = sampling_ratio if sampling_ratio > 0 else int(-(-roi_h // height))
-        grid_w = sampling_ratio if sampling_ratio > 0 else int(-(-roi_w // width))
-        ys = y1 + torch.arange(height, dtype=torch.float64).reshape(-1, 1) * bin_h \
-            + (torch.arange(grid_h, dtype=torch.float64) + 0.5) * bin_h / grid_h
-        xs = x1 + torch.arange(width, dtype=torch.float64).reshape(-1, 1) * bin_w \
-            + (torch.arange(grid_w, dtype=torch.float64) + 0.5) * bin_w / grid_w
-        y_low, y_high, hy, ly, y_ok = _roi_align_axis(ys, x.shape[2])  # (height, grid_h)
-        x_low, x_high, hx, lx, x_ok = _roi_align_axis(xs, x.shape[3])  # (width, grid_w)
-        feature = x[int(batch_indices[r])].double()
-        inside = y_ok[:, :, None, None] & x_ok[None, None]
-        taps = []  # each (channels, height, grid_h, width, grid_w)
-        for yi, xi, wy, wx in ((y_low, x_low, hy, hx), (y_low, x_high, hy, lx), (y_high, x_low, ly, hx),
-                               (y_high, x_high, ly, lx)):
-            weight = wy[:, :, None, None] * wx[None, None] * inside
-            taps.append(feature[:, yi[:, :, None, None], xi[None, None]] * weight)
-        if mode == "avg":
-            out = sum(taps).sum((2, 4)) / max(grid_h * grid_w, 1)
-        else:
-            out = torch.stack(taps).amax(0).amax((2, 4))
-        outputs.append(out)
-    return torch.stack(outputs).to(x.dtype)
+    output bin, averaged or (as ONNX defines max mode) the largest weighted tap.
+
+    All regions with the same sampling grid are computed at once from a (pixels, channels) table of
+    the feature maps, so the cost no longer grows with a Python loop over regions; with a fixed
+    ``sampling_ratio`` (torchvision's detection heads) there is one group and no data-dependent
+    control flow."""
+    channels, map_h, map_w = x.shape[1], x.shape[2], x.shape[3]
+    table = x.permute(0, 2, 3, 1).reshape(-1, channels)
+    boxes = rois.to(x.dtype) * spatial_scale - (0.5 if half_pixel else 0.0)
+    roi_w = boxes[:, 2] - boxes[:, 0]
+    roi_h = boxes[:, 3] - boxes[:, 1]
+    if not half_pixel:  # malformed regions are forced to 1x1
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    bin_h, bin_w = roi_h / height, roi_w / width
+    batch = batch_indices.long()
+    if sampling_ratio > 0:
+        out = _roi_align_group(table, boxes, batch, bin_h, bin_w, sampling_ratio, sampling_ratio, height, width,
+                               map_h, map_w, mode)
+    else:
+        grids = torch.stack([torch.ceil(bin_h), torch.ceil(bin_w)], 1).long().clamp(min=0)
+        out = x.new_zeros((rois.shape[0], height, width, channels))
+        for grid_h, grid_w in torch.unique(grids, dim=0).tolist():
+            members = torch.nonzero((grids[:, 0] == grid_h) & (grids[:, 1] == grid_w))[:, 0]
+            out[members] = _roi_align_group(table, boxes[members], batch[members], bin_h[members], bin_w[members],
+                                            grid_h, grid_w, height, width, map_h, map_w, mode)
+    return out.permute(0, 3, 1, 2).contiguous()
 
 
 @onnx_op("RoiAlign", 10)
@@ -357,6 +490,7 @@ def roi_align(g: Emitter, x: Value, rois: Value, batch_indices: Value, *,
         raise g.unsupported("mode", f"value {mode!r}")
     spec = [([g.dim(rois, 0), g.dim(x, 1), output_height, output_width], x.dtype)]
     g.helper(_roi_align_axis)
+    g.helper(_roi_align_group)
     return g.call(g.helper(_roi_align, leaf=True), x, rois, batch_indices, mode, output_height, output_width,
                   sampling_ratio, spatial_scale, coordinate_transformation_mode == "half_pixel", out_spec=spec)
 

@@ -1,0 +1,282 @@
+"""Conversion speed and memory against onnx2torch, and inference latency of both converted models.
+
+For each zoo model (``benchmarks/zoo``; exported first if missing), in one run:
+
+- **conversion**: ``OnnxToFxConverter(path).convert()`` and ``onnx2torch.convert(path)``, each from
+  the same ONNX file path to a ready ``nn.Module``, each in a fresh process (imports and a warm-up
+  conversion of a tiny model not counted), ``--runs`` times alternating between the two tools; wall
+  time and the growth of the resident-memory high-water mark; medians and the ratio ours / theirs.
+- **inference**: one process converts with both tools and runs the two eager models and an
+  onnxruntime session (CPU provider, default optimizations, as many threads as torch) on the same
+  seeded inputs, round-robin so machine noise hits all three alike: median latency of
+  ``--latency-runs`` calls after warm-up. The largest relative error of each against onnxruntime is
+  recorded too.
+
+Where onnx2torch fails, its error is recorded. Usage::
+
+    python benchmarks/convert_speed.py [--models clip_vit_l14,resnet50] [--runs 3] [--latency-runs 10]
+
+Writes ``docs/benchmarks.md`` and ``benchmarks/results/convert_speed.json`` (a run limited with
+``--models`` writes ``benchmarks/results/convert_speed_subset.json`` and prints the table only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.zoo.measure import PeakMemory, emit, run_child  # noqa: E402
+from benchmarks.zoo.registry import load_all  # noqa: E402
+from benchmarks.zoo_parity import environment, onnx_facts, warm_up_converter  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+DOC = REPO / "docs" / "benchmarks.md"
+TOOLS = ("onnx2fx", "onnx2torch")
+
+
+# ------------------------------------------------------------------------------------ child side
+def _converter(tool: str) -> Any:
+    """The tool's path-to-module function, imported and warmed up."""
+    if tool == "onnx2fx":
+        from onnx2fx import OnnxToFxConverter
+
+        warm_up_converter()
+        return lambda path: OnnxToFxConverter(path).convert()
+    from benchmarks.zoo.torchvision_ops import import_torchvision
+
+    import_torchvision()  # onnx2torch imports torchvision
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx2torch import convert
+
+    tiny = helper.make_model(
+        helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "warm",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+                          [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    convert(tiny)
+    return lambda path: convert(str(path))
+
+
+def _convert_once(tool: str, path: Path) -> dict[str, Any]:
+    convert = _converter(tool)
+    with PeakMemory() as peak:
+        module = convert(path)
+    del module
+    return {"seconds": peak.seconds, "peak_rss_bytes": peak.growth}
+
+
+def _relative_error(ours: Any, reference: list[Any]) -> float:
+    import numpy as np
+    import torch
+
+    outs = ours if isinstance(ours, (tuple, list)) else [ours]
+    flat = [o.detach().numpy() if isinstance(o, torch.Tensor) else np.asarray(o) for o in outs]
+    worst = 0.0
+    for got, ref in zip(flat, reference):
+        if got.shape != ref.shape:
+            return float("inf")
+        if ref.size and np.issubdtype(ref.dtype, np.floating):
+            scale = float(np.abs(ref).max()) or 1.0
+            worst = max(worst, float(np.abs(got.astype(np.float64) - ref).max()) / scale * 100)
+    return worst
+
+
+def _latency(name: str, path: Path, runs: int) -> dict[str, Any]:
+    import onnxruntime as ort
+    import torch
+
+    model = load_all()[name]
+    inputs = model.inputs(1)
+    tensors = tuple(torch.from_numpy(v) for v in inputs.values())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    reference = session.run(None, inputs)
+    callables: dict[str, Any] = {"onnxruntime": lambda: session.run(None, inputs)}
+    result: dict[str, Any] = {}
+    for tool in TOOLS:
+        try:
+            module = _converter(tool)(path).eval()
+            with torch.no_grad():
+                result[f"{tool}_rel_err_pct"] = _relative_error(module(*tensors), reference)
+            callables[tool] = lambda module=module: module(*tensors)
+        except Exception as exc:  # onnx2torch's failures are part of the result
+            result[f"{tool}_error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
+    times: dict[str, list[float]] = {key: [] for key in callables}
+    with torch.no_grad():
+        for _ in range(2):
+            for fn in callables.values():
+                fn()
+        for _ in range(runs):
+            for key, fn in callables.items():
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+    for key, samples in times.items():
+        result[f"{key}_ms"] = round(statistics.median(samples) * 1000, 2)
+    return result
+
+
+# ----------------------------------------------------------------------------------- parent side
+def _median(samples: list[dict[str, Any]], key: str) -> float | None:
+    values = [s[key] for s in samples if key in s]
+    return statistics.median(values) if values else None
+
+
+def measure_model(name: str, path: Path, runs: int, latency_runs: int, timeout: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": name}
+    row.update(onnx_facts(path))
+    samples: dict[str, list[dict[str, Any]]] = {tool: [] for tool in TOOLS}
+    for _ in range(runs):
+        for tool in TOOLS:
+            if samples[tool] and "error" in samples[tool][-1]:
+                continue  # a tool that failed once fails the same way again
+            samples[tool].append(run_child(["benchmarks.convert_speed", "--convert", tool, str(path)], timeout))
+    for tool in TOOLS:
+        errors = [s["error"] for s in samples[tool] if "error" in s]
+        if errors:
+            row[f"{tool}_error"] = errors[0]
+        seconds = _median(samples[tool], "seconds")
+        rss = _median(samples[tool], "peak_rss_bytes")
+        row[f"{tool}_convert_s"] = None if seconds is None else round(seconds, 3)
+        row[f"{tool}_peak_rss_bytes"] = None if rss is None else int(rss)
+        row[f"{tool}_convert_s_runs"] = [round(s["seconds"], 3) for s in samples[tool] if "seconds" in s]
+    ours, theirs = row["onnx2fx_convert_s"], row["onnx2torch_convert_s"]
+    row["time_ratio"] = round(ours / theirs, 4) if ours and theirs else None
+    ours_rss, theirs_rss = row["onnx2fx_peak_rss_bytes"], row["onnx2torch_peak_rss_bytes"]
+    row["rss_ratio"] = round(ours_rss / theirs_rss, 3) if ours_rss and theirs_rss else None
+    latency = run_child(["benchmarks.convert_speed", "--latency", name, str(path), "--latency-runs",
+                         str(latency_runs)], timeout)
+    if "error" in latency:
+        row["latency_error"] = latency["error"]
+    else:
+        for key, value in latency.items():
+            if key.endswith("_error") and key in row:
+                continue  # the conversion runs already recorded this tool's error
+            row[key] = value
+    return row
+
+
+def _f(value: Any, fmt: str = "{:.2f}") -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: int, latency_runs: int,
+           minutes: float) -> str:
+    lines = [
+        "# Conversion benchmark: onnx2fx against onnx2torch",
+        "",
+        f"Generated by `{command}` on {env['machine']}; {env['versions']}, onnx2torch {env['onnx2torch']}. "
+        f"The run took {minutes:.1f} minutes. Do not edit by hand: rerun the command.",
+        "",
+        "Both tools convert the same zoo ONNX file (`benchmarks/zoo`, random weights, fixed seed) from its path to "
+        "a ready `nn.Module`: `OnnxToFxConverter(path).convert()` and `onnx2torch.convert(path)`. Each conversion "
+        f"runs in a fresh process after the imports and a warm-up conversion of a tiny model; {runs} runs per tool, "
+        "alternating, medians shown. **peak RSS** is the growth of the resident-memory high-water mark during the "
+        "conversion (file pages of a memory-mapped model count). **ours / theirs** below 1 means onnx2fx is faster "
+        "or smaller. Latency: one process holds both converted models and an onnxruntime session (CPU, default "
+        f"optimizations, same thread count as torch) and calls them round-robin on the same input; median of "
+        f"{latency_runs} calls after two warm-up calls each. **rel. err** is each converted model's largest relative "
+        "error against onnxruntime's output, in percent.",
+        "",
+        "## Conversion",
+        "",
+        "| model | weights | onnx2fx s | onnx2torch s | time ours / theirs | onnx2fx peak RSS | "
+        "onnx2torch peak RSS | RSS ours / theirs | onnx2fx RSS / weights |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        weights = r.get("weight_bytes") or 0
+        ours_rss = r.get("onnx2fx_peak_rss_bytes")
+        lines.append(
+            f"| {r['name']} | {weights / 2**20:,.0f} MiB | {_f(r.get('onnx2fx_convert_s'), '{:.3f}')} | "
+            f"{_f(r.get('onnx2torch_convert_s'), '{:.3f}') if r.get('onnx2torch_convert_s') else 'failed'} | "
+            f"{_f(r.get('time_ratio'), '{:.3f}')} | {_f(ours_rss and ours_rss / 2**20, '{:,.0f} MiB')} | "
+            f"{_f(r.get('onnx2torch_peak_rss_bytes') and r['onnx2torch_peak_rss_bytes'] / 2**20, '{:,.0f} MiB')} | "
+            f"{_f(r.get('rss_ratio'), '{:.2f}')} | {_f(ours_rss and weights and ours_rss / weights, '{:.2f}')} |")
+    lines += ["", "## Inference latency (eager, CPU)", "",
+              "| model | onnx2fx ms | onnx2torch ms | onnxruntime ms | onnx2fx / onnx2torch | onnx2fx rel. err % | "
+              "onnx2torch rel. err % |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ours, theirs = r.get("onnx2fx_ms"), r.get("onnx2torch_ms")
+        lines.append(
+            f"| {r['name']} | {_f(ours)} | {_f(theirs) if theirs else 'failed'} | {_f(r.get('onnxruntime_ms'))} | "
+            f"{_f(ours / theirs if ours and theirs else None, '{:.2f}')} | "
+            f"{_f(r.get('onnx2fx_rel_err_pct'), '{:.2e}')} | {_f(r.get('onnx2torch_rel_err_pct'), '{:.2e}')} |")
+    failures = [f"- **{r['name']}**, {tool}: {r[f'{tool}_error']}" for r in rows for tool in TOOLS
+                if r.get(f"{tool}_error")]
+    failures += [f"- **{r['name']}**, latency run: {r['latency_error']}" for r in rows if r.get("latency_error")]
+    if failures:
+        lines += ["", "## Errors, as each tool raised them", "", *failures]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="", help="comma-separated zoo names (default: all)")
+    parser.add_argument("--zoo-dir", type=Path, default=REPO / "build" / "zoo")
+    parser.add_argument("--runs", type=int, default=3, help="conversions per tool and model")
+    parser.add_argument("--latency-runs", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per child process")
+    parser.add_argument("--convert", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--latency", nargs=2, metavar=("NAME", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.convert:
+        emit(_convert_once(args.convert[0], Path(args.convert[1])))
+        return
+    if args.latency:
+        emit(_latency(args.latency[0], Path(args.latency[1]), args.latency_runs))
+        return
+
+    zoo = load_all()
+    names = [n.strip() for n in args.models.split(",") if n.strip()] or list(zoo)
+    unknown = [n for n in names if n not in zoo]
+    if unknown:
+        parser.error(f"unknown zoo models {unknown}; known: {', '.join(zoo)}")
+    started = time.perf_counter()
+    rows = []
+    for index, name in enumerate(names, 1):
+        print(f"[{index}/{len(names)}] {name}", flush=True)
+        exported = run_child(["benchmarks.zoo_parity", "--export", name, "--zoo-dir", str(args.zoo_dir.resolve())],
+                             args.timeout)
+        if "error" in exported:
+            rows.append({"name": name, "onnx2fx_error": f"export failed: {exported['error']}"})
+            continue
+        row = measure_model(name, Path(exported["paths"]["static"]), args.runs, args.latency_runs, args.timeout)
+        rows.append(row)
+        print(f"    onnx2fx {row['onnx2fx_convert_s']} s, onnx2torch {row['onnx2torch_convert_s']} s, "
+              f"latency {row.get('onnx2fx_ms')} / {row.get('onnx2torch_ms')} / {row.get('onnxruntime_ms')} ms",
+              flush=True)
+    minutes = (time.perf_counter() - started) / 60
+    from importlib.metadata import version
+
+    env = environment() | {"onnx2torch": version("onnx2torch")}
+    command = f"python benchmarks/convert_speed.py --runs {args.runs} --latency-runs {args.latency_runs}"
+    if args.models:
+        command += f" --models {','.join(names)}"
+    document = {"command": command, "environment": env, "minutes": round(minutes, 1), "models": rows}
+    RESULTS.mkdir(exist_ok=True)
+    text = render(rows, command, env, args.runs, args.latency_runs, minutes)
+    if args.models:
+        (RESULTS / "convert_speed_subset.json").write_text(json.dumps(document, indent=2) + "\n")
+        print(text)
+        return
+    (RESULTS / "convert_speed.json").write_text(json.dumps(document, indent=2) + "\n")
+    DOC.write_text(text)
+    print(f"wrote {DOC.relative_to(REPO)} and benchmarks/results/convert_speed.json")
+
+
+if __name__ == "__main__":
+    main()
