@@ -92,10 +92,12 @@ def _relative_error(ours: Any, reference: list[Any]) -> float:
     return worst
 
 
-def _latency(name: str, path: Path, runs: int) -> dict[str, Any]:
+def _latency(name: str, path: Path, runs: int, threads: int) -> dict[str, Any]:
     import onnxruntime as ort
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     model = load_all()[name]
     inputs = model.inputs(1)
     tensors = tuple(torch.from_numpy(v) for v in inputs.values())
@@ -135,7 +137,8 @@ def _median(samples: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def measure_model(name: str, path: Path, runs: int, latency_runs: int, timeout: float) -> dict[str, Any]:
+def measure_model(name: str, path: Path, runs: int, latency_runs: int, threads: int,
+                  timeout: float) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name}
     row.update(onnx_facts(path))
     samples: dict[str, list[dict[str, Any]]] = {tool: [] for tool in TOOLS}
@@ -158,7 +161,7 @@ def measure_model(name: str, path: Path, runs: int, latency_runs: int, timeout: 
     ours_rss, theirs_rss = row["onnx2fx_peak_rss_bytes"], row["onnx2torch_peak_rss_bytes"]
     row["rss_ratio"] = round(ours_rss / theirs_rss, 3) if ours_rss and theirs_rss else None
     latency = run_child(["benchmarks.convert_speed", "--latency", name, str(path), "--latency-runs",
-                         str(latency_runs)], timeout)
+                         str(latency_runs), "--threads", str(threads)], timeout)
     if "error" in latency:
         row["latency_error"] = latency["error"]
     else:
@@ -174,7 +177,9 @@ def _f(value: Any, fmt: str = "{:.2f}") -> str:
 
 
 def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: int, latency_runs: int,
-           minutes: float) -> str:
+           threads: int, minutes: float) -> str:
+    thread_text = f"{threads} intra-op thread{'s' if threads > 1 else ''} each" if threads else \
+        "torch's default thread count, and the same for onnxruntime"
     lines = [
         "# Conversion benchmark: onnx2fx against onnx2torch",
         "",
@@ -187,7 +192,7 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: 
         "alternating, medians shown. **peak RSS** is the growth of the resident-memory high-water mark during the "
         "conversion (file pages of a memory-mapped model count). **ours / theirs** below 1 means onnx2fx is faster "
         "or smaller. Latency: one process holds both converted models and an onnxruntime session (CPU, default "
-        f"optimizations, same thread count as torch) and calls them round-robin on the same input; median of "
+        f"optimizations; {thread_text}) and calls them round-robin on the same input; median of "
         f"{latency_runs} calls after two warm-up calls each. **rel. err** is each converted model's largest relative "
         "error against onnxruntime's output, in percent.",
         "",
@@ -229,6 +234,9 @@ def main() -> None:
     parser.add_argument("--zoo-dir", type=Path, default=REPO / "build" / "zoo")
     parser.add_argument("--runs", type=int, default=3, help="conversions per tool and model")
     parser.add_argument("--latency-runs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads for the latency runs, torch and onnxruntime alike (0: torch's default); "
+                        "1 keeps the figures stable on a machine that runs other work")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per child process")
     parser.add_argument("--convert", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--latency", nargs=2, metavar=("NAME", "PATH"), help=argparse.SUPPRESS)
@@ -237,7 +245,7 @@ def main() -> None:
         emit(_convert_once(args.convert[0], Path(args.convert[1])))
         return
     if args.latency:
-        emit(_latency(args.latency[0], Path(args.latency[1]), args.latency_runs))
+        emit(_latency(args.latency[0], Path(args.latency[1]), args.latency_runs, args.threads))
         return
 
     zoo = load_all()
@@ -254,7 +262,8 @@ def main() -> None:
         if "error" in exported:
             rows.append({"name": name, "onnx2fx_error": f"export failed: {exported['error']}"})
             continue
-        row = measure_model(name, Path(exported["paths"]["static"]), args.runs, args.latency_runs, args.timeout)
+        row = measure_model(name, Path(exported["paths"]["static"]), args.runs, args.latency_runs, args.threads,
+                            args.timeout)
         rows.append(row)
         print(f"    onnx2fx {row['onnx2fx_convert_s']} s, onnx2torch {row['onnx2torch_convert_s']} s, "
               f"latency {row.get('onnx2fx_ms')} / {row.get('onnx2torch_ms')} / {row.get('onnxruntime_ms')} ms",
@@ -264,11 +273,13 @@ def main() -> None:
 
     env = environment() | {"onnx2torch": version("onnx2torch")}
     command = f"python benchmarks/convert_speed.py --runs {args.runs} --latency-runs {args.latency_runs}"
+    if args.threads:
+        command += f" --threads {args.threads}"
     if args.models:
         command += f" --models {','.join(names)}"
     document = {"command": command, "environment": env, "minutes": round(minutes, 1), "models": rows}
     RESULTS.mkdir(exist_ok=True)
-    text = render(rows, command, env, args.runs, args.latency_runs, minutes)
+    text = render(rows, command, env, args.runs, args.latency_runs, args.threads, minutes)
     if args.models:
         (RESULTS / "convert_speed_subset.json").write_text(json.dumps(document, indent=2) + "\n")
         print(text)

@@ -14,7 +14,7 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -434,8 +434,9 @@ class Emitter:
         and ``unpack``, the left-hand side with ``{0}``, ``{1}``, ... for their names."""
         module = self._modules[attr].eval()
         names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
-        fakes = {n: self.fake_mode.from_tensor(self.state[f"{attr}.{n}"], static_shapes=True)
-                 for n in names if f"{attr}.{n}" in self.state}
+        with self.fake_mode:  # parameters only lend their shapes: fresh fakes, not copies of the real ones
+            fakes = {n: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
+                     for n in names if (t := self.state.get(f"{attr}.{n}")) is not None}
 
         def run(*inputs: torch.Tensor) -> Any:
             result = torch.func.functional_call(module, fakes, inputs)
@@ -467,8 +468,10 @@ class Emitter:
                 # The Python dispatcher runs torch's symbolic decompositions of composite ops, as
                 # torch.export does: their C++ kernels read concrete sizes (``F.interpolate`` with
                 # ``scale_factor`` does), which would fix every dynamic dimension to its hint.
-                with self.fake_mode, enable_python_dispatcher():
-                    fake_result = target(*self._fakes(args), **self._fakes(kwargs))
+                fake_args, fake_kwargs = self._fakes(args), self._fakes(kwargs)
+                with self.fake_mode, (enable_python_dispatcher() if _symbolic(fake_args, fake_kwargs)
+                                      else nullcontext()):
+                    fake_result = target(*fake_args, **fake_kwargs)
         except UnsupportedOperatorError:
             raise
         except Exception as exc:
@@ -612,6 +615,16 @@ def _map(obj: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(obj, dict):
         return {k: _map(v, fn) for k, v in obj.items()}
     return fn(obj)
+
+
+def _symbolic(*objs: Any) -> bool:
+    """Whether any tensor among ``objs`` has a size or an element that is symbolic (a SymInt)."""
+    for leaf in _walk(list(objs)):
+        if isinstance(leaf, torch.SymInt):
+            return True
+        if isinstance(leaf, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in leaf.shape):
+            return True
+    return False
 
 
 def _as_tuple(result: Any, n_outputs: int) -> tuple[Any, ...]:
