@@ -41,6 +41,7 @@ from benchmarks.zoo_parity import environment, onnx_facts, warm_up_converter  # 
 RESULTS = REPO / "benchmarks" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 TOOLS = ("onnx2fx", "onnx2torch")
+MIN_LATENCY_RUNS = 3
 
 
 # ------------------------------------------------------------------------------------ child side
@@ -92,7 +93,7 @@ def _relative_error(ours: Any, reference: list[Any]) -> float:
     return worst
 
 
-def _latency(name: str, path: Path, runs: int, threads: int) -> dict[str, Any]:
+def _latency(name: str, path: Path, runs: int, threads: int, budget: float) -> dict[str, Any]:
     import onnxruntime as ort
     import torch
 
@@ -121,13 +122,17 @@ def _latency(name: str, path: Path, runs: int, threads: int) -> dict[str, Any]:
         for _ in range(2):
             for fn in callables.values():
                 fn()
-        for _ in range(runs):
+        began = time.perf_counter()
+        for done in range(1, runs + 1):
             for key, fn in callables.items():
                 start = time.perf_counter()
                 fn()
                 times[key].append(time.perf_counter() - start)
+            if done >= MIN_LATENCY_RUNS and time.perf_counter() - began > budget:
+                break  # a heavy model: enough rounds for a median within the time budget
     for key, samples in times.items():
         result[f"{key}_ms"] = round(statistics.median(samples) * 1000, 2)
+    result["latency_rounds"] = len(times["onnxruntime"])
     return result
 
 
@@ -137,7 +142,7 @@ def _median(samples: list[dict[str, Any]], key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def measure_model(name: str, path: Path, runs: int, latency_runs: int, threads: int,
+def measure_model(name: str, path: Path, runs: int, latency_runs: int, threads: int, budget: float,
                   timeout: float) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name}
     row.update(onnx_facts(path))
@@ -161,7 +166,7 @@ def measure_model(name: str, path: Path, runs: int, latency_runs: int, threads: 
     ours_rss, theirs_rss = row["onnx2fx_peak_rss_bytes"], row["onnx2torch_peak_rss_bytes"]
     row["rss_ratio"] = round(ours_rss / theirs_rss, 3) if ours_rss and theirs_rss else None
     latency = run_child(["benchmarks.convert_speed", "--latency", name, str(path), "--latency-runs",
-                         str(latency_runs), "--threads", str(threads)], timeout)
+                         str(latency_runs), "--threads", str(threads), "--latency-budget", str(budget)], timeout)
     if "error" in latency:
         row["latency_error"] = latency["error"]
     else:
@@ -193,8 +198,9 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: 
         "conversion (file pages of a memory-mapped model count). **ours / theirs** below 1 means onnx2fx is faster "
         "or smaller. Latency: one process holds both converted models and an onnxruntime session (CPU, default "
         f"optimizations; {thread_text}) and calls them round-robin on the same input; median of "
-        f"{latency_runs} calls after two warm-up calls each. **rel. err** is each converted model's largest relative "
-        "error against onnxruntime's output, in percent.",
+        f"up to {latency_runs} calls after two warm-up calls each (a model whose rounds pass the time budget stops "
+        f"after at least {MIN_LATENCY_RUNS}; **rounds** says how many). **rel. err** is each converted model's "
+        "largest relative error against onnxruntime's output, in percent.",
         "",
         "## Conversion",
         "",
@@ -212,13 +218,13 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: 
             f"{_f(r.get('onnx2torch_peak_rss_bytes') and r['onnx2torch_peak_rss_bytes'] / 2**20, '{:,.0f} MiB')} | "
             f"{_f(r.get('rss_ratio'), '{:.2f}')} | {_f(ours_rss and weights and ours_rss / weights, '{:.2f}')} |")
     lines += ["", "## Inference latency (eager, CPU)", "",
-              "| model | onnx2fx ms | onnx2torch ms | onnxruntime ms | onnx2fx / onnx2torch | onnx2fx rel. err % | "
-              "onnx2torch rel. err % |", "|---|---|---|---|---|---|---|"]
+              "| model | onnx2fx ms | onnx2torch ms | onnxruntime ms | onnx2fx / onnx2torch | rounds | "
+              "onnx2fx rel. err % | onnx2torch rel. err % |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ours, theirs = r.get("onnx2fx_ms"), r.get("onnx2torch_ms")
         lines.append(
             f"| {r['name']} | {_f(ours)} | {_f(theirs) if theirs else 'failed'} | {_f(r.get('onnxruntime_ms'))} | "
-            f"{_f(ours / theirs if ours and theirs else None, '{:.2f}')} | "
+            f"{_f(ours / theirs if ours and theirs else None, '{:.2f}')} | {r.get('latency_rounds', '–')} | "
             f"{_f(r.get('onnx2fx_rel_err_pct'), '{:.2e}')} | {_f(r.get('onnx2torch_rel_err_pct'), '{:.2e}')} |")
     failures = [f"- **{r['name']}**, {tool}: {r[f'{tool}_error']}" for r in rows for tool in TOOLS
                 if r.get(f"{tool}_error")]
@@ -234,6 +240,9 @@ def main() -> None:
     parser.add_argument("--zoo-dir", type=Path, default=REPO / "build" / "zoo")
     parser.add_argument("--runs", type=int, default=3, help="conversions per tool and model")
     parser.add_argument("--latency-runs", type=int, default=10)
+    parser.add_argument("--latency-budget", type=float, default=60,
+                        help="seconds of latency rounds per model; heavy models stop early, after at least "
+                        f"{MIN_LATENCY_RUNS} rounds")
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads for the latency runs, torch and onnxruntime alike (0: torch's default); "
                         "1 keeps the figures stable on a machine that runs other work")
@@ -245,7 +254,7 @@ def main() -> None:
         emit(_convert_once(args.convert[0], Path(args.convert[1])))
         return
     if args.latency:
-        emit(_latency(args.latency[0], Path(args.latency[1]), args.latency_runs, args.threads))
+        emit(_latency(args.latency[0], Path(args.latency[1]), args.latency_runs, args.threads, args.latency_budget))
         return
 
     zoo = load_all()
@@ -263,7 +272,7 @@ def main() -> None:
             rows.append({"name": name, "onnx2fx_error": f"export failed: {exported['error']}"})
             continue
         row = measure_model(name, Path(exported["paths"]["static"]), args.runs, args.latency_runs, args.threads,
-                            args.timeout)
+                            args.latency_budget, args.timeout)
         rows.append(row)
         print(f"    onnx2fx {row['onnx2fx_convert_s']} s, onnx2torch {row['onnx2torch_convert_s']} s, "
               f"latency {row.get('onnx2fx_ms')} / {row.get('onnx2torch_ms')} / {row.get('onnxruntime_ms')} ms",
@@ -272,7 +281,8 @@ def main() -> None:
     from importlib.metadata import version
 
     env = environment() | {"onnx2torch": version("onnx2torch")}
-    command = f"python benchmarks/convert_speed.py --runs {args.runs} --latency-runs {args.latency_runs}"
+    command = (f"python benchmarks/convert_speed.py --runs {args.runs} --latency-runs {args.latency_runs} "
+               f"--latency-budget {args.latency_budget:g}")
     if args.threads:
         command += f" --threads {args.threads}"
     if args.models:
