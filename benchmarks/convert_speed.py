@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.zoo.measure import PeakMemory, emit, run_child  # noqa: E402
-from benchmarks.zoo.registry import load_all  # noqa: E402
+from benchmarks.zoo.registry import load_all, select_models  # noqa: E402
 from benchmarks.zoo_parity import environment, onnx_facts, warm_up_converter  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -257,11 +257,10 @@ def main() -> None:
         emit(_latency(args.latency[0], Path(args.latency[1]), args.latency_runs, args.threads, args.latency_budget))
         return
 
-    zoo = load_all()
-    names = [n.strip() for n in args.models.split(",") if n.strip()] or list(zoo)
-    unknown = [n for n in names if n not in zoo]
-    if unknown:
-        parser.error(f"unknown zoo models {unknown}; known: {', '.join(zoo)}")
+    try:
+        names = select_models(args.models)
+    except ValueError as exc:
+        parser.error(str(exc))
     started = time.perf_counter()
     rows = []
     for index, name in enumerate(names, 1):

@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.zoo.measure import PeakMemory, emit, run_child  # noqa: E402
-from benchmarks.zoo.registry import export_model, load_all  # noqa: E402
+from benchmarks.zoo.registry import export_model, load_all, select_models  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 DOC = REPO / "docs" / "zoo.md"
@@ -228,10 +228,10 @@ def main() -> None:
         return
 
     zoo = load_all()
-    names = [n.strip() for n in args.models.split(",") if n.strip()] or list(zoo)
-    unknown = [n for n in names if n not in zoo]
-    if unknown:
-        parser.error(f"unknown zoo models {unknown}; known: {', '.join(zoo)}")
+    try:
+        names = select_models(args.models)
+    except ValueError as exc:
+        parser.error(str(exc))
     started = time.perf_counter()
     rows = []
     for index, name in enumerate(names, 1):

@@ -62,6 +62,25 @@ def seeded_normal(shape: tuple[int, ...], seed: int = SEED, dtype=np.float32) ->
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 
+def torchscript_export(model: torch.nn.Module, args: tuple, path: Path, opset: int, input_names: list[str],
+                       output_names: list[str], dynamic_axes: dict[str, dict[int, str]] | None = None) -> None:
+    """``torch.onnx.export`` on its TorchScript path (``dynamo=False``), weights embedded in the file:
+    what optimum, timm's ``onnx_export.py``, torchvision's docs, mmdeploy and Real-ESRGAN's script call."""
+    with torch.no_grad():
+        torch.onnx.export(model.eval(), args, str(path), dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes)
+
+
+def select_models(spec: str) -> list[str]:
+    """Names from a comma-separated ``--models`` value (all when empty); ValueError names unknown ones."""
+    zoo = load_all()
+    names = [n.strip() for n in spec.split(",") if n.strip()] or list(zoo)
+    unknown = [n for n in names if n not in zoo]
+    if unknown:
+        raise ValueError(f"unknown zoo models {unknown}; known: {', '.join(zoo)}")
+    return names
+
+
 def load_all() -> dict[str, ZooModel]:
     """Import every family module so that its ``register`` calls run."""
     from benchmarks.zoo import models  # noqa: F401

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.zoo.registry import ZooModel, register, seeded_normal
+from benchmarks.zoo.registry import ZooModel, register, seeded_normal, torchscript_export
 
 OPSET = 17
 
@@ -53,17 +53,7 @@ def export_mnist(path: Path, dynamic_batch: bool) -> None:
     model = MnistNet().eval()
     example = torch.from_numpy(mnist_inputs(1)["input"])
     axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes=axes,
-        )
+    torchscript_export(model, (example,), path, OPSET, ["input"], ["output"], axes)
 
 
 register(

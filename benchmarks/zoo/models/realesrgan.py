@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.zoo.registry import SEED, ZooModel, register
+from benchmarks.zoo.registry import SEED, ZooModel, register, torchscript_export
 
 TILE = 256  # a realistic tile: upscalers run large images tile by tile
 OPSET = 11
@@ -61,18 +61,7 @@ def export_realesrgan_x2(path: Path, dynamic_batch: bool) -> None:
     model = build_realesrgan_x2()
     example = torch.from_numpy(image_inputs(1)["image"])
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "upscaled": {0: "batch", 2: "height2", 3: "width2"}}
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            export_params=True,
-            input_names=["image"],
-            output_names=["upscaled"],
-            dynamic_axes=axes if dynamic_batch else None,
-        )
+    torchscript_export(model, (example,), path, OPSET, ["image"], ["upscaled"], axes if dynamic_batch else None)
 
 
 register(

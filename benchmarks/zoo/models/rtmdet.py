@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.zoo.registry import SEED, ZooModel, register
+from benchmarks.zoo.registry import SEED, ZooModel, register, torchscript_export
 
 IMAGE_SIZE = 640
 OPSET = 11
@@ -369,18 +369,8 @@ def export_rtmdet_l(path: Path, dynamic_batch: bool) -> None:
         "boxes": {0: "batch", 1: "num_priors"},
         "scores": {0: "batch", 1: "num_priors"},
     }
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            export_params=True,
-            input_names=["input"],
-            output_names=["boxes", "scores"],
-            dynamic_axes=axes if dynamic_batch else None,
-        )
+    torchscript_export(model, (example,), path, OPSET, ["input"], ["boxes", "scores"],
+                       axes if dynamic_batch else None)
 
 
 register(

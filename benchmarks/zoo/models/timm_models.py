@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.zoo.registry import ZooModel, register, seeded_normal
+from benchmarks.zoo.registry import ZooModel, register, seeded_normal, torchscript_export
 from benchmarks.zoo.torchvision_ops import import_torchvision
 
 OPSET = 17
@@ -32,18 +32,7 @@ def export_efficientvit(path: Path, dynamic_batch: bool) -> None:
     model = timm.create_model("efficientvit_b1", pretrained=False, exportable=True).eval()
     example = torch.from_numpy(efficientvit_inputs(1)["input0"])
     axes = {"input0": {0: "batch"}, "output0": {0: "batch"}} if dynamic_batch else None
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            export_params=True,
-            input_names=["input0"],
-            output_names=["output0"],
-            dynamic_axes=axes,
-        )
+    torchscript_export(model, (example,), path, OPSET, ["input0"], ["output0"], axes)
 
 
 register(

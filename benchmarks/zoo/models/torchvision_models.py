@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.zoo.registry import SEED, ZooModel, register
+from benchmarks.zoo.registry import SEED, ZooModel, register, torchscript_export
 from benchmarks.zoo.torchvision_ops import import_torchvision
 
 OPSET = 11  # the opset torchvision's documentation and ONNX tests export detection models with
@@ -41,16 +41,7 @@ def export_fasterrcnn(path: Path, dynamic_batch: bool) -> None:
 
     model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None).eval()
     image = torch.from_numpy(fasterrcnn_inputs(1)["images"])
-    with torch.no_grad():
-        torch.onnx.export(
-            model,
-            ([image],),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["images"],
-            output_names=["boxes", "labels", "scores"],
-        )
+    torchscript_export(model, ([image],), path, OPSET, ["images"], ["boxes", "labels", "scores"])
 
 
 register(

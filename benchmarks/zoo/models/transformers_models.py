@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.zoo.registry import ZooModel, register, seeded_normal
+from benchmarks.zoo.registry import ZooModel, register, seeded_normal, torchscript_export
 from benchmarks.zoo.torchvision_ops import import_torchvision
 
 OPSET = 17
@@ -47,18 +47,7 @@ def export_pixel_model(
     wrapper = NamedOutputs(model.eval(), fields).eval()
     example = torch.from_numpy(pixel_inputs(size)(1)["pixel_values"])
     axes = {name: {0: "batch_size"} for name in ("pixel_values", *fields)} if dynamic_batch else None
-    with torch.no_grad():
-        torch.onnx.export(
-            wrapper,
-            (example,),
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=["pixel_values"],
-            output_names=list(fields),
-            dynamic_axes=axes,
-            do_constant_folding=True,
-        )
+    torchscript_export(wrapper, (example,), path, OPSET, ["pixel_values"], list(fields), axes)
 
 
 def pixel_inputs(size: int) -> Callable[[int], dict[str, np.ndarray]]:
