@@ -9,7 +9,8 @@ tensor holds, or it would silently change another layer too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,17 +73,24 @@ def initializer_values(gm: torch.fx.GraphModule, graph: OnnxGraphView, initializ
         if not held:
             raise QuantizationError(f"initializer {initializer!r} has no torch parameter to export")
         value = get_tensor(gm, held[0]).detach().float().cpu()
-        transform = (origins.get(held[0]) or {}).get("transform")
-        dims = list(graph.initializers[initializer][1])
-        if transform == "transpose":
-            value = value.t()
-        elif transform == "reshape":
-            value = value.reshape(dims)
-        elif transform is not None:
-            raise QuantizationError(f"parameter {held[0]} was made from {initializer!r} by an unknown transform "
-                                    f"{transform!r}: its new values cannot be exported")
-        if list(value.shape) != dims:
-            raise QuantizationError(f"parameter {held[0]} has shape {list(value.shape)} but initializer "
-                                    f"{initializer!r} has dims {dims}")
-        values[initializer] = np.ascontiguousarray(value.numpy(), dtype=np.float32)
+        values[initializer] = onnx_layout(value, held[0], initializer, origins, graph)
     return values
+
+
+def onnx_layout(value: torch.Tensor, param: str, initializer: str, origins: Mapping[str, Any],
+                graph: OnnxGraphView) -> np.ndarray:
+    """``value`` (torch parameter ``param``) back in ``initializer``'s ONNX layout, undoing the
+    ``transpose`` / ``reshape`` recorded when the parameter was made; QuantizationError if it cannot."""
+    transform = (origins.get(param) or {}).get("transform")
+    dims = list(graph.initializers[initializer][1])
+    if transform == "transpose":
+        value = value.t()
+    elif transform == "reshape":
+        value = value.reshape(dims)
+    elif transform is not None:
+        raise QuantizationError(f"parameter {param} was made from {initializer!r} by an unknown transform "
+                                f"{transform!r}: its new values cannot be exported")
+    if list(value.shape) != dims:
+        raise QuantizationError(f"parameter {param} has shape {list(value.shape)} but initializer "
+                                f"{initializer!r} has dims {dims}")
+    return np.ascontiguousarray(value.numpy(), dtype=np.float32)

@@ -58,7 +58,7 @@ from .data import input_specs
 from .encodings import encoded_names
 from .fake_quant import FakeQuantize, SimModel, set_bias_encodings
 from .grid import Encoding
-from .initializers import initializer_values
+from .initializers import initializer_values, onnx_layout
 from .learnable import freeze_ranges, make_learnable, project_ranges
 from .losses import Objective, choose_objective
 from .metrics import evaluate, flatten_outputs
@@ -454,19 +454,7 @@ def _weight_values(sim: SimModel, graph: OnnxGraphView) -> dict[str, np.ndarray]
     for initializer, quantizer in sim.weights.items():
         name = sim.weight_params[initializer]
         weight = quantizer(_param(sim, initializer).detach().float().cpu())
-        transform = (origins.get(name) or {}).get("transform")
-        dims = list(graph.initializers[initializer][1])
-        if transform == "transpose":
-            weight = weight.t()
-        elif transform == "reshape":
-            weight = weight.reshape(dims)
-        elif transform is not None:
-            raise QuantizationError(f"parameter {name} was made from {initializer!r} by an unknown transform "
-                                    f"{transform!r}: its fine-tuned values cannot be exported")
-        if list(weight.shape) != dims:
-            raise QuantizationError(f"parameter {name} has shape {list(weight.shape)} but initializer {initializer!r} "
-                                    f"has dims {dims}")
-        values[initializer] = np.ascontiguousarray(weight.numpy(), dtype=np.float32)
+        values[initializer] = onnx_layout(weight, name, initializer, origins, graph)
     return values
 
 
