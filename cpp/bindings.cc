@@ -18,12 +18,14 @@
 #include <numeric>
 #include <span>
 #include <system_error>
+#include <thread>
 
 #include "ir/data_type.h"
 #include "ir/ir.h"
 #include "onnx/errors.h"
 #include "onnx/mapped_file.h"
 #include "onnx/model_reader.h"
+#include "onnx/parallel_copy.h"
 #include "passes/check_graph.h"
 #include "passes/dead_code_elimination.h"
 #include "passes/pass_manager.h"
@@ -175,6 +177,11 @@ nb::object tensor_numpy(const Tensor& tensor) {
                                          numpy_dtype(static_cast<DataType>(tensor.data_type))));
 }
 
+// Threads for copying weights out of the file: beyond a few, memory bandwidth is the limit.
+int copy_threads() {
+  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
+}
+
 // The tensor's elements at an address aligned for their type: the zero-copy view when the bytes
 // already are, else a copy (torch kernels may assume alignment). After copying, the file pages
 // that held only this tensor are dropped from memory, so the copy costs no memory twice.
@@ -185,7 +192,10 @@ nb::object tensor_aligned_numpy(const Tensor& tensor) {
   if (tensor.data.empty() || reinterpret_cast<std::uintptr_t>(tensor.data.data()) % alignment == 0)
     return tensor_numpy(tensor);
   auto copy = std::make_shared_for_overwrite<std::byte[]>(tensor.data.size());
-  std::memcpy(copy.get(), tensor.data.data(), tensor.data.size());
+  {
+    nb::gil_scoped_release unlocked;
+    parallel_copy({copy.get(), tensor.data.size()}, tensor.data, copy_threads());
+  }
   if (tensor.source) tensor.source->release(tensor.data);
   Tensor aligned = tensor;
   aligned.data = {copy.get(), tensor.data.size()};

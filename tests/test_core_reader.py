@@ -699,3 +699,22 @@ def test_aligned_numpy_copies_only_misaligned_data(tmp_path: Path) -> None:
         np.testing.assert_array_equal(aligned, values)
         assert aligned.ctypes.data % 4 == 0
         assert np.shares_memory(view, aligned) == (core_tensor.data_offset % 4 == 0)
+
+
+def test_aligned_numpy_copies_large_misaligned_tensors_whole(tmp_path: Path) -> None:
+    # Large copies are split over threads (cpp/onnx/parallel_copy.h); every element must arrive.
+    values = np.random.default_rng(0).standard_normal(3_000_001).astype(np.float32)
+    for name in ("w", "ww", "www", "wwww"):
+        tensor = numpy_helper.from_array(values, name)
+        graph = helper.make_graph([helper.make_node("Identity", [name], ["y"])], "g", [],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [values.size])], [tensor])
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        core_tensor = _core.load_model(str(path)).graph.initializers[0]
+        if core_tensor.data_offset % 4 == 0:
+            continue
+        aligned = core_tensor.aligned_numpy()
+        assert aligned.ctypes.data % 4 == 0
+        np.testing.assert_array_equal(aligned, values)
+        return
+    pytest.fail("no name put the tensor at a misaligned offset")

@@ -6,7 +6,6 @@ plus the tensors for its parameters, which :mod:`onnx2fx.codegen.render` turns i
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -190,7 +189,7 @@ def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Va
         unknown = sorted(set(attrs) - impl.attribute_names)
         if unknown:
             raise emitter.unsupported(unknown[0], f"is not handled (value {attrs[unknown[0]]!r})")
-    params = inspect.signature(impl.fn).parameters.values()
+    params = impl.parameters
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
     variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
     if len(args) > len(positional) and not variadic:
