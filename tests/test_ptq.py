@@ -454,9 +454,13 @@ def test_percentile_of_a_known_distribution_with_a_growing_histogram() -> None:
     values = np.concatenate([values[:1000] * 0.1, values[1000:]])  # the first batch has a narrow range
     calibrator = _feed(PercentileCalibrator(99.9, bins=2048), values, chunks=40)
     assert calibrator.hist.size == 2048 and calibrator.hist.sum() == pytest.approx(values.size)
+    # p keeps the central p % (onnxruntime's meaning): an asymmetric grid cuts 0.05 % per tail...
     lo, hi = calibrator.compute_range(QuantGrid(8, False), False)
-    assert hi == pytest.approx(np.percentile(values, 99.9), rel=0.02)
-    assert lo == pytest.approx(np.percentile(values, 0.1), rel=0.02)
+    assert hi == pytest.approx(np.percentile(values, 99.95), rel=0.02)
+    assert lo == pytest.approx(np.percentile(values, 0.05), rel=0.02)
+    # ...and a symmetric one cuts 0.1 % of the largest magnitudes.
+    lo, hi = calibrator.compute_range(QuantGrid(8, True), True)
+    assert hi == pytest.approx(np.percentile(np.abs(values), 99.9), rel=0.02) and lo == -hi
 
 
 def test_native_histogram_bins_like_torch_histc() -> None:
@@ -495,6 +499,22 @@ def test_mse_range_is_tighter_than_minmax_for_heavy_tails() -> None:
     uniform = rng.uniform(-1, 1, size=100_000).astype(np.float32)
     lo, hi = _feed(MSECalibrator(), uniform).compute_range(QuantGrid(8, False), False)
     assert hi > 0.9 and lo < -0.9  # nothing to clip: keep the range
+
+
+def test_mse_refines_between_coarse_candidates() -> None:
+    """The fine search never does worse than the best coarse candidate, and on a Gaussian it finds
+    a strictly better range than the coarse grid's 2.5 % steps allow."""
+    values = np.random.default_rng(1).normal(size=200_000).astype(np.float32)
+    calibrator = _feed(MSECalibrator(), values)
+    grid = QuantGrid(8, False)
+
+    def error(lo: float, hi: float) -> float:
+        enc = Encoding.from_range(lo, hi, grid, False)
+        return float(calibrator.expected_errors(enc.min, enc.max, enc.scale.astype(np.float64))[0])
+
+    coarse = np.linspace(1 / 40, 1, 40)
+    best_coarse = min(error(calibrator.min * f, calibrator.max * g) for f in coarse for g in coarse)
+    assert error(*calibrator.compute_range(grid, False)) < best_coarse
 
 
 def test_entropy_threshold_is_finite_and_inside_the_observed_range() -> None:

@@ -5,7 +5,7 @@ grows when a batch falls outside it) and no activation is ever stored, so memory
 with the number of calibration samples or with the batch size.
 
 - ``minmax``: the observed range. Exact, but one outlier stretches the grid for every value.
-- ``percentile``: clip to the given two-sided percentile of the observed distribution.
+- ``percentile``: keep the central ``p`` percent of the observed distribution, clip the tails.
 - ``mse``: the range whose expected squared quantization error (rounding noise inside, clipping
   error outside) is smallest: it trades a clipped tail against finer steps.
 - ``entropy``: the clipping threshold that minimises the KL divergence between the magnitude
@@ -123,10 +123,33 @@ class HistogramCalibrator(Calibrator):
         edges = self.edges
         return (edges[:-1] + edges[1:]) / 2
 
+    def magnitude_histogram(self, magnitude: float, keep_zeros: bool = False) -> np.ndarray:
+        """The histogram of ``|x|`` on ``bins`` equal bins over ``[0, magnitude]``; exact zeros
+        are left out unless ``keep_zeros``."""
+        new_edges = np.linspace(0.0, magnitude, self.bins + 1)
+        cdf = np.concatenate([[0.0], np.cumsum(self.hist)])
+        edges = self.edges
+        # Mass of x in [0, e] plus mass of x in [-e, 0], from the interpolated cumulative counts.
+        at_zero = np.interp(0.0, edges, cdf, left=0.0, right=cdf[-1])
+        positive = np.interp(new_edges, edges, cdf, left=0.0, right=cdf[-1]) - at_zero
+        negative = at_zero - np.interp(-new_edges, edges, cdf, left=0.0, right=cdf[-1])
+        hist = np.diff(positive + negative)
+        # Exact zeros (ReLU outputs) are exact on every grid; left in, their spike would dominate
+        # the divergence and push the threshold far down.
+        if not keep_zeros:
+            hist[0] = max(hist[0] - self.zeros, 0.0)
+        return hist
+
 
 class PercentileCalibrator(HistogramCalibrator):
-    """Clip the lowest and the highest ``100 - p`` percent of values (``p = 99.999``, the default as
-    in onnxruntime, keeps the central 99.998 %): a handful of outliers no longer decides the step size."""
+    """Keep the central ``p`` percent of the observed values and clip the rest: a handful of
+    outliers no longer decides the step size.
+
+    ``p`` means what it means in onnxruntime's calibrator (``p = 99.999`` is the default in both),
+    so a percentile carried over from there clips the same mass: an asymmetric grid cuts
+    ``(100 - p) / 2`` percent from each tail; a symmetric grid, whose range is set by the larger
+    magnitude, cuts ``100 - p`` percent of the largest magnitudes.
+    """
 
     def __init__(self, percentile: float = 99.999, bins: int = 2048) -> None:
         super().__init__(bins)
@@ -135,10 +158,18 @@ class PercentileCalibrator(HistogramCalibrator):
     def compute_range(self, grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
         if not self.observed:
             return 0.0, 0.0
+        cut = 1.0 - self.percentile / 100.0
+        if symmetric:
+            magnitude = max(abs(self.min), abs(self.max))
+            if magnitude == 0.0:
+                return 0.0, 0.0
+            edges = np.linspace(0.0, magnitude, self.bins + 1)
+            cdf = np.concatenate([[0.0], np.cumsum(self.magnitude_histogram(magnitude, keep_zeros=True))])
+            threshold = float(np.interp((1.0 - cut) * cdf[-1], cdf, edges))
+            return max(-threshold, self.min), min(threshold, self.max)
         cdf = np.concatenate([[0.0], np.cumsum(self.hist)]) / self.hist.sum()
-        q = self.percentile / 100.0
-        lo = float(np.interp(1.0 - q, cdf, self.edges))
-        hi = float(np.interp(q, cdf, self.edges))
+        lo = float(np.interp(cut / 2.0, cdf, self.edges))
+        hi = float(np.interp(1.0 - cut / 2.0, cdf, self.edges))
         return max(lo, self.min), min(hi, self.max)
 
 
@@ -148,7 +179,8 @@ class MSECalibrator(HistogramCalibrator):
     For a candidate grid with step ``s`` over ``[a, b]``, a value inside costs ``s^2 / 12`` (the
     variance of uniform rounding noise) and a value outside costs its squared distance to the
     nearest end. Candidates shrink the observed ends independently (asymmetric grids) or together
-    (symmetric grids); each candidate is evaluated with its realised, zero-point-rounded grid.
+    (symmetric grids), first in ``steps`` coarse steps, then in tenths of a step around the best;
+    each candidate is evaluated with its realised, zero-point-rounded grid.
     """
 
     def __init__(self, bins: int = 2048, steps: int = 40) -> None:
@@ -158,24 +190,33 @@ class MSECalibrator(HistogramCalibrator):
     def compute_range(self, grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
         if not self.observed:
             return 0.0, 0.0
-        factors = np.linspace(1.0 / self.steps, 1.0, self.steps)
         lo0, hi0 = min(self.min, 0.0), max(self.max, 0.0)
-        if symmetric:
-            absmax = max(-lo0, hi0)
-            if grid.signed or lo0 < 0:
-                candidates = [(-absmax * f, absmax * f) for f in factors]
-            else:
-                candidates = [(0.0, hi0 * f) for f in factors]
-        else:
-            candidates = [(lo0 * f, hi0 * g) for f in factors for g in factors]
+        one_sided = symmetric and not grid.signed and lo0 == 0.0  # an unsigned grid from zero
+        if symmetric and not one_sided:
+            lo0, hi0 = -max(-lo0, hi0), max(-lo0, hi0)
+
+        def candidates(lo_factors: np.ndarray, hi_factors: np.ndarray) -> list[tuple[float, float]]:
+            if symmetric:  # both ends shrink together
+                return [(0.0 if one_sided else lo0 * f, hi0 * f) for f in hi_factors]
+            return [(lo0 * f, hi0 * g) for f in lo_factors for g in hi_factors]
+
+        coarse = np.linspace(1.0 / self.steps, 1.0, self.steps)
+        a, b = self._best(candidates(coarse, coarse), grid, symmetric)
+        # Refine around the coarse optimum: a coarse step is 1/steps of the range, and at 8 bits
+        # the optimum often lies between two coarse candidates close to the observed ends.
+        offsets = np.linspace(-1.0, 1.0, 21) / self.steps
+        near_lo = np.clip((a / lo0 if lo0 < 0 else 1.0) + offsets, 0.1 / self.steps, 1.0)
+        near_hi = np.clip((b / hi0 if hi0 > 0 else 1.0) + offsets, 0.1 / self.steps, 1.0)
+        a, b = self._best([(a, b), *candidates(near_lo, near_hi)], grid, symmetric)
+        return max(a, self.min), min(b, self.max)
+
+    def _best(self, candidates: list[tuple[float, float]], grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
+        """The candidate range whose realised grid has the smallest expected error (the first on ties)."""
         encodings = [Encoding.from_range(a, b, grid, symmetric) for a, b in candidates]
         lo = np.array([float(e.min[0]) for e in encodings])
         hi = np.array([float(e.max[0]) for e in encodings])
         step = np.array([float(e.scale[0]) for e in encodings])
-        errors = self.expected_errors(lo, hi, step)
-        best = int(np.argmin(errors))
-        a, b = candidates[best]
-        return max(a, self.min), min(b, self.max)
+        return candidates[int(np.argmin(self.expected_errors(lo, hi, step)))]
 
     def expected_errors(self, lo: np.ndarray, hi: np.ndarray, step: np.ndarray) -> np.ndarray:
         """Expected total squared error of each candidate grid ``[lo_i, hi_i]`` with step ``step_i``."""
@@ -215,22 +256,6 @@ class EntropyCalibrator(HistogramCalibrator):
         levels = grid.levels if one_sided and not grid.signed else grid.levels // 2
         threshold = kl_threshold(hist, magnitude, levels, self.max_candidates)
         return max(-threshold, self.min), min(threshold, self.max)
-
-    def magnitude_histogram(self, magnitude: float) -> np.ndarray:
-        """The histogram of ``|x|`` on ``bins`` equal bins over ``[0, magnitude]``."""
-        new_edges = np.linspace(0.0, magnitude, self.bins + 1)
-        cdf = np.concatenate([[0.0], np.cumsum(self.hist)])
-        edges = self.edges
-        # Mass of x in [0, e] plus mass of x in [-e, 0], from the interpolated cumulative counts.
-        at_zero = np.interp(0.0, edges, cdf, left=0.0, right=cdf[-1])
-        positive = np.interp(new_edges, edges, cdf, left=0.0, right=cdf[-1]) - at_zero
-        negative = at_zero - np.interp(-new_edges, edges, cdf, left=0.0, right=cdf[-1])
-        hist = np.diff(positive + negative)
-        # Exact zeros (ReLU outputs) are exact on every grid; left in, their spike would dominate
-        # the divergence and push the threshold far down.
-        hist[0] = max(hist[0] - self.zeros, 0.0)
-        return hist
-
 
 def kl_threshold(hist: np.ndarray, magnitude: float, levels: int, max_candidates: int = 256) -> float:
     """The clipping threshold (in value units) minimising ``KL(P || Q)``; see :class:`EntropyCalibrator`."""
