@@ -296,6 +296,12 @@ def ptq(
     bias_correction: Annotated[bool | None, typer.Option("--bias-correction/--no-bias-correction", help="Empirical "
                                                          "bias correction after calibration (default: the config's, "
                                                          "else off).")] = None,
+    adaround: Annotated[bool | None, typer.Option("--adaround/--no-adaround", help="AdaRound: learn whether each "
+                                                  "weight rounds up or down to best reconstruct its layer's output, "
+                                                  "after calibration (default: the config's, else off).")] = None,
+    adaround_iterations: Annotated[int | None, typer.Option("--adaround-iterations", min=1, help="AdaRound "
+                                                            "optimisation steps per layer (default: the config's, "
+                                                            "else 500).")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Post-training quantization of a converted model: calibrate, simulate, export encodings and QDQ ONNX."""
@@ -312,7 +318,8 @@ def ptq(
                          scheme=scheme, weight_bits=w_bits, activation_bits=a_bits, per_channel=per_channel,
                          samples=samples, batch_size=batch_size, encoding_version=encoding_version,
                          random_calibration=random_calibration, seed=seed, image_options=images, progress=True,
-                         cle=cle, bias_correction=bias_correction)
+                         cle=cle, bias_correction=bias_correction, adaround=adaround,
+                         adaround_iterations=adaround_iterations)
     info = result.report
     table = Table(title=f"{model.name} quantized", show_header=False)
     settings = info["settings"]
@@ -320,6 +327,10 @@ def ptq(
                   f"{info['calibration']['scheme']} on {info['calibration']['samples']} samples")
     if info.get("equalization") is not None:
         table.add_row("equalization", f"{len(info['equalization']['pairs'])} convolution pair(s)")
+    if info.get("adaround") is not None:
+        rounded = info["adaround"]
+        table.add_row("AdaRound", f"{len(rounded['initializers'])} of {len(rounded['layers'])} layer(s), "
+                      f"{rounded['iterations']} iterations each, {rounded['seconds']:.1f} s")
     if info.get("bias_correction") is not None:
         table.add_row("bias correction", f"{len(info['bias_correction']['layers'])} layer(s)")
     for o in info["outputs"]:

@@ -19,7 +19,7 @@ QDQ export writes them (quantized to int32 from the corrected values).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_trans
 @dataclass
 class _Target:
     node: str  # the weight layer's ONNX node
+    weight: str  # its weight initializer
     module: nn.Module
     bias: str  # ONNX initializer corrected
     bias_param: str  # its torch name
@@ -88,7 +89,7 @@ def find_targets(sim: SimModel, graph: OnnxGraphView, placement: Placement) -> l
         bias_param = sole_tensor(sim.gm, graph, names, bias)
         if bias_param is None or get_tensor(sim.gm, bias_param).numel() != _channels(module):
             continue
-        targets.append(_Target(site.node, module, bias, bias_param))
+        targets.append(_Target(site.node, site.initializer, module, bias, bias_param))
     return targets
 
 
@@ -137,9 +138,13 @@ def _weight_error_output(module: nn.Module, x: torch.Tensor, error: torch.Tensor
 
 @torch.no_grad()
 def correct_biases(sim: SimModel, graph: OnnxGraphView, placement: Placement,
-                   batches: Sequence[tuple[torch.Tensor, ...]]) -> dict[str, Any]:
+                   batches: Sequence[tuple[torch.Tensor, ...]],
+                   float_weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Add ``E[W x] - E[Q(W) x]`` to the bias of every eligible layer of ``sim`` (calibrated:
     its quantizers must hold their encodings), estimated on ``batches``.
+
+    ``float_weights`` holds, by weight initializer, the float ``W`` of layers whose parameter no
+    longer is (AdaRound replaced it with values on the grid, whose own error would be zero).
 
     Returns the report section: the layers corrected, the samples used, the largest correction
     relative to its layer's bias range, and the initializers changed."""
@@ -148,8 +153,9 @@ def correct_biases(sim: SimModel, graph: OnnxGraphView, placement: Placement,
         return {"layers": [], "samples": 0, "initializers": []}
     sums: dict[int, torch.Tensor] = {}
     counts: dict[int, int] = {}
-    errors = {id(t.module): t.module.weight.detach() - t.module.weight_quantizer(t.module.weight.detach())
-              for t in targets}
+    float_weights = float_weights or {}
+    errors = {id(t.module): float_weights.get(t.weight, t.module.weight).detach()
+              - t.module.weight_quantizer(t.module.weight.detach()) for t in targets}
 
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         x = inputs[0]

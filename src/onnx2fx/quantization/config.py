@@ -16,6 +16,8 @@ in float. Every key is checked, so a typo is an error rather than a silently ign
     nodes:     {/stem/Conv: {weights: {bits: 4}}}
     cle: true                   # cross-layer equalization before calibration (see cle.py)
     bias_correction: true       # empirical bias correction after calibration (see bias_correction.py)
+    adaround: true              # learned weight rounding after calibration (see adaround.py)
+    adaround_iterations: 500    # its optimisation steps per layer
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ class QuantConfig:
     nodes: Mapping[str, Mapping[str, QuantSpec]] = field(default_factory=dict)
     cle: bool = False
     bias_correction: bool = False
+    adaround: bool = False
+    adaround_iterations: int = 500  # steps per layer
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
@@ -142,9 +146,9 @@ class QuantConfig:
                         raise QuantizationError(f"{where}: a supergroup is a [producer, follower] pair, got {item!r}")
                     groups.append((pair[0], pair[1]))
                 kwargs[key] = tuple(groups)
-            elif key in ("quantize_inputs", "fuse", "cle", "bias_correction"):
+            elif key in ("quantize_inputs", "fuse", "cle", "bias_correction", "adaround"):
                 kwargs[key] = _bool(value, where)
-            elif key in ("bins", "bias_bits"):
+            elif key in ("bins", "bias_bits", "adaround_iterations"):
                 kwargs[key] = _int(value, where)
             elif key == "percentile":
                 kwargs[key] = _float(value, where)
@@ -156,9 +160,14 @@ class QuantConfig:
 
     def with_overrides(self, *, scheme: str | None = None, weight_bits: int | None = None,
                        activation_bits: int | None = None, per_channel: bool | None = None,
-                       cle: bool | None = None, bias_correction: bool | None = None) -> QuantConfig:
+                       cle: bool | None = None, bias_correction: bool | None = None, adaround: bool | None = None,
+                       adaround_iterations: int | None = None) -> QuantConfig:
         """The command-line flags win over the file: apply those that were given."""
         config = self
+        if adaround is not None:
+            config = replace(config, adaround=adaround)
+        if adaround_iterations is not None:
+            config = replace(config, adaround_iterations=adaround_iterations)
         if cle is not None:
             config = replace(config, cle=cle)
         if bias_correction is not None:
@@ -185,6 +194,8 @@ class QuantConfig:
             raise QuantizationError(f"percentile {self.percentile} must be in (50, 100]")
         if not 128 <= self.bins <= 1 << 16:
             raise QuantizationError(f"bins {self.bins} must be between 128 and 65536")
+        if self.adaround_iterations < 1:
+            raise QuantizationError(f"adaround_iterations {self.adaround_iterations} must be at least 1")
         if self.bias_bits != 32:
             raise QuantizationError(f"bias_bits {self.bias_bits}: only int32 biases are supported")
         for table, name in ((self.op_types, "op_types"), (self.nodes, "nodes")):

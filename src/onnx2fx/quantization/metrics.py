@@ -162,13 +162,18 @@ def evaluate(float_gm: torch.fx.GraphModule, sim_gm: torch.fx.GraphModule,
     return {"samples": samples, "outputs": output_rows, "per_layer": per_layer}
 
 
-def weight_errors(weights: Mapping[str, tuple[torch.Tensor, FakeQuantize]]) -> list[dict[str, Any]]:
-    """SQNR of each quantized weight against its float values, worst first."""
+def weight_errors(weights: Mapping[str, tuple[torch.Tensor, FakeQuantize]],
+                  rounded: Mapping[str, torch.Tensor] | None = None) -> list[dict[str, Any]]:
+    """SQNR of each quantized weight against its float values, worst first.
+
+    ``rounded`` holds the tensor the quantizer is applied to where it is not the float weight
+    itself (AdaRound moved it onto the grid, away from the nearest grid points)."""
     rows = []
+    rounded = rounded or {}
     with torch.no_grad():
         for name, (param, quantizer) in weights.items():
             stats = ErrorStats()
-            stats.update(param, quantizer(param))
+            stats.update(param, quantizer(rounded.get(name, param)))
             rows.append({"initializer": name, "sqnr_db": _finite(stats.sqnr_db), "bits": quantizer.bits,
                          "per_channel": quantizer.axis is not None, "channels": int(quantizer.scale.numel())})
     rows.sort(key=lambda row: math.inf if row["sqnr_db"] is None else row["sqnr_db"])

@@ -33,6 +33,9 @@ import torch
 import torch.fx
 
 from ..errors import Onnx2FxError, QuantizationError
+from .adaround import SAMPLES as ADAROUND_SAMPLES
+from .adaround import adaround as adaround_weights
+from .adaround import first_samples
 from .bias_correction import SAMPLES as BIAS_CORRECTION_SAMPLES
 from .bias_correction import correct_biases, keep_batches
 from .calibrators import make_calibrator, weight_ranges
@@ -42,7 +45,7 @@ from .data import CalibrationSource, ImageOptions, calibration_source, input_spe
 from .encodings import build_encodings, encoded_names
 from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, set_bias_encodings, strip_calibrators
 from .grid import Encoding, QuantGrid, bias_encoding
-from .initializers import initializer_values
+from .initializers import get_tensor, initializer_values
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
 from .qdq import build_plan, compare_with_sim, write_qdq_model
@@ -128,7 +131,8 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         samples: int = 512, batch_size: int = 16, encoding_version: str = "1.0.0",
         random_calibration: bool = False, eval_data: Any = None, eval_samples: int = 64, seed: int = 0,
         image_options: ImageOptions | None = None, progress: bool | None = None, cle: bool | None = None,
-        bias_correction: bool | None = None) -> PTQResult:
+        bias_correction: bool | None = None, adaround: bool | None = None,
+        adaround_iterations: int | None = None) -> PTQResult:
     """Quantize a converted model after training.
 
     Args:
@@ -153,6 +157,13 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         bias_correction: empirical bias correction after calibration (:mod:`.bias_correction`;
             overrides the config's ``bias_correction``), estimated on the first calibration samples.
             The initializers either changes are written into the QDQ model.
+        adaround: learned rounding of the weights after calibration (:mod:`.adaround`; overrides
+            the config's ``adaround``), on the first calibration samples: the weight encodings
+            stay as calibrated and each weight moves onto the grid point, the nearest one or its
+            neighbour, that best reconstructs its layer's output. It runs before bias correction,
+            which then corrects what is left of the error against the float weights.
+        adaround_iterations: optimisation steps per layer (overrides the config's
+            ``adaround_iterations``).
     """
     from ..validator import load_torch_model
 
@@ -162,7 +173,8 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     gm, model_path = _load_model(model, load_torch_model)
     source = _source_onnx(gm, onnx_path)
     cfg = _config(config).with_overrides(scheme=scheme, weight_bits=weight_bits, activation_bits=activation_bits,
-                                         per_channel=per_channel, cle=cle, bias_correction=bias_correction)
+                                         per_channel=per_channel, cle=cle, bias_correction=bias_correction,
+                                         adaround=adaround, adaround_iterations=adaround_iterations)
     graph = OnnxGraphView.load(source)
     specs = input_specs(graph.inputs, graph.input_types, input_shapes)
     data = calibration_source(calibration_data, specs, samples=samples, batch_size=batch_size,
@@ -171,9 +183,11 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     check_names(graph, _fx_onnx_names(gm))
     reference, equalization = equalized_copy(gm, graph, placement) if cfg.cle else (gm, None)
     sim = insert_fake_quant(reference, graph, placement)
-    correction_batches: list[tuple[torch.Tensor, ...]] = []
-    if cfg.bias_correction:
-        data.batches, correction_batches = keep_batches(data.batches, min(samples, BIAS_CORRECTION_SAMPLES))
+    # bias correction and AdaRound need calibration samples again once the encodings are fixed
+    kept_samples = max(BIAS_CORRECTION_SAMPLES if cfg.bias_correction else 0, ADAROUND_SAMPLES if cfg.adaround else 0)
+    kept_batches: list[tuple[torch.Tensor, ...]] = []
+    if kept_samples:
+        data.batches, kept_batches = keep_batches(data.batches, min(samples, kept_samples))
 
     keep = eval_samples if eval_data is None else 0
     calibration = _calibrate(sim, cfg, data, samples, keep, _show_progress(progress))
@@ -184,9 +198,21 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     quantized = {t: activation_encodings[t] for t in sim.activations if t in activation_encodings}
     strip_calibrators(sim)
     sim.gm.eval()
-    correction = _run_model("bias correction", lambda: correct_biases(sim, graph, placement, correction_batches)) \
+    rounding = None
+    if cfg.adaround:
+        quantized_weights = sum(q.enabled and q.initialized for q in sim.weights.values())
+        with _progress(_show_progress(progress), quantized_weights, "AdaRound", "weights") as advance:
+            rounding = _run_model("AdaRound", lambda: adaround_weights(
+                sim, graph, placement, first_samples(kept_batches, ADAROUND_SAMPLES), cfg.adaround_iterations, seed,
+                advance))
+    # the float weights AdaRound replaced: the reference of bias correction and of the weight figures
+    float_weights = {init: get_tensor(reference, sim.weight_params[init])
+                     for init in (rounding or {}).get("initializers", [])}
+    correction = _run_model("bias correction", lambda: correct_biases(
+        sim, graph, placement, first_samples(kept_batches, BIAS_CORRECTION_SAMPLES), float_weights)) \
         if cfg.bias_correction else None
-    changed = sorted({*(equalization or {}).get("initializers", []), *(correction or {}).get("initializers", [])})
+    changed = sorted({*(equalization or {}).get("initializers", []), *(rounding or {}).get("initializers", []),
+                      *(correction or {}).get("initializers", [])})
     plan = build_plan(quantized, weight_encodings, bias_encodings, initializer_values(sim.gm, graph, changed))
 
     if eval_data is None:
@@ -199,7 +225,8 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     evaluation = _run_model("evaluating", lambda: evaluate(
         reference, sim.gm, eval_batches, graph.outputs, float_nodes,
         {t: q for t, q in sim.activations.items() if t in activation_encodings}))
-    weights = weight_errors({init: (_param(sim, init), q) for init, q in sim.weights.items()})
+    weights = weight_errors({init: (float_weights.get(init, _param(sim, init)), q) for init, q in sim.weights.items()},
+                            {init: _param(sim, init) for init in float_weights})
 
     output_rows = evaluation["outputs"]
     sqnrs = [r["sqnr_db"] for r in output_rows if r.get("sqnr_db") is not None]
@@ -223,6 +250,7 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         "unmapped": sim.unmapped,
         "not_float": dropped,
         "equalization": equalization,
+        "adaround": rounding,
         "bias_correction": correction,
         "changed_initializers": changed,
         "qdq": None,
@@ -322,10 +350,10 @@ def _calibrate(sim: SimModel, config: QuantConfig, data: CalibrationSource, samp
 
 
 class _progress:
-    """A rich progress bar over calibration samples (a no-op when disabled)."""
+    """A rich progress bar over calibration samples, or another count (a no-op when disabled)."""
 
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
+    def __init__(self, enabled: bool, total: int, label: str = "calibrating", unit: str = "samples") -> None:
+        self.enabled, self.total, self.label, self.unit = enabled, total, label, unit
         self.bar: Any = None
 
     def __enter__(self) -> Any:
@@ -342,11 +370,11 @@ class _progress:
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]calibrating"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("samples"), TimeElapsedColumn(), TimeRemainingColumn(),
+        self.bar = Progress(SpinnerColumn(), TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn(self.unit), TimeElapsedColumn(), TimeRemainingColumn(),
                             console=Console(stderr=True), transient=False)
         self.bar.start()
-        task = self.bar.add_task("calibrating", total=self.total)
+        task = self.bar.add_task(self.label, total=self.total)
         return lambda n: self.bar.advance(task, n)
 
     def __exit__(self, *exc: object) -> None:

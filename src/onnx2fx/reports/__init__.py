@@ -153,6 +153,15 @@ def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
     if ptq.get("equalization") is not None:
         lines.append(f"- cross-layer equalization: {len(ptq['equalization'].get('pairs', []))} convolution pair(s), "
                      f"{ptq['equalization'].get('sweeps', 0)} sweep(s)")
+    if ptq.get("adaround") is not None:
+        rounded = ptq["adaround"]
+        ratios = sorted(row["mse_adaround"] / row["mse_nearest"] for row in rounded.get("layers", [])
+                        if row.get("mse_nearest") and row.get("mse_adaround") is not None)
+        relative = f"; layer reconstruction MSE against round to nearest: median x{_fmt(ratios[len(ratios) // 2])}, " \
+            f"worst x{_fmt(ratios[-1])}" if ratios else ""
+        lines.append(f"- AdaRound: {len(rounded.get('initializers', []))} of {len(rounded.get('layers', []))} "
+                     f"layer(s) re-rounded, {rounded.get('iterations', '?')} iterations each on "
+                     f"{rounded.get('samples', 0)} calibration samples ({_fmt(rounded.get('seconds'))} s){relative}")
     if ptq.get("bias_correction") is not None:
         lines.append(f"- bias correction: {len(ptq['bias_correction'].get('layers', []))} layer(s), estimated on "
                      f"{ptq['bias_correction'].get('samples', 0)} calibration samples")
