@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from digits import train_digits
+from digits import train_digits, within_one_step
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
@@ -51,10 +51,6 @@ def _convert(onnx_path: Path, out: Path) -> Path:
     converter.convert()
     converter.save(out)
     return out / "model_full.pt"
-
-
-def _within_one_step(a: np.ndarray, b: np.ndarray, step: float) -> float:
-    return float((np.abs(a.astype(np.float64) - b.astype(np.float64)) <= step * (1 + 1e-3)).mean())
 
 
 # ---------------------------------------------------------------------------------- fixtures
@@ -108,7 +104,7 @@ def test_digits_w8a8_accuracy_and_qdq(digits: SimpleNamespace, digits_ptq: Simpl
     print(f"digits: QDQ in onnxruntime {ort_acc:.4f} (fused integer kernels {fused_acc:.4f})")
     assert abs(ort_acc - sim_acc) * 100 <= 0.2
     step = float(result.activation_encodings["logits"].scale[0])
-    assert _within_one_step(reference, sim_logits, step) >= 0.999
+    assert within_one_step(reference, sim_logits, step) >= 0.999
 
 
 def test_qdq_matches_simulation_within_one_step(tiny: SimpleNamespace, tiny_ptq: SimpleNamespace) -> None:
@@ -120,7 +116,7 @@ def test_qdq_matches_simulation_within_one_step(tiny: SimpleNamespace, tiny_ptq:
     with torch.no_grad():
         sim_out = sim(torch.from_numpy(x)).numpy()
     step = float(tiny_ptq.result.activation_encodings["logits"].scale[0])
-    assert _within_one_step(ort_out, sim_out, step) >= 0.999
+    assert within_one_step(ort_out, sim_out, step) >= 0.999
     assert tiny_ptq.result.report["qdq"]["within_one_step"] >= 0.999
     # the QDQ graph keeps the original names and quantizes what the plan says
     model = onnx.load(str(onnx_path))
@@ -218,7 +214,7 @@ def test_attention_block_qdq_matches_simulation(tmp_path: Path, opset: int) -> N
     ort_out = ort_session(tmp_path / "q" / "model_ptq.onnx", optimized=False).run(None, {"x": held_out})[0]
     with torch.no_grad():
         sim_out = result.sim_model(torch.from_numpy(held_out)).numpy()
-    assert _within_one_step(ort_out, sim_out, float(result.activation_encodings["y"].scale[0])) >= 0.999
+    assert within_one_step(ort_out, sim_out, float(result.activation_encodings["y"].scale[0])) >= 0.999
 
 
 def test_output_folder_report_and_reload(tiny: SimpleNamespace, tiny_ptq: SimpleNamespace) -> None:
@@ -330,7 +326,7 @@ def test_matmul_and_transposed_gemm_weights_use_the_onnx_channel_axis(mlp: Simpl
     ort_out = ort_session(tmp_path / "q" / "model_ptq.onnx", optimized=False).run(None, {"x": mlp.x})[0]
     with torch.no_grad():
         sim_out = result.sim_model(torch.from_numpy(mlp.x)).numpy()
-    assert _within_one_step(ort_out, sim_out, float(result.activation_encodings["y"].scale[0])) >= 0.999
+    assert within_one_step(ort_out, sim_out, float(result.activation_encodings["y"].scale[0])) >= 0.999
 
 
 def test_config_file_bits_and_float_nodes(tiny: SimpleNamespace, tmp_path: Path) -> None:
