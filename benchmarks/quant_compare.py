@@ -13,8 +13,9 @@ float ONNX model run the same way.
 - onnxruntime: ``quantize_static`` in QDQ format, per-channel weights, activations QUInt8,
   weights QInt8, calibration methods MinMax, Entropy and Percentile (its defaults otherwise).
 - ours with PTQ options (``--variants``): the minmax scheme again with cross-layer equalization
-  (``cle=True``), bias correction (``bias_correction=True``) and both; the goal compares the plain
-  schemes only.
+  (``cle=True``), bias correction (``bias_correction=True``), both, AdaRound (``adaround=True``, on
+  ``--adaround-models`` only, ``--adaround-iterations`` per layer) and AdaRound with bias correction;
+  the goal compares the plain schemes only.
 - QFT (``--qft-samples``, 0 skips it): ResNet-50 at ``--qft-resolution``, W4A8 PTQ (minmax, weights
   per channel) and then ``onnx2fx.quantization.qft`` for ``--qft-epochs`` epoch(s) of distillation
   from the float model on the seeded random training images; both QDQ models are measured in
@@ -43,7 +44,8 @@ the same run. Usage::
                                        [--overhead-samples 256] [--overhead-runs 3]
                                        [--overhead-resolution N]
                                        [--models digits,resnet50,vit,digits_vit]
-                                       [--variants cle,bias_correction,cle+bias_correction]
+                                       [--variants cle,bias_correction,cle+bias_correction,adaround,...]
+                                       [--adaround-models digits,vit,digits_vit] [--adaround-iterations 500]
                                        [--qft-samples 256] [--qft-resolution 64] [--output DIR]
 
 The defaults take roughly half an hour or more on two CPU cores (ResNet-50 at 224x224 dominates; the
@@ -83,7 +85,11 @@ SCHEMES = ("minmax", "percentile", "mse", "entropy")
 ORT_METHODS = ("MinMax", "Entropy", "Percentile")
 MODELS = ("digits", "resnet50", "vit", "digits_vit")
 VARIANTS = {"cle": {"cle": True}, "bias_correction": {"bias_correction": True},
-            "cle+bias_correction": {"cle": True, "bias_correction": True}}
+            "cle+bias_correction": {"cle": True, "bias_correction": True}, "adaround": {"adaround": True},
+            "adaround+bias_correction": {"adaround": True, "bias_correction": True}}
+# AdaRound optimises every layer for its iterations on the CPU: ResNet-50 at 224x224 would take
+# most of an hour, so by default its AdaRound rows are left out (--adaround-models).
+ADAROUND_MODELS = ("digits", "vit", "digits_vit")
 
 
 @dataclass
@@ -424,7 +430,8 @@ def ours(case: Case, model_path: Path, scheme: str, reference: np.ndarray, work:
         result = ptq(model_path, case.calib, output_dir=out, scheme=scheme, weight_bits=8, activation_bits=8,
                      per_channel=True, samples=len(case.calib), batch_size=case.batch_size,
                      eval_samples=min(args.batch_size, len(case.calib)), seed=args.seed, progress=False,
-                     **VARIANTS.get(variant or "", {}))
+                     **VARIANTS.get(variant or "", {}),
+                     **({"adaround_iterations": args.adaround_iterations} if "adaround" in (variant or "") else {}))
         row["ptq_seconds"] = round(time.perf_counter() - started, 2)
         row["calibration_seconds"] = result.report["calibration"]["seconds"]
         row.update(output_metrics(case, reference, run_onnx(out / "model_ptq.onnx", case.input_name, case.evaluation,
@@ -512,6 +519,8 @@ def compare(case: Case, work: Path, args: argparse.Namespace) -> dict[str, Any]:
         entry["rows"].append(row)
         print("   ", summary(row), flush=True)
     for variant in args.variants:
+        if "adaround" in variant and case.name not in args.adaround_models:
+            continue
         label = variant_label("minmax", variant)
         print(f"{case.name}: onnx2fx {label}", flush=True)
         if model_path is None:
@@ -726,7 +735,10 @@ def markdown(doc: dict[str, Any]) -> str:
         f"scheme (`minmax`, `percentile` at {QuantConfig().percentile:g}, `mse`, `entropy`).",
         "- **onnx2fx, minmax + ...**: the minmax row again with PTQ options: `cle` (cross-layer equalization of "
         "consecutive convolutions, `ptq(cle=True)`), `bias correction` (empirical bias correction, "
-        "`ptq(bias_correction=True)`) and both. The goal below compares the plain schemes only.",
+        "`ptq(bias_correction=True)`), both, `adaround` (learned weight rounding, `ptq(adaround=True, "
+        f"adaround_iterations={doc['settings']['adaround_iterations']})`, on "
+        f"{', '.join(doc['settings']['adaround_models']) or 'no model'} only: it optimises every layer on the CPU) "
+        "and AdaRound followed by bias correction. The goal below compares the plain schemes only.",
         "- **onnxruntime**: `onnxruntime.quantization.quantize_static(quant_format=QDQ, per_channel=True, "
         "activation_type=QUInt8, weight_type=QInt8, calibrate_method=...)`, its defaults otherwise, on the "
         "float ONNX file as exported (no pre-processing); one row per calibration method.",
@@ -914,6 +926,10 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"extra minmax rows with PTQ options, a comma-separated subset of {','.join(VARIANTS)} "
                         "('' for none)")
+    parser.add_argument("--adaround-models", default=",".join(ADAROUND_MODELS),
+                        help="models that get the AdaRound rows (default: all but ResNet-50, whose AdaRound takes "
+                        "most of an hour here)")
+    parser.add_argument("--adaround-iterations", type=int, default=500, help="AdaRound steps per layer")
     parser.add_argument("--qft-samples", type=int, default=256, help="ResNet-50 QFT training images; 0 skips QFT")
     parser.add_argument("--qft-eval-samples", type=int, default=32, help="held-out images for PTQ vs QFT")
     parser.add_argument("--qft-resolution", type=int, default=64, help="ResNet-50 input size for QFT (default 64)")
@@ -936,6 +952,7 @@ def main() -> None:
     args.ort_methods = [s for s in args.ort_methods.split(",") if s]
     args.overhead_schemes = [s for s in args.overhead_schemes.split(",") if s]
     args.variants = [v for v in args.variants.split(",") if v]
+    args.adaround_models = [m for m in args.adaround_models.split(",") if m]
     unknown_variants = sorted(set(args.variants) - set(VARIANTS))
     if unknown_variants:
         parser.error(f"unknown variant(s) {unknown_variants}; choose from {list(VARIANTS)}")
