@@ -159,7 +159,9 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], minute
         "exporters). Each conversion runs in a fresh process. **rel. error** is the largest "
         "`max|onnx2fx - onnxruntime| / max|onnxruntime|` over all outputs, in percent, on the model's seeded "
         f"inputs (gate: {GATE_PERCENT:g} %; the specification's is 1 %); **dyn. rel. error** is the same at batch 2 "
-        "on the dynamic-batch export. **peak RSS** is the resident-memory high-water mark's growth during "
+        "on the dynamic-batch export. **convert s** is one conversion in that process, after a warm-up on a tiny "
+        "model (`docs/benchmarks.md` has medians of several runs, against onnx2torch). "
+        "**peak RSS** is the resident-memory high-water mark's growth during "
         "`OnnxToFxConverter(path).convert()`; **/ weights** divides it by the initializer bytes. "
         "**export (dyn.)** is `torch.export` with a dynamic batch dimension, on the dynamic-batch export.",
         "",
