@@ -28,12 +28,7 @@ from onnx2fx.quantization.qdq import ort_session
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sqnr(reference: np.ndarray, approx: np.ndarray) -> float:

@@ -30,12 +30,7 @@ from onnx2fx.validator import load_torch_model
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _convert(onnx_path: Path, out: Path) -> Path:

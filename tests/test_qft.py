@@ -35,12 +35,7 @@ runner = CliRunner()
 qft_module = importlib.import_module("onnx2fx.quantization.qft")  # the package's `qft` is the function
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _accuracy(logits: np.ndarray | torch.Tensor, labels: np.ndarray) -> float:
