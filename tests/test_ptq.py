@@ -37,13 +37,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tiny_cnn.onnx"
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models on a shared machine: one intra-op thread is much faster than spinning two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _convert(onnx_path: Path, out: Path) -> Path:
@@ -215,6 +209,29 @@ def test_attention_block_qdq_matches_simulation(tmp_path: Path, opset: int) -> N
     with torch.no_grad():
         sim_out = result.sim_model(torch.from_numpy(held_out)).numpy()
     assert within_one_step(ort_out, sim_out, float(result.activation_encodings["y"].scale[0])) >= 0.999
+
+
+def test_softmax_keeps_its_observed_range_under_clipping_schemes(tmp_path: Path) -> None:
+    """Attention probabilities are bounded and carry their information in the rare large values:
+    under entropy (KL) calibration the Softmax output keeps its full observed range (config
+    ``minmax_ops``), while other tensors are still clipped; ``minmax_ops: []`` lets KL clip it too."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_AttentionBlock().eval(), (torch.zeros(1, 3, 8, 8),), str(tmp_path / "block.onnx"),
+                          dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
+    softmax = next(n.output[0] for n in onnx.load(str(tmp_path / "block.onnx")).graph.node if n.op_type == "Softmax")
+    calib = np.random.default_rng(0).normal(size=(64, 3, 8, 8)).astype(np.float32)
+    model = _convert(tmp_path / "block.onnx", tmp_path / "converted")
+    minmax = ptq(model, calib, samples=64, scheme="minmax", progress=False).activation_encodings
+    full = minmax[softmax]
+    kept = ptq(model, calib, samples=64, scheme="entropy", progress=False)
+    clipped = ptq(model, calib, samples=64, config=QuantConfig(scheme="entropy", minmax_ops=()), progress=False)
+    assert kept.report["calibration"]["minmax_tensors"] == 1 and clipped.report["calibration"]["minmax_tensors"] == 0
+    assert kept.activation_encodings[softmax].same_as(full)
+    assert any(not e.same_as(minmax[t]) for t, e in kept.activation_encodings.items() if t != softmax)
+    assert float(clipped.activation_encodings[softmax].max[0]) < 0.9 * float(full.max[0])
+    assert QuantConfig.from_dict({"minmax_ops": []}).minmax_ops == ()
 
 
 def test_output_folder_report_and_reload(tiny: SimpleNamespace, tiny_ptq: SimpleNamespace) -> None:

@@ -10,6 +10,7 @@ in float. Every key is checked, so a typo is an error rather than a silently ign
     activations: {bits: 8, symmetric: false}
     scheme: percentile          # activation calibration: minmax | percentile | mse | entropy
     percentile: 99.999          # the default, as in onnxruntime
+    minmax_ops: [Softmax]       # op types whose outputs keep their observed range under any scheme
     float_ops: [Softmax]        # ONNX op types left in float
     float_nodes: [/head/Gemm]   # ONNX node names left in float
     op_types:  {Sigmoid: {activations: {bits: 16}}}
@@ -43,6 +44,13 @@ DEFAULT_SUPERGROUPS: tuple[tuple[str, str], ...] = (
     ("BatchNormalization", "Relu"), ("BatchNormalization", "Clip"),
     ("Gemm", "Relu"), ("Gemm", "Clip"), ("MatMul", "Relu"), ("Add", "Relu"),
 )
+
+# Ops whose outputs keep their observed range whatever the calibration scheme. A Softmax output is a
+# probability: bounded by construction, with its information in the rare large values (sharp
+# attention), exactly the tail that KL or percentile clipping cuts; the entropy scheme clipped a
+# trained ViT's attention probabilities to a quarter of their range: 14.9 dB of output SQNR
+# against 32.2 dB when they keep their range.
+DEFAULT_MINMAX_OPS: tuple[str, ...] = ("Softmax",)
 
 # Ops whose output holds (a subset or rearrangement of) their first input's values: requantizing
 # would only add error, so the output shares the input's encoding. Concat is decided after
@@ -82,6 +90,7 @@ class QuantConfig:
     fuse: bool = True
     supergroups: tuple[tuple[str, str], ...] = DEFAULT_SUPERGROUPS
     shared_ops: tuple[str, ...] = DEFAULT_SHARED_OPS
+    minmax_ops: tuple[str, ...] = DEFAULT_MINMAX_OPS
     float_ops: tuple[str, ...] = ()
     float_nodes: tuple[str, ...] = ()
     op_types: Mapping[str, Mapping[str, QuantSpec]] = field(default_factory=dict)
@@ -136,7 +145,7 @@ class QuantConfig:
                 if not isinstance(value, Mapping):
                     raise QuantizationError(f"{where} must map names to {{weights: ..., activations: ...}}")
                 kwargs[key] = {str(name): _overrides(v, f"{where}.{name}") for name, v in value.items()}
-            elif key in ("float_ops", "float_nodes", "shared_ops"):
+            elif key in ("float_ops", "float_nodes", "shared_ops", "minmax_ops"):
                 kwargs[key] = tuple(_str_list(value, where))
             elif key == "supergroups":
                 groups = []
@@ -219,7 +228,7 @@ class QuantConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["supergroups"] = [list(p) for p in self.supergroups]
-        for key in ("shared_ops", "float_ops", "float_nodes"):
+        for key in ("shared_ops", "minmax_ops", "float_ops", "float_nodes"):
             data[key] = list(data[key])
         return data
 

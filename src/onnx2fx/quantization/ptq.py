@@ -190,7 +190,7 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         data.batches, kept_batches = keep_batches(data.batches, min(samples, kept_samples))
 
     keep = eval_samples if eval_data is None else 0
-    calibration = _calibrate(sim, cfg, data, samples, keep, _show_progress(progress))
+    calibration = _calibrate(sim, cfg, placement, data, samples, keep, _show_progress(progress))
     activation_encodings, shared, dropped = _activation_encodings(sim, placement, graph)
     weight_encodings = _weight_encodings(sim, cfg)
     bias_encodings = _bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
@@ -324,11 +324,15 @@ def _show_progress(progress: bool | None) -> bool:
 
 
 # ---------------------------------------------------------------------------------- calibration
-def _calibrate(sim: SimModel, config: QuantConfig, data: CalibrationSource, samples: int, keep: int,
-               show_progress: bool) -> dict[str, Any]:
-    """Run every calibration batch through the model with the activation quantizers observing."""
+def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: CalibrationSource, samples: int,
+               keep: int, show_progress: bool) -> dict[str, Any]:
+    """Run every calibration batch through the model with the activation quantizers observing
+    (with the config's scheme; outputs of ``minmax_ops`` with minmax)."""
+    full_range = {id(q) for site in placement.activations if site.op_type in config.minmax_ops
+                  if (q := sim.activations.get(site.tensor)) is not None}
     for quantizer in {id(q): q for q in sim.activations.values()}.values():
-        quantizer.calibrator = make_calibrator(config.scheme, percentile=config.percentile, bins=config.bins)
+        scheme = "minmax" if id(quantizer) in full_range else config.scheme
+        quantizer.calibrator = make_calibrator(scheme, percentile=config.percentile, bins=config.bins)
     sim.gm.eval()
     kept: list[tuple[torch.Tensor, ...]] = []
     kept_count = seen = batches = 0
@@ -345,7 +349,7 @@ def _calibrate(sim: SimModel, config: QuantConfig, data: CalibrationSource, samp
             seen += n
             batches += 1
             advance(n)
-    return {"scheme": config.scheme, "samples": seen, "batches": batches,
+    return {"scheme": config.scheme, "minmax_tensors": len(full_range), "samples": seen, "batches": batches,
             "seconds": round(time.perf_counter() - started, 3), "kept": kept}
 
 
