@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from support import convert_and_save
 from torch import nn
 
-from onnx2fx import OnnxToFxConverter
 from onnx2fx.validator import load_torch_model
 
 
@@ -23,13 +23,6 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
-
-
-def convert(onnx_path: Path, out: Path) -> Path:
-    converter = OnnxToFxConverter(onnx_path)
-    converter.convert()
-    converter.save(out)
-    return out / "model_full.pt"
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -89,7 +82,7 @@ def train_digits(root: Path) -> SimpleNamespace:
     model = train_classifier(DigitsCNN(), x_train, y_train, epochs=10, lr=3e-3)
     torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(root / "digits.onnx"), dynamo=False, opset_version=17,
                       input_names=["image"], output_names=["logits"], dynamic_axes={"image": {0: "batch"}})
-    path = convert(root / "digits.onnx", root / "converted")
+    path = convert_and_save(root / "digits.onnx", root / "converted")
     gm = load_torch_model(path)
     with torch.no_grad():
         float_acc = float((gm(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())

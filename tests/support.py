@@ -38,6 +38,15 @@ def export_torch(module: torch.nn.Module, args: tuple[torch.Tensor, ...], *, ops
     return onnx.load(str(path)) if path else onnx.load_from_string(buffer.getvalue())
 
 
+def convert_and_save(onnx_path: Path, out: Path) -> Path:
+    """Convert ``onnx_path`` and write the output folder, as ``onnx2fx convert`` does; returns its
+    ``model_full.pt`` (the form PTQ and QFT load, with the source ONNX path recorded)."""
+    converter = OnnxToFxConverter(onnx_path)
+    converter.convert()
+    converter.save(out)
+    return out / "model_full.pt"
+
+
 def ort_run(model: onnx.ModelProto | str | Path, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC

@@ -11,8 +11,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from digits import convert, train_digits
+from digits import train_digits
 from onnx import TensorProto, helper, numpy_helper
+from support import convert_and_save
 from torch import nn
 from typer.testing import CliRunner
 
@@ -208,7 +209,7 @@ def matmuls(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "n", 4])],
                               [numpy_helper.from_array(a, n) for n, a in arrays.items()])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "mm.onnx"))
-    return SimpleNamespace(model=convert(root / "mm.onnx", root / "converted"), arrays=arrays,
+    return SimpleNamespace(model=convert_and_save(root / "mm.onnx", root / "converted"), arrays=arrays,
                            x=rng.normal(size=(128, 16)).astype(np.float32))
 
 
@@ -247,7 +248,7 @@ def test_adaround_of_a_conv_transpose_is_exported(tmp_path: Path) -> None:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5, 12, 12])],
                               [numpy_helper.from_array(a, n) for n, a in arrays.items()])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
-    model = convert(tmp_path / "m.onnx", tmp_path / "converted")
+    model = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted")
     x = rng.normal(size=(64, 4, 6, 6)).astype(np.float32)
     plain = ptq(model, x, samples=64, weight_bits=4, progress=False)
     result = ptq(model, x, samples=64, weight_bits=4, adaround=True, adaround_iterations=200,

@@ -14,6 +14,7 @@ import pytest
 import torch
 from digits import train_digits, within_one_step
 from onnx import TensorProto, helper, numpy_helper
+from support import convert_and_save
 from typer.testing import CliRunner
 
 from onnx2fx import OnnxToFxConverter
@@ -40,18 +41,11 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _convert(onnx_path: Path, out: Path) -> Path:
-    converter = OnnxToFxConverter(onnx_path)
-    converter.convert()
-    converter.save(out)
-    return out / "model_full.pt"
-
-
 # ---------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("tiny")
-    model = _convert(EXAMPLE, root / "converted")
+    model = convert_and_save(EXAMPLE, root / "converted")
     calib = np.random.default_rng(0).normal(size=(48, 3, 32, 32)).astype(np.float32)
     np.savez(root / "calib.npz", image=calib)
     return SimpleNamespace(root=root, model=model, calib=calib)
@@ -201,7 +195,7 @@ def test_attention_block_qdq_matches_simulation(tmp_path: Path, opset: int) -> N
     rng = np.random.default_rng(0)
     calib = rng.normal(size=(64, 3, 8, 8)).astype(np.float32)
     held_out = rng.normal(size=(256, 3, 8, 8)).astype(np.float32)
-    result = ptq(_convert(tmp_path / "block.onnx", tmp_path / "converted"), calib, output_dir=tmp_path / "q",
+    result = ptq(convert_and_save(tmp_path / "block.onnx", tmp_path / "converted"), calib, output_dir=tmp_path / "q",
                  samples=64, eval_data=held_out, eval_samples=256, progress=False)
     assert {b["initializer"] for b in result.plan["biases"]} == {"patch.bias", "head.bias"}
     assert result.report["qdq"]["within_one_step"] >= 0.999
@@ -222,7 +216,7 @@ def test_softmax_keeps_its_observed_range_under_clipping_schemes(tmp_path: Path)
                           dynamo=False, opset_version=17, input_names=["x"], output_names=["y"])
     softmax = next(n.output[0] for n in onnx.load(str(tmp_path / "block.onnx")).graph.node if n.op_type == "Softmax")
     calib = np.random.default_rng(0).normal(size=(64, 3, 8, 8)).astype(np.float32)
-    model = _convert(tmp_path / "block.onnx", tmp_path / "converted")
+    model = convert_and_save(tmp_path / "block.onnx", tmp_path / "converted")
     minmax = ptq(model, calib, samples=64, scheme="minmax", progress=False).activation_encodings
     full = minmax[softmax]
     kept = ptq(model, calib, samples=64, scheme="entropy", progress=False)
@@ -321,7 +315,7 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b, "b"), numpy_helper.from_array(c, "c")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "mlp.onnx"))
-    return SimpleNamespace(root=root, model=_convert(root / "mlp.onnx", root / "converted"), w1=w1, b=b,
+    return SimpleNamespace(root=root, model=convert_and_save(root / "mlp.onnx", root / "converted"), w1=w1, b=b,
                            x=rng.normal(size=(64, 8)).astype(np.float32))
 
 
@@ -372,7 +366,7 @@ def test_concat_shares_only_when_its_inputs_agree_and_fixed_batch_models(tmp_pat
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "cat.onnx"))
-    model = _convert(tmp_path / "cat.onnx", tmp_path / "converted")
+    model = convert_and_save(tmp_path / "cat.onnx", tmp_path / "converted")
     data = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
     result = ptq(model, data, samples=7, progress=False)
     assert result.report["shared"]["same"] == "r" and "mixed" not in result.report["shared"]

@@ -13,9 +13,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from support import convert_and_save
 from typer.testing import CliRunner
 
-from onnx2fx import OnnxToFxConverter, _core
+from onnx2fx import _core
 from onnx2fx.cli import app
 from onnx2fx.errors import QuantizationError
 from onnx2fx.quantization import QuantConfig, ptq, qft
@@ -31,13 +32,6 @@ runner = CliRunner()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _convert(onnx_path: Path, out: Path) -> Path:
-    converter = OnnxToFxConverter(onnx_path)
-    converter.convert()
-    converter.save(out)
-    return out / "model_full.pt"
 
 
 def _save(nodes: list, arrays: dict[str, np.ndarray], inputs: list, outputs: list, path: Path) -> None:
@@ -86,7 +80,7 @@ def scaled(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
              helper.make_node("Conv", ["r3", "w4", "b4"], ["y"], name="conv4", pads=[1, 1, 1, 1])]
     _save(nodes, arrays, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])], root / "scaled.onnx")
-    model = _convert(root / "scaled.onnx", root / "converted")
+    model = convert_and_save(root / "scaled.onnx", root / "converted")
     calib = np.random.default_rng(1).normal(size=(64, 3, 8, 8)).astype(np.float32)
     held_out = np.random.default_rng(2).normal(size=(64, 3, 8, 8)).astype(np.float32)
     gm = load_torch_model(model)
@@ -145,7 +139,7 @@ def test_cle_skips_what_it_cannot_scale_exactly(tmp_path: Path) -> None:
              helper.make_node("Conv", ["s", "w4"], ["y"], name="conv4")]
     _save(nodes, arrays, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 4, 4])],
           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 4, 4])], tmp_path / "m.onnx")
-    model = _convert(tmp_path / "m.onnx", tmp_path / "converted")
+    model = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted")
     result = ptq(model, random_calibration=True, samples=16, cle=True, progress=False)
     assert result.report["equalization"]["pairs"] == [] and result.report["changed_initializers"] == []
 
@@ -181,7 +175,7 @@ def matmul_add(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
              helper.make_node("Gemm", ["r", "w2", "c"], ["y"], name="gemm")]
     _save(nodes, arrays, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], root / "mm.onnx")
-    return SimpleNamespace(root=root, model=_convert(root / "mm.onnx", root / "converted"), arrays=arrays,
+    return SimpleNamespace(root=root, model=convert_and_save(root / "mm.onnx", root / "converted"), arrays=arrays,
                            x=rng.normal(size=(64, 8)).astype(np.float32))
 
 
@@ -210,7 +204,7 @@ def test_bias_correction_leaves_shared_biases_alone(tmp_path: Path) -> None:
              helper.make_node("Conv", ["c1", "w2", "b"], ["y"], name="conv2")]
     _save(nodes, arrays, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 2, 2])],
           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 2, 2])], tmp_path / "m.onnx")
-    gm = load_torch_model(_convert(tmp_path / "m.onnx", tmp_path / "converted"))
+    gm = load_torch_model(convert_and_save(tmp_path / "m.onnx", tmp_path / "converted"))
     graph = OnnxGraphView.load(tmp_path / "m.onnx")
     placement = plan_placement(graph, QuantConfig())
     sim = insert_fake_quant(gm, graph, placement)

@@ -16,8 +16,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from digits import convert, train_digits
+from digits import train_digits
 from onnx import TensorProto, helper, numpy_helper
+from support import convert_and_save
 from typer.testing import CliRunner
 
 from onnx2fx.cli import app
@@ -85,8 +86,8 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "mlp.onnx"))
     x = rng.normal(size=(96, 8)).astype(np.float32)
     np.save(root / "x.npy", x)
-    return SimpleNamespace(root=root, onnx=root / "mlp.onnx", model=convert(root / "mlp.onnx", root / "converted"),
-                           x=x, data=root / "x.npy")
+    model = convert_and_save(root / "mlp.onnx", root / "converted")
+    return SimpleNamespace(root=root, onnx=root / "mlp.onnx", model=model, x=x, data=root / "x.npy")
 
 
 def _mlp_qft(mlp: SimpleNamespace, **kwargs):
@@ -373,7 +374,7 @@ def test_batchnorm_statistics_stay_frozen_and_outputs_use_mse(tmp_path: Path) ->
         "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 6, 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "bn.onnx"))
-    model = convert(tmp_path / "bn.onnx", tmp_path / "converted")
+    model = convert_and_save(tmp_path / "bn.onnx", tmp_path / "converted")
     x = rng.normal(size=(32, 3, 6, 6)).astype(np.float32) * 3  # far from the running statistics
     result = qft(model, x, epochs=1, lr=1e-2, batch_size=8, calibration_samples=32, progress=False)
     assert result.report["objective"]["outputs"] == {"y": "mse"}

@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from digits import convert, load_digits, train_classifier, within_one_step
+from digits import load_digits, train_classifier, within_one_step
+from support import convert_and_save
 from torch import nn
 
 from onnx2fx.quantization import ptq
@@ -86,7 +87,7 @@ def vit(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
                           input_names=["image"], output_names=["logits"],
                           dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
     reference = ort_session(root / "vit.onnx", optimized=False).run(None, {"image": x_test})[0]
-    return SimpleNamespace(root=root, model=convert(root / "vit.onnx", root / "converted"), x_train=x_train,
+    return SimpleNamespace(root=root, model=convert_and_save(root / "vit.onnx", root / "converted"), x_train=x_train,
                            x_test=x_test, y_test=y_test, float_acc=float((reference.argmax(1) == y_test).mean()))
 
 
