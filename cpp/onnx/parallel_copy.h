@@ -5,7 +5,8 @@
 // model of a gigabyte that copy is a large part of conversion time, and most of it is the kernel
 // servicing page faults: on the file map being read and on the fresh buffer being written, one
 // page at a time. Faults on different pages proceed in parallel, so splitting a large copy over
-// threads shortens it nearly in proportion (measured on 1.2 GB: 0.78 s on one thread, 0.49 s on two).
+// threads shortens it nearly in proportion (CLIP ViT-L/14's conversion time in docs/benchmarks.md
+// includes this copy).
 #pragma once
 
 #include <cstddef>
