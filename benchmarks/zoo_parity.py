@@ -121,6 +121,12 @@ def _parity(name: str, zoo_dir: Path) -> dict[str, Any]:
         dyn = AccuracyValidator(dynamic_path, gm, tolerance=GATE_PERCENT, inputs=batch2,
                                 ort_optimization="disable").validate()
         row["dynamic_max_rel_err_pct"] = dyn.relative_error
+        # Every dynamic dimension at the sizes of its sweep (batch 1, 3, 8), seeded random inputs.
+        sweep = AccuracyValidator(dynamic_path, gm, tolerance=GATE_PERCENT, num_samples=1, sweep=True,
+                                  input_shapes={k: list(v.shape) for k, v in batch2.items()},
+                                  ort_optimization="disable").validate().sweep or []
+        row["sweep"] = [{"dimension": p.dimension, "size": p.size, "status": p.status,
+                         "relative_error": p.relative_error, "note": p.note} for p in sweep]
     dynamic = model.dynamic_batch and dynamic_path.exists()
     # torch.export specialises a size-1 dimension, so the dynamic-batch check needs batch 2 examples
     example = tuple(torch.from_numpy(v) for v in (model.inputs(2) if dynamic else inputs).values())
@@ -130,6 +136,16 @@ def _parity(name: str, zoo_dir: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- parent side
+def _sweep(row: dict[str, Any]) -> str:
+    """``passed/tried`` sizes of the row's size sweep, with the worst error; "–" without one."""
+    points = row.get("sweep")
+    if not points:
+        return "–"
+    ok = sum(p["status"] in ("passed", "onnxruntime_rejects") for p in points)
+    worst = max((p["relative_error"] or 0.0 for p in points), default=0.0)
+    return f"{ok}/{len(points)} ({worst:.1e})"
+
+
 def _status(check: dict[str, Any] | None) -> str:
     if not check:
         return "–"
@@ -159,7 +175,9 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], minute
         "exporters). Each conversion runs in a fresh process. **rel. error** is the largest "
         "`max|onnx2fx - onnxruntime| / max|onnxruntime|` over all outputs, in percent, on the model's seeded "
         f"inputs (gate: {GATE_PERCENT:g} %; the specification's is 1 %); **dyn. rel. error** is the same at batch 2 "
-        "on the dynamic-batch export. **convert s** is one conversion in that process, after a warm-up on a tiny "
+        "on the dynamic-batch export, and **size sweep** the sizes of the dynamic-batch export's size sweep "
+        "(`validate --sweep`: every dynamic dimension at 1, 3 and 8, seeded random inputs) within the gate. "
+        "**convert s** is one conversion in that process, after a warm-up on a tiny "
         "model (`docs/benchmarks.md` has medians of several runs, against onnx2torch). "
         "**peak RSS** is the resident-memory high-water mark's growth during "
         "`OnnxToFxConverter(path).convert()`; **/ weights** divides it by the initializer bytes. "
@@ -168,8 +186,9 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], minute
         f"**{len(passed)} of {len(rows)} models convert within the gate.**",
         "",
         "| model | library | params | ONNX nodes (op types) | opset | convert s | peak RSS | / weights | "
-        "rel. error % | dyn. rel. error % | symbolic_trace | export | export (dyn.) | compile | backward |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "rel. error % | dyn. rel. error % | size sweep | symbolic_trace | export | export (dyn.) | compile | "
+        "backward |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = r.get("traceability", {})
@@ -179,7 +198,7 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], minute
             f"| {r['title']} | {r['library']} | {_fmt_params(r.get('params'))} | "
             f"{r.get('nodes', '–')} ({len(r.get('op_types', {})) or '–'}) | {r.get('opset', '–')} | "
             f"{r.get('convert_s', '–')} | {_fmt_bytes(r.get('peak_rss_bytes'))} | {r.get('rss_over_weights', '–')} | "
-            f"{'–' if err is None else f'{err:.2e}'} | {'–' if dyn is None else f'{dyn:.2e}'} | "
+            f"{'–' if err is None else f'{err:.2e}'} | {'–' if dyn is None else f'{dyn:.2e}'} | {_sweep(r)} | "
             f"{_status(t.get('symbolic_trace'))} | {_status(t.get('export_static'))} | "
             f"{_status(t.get('export_dynamic_batch'))} | {_status(t.get('compile'))} | {_status(t.get('backward'))} |")
     problems = []

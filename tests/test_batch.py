@@ -417,6 +417,7 @@ def test_timeout_exit_and_exception_outside_stages(tmp_path: Path) -> None:
     ("models: [a, b]\n", "models: expected a mapping"),
     ("jobs: 3\n", "unknown key 'jobs' at the top level"),
     ("defaults: {timeout: -1}\n", "defaults.timeout: expected a number of seconds > 0"),
+    ("defaults:\n  sweep: often\n", "defaults.sweep: expected true or false, got str 'often'"),
     ("defaults:\n  tolerance: [1\n", "invalid YAML"),
     ("- 1\n", "expected a mapping"),
 ])
@@ -429,6 +430,16 @@ def test_bad_config_is_exit_code_2(tmp_path: Path, text: str, message: str) -> N
     output = flat(result.output)
     assert output.startswith("error: BatchError: ") and message in output and "Traceback" not in output
     assert not (tmp_path / "out").exists()
+
+
+def test_sweep_option_reaches_the_report(tmp_path: Path) -> None:
+    make_mlp(tmp_path / "models" / "a.onnx")
+    result = runner.invoke(app, ["batch", str(tmp_path / "models"), "-o", str(tmp_path / "out"), "--sweep", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "a" / "report.json").read_text())
+    assert [(p["dimension"], p["size"], p["status"]) for p in report["accuracy"]["sweep"]] == [
+        ("batch", 1, "passed"), ("batch", 3, "passed"), ("batch", 8, "passed")]
+    assert json.loads((tmp_path / "out" / "a" / "batch.json").read_text())["options"]["sweep"] is True
 
 
 def test_bad_folders_are_exit_code_2(tmp_path: Path) -> None:

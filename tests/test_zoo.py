@@ -75,3 +75,14 @@ def test_zoo_dynamic_batch_export_runs_at_batch_two(name: str, zoo_dir: Path) ->
                                 ort_optimization="disable").validate()
     assert metrics.relative_error <= GATE_PERCENT
     assert all(shape[0] == 2 for shape in metrics.input_shapes.values())
+    # One conversion, every dynamic dimension swept (batch 1, 3 and 8 around the base 2; spatial
+    # dimensions, where the export made them dynamic, at sizes of which onnxruntime rejects the odd ones).
+    swept = AccuracyValidator(path, gm, tolerance=GATE_PERCENT, num_samples=1, sweep=True,
+                              input_shapes={k: list(v.shape) for k, v in model.inputs(2).items()},
+                              ort_optimization="disable").validate()
+    assert all(p.ok for p in swept.sweep), [p for p in swept.sweep if not p.ok]
+    batch = swept.sweep[0].dimension  # the first dynamic dimension: the batch
+    assert [(p.size, p.status) for p in swept.sweep if p.dimension == batch] == [
+        (1, "passed"), (3, "passed"), (8, "passed")]
+    for dim in {p.dimension for p in swept.sweep}:  # each tried at a second size onnxruntime accepts
+        assert any(p.status == "passed" for p in swept.sweep if p.dimension == dim), dim

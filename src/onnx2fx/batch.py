@@ -97,6 +97,7 @@ CONFIG_KEYS: dict[str, str] = {
     "calibration": "PTQ calibration data: a .npy/.npz file or a folder, relative to the config file",
     "skip": "true or false",
     "per_layer": "true or false",
+    "sweep": "true or false",
     "timeout": "a number of seconds > 0, or null for none",
 }
 _TOP_KEYS = ("defaults", "models")
@@ -227,7 +228,7 @@ def _check_value(key: str, value: Any, where: str, base: Path, source: str) -> A
     def is_number(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-    if key in ("skip", "per_layer"):
+    if key in ("skip", "per_layer", "sweep"):
         if not isinstance(value, bool):
             raise bad()
         return value
@@ -802,7 +803,7 @@ def run_batch(
                 results[rel] = ModelResult(path=rel, output=out, status="skipped", quantization=quantization)
                 continue
             fields = {k: settings[k] for k in ("input_shapes", "tolerance", "samples", "inputs", "per_layer",
-                                                "calibration") if k in settings}
+                                                "sweep", "calibration") if k in settings}
             job_options = dataclasses.replace(base, **fields)
             job = _Job(rel=rel, out=out, model_path=models_dir / rel, final=output_dir / out, options=job_options,
                        fingerprint=_fingerprint(job_options, ptq, qft, hashes),

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -127,6 +128,10 @@ def validate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics as JSON.")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also compare every intermediate tensor "
                                             "and name the first node whose error exceeds the tolerance.")] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Also run every dynamic dimension at several sizes "
+                                        "(1, a small prime, the base size, a large size that is no multiple of "
+                                        "the usual strides), each against onnxruntime; a size onnxruntime "
+                                        "itself rejects is reported as such, not as a failure.")] = False,
     debug: DebugOption = False,
 ) -> None:
     """Run MODEL in onnxruntime and CONVERTED in torch on the same inputs and compare the outputs."""
@@ -138,7 +143,7 @@ def validate(
                 raise FileNotFoundError(f"{path} does not exist")
         shapes = _resolve_unnamed(parse_shapes(shape), _graph_input_names(model) if shape else [])
         validator = AccuracyValidator(model, converted, tolerance=tolerance, num_samples=samples, seed=seed,
-                                      input_shapes=shapes, inputs=inputs)
+                                      input_shapes=shapes, inputs=inputs, sweep=sweep)
         metrics = _with_status("running onnxruntime and torch", validator.validate)
         layers = None
         if per_layer:
@@ -155,6 +160,8 @@ def validate(
                       f"{o.relative_error:.3g}", f"{o.cosine_similarity:.6f}",
                       "[green]pass[/]" if o.passed else f"[red]FAIL[/] {o.note}")
     out_console.print(table)
+    if metrics.sweep is not None:
+        out_console.print(_sweep_table(metrics.sweep, model.name))
     out_console.print(f"Relative error: {metrics.relative_error:.6f}% (tolerance {tolerance}%)  "
                       f"Passed: {metrics.passed}")
     if layers is not None:
@@ -171,6 +178,23 @@ def validate(
         raise typer.Exit(1)
 
 
+def _sweep_table(points: list[Any], title: str) -> Table:
+    """One row per swept size: the dimension, its size, the input shapes and the outcome."""
+    table = Table(title=f"{title}: size sweep ({len(points)} sizes besides the base)")
+    for column in ("dimension", "size", "input shapes", "rel. error %", "result"):
+        table.add_column(column)
+    if not points:
+        table.add_row("—", "—", "no dynamic dimensions", "—", "—")
+    styles = {"passed": "[green]pass[/]", "failed": "[red]FAIL[/]", "error": "[red]ERROR[/]",
+              "onnxruntime_rejects": "[yellow]onnxruntime rejects this size[/]"}
+    for p in points:
+        shapes = ", ".join(f"{k} {v}" for k, v in p.input_shapes.items())
+        error = "—" if p.relative_error is None else f"{p.relative_error:.3g}"
+        result = styles[p.status] + (f" {escape(p.note)}" if p.note else "")
+        table.add_row(p.dimension, str(p.size), shapes, error, result)
+    return table
+
+
 @app.command()
 def batch(
     models_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for .onnx files.")],
@@ -183,7 +207,7 @@ def batch(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file: `defaults:` for every model "
                                                 "and `models:` entries keyed by path (relative to MODELS_DIR) or "
                                                 "file stem, with input_shapes, tolerance, samples, inputs, skip, "
-                                                "per_layer, timeout.")] = None,
+                                                "per_layer, sweep, timeout.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Also redo models whose output folder is up to date "
                                         "(same file, onnx2fx version and options).")] = False,
     ptq: Annotated[bool, typer.Option("--ptq", help="Also quantize each converted model (W8A8 PTQ) into its "
@@ -197,6 +221,8 @@ def batch(
                                                     "its per-model entries. Default 1.0.")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also compare every intermediate tensor and "
                                             "report the first node that diverges.")] = False,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Also validate every dynamic dimension at several sizes "
+                                        "(see `onnx2fx validate --help`); a failing size fails the model.")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="Also check that each model works with "
                                            "torch.compile (slow).")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one model may take; a worker past "
@@ -219,7 +245,7 @@ def batch(
     with _errors(debug):
         settings = load_config(config) if config is not None else BatchConfig()
         settings = settings.with_defaults(tolerance=tolerance, per_layer=True if per_layer else None,
-                                          timeout=timeout)
+                                          sweep=True if sweep else None, timeout=timeout)
         summary = run_batch(models_dir, output, PipelineOptions(compile=compile_), settings, jobs=jobs,
                             force=force, ptq=ptq, qft=qft, console=console)
     for warning in summary.warnings:

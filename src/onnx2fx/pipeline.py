@@ -31,6 +31,7 @@ class PipelineOptions:
     inputs: str | None = None  # .npy / .npz with real inputs
     calibration: str | None = None  # PTQ calibration data (.npy/.npz/folder); random data when None
     per_layer: bool = False
+    sweep: bool = False  # every dynamic dimension at several sizes (size_sweep.py)
     traceability: bool = True
     compile: bool = False
 
@@ -98,7 +99,8 @@ def run_model(model_path: Path, out_dir: Path, options: PipelineOptions | None =
         unsupported_ops=[])
 
     validator = AccuracyValidator(model_path, gm, tolerance=options.tolerance, num_samples=options.samples,
-                                  seed=options.seed, input_shapes=options.input_shapes, inputs=options.inputs)
+                                  seed=options.seed, input_shapes=options.input_shapes, inputs=options.inputs,
+                                  sweep=options.sweep)
     feed: dict[str, np.ndarray] | None = None
     try:
         metrics = validator.validate()

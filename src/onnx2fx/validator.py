@@ -8,7 +8,9 @@ Both run on the same seeded inputs (several sets); each output is compared with:
   the reference crosses zero;
 - ``cosine_similarity`` of the flattened outputs.
 
-A model passes when every output's relative error is within ``tolerance`` (percent).
+A model passes when every output's relative error is within ``tolerance`` (percent), and, with
+``sweep=True``, when every dynamic dimension also matches at each size of its sweep
+(``size_sweep.py``) where onnxruntime can run the model.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ import torch
 
 from .errors import ValidationInputError
 from .fx_tracer import restore_origins
-
-BATCH_SIZE = 2
-OTHER_DIM_SIZE = 64
+from .size_sweep import SweepPoint, base_shapes, dynamic_dimensions, shapes_at
 
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -58,6 +58,7 @@ class ValidationMetrics:
     tolerance: float
     num_samples: int
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    sweep: list[SweepPoint] | None = None  # None: no sweep was asked for
 
     @property
     def relative_error(self) -> float:
@@ -78,15 +79,18 @@ class ValidationMetrics:
 
     @property
     def passed(self) -> bool:
-        return all(o.passed for o in self.outputs)
+        return all(o.passed for o in self.outputs) and all(p.ok for p in self.sweep or [])
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "passed": self.passed, "tolerance_percent": self.tolerance, "relative_error": self.relative_error,
             "max_abs_error": self.max_abs_error, "mean_abs_error": self.mean_abs_error,
             "cosine_similarity": self.cosine_similarity, "num_samples": self.num_samples,
             "input_shapes": self.input_shapes, "outputs": [asdict(o) for o in self.outputs],
         }
+        if self.sweep is not None:
+            record["sweep"] = [asdict(p) for p in self.sweep]
+        return record
 
 
 class AccuracyValidator:
@@ -97,12 +101,18 @@ class AccuracyValidator:
     path, or a mapping input name -> array. ``input_shapes`` fills dynamic dimensions.
     ``ort_optimization`` is onnxruntime's graph optimisation level for the reference run:
     "basic" (default; exact rewrites only) or "all" (includes approximate fusions).
+    ``sweep=True`` also runs every dynamic dimension at the sizes of its sweep (one seeded input
+    set each) and records each size in ``ValidationMetrics.sweep``.
     """
 
     def __init__(self, onnx_model: Any, model: Any, tolerance: float = 1.0, num_samples: int = 3,
                  seed: int = 0, input_shapes: Mapping[str, Sequence[int]] | None = None,
                  inputs: str | os.PathLike[str] | Mapping[str, np.ndarray] | None = None,
-                 ort_optimization: str = "basic") -> None:
+                 ort_optimization: str = "basic", sweep: bool = False) -> None:
+        if sweep and inputs is not None:
+            raise ValidationInputError("a size sweep generates its inputs at every size; it cannot use real "
+                                       "inputs (leave out the inputs, or the sweep)")
+        self.sweep = sweep
         self.onnx_model = onnx_model
         self.model = load_torch_model(model)
         self.tolerance = float(tolerance)
@@ -157,7 +167,53 @@ class AccuracyValidator:
                 if name not in worst or _worse(metrics, worst[name]):
                     worst[name] = metrics
         shapes = {k: list(v.shape) for k, v in sets[0].items()} if sets else {}
-        return ValidationMetrics([worst[n] for n in names], self.tolerance, len(sets), shapes)
+        sweep = self.sweep_sizes(session) if self.sweep else None
+        return ValidationMetrics([worst[n] for n in names], self.tolerance, len(sets), shapes, sweep)
+
+    def sweep_sizes(self, session: Any) -> list[SweepPoint]:
+        """Each dynamic dimension at each size of its sweep but the base size (which ``validate``
+        has compared already), the other dimensions at their base sizes."""
+        specs = session.get_inputs()
+        bases = base_shapes(specs, self.input_shapes)
+        names = [o.name for o in session.get_outputs()]
+        points = []
+        for index, dim in enumerate(dynamic_dimensions(specs, self.input_shapes)):
+            for size in dim.sizes():
+                if size == dim.base:
+                    continue
+                shapes = shapes_at(dim, size, bases)
+                rng = np.random.default_rng([self.seed, index, size])
+                feed = {s.name: random_input(s, shapes[s.name], rng) for s in specs}
+                points.append(self._sweep_point(session, names, feed, dim.label, size, shapes))
+        return points
+
+    def _sweep_point(self, session: Any, names: list[str], feed: dict[str, np.ndarray], label: str, size: int,
+                     shapes: dict[str, list[int]]) -> SweepPoint:
+        try:
+            reference = session.run(None, feed)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's refusal is the finding
+            return SweepPoint(label, size, shapes, "onnxruntime_rejects", note=_first_line(exc))
+        try:
+            with torch.no_grad():
+                produced = self.model(*[torch.from_numpy(np.ascontiguousarray(feed[s])) for s in feed])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime ran this size; the converted model must too
+            return SweepPoint(label, size, shapes, "error", note=f"{type(exc).__name__}: {_first_line(exc)}")
+        produced_list = list(produced) if isinstance(produced, (tuple, list)) else [produced]
+        errors, notes = {}, []
+        for name, ref, out in zip(names, reference, produced_list):
+            m = compare(name, np.asarray(ref), out.detach().cpu().numpy() if isinstance(out, torch.Tensor)
+                        else np.asarray(out), self.tolerance)
+            errors[name] = m.relative_error
+            if m.note:
+                notes.append(f"{name}: {m.note}")
+        worst = max(errors.values(), default=0.0)
+        passed = len(produced_list) == len(reference) and worst <= self.tolerance
+        return SweepPoint(label, size, shapes, "passed" if passed else "failed", worst, "; ".join(notes), errors)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def _worse(a: OutputMetrics, b: OutputMetrics) -> bool:
@@ -205,11 +261,7 @@ def random_input(spec: Any, override: Sequence[int] | None, rng: np.random.Gener
     if dtype is None:
         raise ValidationInputError(f"input {spec.name!r} has type {spec.type}, which cannot be generated; "
                                    "pass real inputs")
-    if override is not None:
-        shape = [int(d) for d in override]
-    else:
-        shape = [d if isinstance(d, int) and d > 0 else (BATCH_SIZE if i == 0 else OTHER_DIM_SIZE)
-                 for i, d in enumerate(spec.shape)]
+    shape = [int(d) for d in override] if override is not None else base_shapes([spec], {})[spec.name]
     if np.issubdtype(dtype, np.floating):
         return rng.standard_normal(shape).astype(dtype)
     if dtype is np.bool_:

@@ -245,6 +245,21 @@ def _accuracy_markdown(acc: dict[str, Any] | None) -> list[str]:
     for o in acc["outputs"]:
         lines.append(f"| {o['name']} | {o['shape']} | {_fmt(o['max_abs_error'])} | {_fmt(o['mean_abs_error'])} | "
                      f"{_fmt(o['relative_error'])} | {o['cosine_similarity']:.6f} | {_status(o['passed'])} |")
+    sweep = acc.get("sweep")
+    if sweep is not None:
+        lines += ["", "### Size sweep", ""]
+        if not sweep:
+            lines.append("The inputs have no dynamic dimensions.")
+        else:
+            labels = {"passed": "pass", "failed": "**FAIL**", "error": "**ERROR**",
+                      "onnxruntime_rejects": "onnxruntime rejects this size"}
+            lines += ["| dimension | size | input shapes | rel. error % | result |", "|---|---|---|---|---|"]
+            for p in sweep:
+                note = f" {p['note']}" if p.get("note") else ""
+                error = "—" if p.get("relative_error") is None else _fmt(p["relative_error"])
+                shapes = ", ".join(f"{k} {v}" for k, v in p["input_shapes"].items())
+                lines.append(f"| {p['dimension']} | {p['size']} | {shapes} | {error} | "
+                             f"{labels[p['status']]}{note.replace('|', chr(92) + '|')} |")
     layers = acc.get("per_layer")
     if layers:
         d = layers.get("first_divergence")
