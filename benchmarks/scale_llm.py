@@ -1,0 +1,353 @@
+"""Scale: a decoder-only language model of over a billion parameters, with its weights in an
+external-data file, converted and validated on this 24 GB machine.
+
+The ONNX file is written the way that fits in memory: the graph with ``onnx.helper`` (small), the
+weights streamed, one tensor at a time and in row chunks, into ``model.onnx.data`` at 4 KiB-aligned
+offsets. The architecture is a pre-norm decoder as exporters write one (RMSNorm as a
+Pow/ReduceMean/Add/Sqrt/Div/Mul chain, attention as MatMul/Softmax/MatMul with a causal mask sliced
+to the sequence length, a SwiGLU MLP, learned positions), with dynamic batch and sequence.
+
+Then, each in a fresh process: conversion (time and peak resident memory against the weight bytes),
+``save()`` (same), and validation against onnxruntime with a size sweep of batch and sequence.
+
+    python benchmarks/scale_llm.py                      # ~1.06 B parameters, 4.2 GB of float32
+    python benchmarks/scale_llm.py --layers 2 --hidden 256 --vocab 1000   # a quick look
+
+Writes ``docs/scale_llm.md`` and ``benchmarks/results/scale_llm.json`` (full size only, unless
+``--output-md``/``--output-json`` are given). The model folder (``--work``, default
+``build/scale_llm``) is kept and reused while its configuration is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ALIGNMENT = 4096  # external-data offsets: page-aligned, so every tensor is mapped in place
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    vocab: int = 32000
+    hidden: int = 2048
+    layers: int = 18
+    heads: int = 16
+    intermediate: int = 5632
+    max_positions: int = 2048
+    eps: float = 1e-5
+
+    @property
+    def parameters(self) -> int:
+        per_layer = 4 * self.hidden * self.hidden + 3 * self.hidden * self.intermediate + 2 * self.hidden
+        return (2 * self.vocab * self.hidden + self.max_positions * self.hidden + self.layers * per_layer
+                + self.hidden)
+
+
+class ExternalData:
+    """Appends tensors to one external-data file and returns their ``TensorProto`` references."""
+
+    def __init__(self, path: Path, rng: np.random.Generator) -> None:
+        self.path = path
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.rng = rng
+        self.offset = 0
+
+    def add(self, name: str, shape: tuple[int, ...], std: float = 0.02, fill: float | None = None,
+            values: np.ndarray | None = None) -> Any:
+        """A float32 tensor of ``shape``: ``values``, else all ``fill``, else normal(0, ``std``)."""
+        from onnx import TensorProto
+
+        rows, cols = (shape[0], math.prod(shape[1:])) if len(shape) > 1 else (1, shape[0])
+        start = self.offset
+        chunk = max(1, (1 << 24) // max(cols, 1))  # about 64 MiB of float32 per write
+        for first in range(0, rows, chunk):
+            n = min(chunk, rows - first)
+            if values is not None:
+                block = values.reshape(rows, cols)[first:first + n].astype(np.float32)
+            elif fill is not None:
+                block = np.full((n, cols), fill, np.float32)
+            else:
+                block = self.rng.standard_normal((n, cols), dtype=np.float32) * np.float32(std)
+            self.file.write(block.tobytes())
+        length = rows * cols * 4
+        self.offset = start + length
+        pad = -self.offset % ALIGNMENT
+        self.file.write(b"\0" * pad)
+        self.offset += pad
+        tensor = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=list(shape))
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", self.path.name), ("offset", str(start)), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        return tensor
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def build(folder: Path, config: DecoderConfig, seed: int = 0) -> Path:
+    """Write ``folder/model.onnx`` and ``folder/model.onnx.data``; returns the model's path."""
+    from onnx import TensorProto, helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    data = ExternalData(folder / "model.onnx.data", np.random.default_rng(seed))
+    h, nh = config.hidden, config.heads
+    hd = h // nh
+    nodes: list[Any] = []
+    inits: list[Any] = []
+
+    def scalar(name: str, value: float) -> None:
+        inits.append(helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+
+    def ints(name: str, values: list[int] | int) -> None:
+        """An int64 initializer: a scalar for an int, else a 1-D tensor."""
+        dims = [] if isinstance(values, int) else [len(values)]
+        inits.append(helper.make_tensor(name, TensorProto.INT64, dims, [values] if isinstance(values, int) else values))
+
+    def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=f"/{output}/{op}", **attrs))
+        return output
+
+    def rms_norm(x: str, prefix: str) -> str:
+        inits.append(data.add(f"{prefix}.weight", (h,), fill=1.0))
+        sq = node("Pow", [x, "two"], f"{prefix}/sq")
+        mean = node("ReduceMean", [sq], f"{prefix}/mean", axes=[-1], keepdims=1)
+        var = node("Add", [mean, "eps"], f"{prefix}/var")
+        rms = node("Sqrt", [var], f"{prefix}/rms")
+        normed = node("Div", [x, rms], f"{prefix}/normed")
+        return node("Mul", [normed, f"{prefix}.weight"], f"{prefix}/out")
+
+    def linear(x: str, name: str, fan_in: int, fan_out: int) -> str:
+        inits.append(data.add(f"{name}.weight", (fan_in, fan_out)))
+        return node("MatMul", [x, f"{name}.weight"], f"{name}/out")
+
+    scalar("two", 2.0)
+    scalar("eps", config.eps)
+    scalar("scale", 1.0 / math.sqrt(hd))
+    ints("zero", 0)
+    ints("one", 1)
+    ints("zero_1d", [0])
+    ints("zeros2", [0, 0])
+    ints("heads_shape", [0, 0, nh, hd])
+    ints("hidden_shape", [0, 0, h])
+    inits.append(data.add("embed_tokens.weight", (config.vocab, h)))
+    inits.append(data.add("embed_positions.weight", (config.max_positions, h)))
+    causal = np.triu(np.full((config.max_positions, config.max_positions), -1e9, np.float32), k=1)
+    inits.append(data.add("causal_mask", causal.shape, values=causal))
+
+    # The mask and the positions are sliced to the sequence length, as exporters write them.
+    shape = node("Shape", ["input_ids"], "ids_shape")
+    seq = node("Gather", [shape, "one"], "seq_len", axis=0)
+    seq_1d = node("Unsqueeze", [seq, "zero_1d"], "seq_len_1d")
+    ends = node("Concat", [seq_1d, seq_1d], "mask_ends", axis=0)
+    mask = node("Slice", ["causal_mask", "zeros2", ends], "mask")
+    positions = node("Range", ["zero", seq, "one"], "positions")
+    tokens = node("Gather", ["embed_tokens.weight", "input_ids"], "tokens", axis=0)
+    pos = node("Gather", ["embed_positions.weight", positions], "pos", axis=0)
+    x = node("Add", [tokens, pos], "embeddings")
+    for i in range(config.layers):
+        p = f"layers.{i}"
+        a = rms_norm(x, f"{p}.input_norm")
+        q = node("Transpose", [node("Reshape", [linear(a, f"{p}.q_proj", h, h), "heads_shape"], f"{p}/q4")],
+                 f"{p}/q", perm=[0, 2, 1, 3])
+        k = node("Transpose", [node("Reshape", [linear(a, f"{p}.k_proj", h, h), "heads_shape"], f"{p}/k4")],
+                 f"{p}/kT", perm=[0, 2, 3, 1])
+        v = node("Transpose", [node("Reshape", [linear(a, f"{p}.v_proj", h, h), "heads_shape"], f"{p}/v4")],
+                 f"{p}/v", perm=[0, 2, 1, 3])
+        scores = node("Add", [node("Mul", [node("MatMul", [q, k], f"{p}/qk"), "scale"], f"{p}/scaled"), mask],
+                      f"{p}/masked")
+        probs = node("Softmax", [scores], f"{p}/probs", axis=-1)
+        ctx = node("Transpose", [node("MatMul", [probs, v], f"{p}/ctx4")], f"{p}/ctxT", perm=[0, 2, 1, 3])
+        attn = linear(node("Reshape", [ctx, "hidden_shape"], f"{p}/ctx"), f"{p}.o_proj", h, h)
+        x = node("Add", [x, attn], f"{p}/attn_residual")
+        m = rms_norm(x, f"{p}.post_attention_norm")
+        gate = linear(m, f"{p}.gate_proj", h, config.intermediate)
+        silu = node("Mul", [gate, node("Sigmoid", [gate], f"{p}/gate_sigmoid")], f"{p}/silu")
+        up = linear(m, f"{p}.up_proj", h, config.intermediate)
+        down = linear(node("Mul", [silu, up], f"{p}/swiglu"), f"{p}.down_proj", config.intermediate, h)
+        x = node("Add", [x, down], f"{p}/mlp_residual")
+    logits = linear(rms_norm(x, "norm"), "lm_head", h, config.vocab)
+    nodes.append(helper.make_node("Identity", [logits], ["logits"], name="/logits/Identity"))
+    data.close()
+    graph = helper.make_graph(
+        nodes, "decoder", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", config.vocab])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8,
+                              producer_name="onnx2fx-benchmarks")
+    partial = path.with_suffix(".onnx.partial")
+    partial.write_bytes(model.SerializeToString())
+    os.replace(partial, path)
+    return path
+
+
+# ---------------------------------------------------------------------------------- measured steps
+def _peak_rss() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak() -> int:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def step_convert(path: str, out: str) -> dict[str, Any]:
+    """Convert, then save, in this process: seconds and peak resident-memory growth of each."""
+    import torch
+
+    from onnx2fx import OnnxToFxConverter
+
+    torch.set_num_threads(2)
+    OnnxToFxConverter(_tiny_model()).convert()  # imports and first-call costs out of the measurement
+    before = _reset_peak()
+    start = time.perf_counter()
+    converter = OnnxToFxConverter(path)
+    gm = converter.convert()
+    convert_s = time.perf_counter() - start
+    convert_peak = _peak_rss() - before
+    before_save = _reset_peak()
+    start = time.perf_counter()
+    converter.save(out)
+    save_s = time.perf_counter() - start
+    save_peak = _peak_rss() - before_save
+    return {"convert_s": convert_s, "convert_peak_rss_growth": convert_peak, "save_s": save_s,
+            "save_peak_rss_growth": save_peak, "parameters": sum(p.numel() for p in gm.parameters()),
+            "fx_nodes": len(gm.graph.nodes)}
+
+
+def step_validate(path: str, out: str) -> dict[str, Any]:
+    """The saved model against onnxruntime at batch 1 x 16 tokens, then the size sweep."""
+    import torch
+
+    from onnx2fx import AccuracyValidator
+
+    torch.set_num_threads(2)
+    start = time.perf_counter()
+    metrics = AccuracyValidator(path, Path(out) / "model_full.pt", tolerance=1e-3, num_samples=1, sweep=True,
+                                input_shapes={"input_ids": [1, 16]}).validate()
+    return {"validate_s": time.perf_counter() - start, "relative_error": metrics.relative_error,
+            "passed": metrics.passed,
+            "sweep": [{"dimension": p.dimension, "size": p.size, "status": p.status,
+                       "relative_error": p.relative_error, "note": p.note} for p in metrics.sweep or []]}
+
+
+def _tiny_model() -> Any:
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    return helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x],
+                                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]),
+                             opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _in_fresh_process(step: str, path: Path, out: Path) -> dict[str, Any]:
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import scale_llm; "
+            f"print('RESULT' + json.dumps(scale_llm.step_{step}({str(path)!r}, {str(out)!r})))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"step {step} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+# ---------------------------------------------------------------------------------- report
+def render(record: dict[str, Any], command: str) -> str:
+    c, r = record["config"], record["results"]
+    weights = record["weight_bytes"]
+    gib = 2 ** 30
+    ok = sum(p["status"] in ("passed", "onnxruntime_rejects") for p in r["sweep"])
+    met = r["convert_peak_rss_growth"] <= 1.1 * weights
+    lines = [
+        "# Scale: a billion-parameter decoder on a 24 GB machine", "",
+        f"Generated by `{command}` on {record['machine']}; {record['versions']}. Do not edit by hand.", "",
+        f"A pre-norm decoder ({c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads, MLP "
+        f"{c['intermediate']}, vocabulary {c['vocab']}): **{record['parameters'] / 1e9:.3f} B parameters**, "
+        f"{weights / gib:.2f} GiB of float32 weights in an external-data file, dynamic batch and sequence "
+        "(`benchmarks/scale_llm.py` writes it with onnx.helper and streams the weights). Each step runs in a "
+        "fresh process; peak RSS is the growth of the resident-memory high-water mark during the step.", "",
+        "| step | seconds | peak RSS growth | / weight bytes |", "|---|---:|---:|---:|",
+        f"| build the ONNX file | {record['build_s']:.1f} | – | – |",
+        f"| convert (`OnnxToFxConverter(path).convert()`) | {r['convert_s']:.2f} | "
+        f"{r['convert_peak_rss_growth'] / gib:.2f} GiB | {r['convert_peak_rss_growth'] / weights:.3f} |",
+        f"| `save()` (model.py, weights.safetensors, model_full.pt) | {r['save_s']:.1f} | "
+        f"{r['save_peak_rss_growth'] / gib:.2f} GiB | {r['save_peak_rss_growth'] / weights:.3f} |",
+        f"| validate vs onnxruntime with `--sweep` | {r['validate_s']:.1f} | – | – |", "",
+        f"Goal: conversion peak RSS ≤ 1.1 × weight bytes: **{'met' if met else 'not met'}**. "
+        f"Largest relative error at batch 1 × 16 tokens: {r['relative_error']:.2e} %; size sweep: {ok} of "
+        f"{len(r['sweep'])} sizes within 1e-3 % (or rejected by onnxruntime itself).", "",
+        "| dimension | size | result | rel. error % |", "|---|---:|---|---:|",
+    ]
+    for p in r["sweep"]:
+        err = "–" if p["relative_error"] is None else f"{p['relative_error']:.2e}"
+        lines.append(f"| {p['dimension']} | {p['size']} | {p['status']} | {err} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    defaults = DecoderConfig()
+    for name in ("vocab", "hidden", "layers", "heads", "intermediate"):
+        parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "scale_llm")
+    parser.add_argument("--output-json", type=Path)
+    parser.add_argument("--output-md", type=Path)
+    args = parser.parse_args(argv)
+    config = DecoderConfig(vocab=args.vocab, hidden=args.hidden, layers=args.layers, heads=args.heads,
+                           intermediate=args.intermediate, max_positions=min(defaults.max_positions, 4 * args.hidden))
+    folder = args.work
+    stamp = folder / "config.json"
+    path = folder / "model.onnx"
+    build_s = 0.0
+    if not path.exists() or not stamp.exists() or json.loads(stamp.read_text()) != asdict(config):
+        print(f"writing {config.parameters / 1e9:.3f} B parameters to {folder}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        build(folder, config)
+        build_s = time.perf_counter() - start
+        stamp.write_text(json.dumps(asdict(config)))
+    out = folder / "converted"
+    print("converting and saving", file=sys.stderr, flush=True)
+    results = _in_fresh_process("convert", path, out)
+    print("validating against onnxruntime (size sweep)", file=sys.stderr, flush=True)
+    results.update(_in_fresh_process("validate", path, out))
+
+    import onnx
+    import onnxruntime
+    import torch
+
+    record = {"config": asdict(config), "parameters": config.parameters, "weight_bytes": config.parameters * 4,
+              "build_s": build_s, "results": results, "machine": f"{os.cpu_count()} CPUs",
+              "versions": f"torch {torch.__version__}, onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}"}
+    full = config == defaults
+    command = "python benchmarks/scale_llm.py" + ("" if full else " " + " ".join(argv or sys.argv[1:]))
+    text = render(record, command)
+    print(text)
+    json_path = args.output_json or (ROOT / "benchmarks" / "results" / "scale_llm.json" if full else None)
+    md_path = args.output_md or (ROOT / "docs" / "scale_llm.md" if full else None)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(record, indent=1) + "\n")
+    if md_path:
+        md_path.write_text(text)
+    return 0 if results["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
