@@ -166,6 +166,14 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "models": models, "out": out, "result": result}
 
 
+def own_copy(first_run: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """A private copy of the first run's folders, for a test that changes them: the shared run
+    stays as the batch left it, whatever order the tests run in."""
+    root = tmp_path / "batch"
+    shutil.copytree(first_run["root"], root, symlinks=True)
+    return {"root": root, "models": root / "models", "out": root / "out", "result": first_run["result"]}
+
+
 def test_cli_exit_code_and_table(first_run: dict[str, Any]) -> None:
     result = first_run["result"]
     assert result.exit_code == 1, result.output
@@ -235,7 +243,7 @@ def test_failures_and_crash_are_recorded(first_run: dict[str, Any]) -> None:
 
 
 def test_report_command_regenerates(first_run: dict[str, Any], tmp_path: Path) -> None:
-    out = first_run["out"]
+    out = own_copy(first_run, tmp_path / "copy")["out"]
     (out / "mlp" / "report.md").unlink()
     (out / "nms" / "report.html").unlink()
     (out / "summary.md").unlink()
@@ -258,8 +266,9 @@ def test_report_command_regenerates(first_run: dict[str, Any], tmp_path: Path) -
     assert result.exit_code == 2 and "not a valid onnx2fx report" in flat(result.output)
 
 
-def test_resume_skips_then_force_redoes(first_run: dict[str, Any]) -> None:
-    out, models, root = first_run["out"], first_run["models"], first_run["root"]
+def test_resume_skips_then_force_redoes(first_run: dict[str, Any], tmp_path: Path) -> None:
+    run = own_copy(first_run, tmp_path)
+    out, models, root = run["out"], run["models"], run["root"]
     config = load_config(root / "batch.yaml")
     before = report_mtimes(out)
     summary = run_batch(models, out, config=config, jobs=2, ptq=True, worker=crashing_worker)
