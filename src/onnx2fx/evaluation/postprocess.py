@@ -33,7 +33,8 @@ def decode(outputs: Mapping[str, np.ndarray], config: TaskConfig, placements: Se
             raise EvaluationError(f"classification output has shape {list(logits.shape)}, expected [batch, classes]")
         return logits
     if config.preset == "yolo":
-        per_image = decode_yolo(_output(outputs, post, "predictions"), post)
+        classes = len(post.category_ids) if post.category_ids is not None else len(dataset_category_ids)
+        per_image = decode_yolo(_output(outputs, post, "predictions"), post, classes)
     elif config.preset == "torchvision":
         per_image = _decode_torchvision(outputs, post, len(placements))
     else:
@@ -90,16 +91,23 @@ def _decode_torchvision(outputs: Mapping[str, np.ndarray], post: Postprocess,
     return [(boxes[b].astype(np.float64), scores[b].astype(np.float64), labels[b]) for b in range(boxes.shape[0])]
 
 
-def decode_yolo(head: np.ndarray, post: Postprocess) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def decode_yolo(head: np.ndarray, post: Postprocess,
+                classes: int | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A raw YOLOv8-style head [B, 4 + C, A] (or [B, A, 4 + C]), cx cy w h + class scores, to boxes
     (x1y1x2y2, input pixels), scores and class indices after class-wise NMS.
 
-    Candidates keep their best class only, as ultralytics' own validation does for single-label data.
+    The layout is the one whose channel axis has 4 + ``classes`` entries (without ``classes``: the
+    shorter axis, as anchors outnumber channels in real heads). Candidates keep their best class
+    only, as ultralytics' own validation does for single-label data.
     """
-    if head.ndim != 3 or min(head.shape[1:]) < 5:
+    if head.ndim != 3 or max(head.shape[1:]) < 5:
         raise EvaluationError(f"a YOLO head has shape [batch, 4 + classes, anchors]; got {list(head.shape)}")
-    if head.shape[1] > head.shape[2]:  # [B, A, 4 + C]: anchors outnumber channels in every real head
+    channels_last = head.shape[2] == 4 + classes if classes else head.shape[1] > head.shape[2]
+    if channels_last and head.shape[1] != head.shape[2]:
         head = head.transpose(0, 2, 1)
+    if classes and head.shape[1] != 4 + classes:
+        raise EvaluationError(f"a YOLO head for {classes} classes has 4 + {classes} channels; got shape "
+                              f"{list(head.shape)}: set postprocess.category_ids to the model's classes")
     result = []
     for image in head.astype(np.float64):
         xywh, classes = image[:4].T, image[4:].T
