@@ -17,7 +17,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import onnxruntime as ort
 import torch
 
 from onnx2fx.converter import OnnxToFxConverter
@@ -28,21 +27,11 @@ from onnx2fx.evaluation.shapes import write_shapes_dataset
 DETECTOR = Path(__file__).resolve().parents[1] / "examples" / "shapes_detection" / "shapes_detector.onnx"
 
 
-class _ThreadedOnnxRunner(OnnxRunner):
-    """onnxruntime with an explicit intra-op thread count, matching torch's."""
-
-    def __init__(self, path: Path, threads: int) -> None:
-        super().__init__(path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class _Form(ModelForm):
     threads: int = 1
 
     def open(self):  # noqa: ANN201 - a runner
-        return _ThreadedOnnxRunner(self.path, self.threads) if self.runtime == "onnxruntime" else super().open()
+        return OnnxRunner(self.path, self.threads) if self.runtime == "onnxruntime" else super().open()
 
 
 def main() -> None:
@@ -51,18 +40,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", type=Path, default=DETECTOR, help="a reference-004 style detector")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _Form.threads = args.threads
     with tempfile.TemporaryDirectory() as tmp:
         root = write_shapes_dataset(Path(tmp) / "shapes", args.images)
-        converter = OnnxToFxConverter(DETECTOR)
+        converter = OnnxToFxConverter(args.model)
         converter.convert()
         converter.save(Path(tmp) / "converted")
         dataset = load_dataset(root)
         config = load_task_config("reference004")
-        forms = [_Form("onnxruntime", "onnxruntime", DETECTOR),
-                 _Form("converted", "torch", Path(tmp) / "converted" / "model_full.pt", DETECTOR)]
+        forms = [_Form("onnxruntime", "onnxruntime", args.model),
+                 _Form("converted", "torch", Path(tmp) / "converted" / "model_full.pt", args.model)]
         best: dict[str, dict[str, float]] = {}
         metrics: dict[str, dict[str, float]] = {}
         for _ in range(args.repeats):

@@ -118,8 +118,8 @@ def _loss(heat: torch.Tensor, size: torch.Tensor, offset: torch.Tensor, targets:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--batch-size", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, default=HERE / "shapes_detector.onnx")
     args = parser.parse_args()
@@ -136,7 +136,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         schedule.step()
-        if step % 100 == 0 or step == args.steps - 1:
+        if step % 50 == 0 or step == args.steps - 1:
             print(f"step {step:5d}  loss {loss.item():.4f}  {time.perf_counter() - start:.0f} s", flush=True)
     model.eval()
     model.decode = True

@@ -92,11 +92,14 @@ class Runner:
 
 
 class OnnxRunner(Runner):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
             raise EvaluationError(f"onnxruntime cannot load {path}: {exc}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
