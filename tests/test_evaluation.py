@@ -328,3 +328,33 @@ def test_cli_evaluate_limit_and_compare(tmp_path: Path, shapes: Path) -> None:
                                                                             "different image ids"]
     missing = cli.invoke(app, ["evaluate", str(DETECTOR), "--dataset", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "DatasetError: dataset" in missing.output
+
+
+def test_report_gains_a_task_metrics_section(tmp_path: Path) -> None:
+    import jsonschema
+    from typer.testing import CliRunner
+
+    from onnx2fx.cli import app
+    from onnx2fx.pipeline import PipelineOptions, run_model
+    from onnx2fx.reports import schema
+
+    model = _classifier(tmp_path)
+    run_model(model, tmp_path / "report", PipelineOptions(traceability=False))
+    inputs = np.eye(6, dtype=np.float32)[[0, 1, 2, 3]]
+    np.savez(tmp_path / "data.npz", inputs=inputs, labels=np.array([0, 1, 2, 5]))
+    result = CliRunner().invoke(app, ["evaluate", str(model), str(tmp_path / "report" / "model_full.pt"),
+                                      "--dataset", str(tmp_path / "data.npz"), "-o", str(tmp_path / "eval"),
+                                      "--report", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    jsonschema.validate(report, schema())
+    section = report["task_metrics"]
+    # Row 3 scores class 3 alone; the ties below it rank 0, 1, 2, 4 before its label 5: top-5 misses too.
+    assert [f["metrics"] for f in section["forms"]] == [{"top1": 0.75, "top5": 0.75}] * 2
+    assert section["grade"] == "excellent" and section["folder"] == "../eval"
+    assert section["pictures"] == ["../eval/identity_onnx/visualizations/confusion_matrix.png",
+                                   "../eval/model_full_pt/visualizations/confusion_matrix.png"]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Task metrics" in markdown and "| model_full_pt | torch | 0.75 | 0.75 | excellent |" in markdown
+    assert "<img src='../eval/identity_onnx/visualizations/confusion_matrix.png'" in \
+        (tmp_path / "report" / "report.html").read_text()

@@ -488,19 +488,27 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per model call.")] = 8,
     image_root: Annotated[Path | None, typer.Option("--image-root", help="Folder of a COCO file's images "
                                                     "(default: images/ beside it, or its own folder).")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="A per-model report folder (from onnx2fx batch) "
+                                                "that gains a task-metrics section.")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Task metrics (COCO mAP, top-1/top-5) of model forms on a dataset; several forms are compared."""
     from .evaluation import evaluate as run_evaluation
     from .evaluation import load_dataset, model_forms
+    from .evaluation.report_section import attach_to_report
 
     with _errors(debug):
         data = load_dataset(dataset, image_root)
         if output is None:
             forms = [f for m in models for f in model_forms(m)]
             output = Path(f"eval_{data.name}" + (f"_{forms[0].label}" if len(forms) == 1 else ""))
+        if report is not None and not (report / "report.json").is_file():
+            raise FileNotFoundError(f"{report / 'report.json'} does not exist: --report takes a folder written by "
+                                    "onnx2fx batch")
         run = run_evaluation(models, data, task=task, output_dir=output, limit=limit, batch_size=batch_size,
                              progress=True)
+        if report is not None:
+            attach_to_report(run, report)
     table = Table(title=f"{run.results[0].dataset.name}: {len(run.results[0].dataset.samples)} images")
     table.add_column("metric")
     for result in run.results:

@@ -68,6 +68,7 @@ class EvaluationRun:
     results: list[EvaluationResult]
     comparison: dict[str, Any] | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    output_dir: Path | None = None
 
 
 def dataset_record(dataset: Dataset) -> dict[str, Any]:
@@ -104,6 +105,7 @@ def evaluate(models: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     run = EvaluationRun(results, compare_evaluations([r.document() for r in results]) if len(results) > 1 else None)
     if output_dir is not None:
         run.files = _write(run, Path(output_dir))
+        run.output_dir = Path(output_dir).resolve()
     return run
 
 
