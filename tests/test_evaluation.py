@@ -358,3 +358,29 @@ def test_report_gains_a_task_metrics_section(tmp_path: Path) -> None:
     assert "## Task metrics" in markdown and "| model_full_pt | torch | 0.75 | 0.75 | excellent |" in markdown
     assert "<img src='../eval/identity_onnx/visualizations/confusion_matrix.png'" in \
         (tmp_path / "report" / "report.html").read_text()
+
+
+def test_torchvision_outputs_decode_in_input_pixels() -> None:
+    config = load_task_config("torchvision")
+    outputs = {"boxes": np.array([[32, 64, 160, 320], [0, 0, 10, 10]], np.float32),
+               "labels": np.array([18, 1], np.int64), "scores": np.array([0.3, 0.8], np.float32)}
+    placement = Placement(640, 480, 320, 320, 0.5, 320 / 480)  # stretched from 640 x 480
+    (detections,) = decode(outputs, config, [placement], [1, 18])
+    assert detections.categories.tolist() == [1, 18]  # torchvision's labels are COCO category ids
+    np.testing.assert_allclose(detections.boxes, [[0, 0, 20, 15], [64, 96, 320, 480]], atol=1e-4)
+    with pytest.raises(EvaluationError, match="hold one image: use --batch-size 1"):
+        decode(outputs, config, [placement, placement], [1, 18])
+
+
+def test_image_folder_classes_are_sorted_folder_names(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for name, count in (("zebra", 2), ("cat", 1)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 6)).save(tmp_path / "data" / name / f"{i}.png")
+    (tmp_path / "data" / "cat" / "notes.txt").write_text("not an image")
+    dataset = load_dataset(tmp_path / "data")
+    assert (dataset.task, dataset.layout) == ("classification", "imagefolder")
+    assert [c["name"] for c in dataset.categories] == ["cat", "zebra"]
+    assert [(s.name, s.label) for s in dataset.samples] == [("cat/0.png", 0), ("zebra/0.png", 1), ("zebra/1.png", 1)]
