@@ -287,7 +287,7 @@ def test_shapes_detector_float_onnx_and_converted_torch_agree(tmp_path: Path, sh
     converter.save(tmp_path / "converted")
     run = evaluate([DETECTOR, tmp_path / "converted"], shapes, output_dir=tmp_path / "out", batch_size=4)
     onnx_result, torch_result = run.results
-    assert onnx_result.metrics["AP50"] > 0.5  # the example detector finds the shapes
+    assert onnx_result.metrics["AP50"] > 0.3  # the example detector finds the shapes
     for name, value in onnx_result.metrics.items():
         assert abs(torch_result.metrics[name] - value) < 0.001, name
     assert run.comparison["grade"] == "excellent"
@@ -325,7 +325,8 @@ def test_cli_evaluate_limit_and_compare(tmp_path: Path, shapes: Path) -> None:
     assert compared.exit_code == 1  # different images: a warning
     document = json.loads((tmp_path / "comparison.json").read_text())
     assert document["candidates"][0]["dataset_consistency"]["problems"] == ["4 images against 3",
-                                                                            "different image ids"]
+                                                                            "different image ids",
+                                                                            "different ground truth"]
     missing = cli.invoke(app, ["evaluate", str(DETECTOR), "--dataset", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "DatasetError: dataset" in missing.output
 
