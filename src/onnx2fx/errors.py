@@ -72,3 +72,15 @@ class QuantizationError(Onnx2FxError, ValueError):
     does not match the model, a model without its source ONNX, or an invalid quantization config.
 
     The message names what is wrong (the input, the file, the config key)."""
+
+
+class EvaluationError(Onnx2FxError, ValueError):
+    """A task evaluation cannot run: an invalid task config (the message names the file and key), a
+    model form that cannot be run, outputs that do not match the postprocessing preset, or two
+    evaluations that cannot be compared."""
+
+
+class DatasetError(EvaluationError):
+    """An evaluation dataset is unusable: a missing or unreadable image, or a corrupt annotation.
+
+    The message names the file, and the line or annotation, that is wrong."""

@@ -133,7 +133,28 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += _qft_markdown(result)
             continue
         lines.append(f"- {stage.upper()}: " + ("not run" if result is None else json.dumps(result)))
+    lines += _task_metrics_markdown(report.get("task_metrics"))
     return "\n".join(lines) + "\n"
+
+
+def _task_metrics_markdown(section: dict[str, Any] | None) -> list[str]:
+    """Task metrics of the model's forms (onnx2fx evaluate --report): headline metrics and grades."""
+    if not section:
+        return []
+    dataset = section["dataset"]
+    names = section.get("headline_metrics") or list(section["forms"][0]["metrics"])
+    grades = (section.get("comparison") or {}).get("grades", {})
+    lines = ["", "## Task metrics", "",
+             f"{section['task']} on {dataset['name']} ({dataset['count']} images, {dataset['layout']}); "
+             f"evaluation folder `{section['folder']}`" + (f"; overall grade **{section['grade']}**"
+                                                          if section.get("grade") else "") + ".", "",
+             "| form | runtime | " + " | ".join(names) + " | grade |", "|---|---|" + "---:|" * len(names) + "---|"]
+    for form in section["forms"]:
+        values = " | ".join(_fmt(form["metrics"].get(n), 4) for n in names)
+        grade = grades.get(form["label"], "reference" if grades else "—")
+        lines.append(f"| {form['label']} | {form['runtime']} | {values} | {grade} |")
+    lines += [""] + [f"- picture: [{p}]({p})" for p in section.get("pictures", [])]
+    return lines
 
 
 def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
@@ -291,6 +312,8 @@ def render_html(report: dict[str, Any]) -> str:
         counts = output.get("error_histogram") or []
         if counts:
             body += [f"<h2>Error distribution: {html.escape(output['name'])}</h2>", _histogram_svg(counts)]
+    for picture in (report.get("task_metrics") or {}).get("pictures", []):
+        body.append(f"<p><img src='{html.escape(picture)}' alt='{html.escape(picture)}' style='max-width:24em'></p>")
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>"
             f"{html.escape(report['model']['name'])} — onnx2fx report</title>"
             "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}pre{white-space:pre-wrap}</style>"
