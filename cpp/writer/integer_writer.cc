@@ -424,7 +424,9 @@ class IntegerLowering {
     if (standard && (op == "Sigmoid" || op == "LeakyRelu") && format_ == IntegerFormat::QOperator)
       return lower_qlinear_activation(node);
     if (standard && kTableOps.contains(op) && format_ == IntegerFormat::FixedPoint) return lower_table(node);
-    if (!allow_islands_) unsupported(node, "the operator has no integer form");
+    // QOperator models keep such ops in float between DequantizeLinear and QuantizeLinear, as
+    // onnxruntime's quantizer does; the fixed-point form does so only when asked.
+    if (!allow_islands_ && format_ == IntegerFormat::FixedPoint) unsupported(node, "the operator has no integer form");
     float_island(index);
   }
 

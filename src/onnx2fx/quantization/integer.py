@@ -32,6 +32,7 @@ onnxruntime on every element.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,20 @@ def write_integer_model(source: Path, output: Path, plan: Mapping[str, Any], fmt
 
     if fmt not in INTEGER_FORMATS:
         raise QuantizationError(f"integer format {fmt!r} is not one of {list(INTEGER_FORMATS)}")
-    try:
-        info = dict(_core.write_integer_model(str(source), str(output), dict(plan), fmt, float_islands))
-    except NotImplementedError as exc:
-        raise IntegerExportError(f"cannot write the {fmt} model: {exc}") from None
-    except ValueError as exc:
-        raise QuantizationError(f"the {fmt} writer rejected the quantization plan: {exc}") from None
+    # Integer average pooling divides by the number of positions, so the writer needs the shapes
+    # that the exporter may not have written: it reads a shape-inferred copy of the source.
+    with tempfile.TemporaryDirectory(dir=output.parent) as folder:
+        inferred = Path(folder) / "inferred.onnx"
+        try:
+            onnx.shape_inference.infer_shapes_path(str(source), str(inferred))
+        except Exception:  # noqa: BLE001 - inference is an aid; the writer names what it then lacks
+            inferred = Path(source)
+        try:
+            info = dict(_core.write_integer_model(str(inferred), str(output), dict(plan), fmt, float_islands))
+        except NotImplementedError as exc:
+            raise IntegerExportError(f"cannot write the {fmt} model: {exc}") from None
+        except ValueError as exc:
+            raise QuantizationError(f"the {fmt} writer rejected the quantization plan: {exc}") from None
     try:
         onnx.checker.check_model(str(output))
     except onnx.checker.ValidationError as exc:
