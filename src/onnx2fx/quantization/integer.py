@@ -31,8 +31,8 @@ onnxruntime on every element.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
 import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 

@@ -46,11 +46,10 @@ from .encodings import build_encodings, encoded_names
 from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, set_bias_encodings, strip_calibrators
 from .grid import Encoding, QuantGrid, bias_encoding
 from .initializers import get_tensor, initializer_values
+from .integer import INTEGER_FORMATS, check_formats, compare_integer, integer_plan, onnx_file_name, write_integer_model
+from .integer import integer_model as convert_integer_model
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
-from .integer import (INTEGER_FORMATS, check_formats, compare_integer, integer_plan, onnx_file_name,
-                      write_integer_model)
-from .integer import integer_model as convert_integer_model
 from .qdq import build_plan, compare_with_sim, write_qdq_model
 
 OUTPUT_FILES = ("model_ptq.pt", "encodings.json", "model_ptq.onnx", "report.json", "report.md", "report.html")
