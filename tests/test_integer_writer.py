@@ -198,3 +198,16 @@ def test_cli_format_option(tmp_path: Path) -> None:
                                    str(tmp_path / "calib.npy"), "--format", "fixed-point"])
     assert bad.exit_code != 0 and "'/Softmax'" in " ".join(bad.output.split())
     assert not (tmp_path / "r").exists()
+
+
+def test_qft_writes_the_fine_tuned_fixed_point_model(digits: SimpleNamespace, tmp_path: Path) -> None:
+    from onnx2fx.quantization import qft
+
+    result = qft(digits.model, digits.x_train[:256], from_ptq=digits.result, epochs=1, lr=1e-4, batch_size=64,
+                 eval_samples=64, output_dir=tmp_path / "qft", progress=False, formats=["fixed-point"])
+    path = tmp_path / "qft" / "model_qft_fixed_point.onnx"
+    assert result.report["qdq"] is None and not (tmp_path / "qft" / "model_qft.onnx").exists()
+    assert result.report["fixed_point"]["equal_to_simulation"] >= 0.999
+    assert float_tensors_inside(path) == []
+    accuracy = float((_run(path, digits.x_test).argmax(1) == digits.y_test).mean())
+    assert accuracy > 0.95

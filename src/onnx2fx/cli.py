@@ -450,6 +450,8 @@ def qft(
                                               "conversion has moved.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="Where to train: cpu, cuda, cuda:1 (default: "
                                                "the process's GPU when there is one).")] = None,
+    formats: FormatOption = None,
+    float_islands: FloatIslandsOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Quantization-aware fine-tuning: train the quantized model through its fake-quant ops, export like PTQ.
@@ -468,7 +470,8 @@ def qft(
                          eval_data=eval_data, eval_labels=eval_labels, eval_samples=eval_samples, onnx_path=onnx,
                          input_shapes=parse_shapes(shape), config=config, scheme=scheme, weight_bits=w_bits,
                          activation_bits=a_bits, per_channel=per_channel, calibration_samples=samples,
-                         encoding_version=encoding_version, int4_storage=int4_storage, device=device, progress=True)
+                         encoding_version=encoding_version, int4_storage=int4_storage, device=device, progress=True,
+                         formats=formats or ["qdq"], float_islands=float_islands)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     info = result.report
@@ -488,6 +491,7 @@ def qft(
     qdq = info.get("qdq") or {}
     if qdq.get("status") == "ok":
         table.add_row("QDQ vs fine-tuned", f"{qdq['within_one_step']:.4%} of output elements within one step")
+    _integer_rows(table, info)
     for name, path in result.files.items():
         table.add_row(name, str(path))
     out_console.print(table)
