@@ -211,3 +211,28 @@ def test_qft_writes_the_fine_tuned_fixed_point_model(digits: SimpleNamespace, tm
     assert float_tensors_inside(path) == []
     accuracy = float((_run(path, digits.x_test).argmax(1) == digits.y_test).mean())
     assert accuracy > 0.95
+
+
+def test_batch_config_formats(tmp_path: Path) -> None:
+    """``formats`` in the batch config: each model's ptq/ folder holds the QDQ and fixed-point models."""
+    from onnx2fx.batch import run_batch
+    from onnx2fx.errors import BatchError
+
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    torch.onnx.export(mlp, (torch.zeros(1, 6),), str(models / "mlp.onnx"), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}})
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((32, 6)).astype(np.float32))
+    config = tmp_path / "batch.yaml"
+    config.write_text("defaults:\n  calibration: calib.npy\n  formats: [fixed-point, qdq]\n")
+    summary = run_batch(models, tmp_path / "out", config=config, jobs=1, ptq=True)
+    assert summary.passed
+    ptq_report = json.loads((tmp_path / "out" / "mlp" / "report.json").read_text())["quantization"]["ptq"]
+    assert ptq_report["status"] == "ok" and ptq_report["fixed_point"]["equal_to_simulation"] == 1.0
+    assert float_tensors_inside(tmp_path / "out" / "mlp" / "ptq" / "model_ptq_fixed_point.onnx") == []
+    assert (tmp_path / "out" / "mlp" / "ptq" / "model_ptq.onnx").is_file()
+    config.write_text("defaults:\n  formats: [int8]\n")
+    with pytest.raises(BatchError, match="formats"):
+        run_batch(models, tmp_path / "out2", config=config, jobs=1, ptq=True)
