@@ -236,3 +236,19 @@ def test_batch_config_formats(tmp_path: Path) -> None:
     config.write_text("defaults:\n  formats: [int8]\n")
     with pytest.raises(BatchError, match="formats"):
         run_batch(models, tmp_path / "out2", config=config, jobs=1, ptq=True)
+
+
+def test_example_script(tmp_path: Path) -> None:
+    """examples/digits_fixed_point.py end to end (5 epochs): accuracies in onnxruntime and the simulation."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "examples" / "digits_fixed_point.py"
+    spec = importlib.util.spec_from_file_location("digits_fixed_point", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    figures = module.main(["--out", str(tmp_path), "--epochs", "5"])
+    assert figures["float"] > 0.9
+    for name in ("qoperator", "fixed-point", "fixed-point (all optimizations)"):
+        assert abs(figures[name] - figures["qdq"]) <= 0.003, name
+    assert figures["fixed-point = integer simulation"] >= 0.999

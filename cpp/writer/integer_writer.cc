@@ -530,12 +530,14 @@ class IntegerLowering {
       if (int_or(node, "transA", 0) != 0 || float_or(node, "alpha", 1.0f) != 1.0f ||
           (node.inputs.size() > 2 && !node.inputs[2].empty() && float_or(node, "beta", 1.0f) != 1.0f))
         unsupported(node, "transA, alpha or beta other than 0, 1, 1");
-      transpose = int_or(node, "transB", 0) != 0;
+      // Fixed point reads the weight as MatMulInteger's [K, N]; QGemm keeps it as stored, like onnxruntime.
+      transpose = int_or(node, "transB", 0) != 0 && format_ == IntegerFormat::FixedPoint;
     }
     if ((op != "Conv" && dims.size() != 2) || (op == "Conv" && dims.size() < 3))
       unsupported(node, "weight '" + weight.initializer + "' has dims " + format_list(dims));
     // The output channel axis of the weight as stored (per-channel scales run along it).
-    const std::size_t channel_axis = op == "Conv" ? 0 : transpose ? 0 : 1;
+    const bool transposed_b = op == "Gemm" && int_or(node, "transB", 0) != 0;
+    const std::size_t channel_axis = op == "Conv" ? 0 : transposed_b ? 0 : 1;
     const std::size_t channels = static_cast<std::size_t>(dims[channel_axis]);
     if (weight.axis && static_cast<std::size_t>(*weight.axis < 0 ? *weight.axis + static_cast<std::int64_t>(dims.size())
                                                                    : *weight.axis) != channel_axis)
@@ -992,9 +994,9 @@ class IntegerLowering {
       std::vector<std::string> args{x.name, x_scale, x_zp, w_name, w_scale, w_zp, y_scale, y_zp};
       if (!b_name.empty()) args.push_back(b_name);
       emit("QLinearConv", args, {out}, {}, "", attribute_views_[index]);
-    } else if (op == "Gemm" || !b_name.empty()) {  // the weight is stored [K, N]: transB = 0
+    } else if (op == "Gemm" || !b_name.empty()) {
       std::vector<std::string> args{x.name, x_scale, x_zp, w_name, w_scale, w_zp, b_name, y_scale, y_zp};
-      emit("QGemm", args, {out}, {}, kMicrosoft);
+      emit("QGemm", args, {out}, vec(int_attribute("transB", op == "Gemm" ? int_or(node, "transB", 0) : 0)), kMicrosoft);
     } else {
       emit("QLinearMatMul", {x.name, x_scale, x_zp, w_name, w_scale, w_zp, y_scale, y_zp}, {out});
     }
