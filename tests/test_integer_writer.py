@@ -252,3 +252,21 @@ def test_example_script(tmp_path: Path) -> None:
     for name in ("qoperator", "fixed-point", "fixed-point (all optimizations)"):
         assert abs(figures[name] - figures["qdq"]) <= 0.003, name
     assert figures["fixed-point = integer simulation"] >= 0.999
+
+
+def test_qlinear_conv_model_converts_back_exactly(tmp_path: Path) -> None:
+    """A QOperator model of standard-domain ops only (QLinearConv, MaxPool on uint8), converted back by
+    onnx2fx, computes the same integers as onnxruntime with basic and full optimizations."""
+    from onnx2fx.quantization.integer import compare_integer
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1), nn.MaxPool2d(2))
+    model = _converted(cnn, torch.zeros(1, 3, 8, 8), tmp_path)
+    x = np.random.default_rng(0).standard_normal((256, 3, 8, 8)).astype(np.float32)
+    result = ptq(model, x, batch_size=64, progress=False, output_dir=tmp_path / "q", formats=["qoperator"])
+    path = tmp_path / "q" / "model_ptq_qoperator.onnx"
+    assert Counter(n.op_type for n in onnx.load(str(path)).graph.node) == {
+        "QuantizeLinear": 1, "QLinearConv": 2, "MaxPool": 1, "DequantizeLinear": 1}
+    batches = [(torch.from_numpy(x[i:i + 64]),) for i in range(0, 256, 64)]
+    check = compare_integer(path, batches, ["x"], ["y"], {"y": result.activation_encodings["y"]})
+    assert check["reference"]["equal_to_simulation"] == 1.0 and check["optimized"]["equal_to_simulation"] == 1.0
