@@ -995,6 +995,9 @@ class IntegerLowering {
       if (!b_name.empty()) args.push_back(b_name);
       emit("QLinearConv", args, {out}, {}, "", attribute_views_[index]);
     } else if (op == "Gemm" || !b_name.empty()) {
+      if (op == "MatMul" && input_rank(node.inputs[0]) != 2)
+        unsupported(node, "a MatMul with a fused bias needs a 2-D input for QGemm (input rank " +
+                              std::to_string(input_rank(node.inputs[0])) + ", -1 when unknown)");
       std::vector<std::string> args{x.name, x_scale, x_zp, w_name, w_scale, w_zp, b_name, y_scale, y_zp};
       emit("QGemm", args, {out}, vec(int_attribute("transB", op == "Gemm" ? int_or(node, "transB", 0) : 0)), kMicrosoft);
     } else {
@@ -1004,6 +1007,13 @@ class IntegerLowering {
     // ReLU's encoding starting at zero, which makes it the saturation of the 8-bit output.
     if (tail.relu && y.zero_point != y.type->min) out = regrid(IntegerValue{out, y}, y, true, tail.node, tail.tensor);
     values_.emplace(tail.tensor, IntegerValue{out, y});
+  }
+
+  // The rank of a tensor from the graph's (inferred) types; -1 when unknown.
+  std::int64_t input_rank(const std::string& tensor) const {
+    const auto type = types_.find(tensor);
+    if (type == types_.end() || !type->second->shape) return -1;
+    return static_cast<std::int64_t>(type->second->shape->size());
   }
 
   // --- the model -------------------------------------------------------------------------------
