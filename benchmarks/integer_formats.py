@@ -83,13 +83,15 @@ def markdown(rows: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|"]
     for r in rows:
         acc = r.get("accuracy")
-        lines.append(f"| {r['model']} | QDQ | – | {r['qdq_vs_float_db']:.2f} | {acc['qdq'] if acc else '–'} | – |")
+        qdq_accuracy = f"{acc['qdq']:.4f}" if acc else "–"
+        lines.append(f"| {r['model']} | QDQ | – | {r['qdq_vs_float_db']:.2f} | {qdq_accuracy} | – |")
         for fmt, label in (("qoperator", "QOperator"), ("fixed_point", "fixed point")):
             for suffix, opt in (("", "basic"), ("_optimized", "all optimizations")):
                 v = r[fmt + suffix]
                 equal = f"{r['fixed_point']['equal_to_simulation']:.4f}" if fmt == "fixed_point" else "–"
+                accuracy = f"{v['accuracy']:.4f}" if "accuracy" in v else "–"
                 lines.append(f"| {r['model']} | {label} ({opt}) | {v['vs_qdq_db']:.2f} | {v['vs_float_db']:.2f} | "
-                             f"{v.get('accuracy', '–')} | {equal} |")
+                             f"{accuracy} | {equal} |")
     return "\n".join(lines)
 
 

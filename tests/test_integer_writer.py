@@ -270,3 +270,39 @@ def test_qlinear_conv_model_converts_back_exactly(tmp_path: Path) -> None:
     batches = [(torch.from_numpy(x[i:i + 64]),) for i in range(0, 256, 64)]
     check = compare_integer(path, batches, ["x"], ["y"], {"y": result.activation_encodings["y"]})
     assert check["reference"]["equal_to_simulation"] == 1.0 and check["optimized"]["equal_to_simulation"] == 1.0
+
+
+class PoolMul(nn.Module):
+    """AveragePool (with counted padding) and a Mul of two quantized tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = nn.functional.avg_pool2d(torch.relu(self.conv(x)), 3, stride=2, padding=1)
+        return self.fc((t * torch.sigmoid(t)).flatten(1))
+
+
+def test_average_pool_and_mul(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _converted(PoolMul(), torch.zeros(1, 3, 8, 8), tmp_path)
+    x = np.random.default_rng(3).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    out = tmp_path / "q"
+    result = ptq(model, x, batch_size=32, progress=False, output_dir=out, formats=FORMATS)
+    fixed = Counter(n.op_type for n in onnx.load(str(out / "model_ptq_fixed_point.onnx")).graph.node)
+    assert fixed["ConvInteger"] == 2 and fixed["Gather"] == 1  # the convolution and the pooling's ones kernel
+    assert float_tensors_inside(out / "model_ptq_fixed_point.onnx") == []
+    qoperator = Counter(n.op_type for n in onnx.load(str(out / "model_ptq_qoperator.onnx")).graph.node)
+    assert {"QLinearAveragePool", "QLinearMul", "QLinearSigmoid"} <= set(qoperator)
+    qdq = _run(out / "model_ptq.onnx", x)
+    step = float(result.activation_encodings["y"].scale[0])
+    for name in ("model_ptq_fixed_point.onnx", "model_ptq_qoperator.onnx"):
+        for optimized in (False, True):
+            assert np.mean(np.abs(_run(out / name, x, optimized) - qdq) <= step * 1.001) >= 0.99, (name, optimized)
+    assert result.report["fixed_point"]["equal_to_simulation"] == 1.0
+    pool = next(r for r in result.report["fixed_point"]["writer"]["requantizations"] if r["node"] == "/AveragePool")
+    enc = result.activation_encodings
+    expected = np.float64(enc["/Relu_output_0"].scale[0]) / (np.float64(enc["/AveragePool_output_0"].scale[0]) * 9)
+    assert pool["rescale"] == [pytest.approx(expected, rel=1e-15)]

@@ -416,6 +416,8 @@ class IntegerLowering {
     if (standard && (op == "Conv" || op == "Gemm" || op == "MatMul")) return lower_linear(index);
     if (standard && op == "Relu") return lower_relu(node);
     if (standard && op == "Add") return lower_add(index);
+    if (standard && op == "Mul") return lower_mul(node);
+    if (standard && op == "AveragePool") return lower_average_pool(index);
     if (standard && op == "Concat") return lower_concat(index);
     if (standard && op == "GlobalAveragePool" && format_ == IntegerFormat::QOperator) return lower_qlinear_pool(node);
     if (standard && op == "GlobalAveragePool") return lower_global_average_pool(node);
@@ -609,6 +611,8 @@ class IntegerLowering {
     const std::string w_name = constant(weight.initializer + "_int", DataType::Uint8, out_dims, std::move(w_bytes));
     const std::string x_zp = zero_point_constant(base + "_x", *x.grid.type, x.grid.zero_point);
     const std::string w_zp_name = zero_point_constant(base + "_w", u8, w_zp);
+    if (op == "Conv" && x.grid.type->min < 0)
+      unsupported(node, "signed activations: ConvInteger reads uint8 inputs in onnxruntime");
     const std::string acc = names_.fresh(base + "_acc");
     if (op == "Conv")
       emit("ConvInteger", {x.name, w_name, x_zp, w_zp_name}, {acc}, {}, "", attribute_views_[index]);
@@ -826,6 +830,88 @@ class IntegerLowering {
     row.max_relative_error = std::max(std::abs(std::ldexp(static_cast<double>(ma), -static_cast<int>(shift)) - ra) / ra,
                                       std::abs(std::ldexp(static_cast<double>(mb), -static_cast<int>(shift)) - rb) / rb);
     values_.emplace(tail.tensor, IntegerValue{out, y});
+  }
+
+  // y = zp_y + round(s_a s_b / s_y (a - zp_a)(b - zp_b)): both inputs quantized.
+  void lower_mul(const Node& node) {
+    if (node.inputs.size() != 2 || !values_.contains(node.inputs[0]) || !values_.contains(node.inputs[1]))
+      unsupported(node, "a Mul needs two quantized inputs");
+    const IntegerValue a = quantized_input(node, 0), b = quantized_input(node, 1);
+    const std::string& output = node.outputs.at(0);
+    const Grid* y = grid_of(output);
+    if (!y) unsupported(node, "output '" + output + "' has no encoding");
+    const std::string base = names_.fresh(output + "_int");
+    if (format_ == IntegerFormat::QOperator) {
+      const std::string out = names_.fresh(base);
+      emit("QLinearMul", {a.name, scale_constant(base + "_a", a.grid.scale), zero_point_constant(base + "_a", *a.grid.type, a.grid.zero_point),
+                          b.name, scale_constant(base + "_b", b.grid.scale), zero_point_constant(base + "_b", *b.grid.type, b.grid.zero_point),
+                          scale_constant(base, y->scale), zero_point_constant(base, *y->type, y->zero_point)},
+           {out}, {}, kMicrosoft);
+      values_.emplace(output, IntegerValue{out, *y});
+      return;
+    }
+    const std::string product = names_.fresh(base + "_product");
+    emit("Mul", {centred(a, base + "_a"), centred(b, base + "_b")}, {product});
+    const double rescale = static_cast<double>(a.grid.scale) * static_cast<double>(b.grid.scale) / static_cast<double>(y->scale);
+    values_.emplace(output, IntegerValue{requantize(product, true, {rescale}, {}, *y, false, node.name, output, base), *y});
+  }
+
+  // AveragePool: a depthwise ConvInteger with a kernel of ones (padding reads the zero point, so a
+  // padded position adds 0), then a requantization that also divides by the kernel size.
+  void lower_average_pool(std::size_t index) {
+    const Node& node = *model_.graph->nodes[index];
+    const IntegerValue& x = quantized_input(node, 0);
+    const std::string& output = node.outputs.at(0);
+    const Grid* y = grid_of(output);
+    if (!y) unsupported(node, "output '" + output + "' has no encoding");
+    const std::string base = names_.fresh(output + "_int");
+    if (format_ == IntegerFormat::QOperator) {
+      const std::string out = names_.fresh(base);
+      emit("QLinearAveragePool", {x.name, scale_constant(base + "_x", x.grid.scale),
+                                  zero_point_constant(base + "_x", *x.grid.type, x.grid.zero_point),
+                                  scale_constant(base, y->scale), zero_point_constant(base, *y->type, y->zero_point)},
+           {out}, {}, kMicrosoft, attribute_views_[index]);
+      values_.emplace(output, IntegerValue{out, *y});
+      return;
+    }
+    const Attribute* kernel = find_attribute(node, "kernel_shape");
+    const Attribute* pads = find_attribute(node, "pads");
+    const bool padded = (pads && std::ranges::any_of(pads->ints, [](std::int64_t p) { return p != 0; })) ||
+                        string_or(node, "auto_pad", "NOTSET") != "NOTSET";
+    if (!kernel || kernel->ints.empty()) unsupported(node, "AveragePool without kernel_shape");
+    if (int_or(node, "ceil_mode", 0) != 0) unsupported(node, "ceil_mode");
+    if (padded && int_or(node, "count_include_pad", 0) == 0)
+      unsupported(node, "padding that is not counted (count_include_pad = 0) divides border windows by fewer values");
+    const std::int64_t channels = [&] {
+      const auto type = types_.find(node.inputs[0]);
+      if (type == types_.end() || !type->second->shape || type->second->shape->size() != kernel->ints.size() + 2)
+        return std::int64_t{-1};
+      const auto* size = std::get_if<std::int64_t>(&(*type->second->shape)[1]);
+      return size ? *size : std::int64_t{-1};
+    }();
+    if (channels < 1) unsupported(node, "integer average pooling needs the input's channel count (shape inference)");
+    if (x.grid.type->min < 0) unsupported(node, "signed activations: ConvInteger reads uint8 inputs in onnxruntime");
+    std::int64_t count = 1;
+    std::vector<std::int64_t> dims{channels, 1};
+    for (std::int64_t k : kernel->ints) {
+      count *= k;
+      dims.push_back(k);
+    }
+    const QuantType& u8 = *find_quant_type("uint8");
+    const std::string ones = constant(base + "_ones", DataType::Uint8, dims,
+                                      std::vector<std::byte>(static_cast<std::size_t>(channels * count), std::byte{1}));
+    std::vector<wire::Writer> attributes;
+    attributes.push_back(int_attribute("group", channels));
+    std::vector<std::span<const std::byte>> kept;  // kernel_shape, pads, strides, auto_pad, dilations as written
+    for (std::size_t i = 0; i < node.attributes.size(); ++i)
+      if (node.attributes[i].name != "ceil_mode" && node.attributes[i].name != "count_include_pad")
+        kept.push_back(attribute_views_[index][i]);
+    const std::string sum = names_.fresh(base + "_sum");
+    emit("ConvInteger", {x.name, ones, zero_point_constant(base + "_x", *x.grid.type, x.grid.zero_point),
+                         zero_point_constant(base + "_w", u8, 0)},
+         {sum}, std::move(attributes), "", kept);
+    const double rescale = static_cast<double>(x.grid.scale) / (static_cast<double>(y->scale) * static_cast<double>(count));
+    values_.emplace(output, IntegerValue{requantize(sum, false, {rescale}, {}, *y, false, node.name, output, base), *y});
   }
 
   void lower_concat(std::size_t index) {
