@@ -167,6 +167,7 @@ def test_every_lowered_op_matches_the_qdq_model(tmp_path: Path) -> None:
 def test_op_without_integer_form(tmp_path: Path) -> None:
     """Softmax has no fixed-point form: a typed error naming the node and no output folder; with float
     islands it runs in float between DequantizeLinear and QuantizeLinear and is listed."""
+    torch.manual_seed(0)
     model = _converted(WithSoftmax(), torch.zeros(1, 6), tmp_path)
     x = np.random.default_rng(1).standard_normal((32, 6)).astype(np.float32)
     with pytest.raises(IntegerExportError, match=r"node '/Softmax' \(Softmax\): the operator has no integer form "
@@ -176,7 +177,7 @@ def test_op_without_integer_form(tmp_path: Path) -> None:
     result = ptq(model, x, progress=False, output_dir=tmp_path / "q", formats=["fixed-point"], float_islands=True)
     assert result.report["fixed_point"]["writer"]["float_islands"] == ["/Softmax (Softmax)"]
     assert result.report["qdq"] is None and not (tmp_path / "q" / "model_ptq.onnx").exists()
-    assert result.report["fixed_point"]["equal_to_simulation"] == 1.0
+    assert result.report["fixed_point"]["equal_to_simulation"] == 1.0, result.report["fixed_point"]
     probabilities = _run(tmp_path / "q" / "model_ptq_fixed_point.onnx", x)
     np.testing.assert_allclose(probabilities.sum(-1), 1.0, atol=0.02)
     with pytest.raises(QuantizationError, match=r"format 'int8' is not one of \['qdq', 'qoperator', 'fixed-point'\]"):
@@ -184,6 +185,7 @@ def test_op_without_integer_form(tmp_path: Path) -> None:
 
 
 def test_cli_format_option(tmp_path: Path) -> None:
+    torch.manual_seed(0)
     model = _converted(WithSoftmax(), torch.zeros(1, 6), tmp_path)
     np.save(tmp_path / "calib.npy", np.random.default_rng(2).standard_normal((16, 6)).astype(np.float32))
     result = CliRunner().invoke(app, ["ptq", str(model), "-o", str(tmp_path / "q"), "--calib-data",
@@ -306,3 +308,25 @@ def test_average_pool_and_mul(tmp_path: Path) -> None:
     enc = result.activation_encodings
     expected = np.float64(enc["/Relu_output_0"].scale[0]) / (np.float64(enc["/AveragePool_output_0"].scale[0]) * 9)
     assert pool["rescale"] == [pytest.approx(expected, rel=1e-15)]
+
+
+class ShapeReshape(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.fc(x))
+        return y.reshape(y.shape[0], 2, -1)  # Shape -> Gather -> Concat -> Reshape, Shape on the 8-bit tensor
+
+
+def test_shape_of_a_quantized_tensor(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _converted(ShapeReshape(), torch.zeros(2, 4), tmp_path)
+    x = np.random.default_rng(4).standard_normal((16, 4)).astype(np.float32)
+    result = ptq(model, x, progress=False, output_dir=tmp_path / "q", formats=FORMATS)
+    path = tmp_path / "q" / "model_ptq_fixed_point.onnx"
+    assert "Shape" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert float_tensors_inside(path) == []
+    np.testing.assert_array_equal(_run(path, x), _run(tmp_path / "q" / "model_ptq.onnx", x))
+    assert result.report["fixed_point"]["equal_to_simulation"] == 1.0, result.report["fixed_point"]

@@ -413,6 +413,10 @@ class IntegerLowering {
         unsupported(node, "an output has an encoding but no input is quantized");
       return copy_node(index, {}, {});  // shape arithmetic and other integer or constant work
     }
+    if (standard && (op == "Shape" || op == "Size")) {  // the same answer for the integer tensor
+      const IntegerValue& x = quantized_input(node, 0);
+      return copy_node(index, {{node.inputs[0], x.name}}, {});
+    }
     if (standard && (op == "Conv" || op == "Gemm" || op == "MatMul")) return lower_linear(index);
     if (standard && op == "Relu") return lower_relu(node);
     if (standard && op == "Add") return lower_add(index);
