@@ -31,6 +31,7 @@
 #include "passes/pass_manager.h"
 #include "passes/topological_sort.h"
 #include "quant/histogram.h"
+#include "writer/integer_writer.h"
 #include "writer/qdq_writer.h"
 
 namespace nb = nanobind;
@@ -427,6 +428,61 @@ nb::dict write_qdq_model_binding(const std::filesystem::path& source, const std:
   return result;
 }
 
+// The fixed-point / QOperator writer: the QDQ plan (every encoded tensor under activations), the
+// format and whether unsupported nodes may stay in float. A node without an integer form raises
+// NotImplementedError naming it; a plan that does not fit raises ValueError.
+nb::dict write_integer_model_binding(const std::filesystem::path& source, const std::filesystem::path& output,
+                                     nb::handle plan, const std::string& format, bool float_islands) {
+  if (format != "fixed-point" && format != "qoperator")
+    throw QdqPlanError("format '" + format + "' is not 'fixed-point' or 'qoperator'");
+  std::vector<nb::object> keep_alive;
+  const QdqPlan parsed = parse_qdq_plan(plan, keep_alive);
+  IntegerStats stats;
+  std::error_code source_error, output_error;
+  std::filesystem::path output_path;
+  std::string lowering_error;
+  {
+    nb::gil_scoped_release release;
+    try {
+      stats = write_integer_model(source, output, parsed,
+                                  format == "fixed-point" ? IntegerFormat::FixedPoint : IntegerFormat::QOperator,
+                                  float_islands);
+    } catch (const IntegerLoweringError& error) {
+      lowering_error = error.what();
+    } catch (const std::filesystem::filesystem_error& error) {
+      output_error = error.code();
+      output_path = error.path1();
+    } catch (const std::system_error& error) {
+      source_error = error.code();
+    }
+  }
+  if (!lowering_error.empty()) {
+    PyErr_SetString(PyExc_NotImplementedError, lowering_error.c_str());
+    throw nb::python_error();
+  }
+  if (output_error) raise_os_error(output_error, output_path);
+  if (source_error) raise_os_error(source_error, source);
+  nb::list rows;
+  for (const IntegerRequantization& row : stats.requantizations) {
+    nb::dict entry;
+    entry["node"] = py_str(row.node);
+    entry["tensor"] = py_str(row.tensor);
+    entry["rescale"] = row.rescale;
+    entry["multiplier"] = row.multiplier;
+    entry["shift"] = row.shift;
+    entry["max_relative_error"] = row.max_relative_error;
+    rows.append(entry);
+  }
+  nb::list islands;
+  for (const std::string& island : stats.float_islands) islands.append(py_str(island));
+  nb::dict result;
+  result["requantizations"] = rows;
+  result["float_islands"] = islands;
+  result["nodes_written"] = stats.nodes_written;
+  result["bytes_written"] = stats.bytes_written;
+  return result;
+}
+
 // The calibration observers' histogram update, without the GIL (see quant/histogram.h).
 std::int64_t add_to_histogram_binding(nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu> values,
                                       double lo, double hi,
@@ -563,6 +619,9 @@ NB_MODULE(_core, m) {
   m.def("elem_size", elem_size, nb::arg("data_type"));
 
   m.def("write_qdq_model", write_qdq_model_binding, nb::arg("source_path"), nb::arg("output_path"), nb::arg("plan"));
+
+  m.def("write_integer_model", write_integer_model_binding, nb::arg("source_path"), nb::arg("output_path"),
+        nb::arg("plan"), nb::arg("format"), nb::arg("float_islands") = false);
 
   m.def("add_to_histogram", add_to_histogram_binding, nb::arg("values"), nb::arg("lo"), nb::arg("hi"),
         nb::arg("counts"), nb::arg("threads") = 1);

@@ -99,6 +99,7 @@ CONFIG_KEYS: dict[str, str] = {
     "per_layer": "true or false",
     "sweep": "true or false",
     "timeout": "a number of seconds > 0, or null for none",
+    "formats": "the quantized ONNX forms --ptq/--qft write: a list of qdq, qoperator, fixed-point",
 }
 _TOP_KEYS = ("defaults", "models")
 
@@ -258,6 +259,12 @@ def _check_value(key: str, value: Any, where: str, base: Path, source: str) -> A
                                  f"got {_describe(dims)}")
             shapes[name] = list(dims)
         return shapes
+    if key == "formats":
+        from .quantization.integer import FORMATS
+
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v in FORMATS for v in value):
+            raise bad()
+        return tuple(f for f in FORMATS if f in value)
     if key == "calibration":
         if not isinstance(value, (str, os.PathLike)) or not str(value):
             raise bad()
@@ -406,7 +413,7 @@ def run_qft(model_folder: Path, options: PipelineOptions, from_ptq: Path | None)
     try:
         result = qft(model_folder / "model_full.pt", options.calibration, output_dir=model_folder / "qft",
                      from_ptq=from_ptq, input_shapes=dict(options.input_shapes) or None, seed=options.seed,
-                     progress=False, device="cpu")
+                     progress=False, device="cpu", formats=options.formats)
     except Exception as exc:
         return {"requested": True, "status": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}}
     return {"requested": True, "status": "ok", "folder": "qft", **result.report}
@@ -423,7 +430,7 @@ def run_ptq(model_folder: Path, options: PipelineOptions) -> dict[str, Any]:
     try:
         result = ptq(model_folder / "model_full.pt", options.calibration, output_dir=model_folder / "ptq",
                      input_shapes=dict(options.input_shapes) or None, random_calibration=options.calibration is None,
-                     seed=options.seed, progress=False)
+                     seed=options.seed, progress=False, formats=options.formats)
     except Exception as exc:
         return {"requested": True, "status": "failed", "error": {"type": type(exc).__name__, "message": str(exc)}}
     return {"requested": True, "status": "ok", "folder": "ptq", **result.report}
@@ -597,6 +604,8 @@ def _fingerprint(options: PipelineOptions, ptq: bool, qft: bool, hashes: dict[st
         if path not in hashes:
             hashes[path] = file_sha256(Path(path))
         record["inputs"] = {"name": Path(path).name, "sha256": hashes[path]}
+    if tuple(options.formats) == ("qdq",):  # the default: folders written before the option keep their record
+        del record["formats"]
     record.update(ptq=ptq, qft=qft)
     return json.loads(json.dumps(record))
 
@@ -803,7 +812,7 @@ def run_batch(
                 results[rel] = ModelResult(path=rel, output=out, status="skipped", quantization=quantization)
                 continue
             fields = {k: settings[k] for k in ("input_shapes", "tolerance", "samples", "inputs", "per_layer",
-                                                "sweep", "calibration") if k in settings}
+                                                "sweep", "calibration", "formats") if k in settings}
             job_options = dataclasses.replace(base, **fields)
             job = _Job(rel=rel, out=out, model_path=models_dir / rel, final=output_dir / out, options=job_options,
                        fingerprint=_fingerprint(job_options, ptq, qft, hashes),

@@ -29,6 +29,12 @@ app = typer.Typer(
 console = Console(stderr=True)
 out_console = Console()
 
+FormatOption = Annotated[list[str] | None, typer.Option(
+    "--format", help="Quantized ONNX form to write: qdq (default), qoperator (QLinearConv, ...) or fixed-point "
+    "(integer operators only); repeat the option for several.")]
+FloatIslandsOption = Annotated[bool, typer.Option(
+    "--float-islands", help="In the qoperator / fixed-point forms, keep nodes that have no integer form in float "
+    "(listed in the report) instead of failing.")]
 ShapeOption = Annotated[
     list[str] | None,
     typer.Option("--shape", "-s", help="Sizes for an input's dynamic dims: NAME=1,3,224,224, or just "
@@ -328,6 +334,8 @@ def ptq(
     adaround_iterations: Annotated[int | None, typer.Option("--adaround-iterations", min=1, help="AdaRound "
                                                             "optimisation steps per layer (default: the config's, "
                                                             "else 500).")] = None,
+    formats: FormatOption = None,
+    float_islands: FloatIslandsOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Post-training quantization of a converted model: calibrate, simulate, export encodings and QDQ ONNX."""
@@ -345,7 +353,8 @@ def ptq(
                          samples=samples, batch_size=batch_size, encoding_version=encoding_version,
                          random_calibration=random_calibration, seed=seed, image_options=images, progress=True,
                          cle=cle, bias_correction=bias_correction, adaround=adaround,
-                         adaround_iterations=adaround_iterations)
+                         adaround_iterations=adaround_iterations, formats=formats or ["qdq"],
+                         float_islands=float_islands)
     info = result.report
     table = Table(title=f"{model.name} quantized", show_header=False)
     settings = info["settings"]
@@ -366,11 +375,25 @@ def ptq(
     qdq = info.get("qdq") or {}
     if qdq.get("status") == "ok":
         table.add_row("QDQ vs simulation", f"{qdq['within_one_step']:.4%} of output elements within one step")
+    _integer_rows(table, info)
     for name, path in result.files.items():
         table.add_row(name, str(path))
     out_console.print(table)
     for warning in info["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _integer_rows(table: Table, info: dict) -> None:
+    """Rows for the fixed-point / QOperator models of a PTQ or QFT report section."""
+    for key, label in (("fixed_point", "fixed-point"), ("qoperator", "QOperator")):
+        section = info.get(key) or {}
+        if section.get("status") != "ok":
+            continue
+        equal = section.get("equal_to_simulation")
+        text = f"{equal:.4%} of output elements equal to the integer simulation" if equal is not None \
+            else f"no integer simulation ({section.get('simulation_error', 'unavailable')})"
+        islands = section["writer"].get("float_islands") or []
+        table.add_row(f"{label} ONNX", text + (f"; float islands: {', '.join(islands)}" if islands else ""))
 
 
 @app.command()
@@ -453,6 +476,8 @@ def qft(
                                               "conversion has moved.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="Where to train: cpu, cuda, cuda:1 (default: "
                                                "the process's GPU when there is one).")] = None,
+    formats: FormatOption = None,
+    float_islands: FloatIslandsOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Quantization-aware fine-tuning: train the quantized model through its fake-quant ops, export like PTQ.
@@ -471,7 +496,8 @@ def qft(
                          eval_data=eval_data, eval_labels=eval_labels, eval_samples=eval_samples, onnx_path=onnx,
                          input_shapes=parse_shapes(shape), config=config, scheme=scheme, weight_bits=w_bits,
                          activation_bits=a_bits, per_channel=per_channel, calibration_samples=samples,
-                         encoding_version=encoding_version, int4_storage=int4_storage, device=device, progress=True)
+                         encoding_version=encoding_version, int4_storage=int4_storage, device=device, progress=True,
+                         formats=formats or ["qdq"], float_islands=float_islands)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     info = result.report
@@ -491,6 +517,7 @@ def qft(
     qdq = info.get("qdq") or {}
     if qdq.get("status") == "ok":
         table.add_row("QDQ vs fine-tuned", f"{qdq['within_one_step']:.4%} of output elements within one step")
+    _integer_rows(table, info)
     for name, path in result.files.items():
         table.add_row(name, str(path))
     out_console.print(table)

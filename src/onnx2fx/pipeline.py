@@ -30,6 +30,7 @@ class PipelineOptions:
     seed: int = 0
     inputs: str | None = None  # .npy / .npz with real inputs
     calibration: str | None = None  # PTQ calibration data (.npy/.npz/folder); random data when None
+    formats: tuple[str, ...] = ("qdq",)  # quantized ONNX forms PTQ/QFT write: qdq, qoperator, fixed-point
     per_layer: bool = False
     sweep: bool = False  # every dynamic dimension at several sizes (size_sweep.py)
     traceability: bool = True

@@ -46,6 +46,8 @@ from .encodings import build_encodings, encoded_names
 from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, set_bias_encodings, strip_calibrators
 from .grid import Encoding, QuantGrid, bias_encoding
 from .initializers import get_tensor, initializer_values
+from .integer import INTEGER_FORMATS, check_formats, compare_integer, integer_plan, onnx_file_name, write_integer_model
+from .integer import integer_model as convert_integer_model
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
 from .qdq import build_plan, compare_with_sim, write_qdq_model
@@ -73,6 +75,8 @@ class PTQResult:
     base_report: dict[str, Any] | None = field(default=None, repr=False)
     source_opset: int | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    formats: tuple[str, ...] = ("qdq",)  # ONNX forms :meth:`save` writes: qdq, qoperator, fixed-point
+    float_islands: bool = False  # integer forms keep nodes without an integer form in float (listed)
 
     @property
     def output_sqnr_db(self) -> float | None:
@@ -99,15 +103,19 @@ class PTQResult:
             document = self.encodings()
             (staging / "encodings.json").write_text(json.dumps(document, indent=2) + "\n")
             self.report["files"] = {"model": model_file, "encodings": "encodings.json"}
-            started = time.perf_counter()
-            info = write_qdq_model(self.source_onnx, staging / onnx_file, self.plan, self.source_opset)
-            check = compare_with_sim(staging / onnx_file, self.sim_model, self.eval_batches,
-                                     self.input_names, self.output_names,
-                                     {n: self.activation_encodings.get(n) for n in self.output_names})
-            self.report["qdq"] = {"status": "ok", "path": onnx_file, "writer": info,
-                                  "seconds": round(time.perf_counter() - started, 3), **check,
-                                  **self._qdq_extras(staging / onnx_file)}
-            self.report["files"]["qdq_onnx"] = onnx_file
+            output_encodings = {n: self.activation_encodings.get(n) for n in self.output_names}
+            if "qdq" in self.formats:
+                started = time.perf_counter()
+                info = write_qdq_model(self.source_onnx, staging / onnx_file, self.plan, self.source_opset)
+                check = compare_with_sim(staging / onnx_file, self.sim_model, self.eval_batches,
+                                         self.input_names, self.output_names, output_encodings)
+                self.report["qdq"] = {"status": "ok", "path": onnx_file, "writer": info,
+                                      "seconds": round(time.perf_counter() - started, 3), **check,
+                                      **self._qdq_extras(staging / onnx_file)}
+                self.report["files"]["qdq_onnx"] = onnx_file
+            for fmt in (f for f in INTEGER_FORMATS if f in self.formats):
+                self._write_integer(fmt, staging, output_encodings,
+                                    staging / onnx_file if "qdq" in self.formats else None)
             report = dict(self.base_report or {})
             report.setdefault("quantization", {"ptq": None, "qft": None})
             report["quantization"] = {**report["quantization"], self.STAGE: self.report}
@@ -118,6 +126,36 @@ class PTQResult:
             shutil.rmtree(staging, ignore_errors=True)
         self.files = {name: out / name for name in written}
         return self.files
+
+    def _write_integer(self, fmt: str, staging: Path, output_encodings: Mapping[str, Encoding | None],
+                       qdq_path: Path | None) -> None:
+        """Write the ``fmt`` integer model into ``staging`` and check it (report section
+        ``fixed_point`` / ``qoperator``): onnxruntime against the integer simulation and the QDQ model."""
+        name = onnx_file_name(self.STAGE, fmt)
+        started = time.perf_counter()
+        info = write_integer_model(self.source_onnx, staging / name, integer_plan(self.plan, self.activation_encodings),
+                                   fmt, self.float_islands)
+        try:
+            check = compare_integer(staging / name, self.eval_batches, self.input_names, self.output_names,
+                                    output_encodings, qdq_path)
+        except Onnx2FxError as exc:  # the simulation is a conversion of the file: an op it cannot convert
+            check = {"equal_to_simulation": None, "simulation_error": str(exc)}
+        key = fmt.replace("-", "_")
+        self.report[key] = {"status": "ok", "path": name, "writer": info,
+                            "seconds": round(time.perf_counter() - started, 3), **check}
+        self.report["files"][f"{key}_onnx"] = name
+
+    def integer_model(self, fmt: str = "fixed-point") -> torch.fx.GraphModule:
+        """The integer simulation of the ``fmt`` model: the written file converted to torch (written
+        to a temporary folder first when :meth:`save` has not written it)."""
+        name = onnx_file_name(self.STAGE, fmt)
+        if name in self.files:
+            return convert_integer_model(self.files[name])
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / name
+            write_integer_model(self.source_onnx, path, integer_plan(self.plan, self.activation_encodings), fmt,
+                                self.float_islands)
+            return convert_integer_model(path)
 
     def _qdq_extras(self, onnx_path: Path) -> dict[str, Any]:
         """More checks of the written QDQ model for the report (none for PTQ)."""
@@ -132,7 +170,8 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         random_calibration: bool = False, eval_data: Any = None, eval_samples: int = 64, seed: int = 0,
         image_options: ImageOptions | None = None, progress: bool | None = None, cle: bool | None = None,
         bias_correction: bool | None = None, adaround: bool | None = None,
-        adaround_iterations: int | None = None) -> PTQResult:
+        adaround_iterations: int | None = None, formats: str | Sequence[str] = ("qdq",),
+        float_islands: bool = False) -> PTQResult:
     """Quantize a converted model after training.
 
     Args:
@@ -164,10 +203,16 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
             which then corrects what is left of the error against the float weights.
         adaround_iterations: optimisation steps per layer (overrides the config's
             ``adaround_iterations``).
+        formats: the ONNX forms :meth:`PTQResult.save` writes, any of ``qdq`` (``model_ptq.onnx``),
+            ``qoperator`` and ``fixed-point`` (``model_ptq_qoperator.onnx``,
+            ``model_ptq_fixed_point.onnx``; :mod:`.integer`).
+        float_islands: in the integer forms, run nodes that have no integer form in float between
+            DequantizeLinear and QuantizeLinear (listed in the report) instead of failing.
     """
     from ..validator import load_torch_model
 
     started = time.perf_counter()
+    formats = check_formats(formats)
     if encoding_version not in ENCODING_VERSIONS:
         raise QuantizationError(f"encoding version {encoding_version!r} is not one of {list(ENCODING_VERSIONS)}")
     gm, model_path = _load_model(model, load_torch_model)
@@ -260,7 +305,7 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     report["seconds"] = round(time.perf_counter() - started, 3)
     result = PTQResult(sim.gm, cfg, source, activation_encodings, {**weight_encodings, **bias_encodings}, plan, report,
                        encoding_version, eval_batches, list(graph.inputs), list(graph.outputs),
-                       _base_report(model_path, source), graph.opset)
+                       _base_report(model_path, source), graph.opset, formats=formats, float_islands=float_islands)
     if output_dir is not None:
         result.save(output_dir)
     return result

@@ -59,6 +59,7 @@ from .encodings import encoded_names
 from .fake_quant import FakeQuantize, SimModel, set_bias_encodings
 from .grid import Encoding
 from .initializers import initializer_values, onnx_layout
+from .integer import check_formats
 from .learnable import freeze_ranges, make_learnable, project_ranges
 from .losses import Objective, choose_objective
 from .metrics import evaluate, flatten_outputs
@@ -124,7 +125,8 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
         config: QuantConfig | str | os.PathLike[str] | None = None, scheme: str | None = None,
         weight_bits: int | None = None, activation_bits: int | None = None, per_channel: bool | None = None,
         calibration_samples: int = 512, encoding_version: str | None = None, int4_storage: str = "auto",
-        shuffle: bool = True, device: str | None = None, progress: bool | None = None) -> QFTResult:
+        shuffle: bool = True, device: str | None = None, progress: bool | None = None,
+        formats: str | Sequence[str] = ("qdq",), float_islands: bool = False) -> QFTResult:
     """Fine-tune a quantized model through its fake-quant ops.
 
     Args:
@@ -146,11 +148,14 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
             ``eval_samples`` training samples (and their labels).
         int4_storage: how 4-bit weights are stored in the QDQ ONNX: ``int4`` (opset 21), ``int8``
             (8-bit initializers holding 4-bit values) or ``auto`` (``int4`` from opset 21 on).
+        formats, float_islands: the ONNX forms written, as for :func:`~.ptq.ptq`
+            (``model_qft.onnx``, ``model_qft_qoperator.onnx``, ``model_qft_fixed_point.onnx``).
         device: where to train; default the process's GPU when there is one, else the CPU.
     """
     from ..validator import load_torch_model
 
     started = time.perf_counter()
+    formats = check_formats(formats)
     _check_options(epochs, lr, range_lr, batch_size, eval_samples, encoding_version, int4_storage, resume,
                    output_dir, checkpoint)
     if from_ptq is not None:
@@ -249,6 +254,7 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
         base["quantization"] = {**base["quantization"], "ptq": ptq_report}
         result = QFTResult(sim.gm, cfg, source, activation_encodings, {**weight_encodings, **bias_encodings}, plan,
                            report, version, eval_inputs, list(graph.inputs), list(graph.outputs), base, graph.opset,
+                           formats=formats, float_islands=float_islands,
                            eval_labels=eval_y, losses=list(training["steps"]),
                            checkpoint=checkpoint_path if checkpoint_path is not None and checkpoint_path.is_file()
                            else None)

@@ -1,0 +1,168 @@
+"""Integer ONNX from PTQ/QFT: the fixed-point and QOperator forms, their integer simulation, checks.
+
+The native writer (``onnx2fx._core.write_integer_model``, ``cpp/writer/integer_writer.cc``) builds
+them from the original graph plus the same plan as the QDQ model, with every encoded tensor listed
+(shared encodings included, since a MaxPool's integer output is read directly):
+
+- ``fixed-point``: between the inputs' QuantizeLinear and the outputs' DequantizeLinear only
+  integer tensors and standard integer operators. ConvInteger / MatMulInteger accumulate in int32
+  (signed weights are stored as uint8 offset by 128 with weight zero point 128, the u8 x u8 form
+  every onnxruntime build has), the int32 bias is added, and each accumulator is requantized by
+  ``y = clamp(zp + floor((acc * M0 + 2^(n-1)) / 2^n), lo, hi)`` in int64 (Mul, Add, Mod, Sub, Div,
+  Add, Clip, Cast): ``M0`` in [2^30, 2^31] and ``n`` come from the float rescale
+  ``s_x * s_w / s_y`` (``frexp``), the rounding is half up, and the clamp saturates at the 8-bit
+  range, or at the zero point for a fused ReLU. A residual Add scales both centred inputs by
+  multipliers sharing one shift; GlobalAveragePool sums in int64 and divides by the count inside
+  the requantization; element-wise functions (Sigmoid, Tanh, HardSwish, GELU, ...) are a 256-entry
+  table read by Gather; MaxPool, Reshape, Flatten, Transpose, ... run on the 8-bit integers.
+- ``qoperator``: QLinearConv, QLinearMatMul, com.microsoft QGemm / QLinearAdd / QLinearSigmoid /
+  QLinearLeakyRelu / QLinearGlobalAveragePool / QLinearConcat / QLinearSoftmax, with the data
+  movement ops on the 8-bit tensors, as onnxruntime's quantizer writes it.
+
+A node with no integer form stops the export with :class:`IntegerExportError` naming it, unless
+``float_islands`` is set: then it runs in float between DequantizeLinear and QuantizeLinear and is
+listed in the result.
+
+The integer simulation (:func:`integer_model`) is the written integer model converted by onnx2fx
+itself into a torch GraphModule: its ConvInteger / MatMulInteger compute exactly (float64 sums of
+integers below 2^53) and the requantization is the same int64 arithmetic, so it must equal
+onnxruntime on every element.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import QuantizationError
+from .grid import Encoding
+
+FORMATS = ("qdq", "qoperator", "fixed-point")
+INTEGER_FORMATS = ("qoperator", "fixed-point")
+
+
+class IntegerExportError(QuantizationError):
+    """A node has no integer form in the requested format (the message names it)."""
+
+
+def check_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
+    """The requested formats, deduplicated in the order :data:`FORMATS` lists them."""
+    requested = [formats] if isinstance(formats, str) else list(formats)
+    unknown = [f for f in requested if f not in FORMATS]
+    if unknown or not requested:
+        raise QuantizationError(f"format {unknown[0] if unknown else '(none)'!r} is not one of {list(FORMATS)}")
+    return tuple(f for f in FORMATS if f in requested)
+
+
+def onnx_file_name(stage: str, fmt: str) -> str:
+    """``model_<stage>.onnx`` for QDQ, ``model_<stage>_fixed_point.onnx`` / ``..._qoperator.onnx``."""
+    return f"model_{stage}.onnx" if fmt == "qdq" else f"model_{stage}_{fmt.replace('-', '_')}.onnx"
+
+
+def integer_plan(plan: Mapping[str, Any], activations: Mapping[str, Encoding]) -> dict[str, Any]:
+    """The QDQ plan with every encoded tensor under ``activations`` (the integer writers read the
+    encodings of tensors that share one, such as a MaxPool's output, directly)."""
+    return {**plan, "activations": [{"tensor": name, "scale": [float(e.scale[0])], "zero_point": [int(e.zero_point[0])],
+                                     "dtype": e.grid.dtype} for name, e in activations.items()]}
+
+
+def write_integer_model(source: Path, output: Path, plan: Mapping[str, Any], fmt: str,
+                        float_islands: bool = False) -> dict[str, Any]:
+    """Write the ``fmt`` model with the native writer, then check it with ``onnx.checker``."""
+    import onnx
+
+    from .. import _core
+
+    if fmt not in INTEGER_FORMATS:
+        raise QuantizationError(f"integer format {fmt!r} is not one of {list(INTEGER_FORMATS)}")
+    # Integer average pooling divides by the number of positions, so the writer needs the shapes
+    # that the exporter may not have written: it reads a shape-inferred copy of the source.
+    with tempfile.TemporaryDirectory(dir=output.parent) as folder:
+        inferred = Path(folder) / "inferred.onnx"
+        try:
+            onnx.shape_inference.infer_shapes_path(str(source), str(inferred))
+        except Exception:  # noqa: BLE001 - inference is an aid; the writer names what it then lacks
+            inferred = Path(source)
+        try:
+            info = dict(_core.write_integer_model(str(inferred), str(output), dict(plan), fmt, float_islands))
+        except NotImplementedError as exc:
+            raise IntegerExportError(f"cannot write the {fmt} model: {exc}") from None
+        except ValueError as exc:
+            raise QuantizationError(f"the {fmt} writer rejected the quantization plan: {exc}") from None
+    try:
+        onnx.checker.check_model(str(output))
+    except onnx.checker.ValidationError as exc:
+        output.unlink(missing_ok=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
+        raise QuantizationError(f"the {fmt} model fails onnx.checker: {first}") from None
+    rows = info["requantizations"]
+    info["max_relative_error"] = max((r["max_relative_error"] for r in rows), default=None)
+    return info
+
+
+def float_tensors_inside(onnx_path: str | Path) -> list[str]:
+    """Float tensors computed between the graph inputs' QuantizeLinear and the outputs'
+    DequantizeLinear: every node output whose (inferred) type is a float type, other than the
+    outputs of DequantizeLinear nodes that produce graph outputs. Empty for a fixed-point model."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)), strict_mode=True)
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.output, *graph.input]}
+    outputs = {o.name for o in graph.output}
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    found = []
+    for node in graph.node:
+        for name in node.output:
+            if node.op_type == "DequantizeLinear" and name in outputs:
+                continue
+            if types.get(name, 0) in floats or types.get(name, 0) == 0:
+                found.append(name)
+    return found
+
+
+def integer_model(onnx_path: str | Path) -> torch.fx.GraphModule:
+    """The integer simulation: the written fixed-point (or QOperator) model converted to torch."""
+    from ..converter import OnnxToFxConverter
+
+    return OnnxToFxConverter(Path(onnx_path)).convert()
+
+
+def compare_integer(onnx_path: Path, batches: Iterable[Sequence[torch.Tensor]], input_names: Sequence[str],
+                    output_names: Sequence[str], output_encodings: Mapping[str, Encoding | None],
+                    qdq_path: Path | None = None) -> dict[str, Any]:
+    """The integer model in onnxruntime (basic and full optimizations) against its integer
+    simulation (equal elements, in output steps) and, when given, against the QDQ model."""
+    from .qdq import ort_session
+
+    simulation = integer_model(onnx_path)
+    sessions = {"reference": ort_session(onnx_path, False), "optimized": ort_session(onnx_path, True)}
+    qdq = ort_session(qdq_path, False) if qdq_path is not None else None
+    equal = {kind: [0, 0] for kind in sessions}
+    within_qdq = [0, 0]
+    with torch.no_grad():
+        for batch in batches:
+            feed = {name: t.numpy() for name, t in zip(input_names, batch)}
+            sim_out = simulation(*batch)
+            sim_out = [t.numpy() for t in (sim_out if isinstance(sim_out, (tuple, list)) else [sim_out])]
+            runs = {kind: session.run(list(output_names), feed) for kind, session in sessions.items()}
+            for kind, outs in runs.items():
+                for a, b in zip(outs, sim_out):
+                    equal[kind][0] += int((a == b).sum())
+                    equal[kind][1] += a.size
+            if qdq is not None:
+                for name, a, b in zip(output_names, runs["reference"], qdq.run(list(output_names), feed)):
+                    enc = output_encodings.get(name)
+                    step = float(enc.scale.max()) if enc is not None else 0.0
+                    within_qdq[0] += int((np.abs(a.astype(np.float64) - b) <= step * (1 + 1e-3)).sum())
+                    within_qdq[1] += a.size
+    result: dict[str, Any] = {kind: {"equal_to_simulation": e / t if t else None} for kind, (e, t) in equal.items()}
+    result["equal_to_simulation"] = result["reference"]["equal_to_simulation"]
+    if qdq is not None:
+        result["within_one_step_of_qdq"] = within_qdq[0] / within_qdq[1] if within_qdq[1] else None
+    return result
