@@ -72,3 +72,9 @@ class QuantizationError(Onnx2FxError, ValueError):
     does not match the model, a model without its source ONNX, or an invalid quantization config.
 
     The message names what is wrong (the input, the file, the config key)."""
+
+
+class ExportError(Onnx2FxError, ValueError):
+    """A converted model cannot be exported back to ONNX: the folder is missing or is not a
+    ``convert`` output, its source ONNX cannot be found, or both of torch's exporters failed (the
+    message gives each one's reason)."""
