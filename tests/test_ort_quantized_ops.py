@@ -372,7 +372,11 @@ def test_group_query_attention(past: int) -> None:
                       "past_k": RNG.standard_normal((batch, kv_heads, past, size)).astype(np.float32),
                       "past_v": RNG.standard_normal((batch, kv_heads, past, size)).astype(np.float32),
                       "seqlens_k": np.full(batch, total - 1, np.int32), "total": np.array(total, np.int32)})
-    _compare(model, feeds, exact=False, tolerance_percent=1e-4)
+    gm = _compare(model, feeds, exact=False, tolerance_percent=1e-4)
+    padded = dict(feeds[0], seqlens_k=np.array([feeds[0]["seqlens_k"][0] - 1] * len(feeds[0]["seqlens_k"]),
+                                               np.int32))
+    with pytest.raises(RuntimeError, match="seqlens_k must be past \\+ new length - 1"):
+        gm(*[torch.from_numpy(v) for v in padded.values()])
 
 
 # ------------------------------------------------------------------------------ a quantize_static QOperator model

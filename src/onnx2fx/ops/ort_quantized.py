@@ -390,11 +390,12 @@ def qattention(g: Emitter, x: Value, weight: Value, bias: Value, input_scale: Va
 
 
 def _group_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor | None,
-                           past_v: torch.Tensor | None, heads: int, kv_heads: int, scale: float,
-                           softcap: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           past_v: torch.Tensor | None, seqlens_k: torch.Tensor, heads: int, kv_heads: int,
+                           scale: float, softcap: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Causal attention of (batch, seq, heads * size) queries over the past and new keys, each
     key/value head serving ``heads / kv_heads`` query heads; returns the output and the present
-    key/value caches, (batch, kv_heads, past + seq, size)."""
+    key/value caches, (batch, kv_heads, past + seq, size). Every row's ``seqlens_k`` must be the
+    total length - 1 (no padding), which is checked."""
     batch, seq = q.shape[0], q.shape[1]
     size = q.shape[2] // heads
     q = q.reshape(batch, seq, heads, size).transpose(1, 2)
@@ -403,6 +404,9 @@ def _group_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pa
     if past_k is not None and past_v is not None:
         k, v = torch.cat([past_k, k], 2), torch.cat([past_v, v], 2)
     total = k.shape[2]
+    torch._assert_async((seqlens_k.to(torch.int64) == total - 1).all(),
+                        "GroupQueryAttention: seqlens_k must be past + new length - 1 in every row (padded batches "
+                        "are not supported)")
     rep_k = k.repeat_interleave(heads // kv_heads, 1)
     rep_v = v.repeat_interleave(heads // kv_heads, 1)
     scores = (q @ rep_k.transpose(-1, -2)) * (scale if scale else size ** -0.5)
@@ -426,7 +430,8 @@ def group_query_attention(g: Emitter, query: Value, key: Value | None, value: Va
                           qk_output: int = 0) -> tuple[Value, ...]:
     """Causal grouped-query attention with a key/value cache, for batches whose sequences all have
     the cache's length plus the new tokens (``seqlens_k`` = total - 1 in every row, the
-    no-padding case onnxruntime's generation loops produce); outputs and present caches."""
+    no-padding case; other values stop the model with an error at run time); outputs and present
+    caches."""
     unsupported = [name for name, on in (("key (packed QKV)", key is None), ("do_rotary", do_rotary),
                                          ("local_window_size", local_window_size != -1),
                                          ("smooth_softmax", smooth_softmax), ("attention_bias", attention_bias),
@@ -439,5 +444,7 @@ def group_query_attention(g: Emitter, query: Value, key: Value | None, value: Va
     past = g.dim(past_key, 2) if past_key is not None else 0
     cache = [g.dim(query, 0), kv_num_heads, g.dim(key, 1) + past, kv_size]  # type: ignore[arg-type]
     spec += [(cache, query.dtype), (cache, query.dtype)]
-    return g.call(g.helper(_group_query_attention, leaf=True), query, key, value, past_key, past_value, num_heads,
-                  kv_num_heads, scale, softcap, n_outputs=3, out_spec=spec)
+    if seqlens_k is None:
+        raise g.error("GroupQueryAttention needs seqlens_k")
+    return g.call(g.helper(_group_query_attention, leaf=True), query, key, value, past_key, past_value, seqlens_k,
+                  num_heads, kv_num_heads, scale, softcap, n_outputs=3, out_spec=spec)
