@@ -182,3 +182,18 @@ def test_recurrent_layers_become_torch_modules(kind: str) -> None:
     check_conversion(model, {"input_0": x.numpy()}, export=False, tolerance_percent=1e-3)
     _, source = _convert(model)
     assert f"nn.{kind}(8, 16, bidirectional=True)" in source
+
+
+def test_a_constant_never_gets_the_shape_of_a_freed_one() -> None:
+    """Fake tensors of constants are cached by id; a freed constant's id reused by a new tensor
+    must not hand the new one the old shape (QGemm's folded operands met this at random)."""
+    from onnx2fx.codegen.emitter import Emitter
+
+    g = Emitter()
+    for _ in range(200):
+        scalar = torch.zeros(())
+        g.fake(g.const(scalar))
+        del scalar
+        matrix = torch.zeros(19, 6)
+        assert tuple(g.fake(g.const(matrix)).shape) == (19, 6)
+        del matrix

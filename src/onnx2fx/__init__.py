@@ -12,6 +12,7 @@ from __future__ import annotations
 from .converter import ConversionResult, OnnxToFxConverter, convert_onnx_to_fx
 from .errors import (
     ConversionError,
+    ExportError,
     ExternalDataError,
     GraphStructureError,
     ModelFormatError,
@@ -19,6 +20,7 @@ from .errors import (
     UnsupportedOperatorError,
     ValidationInputError,
 )
+from .export import ExportResult, export_onnx
 from .operators import OperatorReport, scan_onnx_operators
 from .ops.registry import add_converter, onnx_op
 from .validator import AccuracyValidator, OutputMetrics, ValidationMetrics
@@ -29,6 +31,8 @@ __all__ = [
     "AccuracyValidator",
     "ConversionError",
     "ConversionResult",
+    "ExportError",
+    "ExportResult",
     "ExternalDataError",
     "GraphStructureError",
     "ModelFormatError",
@@ -41,6 +45,7 @@ __all__ = [
     "ValidationMetrics",
     "add_converter",
     "convert_onnx_to_fx",
+    "export_onnx",
     "onnx_op",
     "scan_onnx_operators",
 ]

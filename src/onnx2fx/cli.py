@@ -613,6 +613,49 @@ def _print_comparison(document: dict[str, Any] | None) -> None:
             console.print(f"[yellow]warning:[/] dataset mismatch: {problem}", highlight=False)
 
 
+@app.command("export")
+def export_command(
+    converted: Annotated[Path, typer.Argument(help="A convert output folder (model_full.pt, conversion.json).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The ONNX file to write.")] = Path("model.onnx"),
+    source: Annotated[Path | None, typer.Option("--source", help="The ONNX model it was converted from "
+                                                "(default: the one recorded at conversion).")] = None,
+    opset: Annotated[int | None, typer.Option(help="Opset of the exported model (default: the exporter's).")] = None,
+    tolerance: Annotated[float, typer.Option("--tolerance", "-t", help="Largest relative error allowed against "
+                                             "the source, in percent.")] = 1e-3,
+    no_dynamo: Annotated[bool, typer.Option("--no-dynamo", help="Use the TorchScript exporter only.")] = False,
+    shape: ShapeOption = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON.")] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Export CONVERTED back to ONNX with torch.onnx.export (dynamo, else TorchScript), keeping the source's
+    input/output names and dynamic dimensions, and compare it with the source in onnxruntime at the base sizes
+    and at a second size of every dynamic dimension."""
+    from .export import export_onnx
+
+    with _errors(debug):
+        shapes = parse_shapes(shape)
+        if "" in shapes:
+            raise typer.BadParameter("name the input: --shape NAME=...")
+        result = _with_status(f"exporting {converted}", lambda: export_onnx(
+            converted, output, source=source, input_shapes=shapes, opset=opset, dynamo=not no_dynamo))
+    table = Table(title=f"{result.path} ({result.exporter} exporter) vs {result.source.name} in onnxruntime")
+    for column in ("sizes", "inputs", "rel. error %", "result"):
+        table.add_column(column)
+    for check in result.checks:
+        error = check.relative_error
+        verdict = "[yellow]skipped[/]" if error is None else "[green]pass[/]" if error <= tolerance else "[red]FAIL[/]"
+        table.add_row(check.label, json.dumps(check.shapes), "-" if error is None else f"{error:.3g}",
+                      f"{verdict} {check.note}".strip())
+    out_console.print(table)
+    if result.fallback_reason:
+        console.print(f"[yellow]dynamo exporter not used:[/] {result.fallback_reason}", highlight=False)
+    out_console.print(f"Relative error: {result.relative_error:.6g}% (tolerance {tolerance}%)")
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if result.relative_error > tolerance:
+        raise typer.Exit(1)
+
+
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
     if text is None:
         return None

@@ -84,3 +84,9 @@ class DatasetError(EvaluationError):
     """An evaluation dataset is unusable: a missing or unreadable image, or a corrupt annotation.
 
     The message names the file, and the line or annotation, that is wrong."""
+
+
+class ExportError(Onnx2FxError, ValueError):
+    """A converted model cannot be exported back to ONNX: the folder is missing or is not a
+    ``convert`` output, its source ONNX cannot be found, or both of torch's exporters failed (the
+    message gives each one's reason)."""

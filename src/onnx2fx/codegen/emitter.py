@@ -114,7 +114,9 @@ class Emitter:
         self.node: NodeInfo | None = None
         self._initializer_attr: dict[str, str] = {}
         self._namespace: dict[str, Any] = {"torch": torch, "nn": nn, "F": F, "math": math}
-        self._fake_cache: dict[int, torch.Tensor] = {}
+        # id(constant) -> (the constant, its fake). The constant is kept so that its id cannot be
+        # reused by a later tensor, which would otherwise be given this one's shape.
+        self._fake_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._modules: dict[str, nn.Module] = {}
         self.nodes: dict[str, NodeInfo] = {}
         self.scope: Any = None  # set by lowering while a node is lowered (for subgraphs)
@@ -171,9 +173,11 @@ class Emitter:
             return v.fake
         assert v.const is not None
         key = id(v.const)
-        if key not in self._fake_cache:
-            self._fake_cache[key] = self.fake_mode.from_tensor(v.const, static_shapes=True)
-        v.fake = self._fake_cache[key]
+        cached = self._fake_cache.get(key)
+        if cached is None or cached[0] is not v.const:
+            cached = (v.const, self.fake_mode.from_tensor(v.const, static_shapes=True))
+            self._fake_cache[key] = cached
+        v.fake = cached[1]
         return v.fake
 
     def dim(self, x: Value, axis: int) -> SymElem:

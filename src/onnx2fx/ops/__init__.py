@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     math_extra,
     nn,
     normalization,
+    ort_quantized,
     pooling,
     quant,
     recurrent,

@@ -181,3 +181,30 @@ def qlinear_conv(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value, w: V
     if b is not None:  # int32 bias, per output channel
         acc = g.operator("+", acc, g.method(g.method(b, "to", torch.float64), "reshape", [-1] + [1] * (x.rank - 2)))
     return _requantize(g, acc, [x_scale, w_scale], y_scale, y_zero_point, x.dtype, channel_axis=1)
+
+
+# ------------------------------------------------------------------------------ onnxruntime's dynamic quantization
+def _ort_dynamic_quantize(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 values (as float32), scale and zero point of ``x`` as onnxruntime's kernels quantize an
+    activation on the fly (one range over the tensor, or one per row): the range includes zero, its
+    scale is ``(max - min) / 255`` (1 for an all-zero range), the zero point and the values are
+    rounded half to even and saturated."""
+    if per_row:
+        lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    else:
+        lo, hi = x.min(), x.max()
+    lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
+    scale = torch.where(hi == lo, torch.ones_like(hi), (hi - lo) / 255.0)
+    zero_point = torch.round(torch.clamp(0.0 - lo / scale, 0.0, 255.0))
+    return torch.clamp(torch.round(x / scale) + zero_point, 0.0, 255.0), scale, zero_point
+
+
+def _ort_quantized_gemm(a: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor, b_zero_point: torch.Tensor,
+                        per_row: bool) -> torch.Tensor:
+    """``a @ b`` with ``a`` float (quantized on the fly by :func:`_ort_dynamic_quantize`) and ``b``
+    8-bit integer (zero point: its first element; scale: one, or one per column): the integer
+    product, exact in float64, converted to float32 and times ``a_scale * b_scale``."""
+    q, a_scale, a_zero_point = _ort_dynamic_quantize(a, per_row)
+    centred_b = b.to(torch.float64) - b_zero_point.reshape(-1)[0].to(torch.float64)
+    acc = ((q - a_zero_point).to(torch.float64) @ centred_b).to(torch.float32)
+    return acc * (a_scale * b_scale.reshape(-1))
