@@ -29,7 +29,8 @@ import onnx
 import torch
 
 from .errors import ExportError
-from .validator import BATCH_SIZE, OTHER_DIM_SIZE, load_torch_model, random_input
+from .size_sweep import BATCH_SIZE, OTHER_DIM_SIZE
+from .validator import load_torch_model, random_input
 
 __all__ = ["ExportResult", "SizeCheck", "export_onnx"]
 
