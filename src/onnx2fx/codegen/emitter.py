@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from ..errors import ConversionError, UnsupportedOperatorError
 from .names import NameScope, sanitize
+from .shape_env import ConversionShapeEnv
 from .values import SymElem, Value
 
 # A constant computation whose result has more elements than this is left to run time.
@@ -73,6 +73,41 @@ class Helper:
     leaf: bool
 
 
+@dataclass(frozen=True)
+class DynamicDim:
+    """A dimension of a graph input that the ONNX file leaves dynamic."""
+
+    input_code: str  # the input's parameter name in ``forward``
+    onnx_name: str
+    axis: int
+
+
+@dataclass(frozen=True)
+class Specialisation:
+    """A dynamic input dimension that lowering had to fix to one size: an op whose conversion-time
+    evaluation compared it with a constant (or needed it as a Python int). ``model.py`` checks it
+    at run time instead of silently computing with the wrong size."""
+
+    dim: DynamicDim
+    value: int
+    node: str | None
+    op_type: str | None
+
+    def check_line(self) -> str:
+        """The run-time check in ``forward``: ``torch._assert`` is traceable (FX records it)."""
+        where = f"node {self.node!r} ({self.op_type})" if self.node else "the conversion"
+        message = (f"input {self.dim.onnx_name!r} dimension {self.dim.axis} must be {self.value}: {where} "
+                   f"fixed it to that size during conversion; convert with --shape "
+                   f"{self.dim.onnx_name}=... to choose another size")
+        return (f"torch._assert({self.dim.input_code}.shape[{self.dim.axis}] == {self.value}, "
+                f"{message!r})")
+
+    def describe(self) -> str:
+        where = f"node {self.node!r} ({self.op_type})" if self.node else "the conversion"
+        return (f"dynamic dimension {self.dim.axis} of input {self.dim.onnx_name!r} was fixed to {self.value} by "
+                f"{where}; model.py checks it at run time (choose the size with --shape {self.dim.onnx_name}=...)")
+
+
 @dataclass
 class EmittedModule:
     """Everything needed to render ``model.py`` and to load its weights."""
@@ -91,6 +126,7 @@ class EmittedModule:
     tensor_codes: dict[str, str]  # ONNX tensor name -> code in forward ("" when folded to a constant)
     warnings: list[str] = field(default_factory=list)
     input_shapes: dict[str, list[int | None]] = field(default_factory=dict)  # None: dynamic dimension
+    specialisations: list[Specialisation] = field(default_factory=list)
 
 
 def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
@@ -101,7 +137,7 @@ class Emitter:
     """Accumulates the generated module while the graph is lowered node by node."""
 
     def __init__(self, fake_mode: FakeTensorMode | None = None) -> None:
-        self.fake_mode = fake_mode or FakeTensorMode(shape_env=ShapeEnv(duck_shape=False), allow_non_fake_inputs=True)
+        self.fake_mode = fake_mode or FakeTensorMode(shape_env=ConversionShapeEnv(), allow_non_fake_inputs=True)
         self.attrs = NameScope()
         self.locals = NameScope()
         self.init_lines: list[str] = []
@@ -120,6 +156,10 @@ class Emitter:
         self.scope: Any = None  # set by lowering while a node is lowered (for subgraphs)
         # In a generated function (a loop body): constants that became its parameters, with their values.
         self.lifted: list[tuple[str, Value]] | None = None
+        # Dynamic input dimensions by their symbol, and those an op fixed to one size (shared with
+        # child emitters, which evaluate in the same shape environment).
+        self.dynamic_dims: dict[Any, DynamicDim] = {}
+        self.specialised: dict[Any, Specialisation] = {}
 
     # ----------------------------------------------------------------------------- node context
     def begin_node(self, node: NodeInfo) -> None:
@@ -147,8 +187,12 @@ class Emitter:
         self.warnings.append(prefix + message)
 
     # ----------------------------------------------------------------------------- values
-    def input(self, onnx_name: str, fake: torch.Tensor) -> Value:
+    def input(self, onnx_name: str, fake: torch.Tensor | None) -> Value:
         ident = self.locals.fresh(onnx_name, "input")
+        if fake is not None:
+            for axis, size in enumerate(fake.shape):
+                if isinstance(size, torch.SymInt) and size.node.expr.is_symbol:
+                    self.dynamic_dims[size.node.expr] = DynamicDim(ident, onnx_name, axis)
         return Value(onnx_name, fake, code=ident)
 
     def const(self, tensor: torch.Tensor, onnx_name: str = "const", initializer: str | None = None) -> Value:
@@ -302,6 +346,7 @@ class Emitter:
         child.helpers, child._namespace = self.helpers, self._namespace
         child.node = self.node
         child.lifted = []
+        child.dynamic_dims, child.specialised = self.dynamic_dims, self.specialised
         return child
 
     def body_lines(self) -> list[str]:
@@ -427,11 +472,18 @@ class Emitter:
         self.state[qualified] = value.to(current.dtype) if value.dtype != current.dtype else value
         self.parameter_origins[qualified] = ParameterOrigin(initializer, transform)
 
-    def call_module(self, attr: str, *args: Any, n_outputs: int = 1, unpack: str | None = None) -> Any:
+    def call_module(self, attr: str, *args: Any, n_outputs: int = 1, unpack: str | None = None,
+                    out_spec: Sequence[OutSpec] | None = None) -> Any:
         """Emit ``out = self.<attr>(*args)`` for a module declared with :meth:`add_module`.
 
         A module returning nested tuples (``nn.LSTM``: ``y, (h, c)``) gives ``n_outputs`` values
-        and ``unpack``, the left-hand side with ``{0}``, ``{1}``, ... for their names."""
+        and ``unpack``, the left-hand side with ``{0}``, ``{1}``, ... for their names. ``out_spec``
+        gives the results' sizes for a module that is not to be evaluated on fake tensors (the
+        recurrent layers: their decompositions iterate over the time steps, which fixes a dynamic
+        sequence length to its hint and costs a traced step per hint)."""
+        if out_spec is not None:
+            return self._emit(f"self.{attr}", lambda *_: None, args, {}, n_outputs, fold=False, unpack=unpack,
+                              out_spec=out_spec)
         module = self._modules[attr].eval()
         names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
         with self.fake_mode:  # parameters only lend their shapes: fresh fakes, not copies of the real ones
@@ -477,6 +529,7 @@ class Emitter:
         except Exception as exc:
             raise self.error(f"{fn_code.replace('{obj}', 'tensor.')} failed on inputs of shapes "
                              f"{self._describe(args)}: {exc}") from exc
+        self._note_specialisations()
         results = _as_tuple(fake_result, n_outputs)
         if infix:
             code = fn_code.format(self._format(args[0]), self._format(args[1]))
@@ -493,6 +546,30 @@ class Emitter:
         self.forward_lines.append(ForwardLine(f"{lhs} = {code}", self.node.name if self.node else None, names))
         values = [Value(self._output_name(i), fake, code=name) for i, (fake, name) in enumerate(zip(results, names))]
         return values[0] if n_outputs == 1 else tuple(values)
+
+    def _note_specialisations(self) -> None:
+        """Record the dynamic input dimensions that the last evaluation fixed to a constant.
+
+        Torch decides a comparison of a symbolic size on its hint and records the outcome in the
+        shape environment; an equality with a number replaces the symbol by that number, and every
+        size computed afterwards is a plain int that would be written into ``model.py`` as a
+        literal. This is the one place that sees every such specialisation, whichever op or torch
+        function caused it."""
+        env = self.fake_mode.shape_env
+        if env is None:
+            return
+        for symbol, dim in self.dynamic_dims.items():
+            if symbol in self.specialised:
+                continue
+            value = env.replacements.get(symbol)
+            if value is None or not value.is_number:
+                bounds = env.var_to_range.get(symbol)
+                value = bounds.lower if bounds is not None and bounds.is_singleton() else None
+            if value is not None:
+                node = self.node
+                special = Specialisation(dim, int(value), node.name if node else None, node.op_type if node else None)
+                self.specialised[symbol] = special
+                self.warnings.append(special.describe())
 
     def _assign(self, code: str, onnx_name: str) -> str:
         name = self.locals.fresh(onnx_name, "v")
@@ -557,9 +634,10 @@ class Emitter:
         self.node = None
         output_codes = [self.ref(v) for v in outputs]
         self._check_layers_complete()
+        checks = [ForwardLine(s.check_line(), s.node) for s in self.specialised.values()]
         return EmittedModule(
             init_lines=self.init_lines,
-            forward_lines=self.forward_lines,
+            forward_lines=checks + self.forward_lines,
             input_names=[v.code or "" for v in inputs],
             input_onnx_names=input_onnx,
             output_codes=output_codes,
@@ -571,6 +649,7 @@ class Emitter:
             nodes=self.nodes,
             tensor_codes={name: v.code or "" for name, v in env.items()},
             warnings=self.warnings,
+            specialisations=list(self.specialised.values()),
         )
 
     def _check_layers_complete(self) -> None:
