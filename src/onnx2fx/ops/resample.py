@@ -194,8 +194,13 @@ def _power_of_two(ratio: float) -> bool:
 def exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | None, *, antialias: int,
                    axes: list[int] | None, coordinate_transformation_mode: str, mode: str,
                    keep_aspect_ratio_policy: str) -> Value | None:
-    """:func:`_resize_bilinear` for a 4-D float32 bilinear Resize of known sizes whose scale is not
-    a power of two (``F.interpolate`` matches onnxruntime's coordinates otherwise); else None."""
+    """:func:`_resize_bilinear` for a 4-D float32 bilinear Resize whose scale is not a power of two
+    (``F.interpolate`` matches onnxruntime's coordinates otherwise); else None.
+
+    With static spatial sizes, constant scales or sizes. With dynamic ones, constant scales that
+    are small binary fractions (1.5, 0.75, 3): the output size ``floor(n * scale)``, which
+    onnxruntime computes in float32, is then exactly ``n * p // q`` and stays an expression of the
+    input's size in ``model.py``; onnxruntime's float32 coordinates are reproduced at every size."""
     transform = coordinate_transformation_mode
     if mode != "linear" or x.rank != 4 or x.dtype != torch.float32 or antialias or axes is not None \
             or transform not in ("half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners") \
@@ -203,7 +208,7 @@ def exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | No
         return None
     in_h, in_w = x.static_shape()[2:]
     if in_h is None or in_w is None:
-        return None
+        return _dynamic_exact_bilinear(g, x, scales, sizes, transform)
     if sizes is not None and sizes.const is not None and sizes.const.numel() == 4:
         out = [int(v) for v in sizes.const.tolist()]
         if out[:2] != [d for d in x.static_shape()[:2]] and None not in x.static_shape()[:2]:
@@ -227,6 +232,35 @@ def exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | No
         return None
     g.helper(_bilinear_taps)
     return g.call(g.helper(_resize_bilinear, leaf=True), x, out_h, out_w, ratios[0], ratios[1], transform)
+
+
+# The largest denominator and numerator of a scale whose output size is computed exactly as
+# ``n * p // q`` for dynamic sizes: onnxruntime's float32 product ``scale * n`` is exact while
+# ``n * p`` stays below 2**24, which these bounds keep for every n below 2**24 / MAX_NUMERATOR.
+_MAX_SCALE_DENOMINATOR = 1 << 8
+_MAX_SCALE_NUMERATOR = 1 << 10
+
+
+def _dynamic_exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | None,
+                            transform: str) -> Value | None:
+    if sizes is not None and not (sizes.const is not None and not sizes.const.numel()):
+        return None
+    if scales is None or scales.const is None or scales.const.numel() != 4:
+        return None
+    given = [float(v) for v in scales.const.to(torch.float32).tolist()]
+    if given[:2] != [1.0, 1.0] or any(r <= 0 for r in given[2:]):
+        return None
+    ratios = given[2:]
+    if transform != "align_corners" and all(_power_of_two(r) for r in ratios):
+        return None  # F.interpolate computes the same coordinates
+    outs = []
+    for axis, ratio in zip((2, 3), ratios):
+        p, q = ratio.as_integer_ratio()  # q is a power of two: the scale is a binary fraction
+        if q > _MAX_SCALE_DENOMINATOR or p > _MAX_SCALE_NUMERATOR:
+            return None
+        outs.append(g.dim(x, axis) * p // q if (p, q) != (1, 1) else g.dim(x, axis))
+    g.helper(_bilinear_taps)
+    return g.call(g.helper(_resize_bilinear, leaf=True), x, outs[0], outs[1], ratios[0], ratios[1], transform)
 
 
 def _output_sizes(g: Emitter, x: Value, scales: Value | None, sizes: Value | None, axes: list[int] | None,
