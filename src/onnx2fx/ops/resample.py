@@ -16,13 +16,19 @@ import numpy as np
 import torch
 
 from ..codegen.emitter import Emitter
-from ..codegen.values import Value
+from ..codegen.values import SymElem, Value
 from ..errors import UnsupportedOperatorError
 from . import nn as nn_ops
 from .registry import onnx_op
 
-
 # ---------------------------------------------------------------------------------- Resize (general)
+# The largest denominator and numerator of a scale whose output size is computed exactly as
+# ``n * p // q`` for dynamic sizes: onnxruntime's float32 product ``scale * n`` is exact while
+# ``n * p`` stays below 2**24, which these bounds keep for every n below 2**24 / MAX_NUMERATOR.
+_MAX_SCALE_DENOMINATOR = 1 << 8
+_MAX_SCALE_NUMERATOR = 1 << 10
+
+
 def _resize_weights(ratio: torch.Tensor, scale: float, mode: str, nearest_mode: str, cubic_a: float,
                     antialias: bool) -> torch.Tensor:
     """Interpolation weights of the taps around each output position (one row per position);
@@ -111,14 +117,28 @@ def _resize_axis(x: torch.Tensor, axis: int, scale: float, size: int, roi: tuple
     return result
 
 
-def _resize(x: torch.Tensor, roi: torch.Tensor | None, scales: torch.Tensor | None, sizes: torch.Tensor | None,
-            axes: list[int] | None, mode: str, transform: str, nearest_mode: str, cubic_a: float,
-            exclude_outside: bool, extrapolation_value: float, keep_aspect_ratio_policy: str,
+def _scaled_length(n: int, scale: float) -> int:
+    """``floor(n * scale)``; for a small binary fraction ``p / q`` computed as ``n * p // q``, which
+    is exact and keeps a symbolic ``n`` an integer expression (torch.export). The bounds are
+    ``_MAX_SCALE_DENOMINATOR`` and ``_MAX_SCALE_NUMERATOR`` (this function is copied into model.py)."""
+    p, q = float(scale).as_integer_ratio()
+    if q <= 256 and p <= 1024:
+        return n * p // q if (p, q) != (1, 1) else n
+    return torch.sym_int(scale * n)
+
+
+def _resize(x: torch.Tensor, roi: torch.Tensor | None, scales: torch.Tensor | list[float] | None,
+            sizes: torch.Tensor | None, axes: list[int] | None, mode: str, transform: str, nearest_mode: str,
+            cubic_a: float, exclude_outside: bool, extrapolation_value: float, keep_aspect_ratio_policy: str,
             antialias: bool) -> torch.Tensor:
-    """ONNX Resize, one axis after another, computed in float64 and cast back."""
+    """ONNX Resize, one axis after another, computed in float64 and cast back. Constant scales come
+    as a list, so that the output sizes stay expressions of the input's sizes under torch.export."""
     rank = x.dim()
     axes = list(range(rank)) if axes is None else [a % rank for a in axes]
-    scale_list = scales.tolist() if scales is not None and scales.numel() else None
+    if isinstance(scales, list):
+        scale_list = scales or None
+    else:
+        scale_list = scales.tolist() if scales is not None and scales.numel() else None
     size_list = sizes.tolist() if sizes is not None and sizes.numel() else None
     roi_list = roi.tolist() if roi is not None and roi.numel() else None
     n = len(axes)
@@ -130,7 +150,7 @@ def _resize(x: torch.Tensor, roi: torch.Tensor | None, scales: torch.Tensor | No
             size_list = [int(factor * x.shape[a] + 0.5) for a in axes]
     else:
         factors = list(scale_list)
-        size_list = [int(f * x.shape[a]) for f, a in zip(factors, axes)]
+        size_list = [_scaled_length(x.shape[a], f) for f, a in zip(factors, axes)]
     result = x.to(torch.float64)
     for i, a in enumerate(axes):
         region = (roi_list[i], roi_list[n + i]) if roi_list is not None else None
@@ -234,13 +254,6 @@ def exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | No
     return g.call(g.helper(_resize_bilinear, leaf=True), x, out_h, out_w, ratios[0], ratios[1], transform)
 
 
-# The largest denominator and numerator of a scale whose output size is computed exactly as
-# ``n * p // q`` for dynamic sizes: onnxruntime's float32 product ``scale * n`` is exact while
-# ``n * p`` stays below 2**24, which these bounds keep for every n below 2**24 / MAX_NUMERATOR.
-_MAX_SCALE_DENOMINATOR = 1 << 8
-_MAX_SCALE_NUMERATOR = 1 << 10
-
-
 def _dynamic_exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | None,
                             transform: str) -> Value | None:
     if sizes is not None and not (sizes.const is not None and not sizes.const.numel()):
@@ -274,12 +287,24 @@ def _output_sizes(g: Emitter, x: Value, scales: Value | None, sizes: Value | Non
             shape[a] = int(s)
         return shape
     static = x.static_shape()
-    if scales is not None and scales.const is not None and scales.const.numel() and \
-            all(static[a] is not None for a in axes):
+    if scales is not None and scales.const is not None and scales.const.numel():
         for a, f in zip(axes, scales.const.tolist()):
-            shape[a] = int(f * static[a])
+            shape[a] = int(f * static[a]) if static[a] is not None else _scaled_size(g, x, a, f)
         return shape
     return [d if i not in axes else None for i, d in enumerate(shape)]
+
+
+def _scaled_size(g: Emitter, x: Value, axis: int, scale: float) -> SymElem | None:
+    """``floor(n * scale)`` for a dynamic size ``n``, as an expression of it, when the scale is a
+    small binary fraction ``p / q`` (then it is exactly ``n * p // q``, in float32 as onnxruntime
+    computes it and in float64 as :func:`_resize` does); else ``None`` (known only at run time)."""
+    if scale <= 0:
+        return None
+    p, q = float(np.float32(scale)).as_integer_ratio()
+    if q > _MAX_SCALE_DENOMINATOR or p > _MAX_SCALE_NUMERATOR:
+        return None
+    size = g.dim(x, axis)
+    return size if (p, q) == (1, 1) else size * p // q
 
 
 def resize_general(g: Emitter, x: Value, roi: Value | None, scales: Value | None, sizes: Value | None, *,
@@ -297,6 +322,9 @@ def resize_general(g: Emitter, x: Value, roi: Value | None, scales: Value | None
     spec = [(_output_sizes(g, x, scales, sizes, axes, keep_aspect_ratio_policy), x.dtype)]
     g.helper(_resize_weights)
     g.helper(_resize_axis)
+    g.helper(_scaled_length)
+    if scales is not None and scales.const is not None and sizes is None:
+        scales = [float(f) for f in scales.const.reshape(-1).tolist()]  # type: ignore[assignment]
     return g.call(g.helper(_resize, leaf=True), x, roi, scales, sizes, axes, mode, coordinate_transformation_mode,
                   nearest_mode, cubic_coeff_a, bool(exclude_outside), extrapolation_value, keep_aspect_ratio_policy,
                   bool(antialias), out_spec=spec)
