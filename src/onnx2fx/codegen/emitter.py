@@ -14,7 +14,7 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +26,23 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..errors import ConversionError, UnsupportedOperatorError
 from .names import NameScope, sanitize
-from .shape_env import ConversionShapeEnv
+from .shape_env import ConversionShapeEnv, SpecialisationRefused
 from .values import SymElem, Value
 
 # A constant computation whose result has more elements than this is left to run time.
 MAX_FOLDED_ELEMENTS = 1 << 20
 # Integer or bool constants up to this many elements are written inline as literals.
 MAX_LITERAL_ELEMENTS = 16
+
+# Elementwise torch functions whose result has the sizes and dtype of their one float input.
+SAME_SHAPE_FLOAT_FUNCTIONS = frozenset(
+    f"torch.{name}" for name in (
+        "relu", "sigmoid", "tanh", "erf", "exp", "log", "sqrt", "reciprocal", "neg", "abs", "floor", "ceil",
+        "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "sign", "round",
+        "rsqrt", "expm1", "log1p", "clamp")) | frozenset(
+    f"F.{name}" for name in ("relu", "gelu", "silu", "mish", "softsign", "softplus", "elu", "selu", "celu",
+                             "leaky_relu", "hardsigmoid", "hardswish", "hardtanh", "relu6", "tanhshrink",
+                             "softshrink", "hardshrink", "logsigmoid"))
 
 # The sizes (``None``: known only at run time) and dtype of one result of a data-dependent call;
 # ``None`` for a result that is not a tensor (a list of tensors, an optional tensor).
@@ -193,6 +203,9 @@ class Emitter:
             for axis, size in enumerate(fake.shape):
                 if isinstance(size, torch.SymInt) and size.node.expr.is_symbol:
                     self.dynamic_dims[size.node.expr] = DynamicDim(ident, onnx_name, axis)
+                    # The cache of fake results hits for repeated static sizes; on symbolic sizes it
+                    # rarely does, and building its entries cost a third of a dynamic conversion.
+                    self.fake_mode.cache_enabled = False
         return Value(onnx_name, fake, code=ident)
 
     def const(self, tensor: torch.Tensor, onnx_name: str = "const", initializer: str | None = None) -> Value:
@@ -362,6 +375,12 @@ class Emitter:
         fake tensors; a size given as ``None`` is known only at run time (an unbacked symbol).
         """
         target = self._resolve(fn)
+        if out_spec is None and fn in SAME_SHAPE_FLOAT_FUNCTIONS and len(args) == 1 and isinstance(args[0], Value) \
+                and args[0].const is None and args[0].dtype.is_floating_point and _symbolic(self.fake(args[0])) \
+                and not any(isinstance(v, Value) for v in _walk(list(kwargs.values()))):
+            # An elementwise function of one float tensor keeps its sizes: no need to run torch's
+            # symbolic reference implementation (slow: sympy on every size) to learn them.
+            out_spec = [(self.shape(args[0]), args[0].dtype)]
         return self._emit(fn, target, args, kwargs, n_outputs, fold, out_spec=out_spec)
 
     def unknown(self, sizes: Sequence[SymElem | int | None], dtype: torch.dtype) -> torch.Tensor:
@@ -517,13 +536,7 @@ class Emitter:
                 fakes = tuple(None if spec is None else self.unknown(*spec) for spec in out_spec)
                 fake_result = fakes[0] if n_outputs == 1 else fakes
             else:
-                # The Python dispatcher runs torch's symbolic decompositions of composite ops, as
-                # torch.export does: their C++ kernels read concrete sizes (``F.interpolate`` with
-                # ``scale_factor`` does), which would fix every dynamic dimension to its hint.
-                fake_args, fake_kwargs = self._fakes(args), self._fakes(kwargs)
-                with self.fake_mode, (enable_python_dispatcher() if _symbolic(fake_args, fake_kwargs)
-                                      else nullcontext()):
-                    fake_result = target(*fake_args, **fake_kwargs)
+                fake_result = self._evaluate(target, self._fakes(args), self._fakes(kwargs))
         except UnsupportedOperatorError:
             raise
         except Exception as exc:
@@ -546,6 +559,23 @@ class Emitter:
         self.forward_lines.append(ForwardLine(f"{lhs} = {code}", self.node.name if self.node else None, names))
         values = [Value(self._output_name(i), fake, code=name) for i, (fake, name) in enumerate(zip(results, names))]
         return values[0] if n_outputs == 1 else tuple(values)
+
+    def _evaluate(self, target: Callable[..., Any], fake_args: Any, fake_kwargs: dict[str, Any]) -> Any:
+        """``target`` on fake tensors. With symbolic sizes, torch's C++ meta kernels first (fast);
+        where one would fix a dynamic size to a number (``F.interpolate`` with ``scale_factor``
+        reads concrete sizes), the Python dispatcher's symbolic decompositions instead, as
+        torch.export runs them (exact, but much slower: sympy on every size)."""
+        env = self.fake_mode.shape_env
+        if not _symbolic(fake_args, fake_kwargs) or not isinstance(env, ConversionShapeEnv):
+            with self.fake_mode:
+                return target(*fake_args, **fake_kwargs)
+        try:
+            with self.fake_mode, env.refusing_specialisation():
+                return target(*fake_args, **fake_kwargs)
+        except SpecialisationRefused:
+            pass
+        with self.fake_mode, enable_python_dispatcher():
+            return target(*fake_args, **fake_kwargs)
 
     def _note_specialisations(self) -> None:
         """Record the dynamic input dimensions that the last evaluation fixed to a constant.

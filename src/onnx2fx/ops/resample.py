@@ -16,19 +16,13 @@ import numpy as np
 import torch
 
 from ..codegen.emitter import Emitter
-from ..codegen.values import SymElem, Value
+from ..codegen.values import Value
 from ..errors import UnsupportedOperatorError
 from . import nn as nn_ops
 from .registry import onnx_op
 
+
 # ---------------------------------------------------------------------------------- Resize (general)
-# The largest denominator and numerator of a scale whose output size is computed exactly as
-# ``n * p // q`` for dynamic sizes: onnxruntime's float32 product ``scale * n`` is exact while
-# ``n * p`` stays below 2**24, which these bounds keep for every n below 2**24 / MAX_NUMERATOR.
-_MAX_SCALE_DENOMINATOR = 1 << 8
-_MAX_SCALE_NUMERATOR = 1 << 10
-
-
 def _resize_weights(ratio: torch.Tensor, scale: float, mode: str, nearest_mode: str, cubic_a: float,
                     antialias: bool) -> torch.Tensor:
     """Interpolation weights of the taps around each output position (one row per position);
@@ -120,7 +114,7 @@ def _resize_axis(x: torch.Tensor, axis: int, scale: float, size: int, roi: tuple
 def _scaled_length(n: int, scale: float) -> int:
     """``floor(n * scale)``; for a small binary fraction ``p / q`` computed as ``n * p // q``, which
     is exact and keeps a symbolic ``n`` an integer expression (torch.export). The bounds are
-    ``_MAX_SCALE_DENOMINATOR`` and ``_MAX_SCALE_NUMERATOR`` (this function is copied into model.py)."""
+    ``nn.MAX_SCALE_DENOMINATOR`` and ``nn.MAX_SCALE_NUMERATOR`` (this function is copied into model.py)."""
     p, q = float(scale).as_integer_ratio()
     if q <= 256 and p <= 1024:
         return n * p // q if (p, q) != (1, 1) else n
@@ -269,7 +263,7 @@ def _dynamic_exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: V
     outs = []
     for axis, ratio in zip((2, 3), ratios):
         p, q = ratio.as_integer_ratio()  # q is a power of two: the scale is a binary fraction
-        if q > _MAX_SCALE_DENOMINATOR or p > _MAX_SCALE_NUMERATOR:
+        if q > nn_ops.MAX_SCALE_DENOMINATOR or p > nn_ops.MAX_SCALE_NUMERATOR:
             return None
         outs.append(g.dim(x, axis) * p // q if (p, q) != (1, 1) else g.dim(x, axis))
     g.helper(_bilinear_taps)
@@ -289,22 +283,9 @@ def _output_sizes(g: Emitter, x: Value, scales: Value | None, sizes: Value | Non
     static = x.static_shape()
     if scales is not None and scales.const is not None and scales.const.numel():
         for a, f in zip(axes, scales.const.tolist()):
-            shape[a] = int(f * static[a]) if static[a] is not None else _scaled_size(g, x, a, f)
+            shape[a] = int(f * static[a]) if static[a] is not None else nn_ops.scaled_size(g, x, a, f)
         return shape
     return [d if i not in axes else None for i, d in enumerate(shape)]
-
-
-def _scaled_size(g: Emitter, x: Value, axis: int, scale: float) -> SymElem | None:
-    """``floor(n * scale)`` for a dynamic size ``n``, as an expression of it, when the scale is a
-    small binary fraction ``p / q`` (then it is exactly ``n * p // q``, in float32 as onnxruntime
-    computes it and in float64 as :func:`_resize` does); else ``None`` (known only at run time)."""
-    if scale <= 0:
-        return None
-    p, q = float(np.float32(scale)).as_integer_ratio()
-    if q > _MAX_SCALE_DENOMINATOR or p > _MAX_SCALE_NUMERATOR:
-        return None
-    size = g.dim(x, axis)
-    return size if (p, q) == (1, 1) else size * p // q
 
 
 def resize_general(g: Emitter, x: Value, roi: Value | None, scales: Value | None, sizes: Value | None, *,
