@@ -294,14 +294,19 @@ def test_a_dimension_an_op_fixes_is_checked_at_run_time() -> None:
     names the input, the dimension, the size and the node, and says how to choose the size; the
     conversion warns. The batch stays dynamic."""
     model = _fixed_width_model()
-    gm, source, warnings = _convert(model)
+    converter = OnnxToFxConverter(model)
+    gm = converter.convert()
+    assert converter.result is not None
+    source, warnings = converter.source_code, converter.result.emitted.warnings
+    assert converter.result.info["specialised_dimensions"] == [{"input": "x", "axis": 1, "size": 32,
+                                                               "node": "MatMul_0"}]
     assert "torch._assert(x.shape[1] == 32," in source
-    assert warnings == ["dynamic dimension 1 of input 'x' was fixed to 32 by node 'MatMul_0' (MatMul); "
-                        "model.py checks it at run time (choose the size with --shape x=...)"]
+    assert warnings == ["dynamic dimension 1 of input 'x' must be 32 (required by node 'MatMul_0' (MatMul)); "
+                        "model.py checks it at run time (choose the sizes with --shape x=...)"]
     for batch in (1, 3):
         _assert_matches_onnxruntime(model, gm, {"x": RNG.standard_normal((batch, 32)).astype(np.float32)})
-    message = ("input 'x' dimension 1 must be 32: node 'MatMul_0' (MatMul) fixed it to that size during "
-               "conversion; convert with --shape x=... to choose another size")
+    message = ("input 'x' dimension 1 must be 32: node 'MatMul_0' (MatMul) required it during conversion; "
+               "convert with --shape x=... to choose the sizes")
     with pytest.raises(AssertionError, match=re.escape(message)):
         gm(torch.zeros(2, 20))
     traced = torch.fx.symbolic_trace(gm)
@@ -314,3 +319,19 @@ def test_a_size_given_with_input_shapes_needs_no_run_time_check() -> None:
     gm, source, warnings = _convert(model, input_shapes={"x": [4, 32]})
     assert "torch._assert" not in source and not warnings
     _assert_matches_onnxruntime(model, gm, {"x": RNG.standard_normal((4, 32)).astype(np.float32)})
+
+
+def test_two_dimensions_an_op_equates_are_checked_at_run_time() -> None:
+    """Adding a matrix to its transpose requires it to be square: the two dynamic dimensions become
+    one symbol during conversion, and model.py checks that they are equal (onnxruntime rejects a
+    non-square input too)."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]), helper.make_node("Add", ["x", "t"], ["y"])]
+    model = _model(nodes, {"x": (TensorProto.FLOAT, ["batch", "rows", "cols"])})
+    gm, source, warnings = _convert(model)
+    assert "torch._assert(x.shape[1] == x.shape[2]," in source
+    assert warnings == ["dynamic dimension 1 of input 'x' must be equal to input 'x' dimension 2 (required by "
+                        "node 'Add_1' (Add)); model.py checks it at run time (choose the sizes with --shape x=...)"]
+    for shape in ((2, 5, 5), (1, 7, 7)):
+        _assert_matches_onnxruntime(model, gm, {"x": RNG.standard_normal(shape).astype(np.float32)})
+    with pytest.raises(AssertionError, match=re.escape("input 'x' dimension 1 must be equal to input 'x' dimension 2")):
+        gm(torch.zeros(1, 5, 6))

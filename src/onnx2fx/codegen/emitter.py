@@ -94,28 +94,39 @@ class DynamicDim:
 
 @dataclass(frozen=True)
 class Specialisation:
-    """A dynamic input dimension that lowering had to fix to one size: an op whose conversion-time
-    evaluation compared it with a constant (or needed it as a Python int). ``model.py`` checks it
-    at run time instead of silently computing with the wrong size."""
+    """A dynamic input dimension that lowering had to fix: to one size (an op whose conversion-time
+    evaluation compared it with a constant), or to another dynamic dimension (a comparison of two
+    sizes decided on their hints). ``model.py`` checks it at run time instead of silently computing
+    with the wrong size."""
 
     dim: DynamicDim
-    value: int
+    value: int | DynamicDim
     node: str | None
     op_type: str | None
 
+    def _requirement(self) -> tuple[str, str]:
+        """The condition as code and in words."""
+        if isinstance(self.value, DynamicDim):
+            other = self.value
+            return (f"{self.dim.input_code}.shape[{self.dim.axis}] == {other.input_code}.shape[{other.axis}]",
+                    f"equal to input {other.onnx_name!r} dimension {other.axis}")
+        return f"{self.dim.input_code}.shape[{self.dim.axis}] == {self.value}", str(self.value)
+
     def check_line(self) -> str:
         """The run-time check in ``forward``: ``torch._assert`` is traceable (FX records it)."""
+        condition, required = self._requirement()
         where = f"node {self.node!r} ({self.op_type})" if self.node else "the conversion"
-        message = (f"input {self.dim.onnx_name!r} dimension {self.dim.axis} must be {self.value}: {where} "
-                   f"fixed it to that size during conversion; convert with --shape "
-                   f"{self.dim.onnx_name}=... to choose another size")
-        return (f"torch._assert({self.dim.input_code}.shape[{self.dim.axis}] == {self.value}, "
-                f"{message!r})")
+        message = (f"input {self.dim.onnx_name!r} dimension {self.dim.axis} must be {required}: {where} "
+                   f"required it during conversion; convert with --shape {self.dim.onnx_name}=... to choose "
+                   "the sizes")
+        return f"torch._assert({condition}, {message!r})"
 
     def describe(self) -> str:
         where = f"node {self.node!r} ({self.op_type})" if self.node else "the conversion"
-        return (f"dynamic dimension {self.dim.axis} of input {self.dim.onnx_name!r} was fixed to {self.value} by "
-                f"{where}; model.py checks it at run time (choose the size with --shape {self.dim.onnx_name}=...)")
+        _, required = self._requirement()
+        return (f"dynamic dimension {self.dim.axis} of input {self.dim.onnx_name!r} must be {required} (required "
+                f"by {where}); model.py checks it at run time (choose the sizes with --shape "
+                f"{self.dim.onnx_name}=...)")
 
 
 @dataclass
@@ -591,13 +602,18 @@ class Emitter:
         for symbol, dim in self.dynamic_dims.items():
             if symbol in self.specialised:
                 continue
-            value = env.replacements.get(symbol)
-            if value is None or not value.is_number:
+            replacement = env.replacements.get(symbol)
+            value: int | DynamicDim | None = None
+            if replacement is not None and replacement.is_number:
+                value = int(replacement)
+            elif replacement is not None and replacement in self.dynamic_dims:
+                value = self.dynamic_dims[replacement]
+            else:
                 bounds = env.var_to_range.get(symbol)
-                value = bounds.lower if bounds is not None and bounds.is_singleton() else None
+                value = int(bounds.lower) if bounds is not None and bounds.is_singleton() else None
             if value is not None:
                 node = self.node
-                special = Specialisation(dim, int(value), node.name if node else None, node.op_type if node else None)
+                special = Specialisation(dim, value, node.name if node else None, node.op_type if node else None)
                 self.specialised[symbol] = special
                 self.warnings.append(special.describe())
 
