@@ -210,14 +210,19 @@ class Emitter:
     # ----------------------------------------------------------------------------- values
     def input(self, onnx_name: str, fake: torch.Tensor | None) -> Value:
         ident = self.locals.fresh(onnx_name, "input")
-        if fake is not None:
-            for axis, size in enumerate(fake.shape):
-                if isinstance(size, torch.SymInt) and size.node.expr.is_symbol:
-                    self.dynamic_dims[size.node.expr] = DynamicDim(ident, onnx_name, axis)
-                    # The cache of fake results hits for repeated static sizes; on symbolic sizes it
-                    # rarely does, and building its entries cost a third of a dynamic conversion.
-                    self.fake_mode.cache_enabled = False
         return Value(onnx_name, fake, code=ident)
+
+    def graph_input(self, onnx_name: str, fake: torch.Tensor | None) -> Value:
+        """An input of the main graph: a parameter of ``forward`` whose dynamic dimensions are
+        watched for specialisation (:meth:`_note_specialisations`)."""
+        value = self.input(onnx_name, fake)
+        for axis, size in enumerate(fake.shape if fake is not None else ()):
+            if isinstance(size, torch.SymInt) and size.node.expr.is_symbol:
+                self.dynamic_dims[size.node.expr] = DynamicDim(value.code or "", onnx_name, axis)
+                # The cache of fake results hits for repeated static sizes; on symbolic sizes it
+                # rarely does, and building its entries cost a third of a dynamic conversion.
+                self.fake_mode.cache_enabled = False
+        return value
 
     def const(self, tensor: torch.Tensor, onnx_name: str = "const", initializer: str | None = None) -> Value:
         return Value(onnx_name, None, const=tensor, origin_initializer=initializer)
