@@ -516,10 +516,16 @@ class Emitter:
         gives the results' sizes for a module that is not to be evaluated on fake tensors (the
         recurrent layers: their decompositions iterate over the time steps, which fixes a dynamic
         sequence length to its hint and costs a traced step per hint)."""
+        module = self._modules[attr].eval()
+        if out_spec is None and isinstance(module, nn.Linear) and len(args) == 1 and isinstance(args[0], Value) \
+                and args[0].const is None and _symbolic(self.fake(args[0])) \
+                and self._static_last(args[0]) == module.in_features:
+            # (..., in_features) -> (..., out_features): written out rather than found by a symbolic run
+            # (a dynamic last dimension is left to the run, which records that it must be in_features)
+            out_spec = [([*self.shape(args[0])[:-1], module.out_features], args[0].dtype)]
         if out_spec is not None:
             return self._emit(f"self.{attr}", lambda *_: None, args, {}, n_outputs, fold=False, unpack=unpack,
                               out_spec=out_spec)
-        module = self._modules[attr].eval()
         names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
         with self.fake_mode:  # parameters only lend their shapes: fresh fakes, not copies of the real ones
             fakes = {n: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
@@ -532,6 +538,11 @@ class Emitter:
         return self._emit(f"self.{attr}", run, args, {}, n_outputs, fold=False, unpack=unpack)
 
     # ----------------------------------------------------------------------------- internals
+    def _static_last(self, v: Value) -> int | None:
+        """The size of ``v``'s last dimension when it is static."""
+        size = self.fake(v).shape[-1]
+        return size if isinstance(size, int) else None
+
     def _resolve(self, fn: str) -> Callable[..., Any]:
         try:
             return eval(fn, dict(self._namespace))  # noqa: S307 - fn is code written by op handlers
