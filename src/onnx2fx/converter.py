@@ -101,6 +101,9 @@ class OnnxToFxConverter:
             "outputs": emitted.output_onnx_names,
             "conversion_seconds": round(time.perf_counter() - start, 4),
             "warnings": list(emitted.warnings),
+            # Dynamic input dimensions an op fixed to one size (model.py checks them at run time).
+            "specialised_dimensions": [{"input": s.dim.onnx_name, "axis": s.dim.axis, "size": s.value,
+                                        "node": s.node} for s in emitted.specialisations],
         }
         self.result = ConversionResult(gm, module, rendered.source, emitted, info)
         if self.debug:

@@ -83,7 +83,7 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
         if vi.name in env:  # old IR versions list initializers among the inputs
             continue
         if vi.type.kind in ("sequence", "optional"):  # a list of tensors / a tensor or None, at run time
-            value = emitter.input(vi.name, None)
+            value = emitter.graph_input(vi.name, None)
             value.meta.update(runtime=vi.type.kind, element=vi.type.element)
             env[vi.name] = value
             inputs.append(value)
@@ -91,7 +91,7 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
             continue
         shape = input_shape(vi, input_shapes.pop(vi.name, None))
         shapes[vi.name] = shape
-        value = emitter.input(vi.name, fake_input(emitter, vi, shape))
+        value = emitter.graph_input(vi.name, fake_input(emitter, vi, shape))
         env[vi.name] = value
         inputs.append(value)
         input_onnx.append(vi.name)

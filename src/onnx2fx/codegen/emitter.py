@@ -14,7 +14,7 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,16 +23,26 @@ import torch.nn.functional as F
 from torch import nn
 from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
 from ..errors import ConversionError, UnsupportedOperatorError
 from .names import NameScope, sanitize
+from .shape_env import ConversionShapeEnv, SpecialisationRefused
 from .values import SymElem, Value
 
 # A constant computation whose result has more elements than this is left to run time.
 MAX_FOLDED_ELEMENTS = 1 << 20
 # Integer or bool constants up to this many elements are written inline as literals.
 MAX_LITERAL_ELEMENTS = 16
+
+# Elementwise torch functions whose result has the sizes and dtype of their one float input.
+SAME_SHAPE_FLOAT_FUNCTIONS = frozenset(
+    f"torch.{name}" for name in (
+        "relu", "sigmoid", "tanh", "erf", "exp", "log", "sqrt", "reciprocal", "neg", "abs", "floor", "ceil",
+        "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "sign", "round",
+        "rsqrt", "expm1", "log1p", "clamp")) | frozenset(
+    f"F.{name}" for name in ("relu", "gelu", "silu", "mish", "softsign", "softplus", "elu", "selu", "celu",
+                             "leaky_relu", "hardsigmoid", "hardswish", "hardtanh", "relu6", "tanhshrink",
+                             "softshrink", "hardshrink", "logsigmoid"))
 
 # The sizes (``None``: known only at run time) and dtype of one result of a data-dependent call;
 # ``None`` for a result that is not a tensor (a list of tensors, an optional tensor).
@@ -73,6 +83,52 @@ class Helper:
     leaf: bool
 
 
+@dataclass(frozen=True)
+class DynamicDim:
+    """A dimension of a graph input that the ONNX file leaves dynamic."""
+
+    input_code: str  # the input's parameter name in ``forward``
+    onnx_name: str
+    axis: int
+
+
+@dataclass(frozen=True)
+class Specialisation:
+    """A dynamic input dimension that lowering had to fix: to one size (an op whose conversion-time
+    evaluation compared it with a constant), or to another dynamic dimension (a comparison of two
+    sizes decided on their hints). ``model.py`` checks it at run time instead of silently computing
+    with the wrong size."""
+
+    dim: DynamicDim
+    value: int | DynamicDim
+    node: str | None
+    op_type: str | None
+
+    def _requirement(self) -> tuple[str, str]:
+        """The condition as code and in words."""
+        if isinstance(self.value, DynamicDim):
+            other = self.value
+            return (f"{self.dim.input_code}.shape[{self.dim.axis}] == {other.input_code}.shape[{other.axis}]",
+                    f"equal to input {other.onnx_name!r} dimension {other.axis}")
+        return f"{self.dim.input_code}.shape[{self.dim.axis}] == {self.value}", str(self.value)
+
+    def check_line(self) -> str:
+        """The run-time check in ``forward``: ``torch._assert`` is traceable (FX records it)."""
+        condition, required = self._requirement()
+        where = f"node {self.node!r} ({self.op_type})" if self.node else "the conversion"
+        message = (f"input {self.dim.onnx_name!r} dimension {self.dim.axis} must be {required}: {where} "
+                   f"required it during conversion; convert with --shape {self.dim.onnx_name}=... to choose "
+                   "the sizes")
+        return f"torch._assert({condition}, {message!r})"
+
+    def describe(self) -> str:
+        where = f"node {self.node!r} ({self.op_type})" if self.node else "the conversion"
+        _, required = self._requirement()
+        return (f"dynamic dimension {self.dim.axis} of input {self.dim.onnx_name!r} must be {required} (required "
+                f"by {where}); model.py checks it at run time (choose the sizes with --shape "
+                f"{self.dim.onnx_name}=...)")
+
+
 @dataclass
 class EmittedModule:
     """Everything needed to render ``model.py`` and to load its weights."""
@@ -91,6 +147,7 @@ class EmittedModule:
     tensor_codes: dict[str, str]  # ONNX tensor name -> code in forward ("" when folded to a constant)
     warnings: list[str] = field(default_factory=list)
     input_shapes: dict[str, list[int | None]] = field(default_factory=dict)  # None: dynamic dimension
+    specialisations: list[Specialisation] = field(default_factory=list)
 
 
 def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
@@ -101,7 +158,7 @@ class Emitter:
     """Accumulates the generated module while the graph is lowered node by node."""
 
     def __init__(self, fake_mode: FakeTensorMode | None = None) -> None:
-        self.fake_mode = fake_mode or FakeTensorMode(shape_env=ShapeEnv(duck_shape=False), allow_non_fake_inputs=True)
+        self.fake_mode = fake_mode or FakeTensorMode(shape_env=ConversionShapeEnv(), allow_non_fake_inputs=True)
         self.attrs = NameScope()
         self.locals = NameScope()
         self.init_lines: list[str] = []
@@ -122,6 +179,10 @@ class Emitter:
         self.scope: Any = None  # set by lowering while a node is lowered (for subgraphs)
         # In a generated function (a loop body): constants that became its parameters, with their values.
         self.lifted: list[tuple[str, Value]] | None = None
+        # Dynamic input dimensions by their symbol, and those an op fixed to one size (shared with
+        # child emitters, which evaluate in the same shape environment).
+        self.dynamic_dims: dict[Any, DynamicDim] = {}
+        self.specialised: dict[Any, Specialisation] = {}
 
     # ----------------------------------------------------------------------------- node context
     def begin_node(self, node: NodeInfo) -> None:
@@ -149,9 +210,21 @@ class Emitter:
         self.warnings.append(prefix + message)
 
     # ----------------------------------------------------------------------------- values
-    def input(self, onnx_name: str, fake: torch.Tensor) -> Value:
+    def input(self, onnx_name: str, fake: torch.Tensor | None) -> Value:
         ident = self.locals.fresh(onnx_name, "input")
         return Value(onnx_name, fake, code=ident)
+
+    def graph_input(self, onnx_name: str, fake: torch.Tensor | None) -> Value:
+        """An input of the main graph: a parameter of ``forward`` whose dynamic dimensions are
+        watched for specialisation (:meth:`_note_specialisations`)."""
+        value = self.input(onnx_name, fake)
+        for axis, size in enumerate(fake.shape if fake is not None else ()):
+            if isinstance(size, torch.SymInt) and size.node.expr.is_symbol:
+                self.dynamic_dims[size.node.expr] = DynamicDim(value.code or "", onnx_name, axis)
+                # The cache of fake results hits for repeated static sizes; on symbolic sizes it
+                # rarely does, and building its entries cost a third of a dynamic conversion.
+                self.fake_mode.cache_enabled = False
+        return value
 
     def const(self, tensor: torch.Tensor, onnx_name: str = "const", initializer: str | None = None) -> Value:
         return Value(onnx_name, None, const=tensor, origin_initializer=initializer)
@@ -306,6 +379,7 @@ class Emitter:
         child.helpers, child._namespace = self.helpers, self._namespace
         child.node = self.node
         child.lifted = []
+        child.dynamic_dims, child.specialised = self.dynamic_dims, self.specialised
         return child
 
     def body_lines(self) -> list[str]:
@@ -321,6 +395,12 @@ class Emitter:
         fake tensors; a size given as ``None`` is known only at run time (an unbacked symbol).
         """
         target = self._resolve(fn)
+        if out_spec is None and fn in SAME_SHAPE_FLOAT_FUNCTIONS and len(args) == 1 and isinstance(args[0], Value) \
+                and args[0].const is None and args[0].dtype.is_floating_point and _symbolic(self.fake(args[0])) \
+                and not any(isinstance(v, Value) for v in _walk(list(kwargs.values()))):
+            # An elementwise function of one float tensor keeps its sizes: no need to run torch's
+            # symbolic reference implementation (slow: sympy on every size) to learn them.
+            out_spec = [(self.shape(args[0]), args[0].dtype)]
         return self._emit(fn, target, args, kwargs, n_outputs, fold, out_spec=out_spec)
 
     def unknown(self, sizes: Sequence[SymElem | int | None], dtype: torch.dtype) -> torch.Tensor:
@@ -431,12 +511,25 @@ class Emitter:
         self.state[qualified] = value.to(current.dtype) if value.dtype != current.dtype else value
         self.parameter_origins[qualified] = ParameterOrigin(initializer, transform)
 
-    def call_module(self, attr: str, *args: Any, n_outputs: int = 1, unpack: str | None = None) -> Any:
+    def call_module(self, attr: str, *args: Any, n_outputs: int = 1, unpack: str | None = None,
+                    out_spec: Sequence[OutSpec] | None = None) -> Any:
         """Emit ``out = self.<attr>(*args)`` for a module declared with :meth:`add_module`.
 
         A module returning nested tuples (``nn.LSTM``: ``y, (h, c)``) gives ``n_outputs`` values
-        and ``unpack``, the left-hand side with ``{0}``, ``{1}``, ... for their names."""
+        and ``unpack``, the left-hand side with ``{0}``, ``{1}``, ... for their names. ``out_spec``
+        gives the results' sizes for a module that is not to be evaluated on fake tensors (the
+        recurrent layers: their decompositions iterate over the time steps, which fixes a dynamic
+        sequence length to its hint and costs a traced step per hint)."""
         module = self._modules[attr].eval()
+        if out_spec is None and isinstance(module, nn.Linear) and len(args) == 1 and isinstance(args[0], Value) \
+                and args[0].const is None and _symbolic(self.fake(args[0])) \
+                and self._static_last(args[0]) == module.in_features:
+            # (..., in_features) -> (..., out_features): written out rather than found by a symbolic run
+            # (a dynamic last dimension is left to the run, which records that it must be in_features)
+            out_spec = [([*self.shape(args[0])[:-1], module.out_features], args[0].dtype)]
+        if out_spec is not None:
+            return self._emit(f"self.{attr}", lambda *_: None, args, {}, n_outputs, fold=False, unpack=unpack,
+                              out_spec=out_spec)
         names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
         with self.fake_mode:  # parameters only lend their shapes: fresh fakes, not copies of the real ones
             fakes = {n: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
@@ -449,6 +542,11 @@ class Emitter:
         return self._emit(f"self.{attr}", run, args, {}, n_outputs, fold=False, unpack=unpack)
 
     # ----------------------------------------------------------------------------- internals
+    def _static_last(self, v: Value) -> int | None:
+        """The size of ``v``'s last dimension when it is static."""
+        size = self.fake(v).shape[-1]
+        return size if isinstance(size, int) else None
+
     def _resolve(self, fn: str) -> Callable[..., Any]:
         try:
             return eval(fn, dict(self._namespace))  # noqa: S307 - fn is code written by op handlers
@@ -469,18 +567,13 @@ class Emitter:
                 fakes = tuple(None if spec is None else self.unknown(*spec) for spec in out_spec)
                 fake_result = fakes[0] if n_outputs == 1 else fakes
             else:
-                # The Python dispatcher runs torch's symbolic decompositions of composite ops, as
-                # torch.export does: their C++ kernels read concrete sizes (``F.interpolate`` with
-                # ``scale_factor`` does), which would fix every dynamic dimension to its hint.
-                fake_args, fake_kwargs = self._fakes(args), self._fakes(kwargs)
-                with self.fake_mode, (enable_python_dispatcher() if _symbolic(fake_args, fake_kwargs)
-                                      else nullcontext()):
-                    fake_result = target(*fake_args, **fake_kwargs)
+                fake_result = self._evaluate(target, self._fakes(args), self._fakes(kwargs))
         except UnsupportedOperatorError:
             raise
         except Exception as exc:
             raise self.error(f"{fn_code.replace('{obj}', 'tensor.')} failed on inputs of shapes "
                              f"{self._describe(args)}: {exc}") from exc
+        self._note_specialisations()
         results = _as_tuple(fake_result, n_outputs)
         if infix:
             code = fn_code.format(self._format(args[0]), self._format(args[1]))
@@ -497,6 +590,52 @@ class Emitter:
         self.forward_lines.append(ForwardLine(f"{lhs} = {code}", self.node.name if self.node else None, names))
         values = [Value(self._output_name(i), fake, code=name) for i, (fake, name) in enumerate(zip(results, names))]
         return values[0] if n_outputs == 1 else tuple(values)
+
+    def _evaluate(self, target: Callable[..., Any], fake_args: Any, fake_kwargs: dict[str, Any]) -> Any:
+        """``target`` on fake tensors. With symbolic sizes, torch's C++ meta kernels first (fast);
+        where one would fix a dynamic size to a number (``F.interpolate`` with ``scale_factor``
+        reads concrete sizes), the Python dispatcher's symbolic decompositions instead, as
+        torch.export runs them (exact, but much slower: sympy on every size)."""
+        env = self.fake_mode.shape_env
+        if not _symbolic(fake_args, fake_kwargs) or not isinstance(env, ConversionShapeEnv):
+            with self.fake_mode:
+                return target(*fake_args, **fake_kwargs)
+        try:
+            with self.fake_mode, env.refusing_specialisation():
+                return target(*fake_args, **fake_kwargs)
+        except SpecialisationRefused:
+            pass
+        with self.fake_mode, enable_python_dispatcher():
+            return target(*fake_args, **fake_kwargs)
+
+    def _note_specialisations(self) -> None:
+        """Record the dynamic input dimensions that the last evaluation fixed to a constant.
+
+        Torch decides a comparison of a symbolic size on its hint and records the outcome in the
+        shape environment; an equality with a number replaces the symbol by that number, and every
+        size computed afterwards is a plain int that would be written into ``model.py`` as a
+        literal. This is the one place that sees every such specialisation, whichever op or torch
+        function caused it."""
+        env = self.fake_mode.shape_env
+        if env is None:
+            return
+        for symbol, dim in self.dynamic_dims.items():
+            if symbol in self.specialised:
+                continue
+            replacement = env.replacements.get(symbol)
+            value: int | DynamicDim | None = None
+            if replacement is not None and replacement.is_number:
+                value = int(replacement)
+            elif replacement is not None and replacement in self.dynamic_dims:
+                value = self.dynamic_dims[replacement]
+            else:
+                bounds = env.var_to_range.get(symbol)
+                value = int(bounds.lower) if bounds is not None and bounds.is_singleton() else None
+            if value is not None:
+                node = self.node
+                special = Specialisation(dim, value, node.name if node else None, node.op_type if node else None)
+                self.specialised[symbol] = special
+                self.warnings.append(special.describe())
 
     def _assign(self, code: str, onnx_name: str) -> str:
         name = self.locals.fresh(onnx_name, "v")
@@ -561,9 +700,10 @@ class Emitter:
         self.node = None
         output_codes = [self.ref(v) for v in outputs]
         self._check_layers_complete()
+        checks = [ForwardLine(s.check_line(), s.node) for s in self.specialised.values()]
         return EmittedModule(
             init_lines=self.init_lines,
-            forward_lines=self.forward_lines,
+            forward_lines=checks + self.forward_lines,
             input_names=[v.code or "" for v in inputs],
             input_onnx_names=input_onnx,
             output_codes=output_codes,
@@ -575,6 +715,7 @@ class Emitter:
             nodes=self.nodes,
             tensor_codes={name: v.code or "" for name, v in env.items()},
             warnings=self.warnings,
+            specialisations=list(self.specialised.values()),
         )
 
     def _check_layers_complete(self) -> None:

@@ -439,6 +439,26 @@ def global_max_pool(g: Emitter, x: Value) -> Value:
 _LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
+# The largest denominator and numerator of a scale whose output size is computed exactly as
+# ``n * p // q`` for dynamic sizes: onnxruntime's float32 product ``scale * n`` is exact while
+# ``n * p`` stays below 2**24, which these bounds keep for every n below 2**24 / MAX_NUMERATOR.
+MAX_SCALE_DENOMINATOR = 1 << 8
+MAX_SCALE_NUMERATOR = 1 << 10
+
+
+def scaled_size(g: Emitter, x: Value, axis: int, scale: float) -> SymElem | None:
+    """``floor(n * scale)`` for a dynamic size ``n``, as an expression of it, when the scale is a
+    small binary fraction ``p / q`` (then it is exactly ``n * p // q``, in float32 as onnxruntime
+    computes it and in float64 as :func:`_resize` does); else ``None`` (known only at run time)."""
+    if scale <= 0:
+        return None
+    p, q = float(scale).as_integer_ratio()  # scales are float32 values: q is a power of two
+    if q > MAX_SCALE_DENOMINATOR or p > MAX_SCALE_NUMERATOR:
+        return None
+    size = g.dim(x, axis)
+    return size if (p, q) == (1, 1) else size * p // q
+
+
 # Registered through ops/resample.py, which falls back to the general implementation.
 def resize(g: Emitter, x: Value, roi: Value | None = None, scales: Value | None = None,
            sizes: Value | None = None, *, antialias: int = 0, axes: list[int] | None = None,
@@ -495,7 +515,17 @@ def resize(g: Emitter, x: Value, roi: Value | None = None, scales: Value | None 
         kwargs["align_corners"] = ctm == "align_corners"
     else:
         raise g.unsupported("mode", f"{mode!r} with coordinate_transformation_mode {ctm!r} on a {rank}-D input")
-    return g.call("F.interpolate", x, **kwargs)
+    # The result's sizes, written out where they are expressions of the input's: evaluating
+    # F.interpolate on symbolic sizes runs its Python decomposition, which is slow.
+    if size_list is not None:
+        out: list[SymElem | None] = list(size_list[-nd:])
+    else:
+        assert scale_list is not None
+        out = [scaled_size(g, x, rank - nd + i, f) for i, f in enumerate(scale_list[-nd:])]
+    spec = None
+    if None not in out and any(not d.is_static for d in g.shape(x)):
+        spec = [([*g.shape(x)[:2], *out], x.dtype)]
+    return g.call("F.interpolate", x, out_spec=spec, **kwargs)
 
 
 def _integer_upscale(x: Value, nd: int, scales: list[float] | None, sizes: list[SymElem] | None) -> bool:

@@ -229,13 +229,19 @@ def _as_module(g: Emitter, kind: str, x: Value, w: Value, r: Value, b: Value | N
     states: list[Value] = [_state(g, v, layout) for v in (h0, c0) if v is not None]
     if kind == "LSTM" and len(states) == 1:
         return None
+    nd = len(directions)
+    # The layer's result sizes, written here rather than found by running it on fake tensors:
+    # torch's decomposition loops over the time steps, which would fix a dynamic length to its hint.
+    steps, batch = (g.dim(x, 1), g.dim(x, 0)) if layout else (g.dim(x, 0), g.dim(x, 1))
+    y_sizes = [batch, steps, nd * hidden] if layout else [steps, batch, nd * hidden]
+    state_spec = ([nd, batch, hidden], x.dtype)
     if kind == "LSTM":
         args = (x, tuple(states)) if states else (x,)
-        y, y_h, y_c = g.call_module(attr, *args, n_outputs=3, unpack="{0}, ({1}, {2})")
+        y, y_h, y_c = g.call_module(attr, *args, n_outputs=3, unpack="{0}, ({1}, {2})",
+                                    out_spec=[(y_sizes, x.dtype), state_spec, state_spec])
     else:
-        y, y_h = g.call_module(attr, x, *states, n_outputs=2)
+        y, y_h = g.call_module(attr, x, *states, n_outputs=2, out_spec=[(y_sizes, x.dtype), state_spec])
         y_c = None
-    nd = len(directions)
     # torch: (seq, batch, nd * hidden) -> ONNX (seq, nd, batch, hidden); batch first: (batch, seq, nd, hidden)
     if layout:
         y = g.method(y, "reshape", [g.dim(y, 0), g.dim(y, 1), nd, hidden])

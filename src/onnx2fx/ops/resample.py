@@ -111,14 +111,28 @@ def _resize_axis(x: torch.Tensor, axis: int, scale: float, size: int, roi: tuple
     return result
 
 
-def _resize(x: torch.Tensor, roi: torch.Tensor | None, scales: torch.Tensor | None, sizes: torch.Tensor | None,
-            axes: list[int] | None, mode: str, transform: str, nearest_mode: str, cubic_a: float,
-            exclude_outside: bool, extrapolation_value: float, keep_aspect_ratio_policy: str,
+def _scaled_length(n: int, scale: float) -> int:
+    """``floor(n * scale)``; for a small binary fraction ``p / q`` computed as ``n * p // q``, which
+    is exact and keeps a symbolic ``n`` an integer expression (torch.export). The bounds are
+    ``nn.MAX_SCALE_DENOMINATOR`` and ``nn.MAX_SCALE_NUMERATOR`` (this function is copied into model.py)."""
+    p, q = float(scale).as_integer_ratio()
+    if q <= 256 and p <= 1024:
+        return n * p // q if (p, q) != (1, 1) else n
+    return torch.sym_int(scale * n)
+
+
+def _resize(x: torch.Tensor, roi: torch.Tensor | None, scales: torch.Tensor | list[float] | None,
+            sizes: torch.Tensor | None, axes: list[int] | None, mode: str, transform: str, nearest_mode: str,
+            cubic_a: float, exclude_outside: bool, extrapolation_value: float, keep_aspect_ratio_policy: str,
             antialias: bool) -> torch.Tensor:
-    """ONNX Resize, one axis after another, computed in float64 and cast back."""
+    """ONNX Resize, one axis after another, computed in float64 and cast back. Constant scales come
+    as a list, so that the output sizes stay expressions of the input's sizes under torch.export."""
     rank = x.dim()
     axes = list(range(rank)) if axes is None else [a % rank for a in axes]
-    scale_list = scales.tolist() if scales is not None and scales.numel() else None
+    if isinstance(scales, list):
+        scale_list = scales or None
+    else:
+        scale_list = scales.tolist() if scales is not None and scales.numel() else None
     size_list = sizes.tolist() if sizes is not None and sizes.numel() else None
     roi_list = roi.tolist() if roi is not None and roi.numel() else None
     n = len(axes)
@@ -130,7 +144,7 @@ def _resize(x: torch.Tensor, roi: torch.Tensor | None, scales: torch.Tensor | No
             size_list = [int(factor * x.shape[a] + 0.5) for a in axes]
     else:
         factors = list(scale_list)
-        size_list = [int(f * x.shape[a]) for f, a in zip(factors, axes)]
+        size_list = [_scaled_length(x.shape[a], f) for f, a in zip(factors, axes)]
     result = x.to(torch.float64)
     for i, a in enumerate(axes):
         region = (roi_list[i], roi_list[n + i]) if roi_list is not None else None
@@ -194,8 +208,13 @@ def _power_of_two(ratio: float) -> bool:
 def exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | None, *, antialias: int,
                    axes: list[int] | None, coordinate_transformation_mode: str, mode: str,
                    keep_aspect_ratio_policy: str) -> Value | None:
-    """:func:`_resize_bilinear` for a 4-D float32 bilinear Resize of known sizes whose scale is not
-    a power of two (``F.interpolate`` matches onnxruntime's coordinates otherwise); else None."""
+    """:func:`_resize_bilinear` for a 4-D float32 bilinear Resize whose scale is not a power of two
+    (``F.interpolate`` matches onnxruntime's coordinates otherwise); else None.
+
+    With static spatial sizes, constant scales or sizes. With dynamic ones, constant scales that
+    are small binary fractions (1.5, 0.75, 3): the output size ``floor(n * scale)``, which
+    onnxruntime computes in float32, is then exactly ``n * p // q`` and stays an expression of the
+    input's size in ``model.py``; onnxruntime's float32 coordinates are reproduced at every size."""
     transform = coordinate_transformation_mode
     if mode != "linear" or x.rank != 4 or x.dtype != torch.float32 or antialias or axes is not None \
             or transform not in ("half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners") \
@@ -203,7 +222,7 @@ def exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | No
         return None
     in_h, in_w = x.static_shape()[2:]
     if in_h is None or in_w is None:
-        return None
+        return _dynamic_exact_bilinear(g, x, scales, sizes, transform)
     if sizes is not None and sizes.const is not None and sizes.const.numel() == 4:
         out = [int(v) for v in sizes.const.tolist()]
         if out[:2] != [d for d in x.static_shape()[:2]] and None not in x.static_shape()[:2]:
@@ -229,6 +248,28 @@ def exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | No
     return g.call(g.helper(_resize_bilinear, leaf=True), x, out_h, out_w, ratios[0], ratios[1], transform)
 
 
+def _dynamic_exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: Value | None,
+                            transform: str) -> Value | None:
+    if sizes is not None and not (sizes.const is not None and not sizes.const.numel()):
+        return None
+    if scales is None or scales.const is None or scales.const.numel() != 4:
+        return None
+    given = [float(v) for v in scales.const.to(torch.float32).tolist()]
+    if given[:2] != [1.0, 1.0] or any(r <= 0 for r in given[2:]):
+        return None
+    ratios = given[2:]
+    if transform != "align_corners" and all(_power_of_two(r) for r in ratios):
+        return None  # F.interpolate computes the same coordinates
+    outs = []
+    for axis, ratio in zip((2, 3), ratios):
+        p, q = ratio.as_integer_ratio()  # q is a power of two: the scale is a binary fraction
+        if q > nn_ops.MAX_SCALE_DENOMINATOR or p > nn_ops.MAX_SCALE_NUMERATOR:
+            return None
+        outs.append(g.dim(x, axis) * p // q if (p, q) != (1, 1) else g.dim(x, axis))
+    g.helper(_bilinear_taps)
+    return g.call(g.helper(_resize_bilinear, leaf=True), x, outs[0], outs[1], ratios[0], ratios[1], transform)
+
+
 def _output_sizes(g: Emitter, x: Value, scales: Value | None, sizes: Value | None, axes: list[int] | None,
                   policy: str) -> list:
     """The output sizes when they are known at conversion time (``None`` where they are not)."""
@@ -240,10 +281,9 @@ def _output_sizes(g: Emitter, x: Value, scales: Value | None, sizes: Value | Non
             shape[a] = int(s)
         return shape
     static = x.static_shape()
-    if scales is not None and scales.const is not None and scales.const.numel() and \
-            all(static[a] is not None for a in axes):
+    if scales is not None and scales.const is not None and scales.const.numel():
         for a, f in zip(axes, scales.const.tolist()):
-            shape[a] = int(f * static[a])
+            shape[a] = int(f * static[a]) if static[a] is not None else nn_ops.scaled_size(g, x, a, f)
         return shape
     return [d if i not in axes else None for i, d in enumerate(shape)]
 
@@ -263,6 +303,9 @@ def resize_general(g: Emitter, x: Value, roi: Value | None, scales: Value | None
     spec = [(_output_sizes(g, x, scales, sizes, axes, keep_aspect_ratio_policy), x.dtype)]
     g.helper(_resize_weights)
     g.helper(_resize_axis)
+    g.helper(_scaled_length)
+    if scales is not None and scales.const is not None and sizes is None:
+        scales = [float(f) for f in scales.const.reshape(-1).tolist()]  # type: ignore[assignment]
     return g.call(g.helper(_resize, leaf=True), x, roi, scales, sizes, axes, mode, coordinate_transformation_mode,
                   nearest_mode, cubic_coeff_a, bool(exclude_outside), extrapolation_value, keep_aspect_ratio_policy,
                   bool(antialias), out_spec=spec)

@@ -1,0 +1,190 @@
+"""Conversion time of models with dynamic dimensions against the same models made static.
+
+Every dynamic dimension is a symbol during conversion (``torch.SymInt`` in a ``ShapeEnv``); the
+symbolic reasoning must not make conversion much slower than with fixed sizes (the goal: dynamic
+at most 2x static). Each model is exported here with torch.onnx.export (dynamic axes), then
+converted twice from the same file: as it is (dynamic) and with every input size fixed through
+``input_shapes`` (static). Each conversion runs in a fresh process (imports and a warm-up conversion
+of a tiny model not counted), ``--runs`` times; the table shows medians and the ratio.
+
+Usage::
+
+    python benchmarks/dynamic_convert_speed.py [--runs 3] [--models gru_encoder,cnn_fpn]
+
+Writes ``benchmarks/results/dynamic_convert_speed.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.zoo.measure import emit, run_child  # noqa: E402
+from benchmarks.zoo_parity import environment, warm_up_converter  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "dynamic_convert_speed.json"
+WORK = REPO / "build" / "dynamic_convert_speed"
+
+
+# ------------------------------------------------------------------------------------ models
+def _gru_encoder() -> tuple[Any, tuple[Any, ...], dict[str, dict[int, str]]]:
+    """A speech encoder's recurrent core: two bidirectional GRU layers over filterbank frames."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = torch.nn.GRU(80, 256, num_layers=2, batch_first=True, bidirectional=True)
+            self.proj = torch.nn.Linear(512, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(self.gru(x)[0])
+
+    return Encoder(), (torch.randn(2, 50, 80),), {"x": {0: "batch", 1: "frames"}}
+
+
+def _cnn_fpn() -> tuple[Any, tuple[Any, ...], dict[str, dict[int, str]]]:
+    """A detector's backbone and FPN: strided convolutions, nearest and bilinear upsampling."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Fpn(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stages = nn.ModuleList(nn.Sequential(nn.Conv2d(c_in, c_out, 3, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU())
+                                        for c_in, c_out in ((3, 16), (16, 32), (32, 64), (64, 128)))
+            self.lateral = nn.ModuleList(nn.Conv2d(c, 32, 1) for c in (16, 32, 64, 128))
+            self.head = nn.Conv2d(32, 1, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            features = []
+            for stage in self.stages:
+                x = stage(x)
+                features.append(x)
+            top = self.lateral[-1](features[-1])
+            for lateral, feature in zip(reversed(self.lateral[:-1]), reversed(features[:-1])):
+                top = F.interpolate(top, scale_factor=2.0, mode="nearest") + lateral(feature)
+            return torch.sigmoid(F.interpolate(self.head(top), scale_factor=2.0, mode="bilinear"))
+
+    return Fpn(), (torch.randn(1, 3, 128, 128),), {"x": {0: "batch", 2: "height", 3: "width"}}
+
+
+def _attention_encoder() -> tuple[Any, tuple[Any, ...], dict[str, dict[int, str]]]:
+    """Two pre-norm self-attention blocks whose head split is a reshape built from the input's shape."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, dim: int = 64, heads: int = 4) -> None:
+            super().__init__()
+            self.heads = heads
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, t, d = x.shape
+            q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            attention = torch.softmax(q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5, -1)
+            x = x + self.out((attention @ v).transpose(1, 2).reshape(b, t, d))
+            return x + self.mlp(self.norm2(x))
+
+    return nn.Sequential(Block(), Block()), (torch.randn(2, 20, 64),), {"x": {0: "batch", 1: "tokens"}}
+
+
+MODELS: dict[str, Callable[[], tuple[Any, tuple[Any, ...], dict[str, dict[int, str]]]]] = {
+    "gru_encoder": _gru_encoder, "cnn_fpn": _cnn_fpn, "attention_encoder": _attention_encoder}
+
+
+def export_model(name: str) -> tuple[Path, dict[str, list[int]]]:
+    """Export ``name`` (TorchScript exporter, dynamic axes) once; its path and its example sizes."""
+    import torch
+
+    path = WORK / f"{name}.onnx"
+    torch.manual_seed(0)
+    module, args, axes = MODELS[name]()
+    shapes = {input_name: list(a.shape) for input_name, a in zip(axes, args)}
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        torch.onnx.export(module.eval(), args, str(partial), dynamo=False, opset_version=17,
+                          input_names=list(axes), dynamic_axes=axes)
+        partial.replace(path)
+    return path, shapes
+
+
+# ------------------------------------------------------------------------------------ child side
+def child(path: str, shapes_json: str) -> None:
+    """Convert ``path`` once (with ``input_shapes`` when given) after a warm-up; emit the time."""
+    warm_up_converter()
+    from onnx2fx import OnnxToFxConverter
+
+    shapes = json.loads(shapes_json) or None
+    start = time.perf_counter()
+    converter = OnnxToFxConverter(path, input_shapes=shapes)
+    converter.convert()
+    seconds = time.perf_counter() - start
+    assert converter.result is not None
+    emit({"seconds": seconds, "warnings": converter.result.emitted.warnings})
+
+
+# ------------------------------------------------------------------------------------ parent side
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--child", nargs=2, metavar=("PATH", "SHAPES_JSON"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    names = [n for n in args.models.split(",") if n]
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {sorted(MODELS)}")
+    rows = []
+    for name in names:
+        path, shapes = export_model(name)
+        times: dict[str, list[float]] = {"static": [], "dynamic": []}
+        errors: list[str] = []
+        warnings: list[str] = []
+        for _ in range(args.runs):  # alternating, so that machine noise hits both alike
+            for mode, given in (("static", shapes), ("dynamic", {})):
+                result = run_child(["benchmarks.dynamic_convert_speed", "--child", str(path), json.dumps(given)],
+                                   timeout=600)
+                if "error" in result:
+                    errors.append(f"{mode}: {result['error']}")
+                else:
+                    times[mode].append(result["seconds"])
+                    warnings += [w for w in result["warnings"] if w not in warnings]
+        static = statistics.median(times["static"]) if times["static"] else None
+        dynamic = statistics.median(times["dynamic"]) if times["dynamic"] else None
+        rows.append({"model": name, "input_shapes": shapes, "static_s": static, "dynamic_s": dynamic,
+                     "ratio": dynamic / static if static and dynamic else None, "runs": times,
+                     "errors": errors, "warnings": warnings})
+    print(f"{'model':<20} {'static s':>9} {'dynamic s':>10} {'ratio':>6}")
+    for row in rows:
+        cells = [f"{row[k]:.3f}" if row[k] is not None else "failed" for k in ("static_s", "dynamic_s")]
+        ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
+        print(f"{row['model']:<20} {cells[0]:>9} {cells[1]:>10} {ratio:>6}")
+        for error in row["errors"]:
+            print(f"  {error}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    partial = RESULTS.with_suffix(".partial")
+    partial.write_text(json.dumps({"environment": environment(), "runs": args.runs, "models": rows}, indent=2) + "\n")
+    partial.replace(RESULTS)
+
+
+if __name__ == "__main__":
+    main()
