@@ -173,6 +173,26 @@ def test_pad_opset18_axes(mode: str) -> None:
         initializers=inits)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+@pytest.mark.parametrize(("shape", "pads"), [
+    ((2, 1, 1, 9), (0, 0, 0, 3, 0, 0, 0, 3)),  # 4-D, last axis only (Silero VAD's STFT front end)
+    ((2, 3, 4, 5, 6), (0, 0, 0, 0, 2, 0, 0, 0, 0, 1)),  # 5-D, last axis only
+    ((5, 6), (1, 2, 2, 1)),  # 2-D, both axes
+    ((7,), (2, 3)),  # 1-D
+    ((4, 5, 6), (1, 1, 2, 0, 2, 1)),  # 3-D, every axis
+])
+def test_pad_non_constant_modes_any_rank(mode: str, shape: tuple[int, ...], pads: tuple[int, ...]) -> None:
+    run([node("Pad", ["x", "pads"], mode=mode)], {"x": rand(*shape)}, opset=19, initializers={"pads": ints(*pads)},
+        dynamic=False)
+
+
+def test_pad_non_constant_on_four_axes_is_unsupported() -> None:
+    model = make_model([node("Pad", ["x", "pads"], mode="reflect")], {"x": rand(3, 4, 5, 6)}, {"y": np.float32},
+                       opset=19, initializers={"pads": ints(1, 1, 1, 1, 1, 1, 1, 1)})
+    with pytest.raises(UnsupportedOperatorError, match="pads 4 axes; torch pads at most the last 3"):
+        OnnxToFxConverter(model).convert()
+
+
 def test_pad_legacy_attribute() -> None:
     run([node("Pad", ["x"], pads=[0, 1, 0, 2], mode="constant", value=2.0)], {"x": rand(2, 4)}, opset=2)
 
