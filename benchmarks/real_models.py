@@ -3,7 +3,11 @@ ship (benchmarks/real_models_corpus), each converted once and checked against on
 more sizes per dynamic dimension, re-traced, exported and compiled.
 
     python benchmarks/real_models.py                  # whole corpus -> docs/real_models.md + results json
+    python benchmarks/real_models.py --rerun magika   # run again the files named, keep the others' results
     python benchmarks/real_models.py --only magika    # some files, printed only
+
+Results are saved after each file, so an interrupted run goes on where it stopped (``--fresh`` starts
+over).
 
 Each file runs in its own process (a crash or a hang is recorded, the others go on). Files that
 cannot be downloaded are listed as unavailable with the reason.
@@ -188,33 +192,51 @@ def _problems(record: dict[str, Any], entry: CorpusFile) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", help="corpus keys to run (results printed, docs not written)")
+    parser.add_argument("--rerun", nargs="+", default=[], help="corpus keys to run again; others keep their results")
+    parser.add_argument("--fresh", action="store_true", help="ignore saved results and run every file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child)))
         return 0
-    selected = [by_key(k) for k in args.only] if args.only else list(CORPUS)
-    records = []
-    for entry in selected:
-        record = run_isolated(entry)
-        records.append(record)
-        print(f"{entry.key:28s} {verdict(record):20s} {record.get('wall_seconds', '')}", flush=True)
     if args.only:
+        records = [run_isolated(by_key(k)) for k in args.only]
         print(json.dumps(records, indent=1))
         return 0
-    import onnxruntime
-    import torch
-
-    import onnx2fx
-
-    environment = {"python": platform.python_version(), "torch": torch.__version__,
-                   "onnxruntime": onnxruntime.__version__, "onnx2fx": getattr(onnx2fx, "__version__", "dev"),
-                   "machine": f"{platform.machine()}, 1 torch thread per file"}
-    RESULTS.write_text(json.dumps({"environment": environment, "tolerance_percent": TOLERANCE_PERCENT,
-                                   "files": records}, indent=1) + "\n")
+    for key in args.rerun:
+        by_key(key)  # an unknown key is an error before anything runs
+    saved = {} if args.fresh or not RESULTS.is_file() else \
+        {r["key"]: r for r in json.loads(RESULTS.read_text())["files"]}
+    environment = _environment()
+    for entry in CORPUS:
+        if entry.key in saved and entry.key not in args.rerun:
+            continue
+        saved[entry.key] = run_isolated(entry)
+        print(f"{entry.key:28s} {verdict(saved[entry.key]):20s} {saved[entry.key].get('wall_seconds', '')}",
+              flush=True)
+        _save(saved, environment)
+    records = [saved[e.key] for e in CORPUS if e.key in saved]
+    _save(saved, environment)
     DOC.write_text(write_doc(records, environment))
     print(f"wrote {DOC.relative_to(ROOT)} and {RESULTS.relative_to(ROOT)}")
     return 0
+
+
+def _environment() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "machine": f"{platform.machine()}, one torch thread per file"}
+
+
+def _save(saved: dict[str, dict[str, Any]], environment: dict[str, str]) -> None:
+    """Write the results so far (in corpus order), atomically."""
+    records = [saved[e.key] for e in CORPUS if e.key in saved]
+    partial = RESULTS.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"environment": environment, "tolerance_percent": TOLERANCE_PERCENT,
+                                   "compile_backend": COMPILE_BACKEND, "files": records}, indent=1) + "\n")
+    partial.replace(RESULTS)
 
 
 if __name__ == "__main__":

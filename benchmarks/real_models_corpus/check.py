@@ -123,6 +123,7 @@ class FileResult:
     trace: str = "not run"  # ok | failed: reason
     export: str = "not run"
     compile: str = "not run"
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,15 +184,20 @@ def check_file(entry: CorpusFile, path: Path, *, export: bool = True, compile_ba
     except Exception as error:  # noqa: BLE001
         result.trace = f"failed: {reason(error)}"
 
+    result.seconds["sizes"] = round(time.perf_counter() - start - result.conversion_seconds, 2)
+    mark = time.perf_counter()
     if export:
         # Traced at the largest case: torch.export specialises a dimension whose example size is 1.
         example = max((c[1] for c in cases), key=lambda feeds: sum(a.size for a in feeds.values()))
         result.export = _check_variant(cases, output_names, "export_error", lambda: export_program(
             gm, example, varying_dims([c[1] for c in cases])).module())
+        result.seconds["export"] = round(time.perf_counter() - mark, 2)
+    mark = time.perf_counter()
     if compile_backend:
         torch._dynamo.reset()
         result.compile = _check_variant(cases, output_names, "compile_error",
                                         lambda: torch.compile(gm, backend=compile_backend, dynamic=True))
+        result.seconds["compile"] = round(time.perf_counter() - mark, 2)
     return result
 
 
