@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import concurrent.futures
 import json
 import platform
 import subprocess
@@ -193,6 +194,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", help="corpus keys to run (results printed, docs not written)")
     parser.add_argument("--rerun", nargs="+", default=[], help="corpus keys to run again; others keep their results")
+    parser.add_argument("--jobs", type=int, default=1, help="files checked at once (each in its own process)")
     parser.add_argument("--fresh", action="store_true", help="ignore saved results and run every file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -208,13 +210,13 @@ def main() -> int:
     saved = {} if args.fresh or not RESULTS.is_file() else \
         {r["key"]: r for r in json.loads(RESULTS.read_text())["files"]}
     environment = _environment()
-    for entry in CORPUS:
-        if entry.key in saved and entry.key not in args.rerun:
-            continue
-        saved[entry.key] = run_isolated(entry)
-        print(f"{entry.key:28s} {verdict(saved[entry.key]):20s} {saved[entry.key].get('wall_seconds', '')}",
-              flush=True)
-        _save(saved, environment)
+    todo = [e for e in CORPUS if e.key not in saved or e.key in args.rerun]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for done in concurrent.futures.as_completed([pool.submit(run_isolated, e) for e in todo]):
+            record = done.result()
+            saved[record["key"]] = record
+            print(f"{record['key']:28s} {verdict(record):20s} {record.get('wall_seconds', '')}", flush=True)
+            _save(saved, environment)
     records = [saved[e.key] for e in CORPUS if e.key in saved]
     _save(saved, environment)
     DOC.write_text(write_doc(records, environment))
