@@ -153,7 +153,7 @@ def write_doc(records: list[dict[str, Any]], environment: dict[str, str]) -> str
             f"| `{entry.key}` | {entry.requirement} | {entry.task} | {exporter} | {sum(ops.values())} |"
             f" {tried} | {errors} | {_status(record.get('trace', 'not run'))} |"
             f" {_status(record.get('export', 'not run'))} | {_status(record.get('compile', 'not run'))} |"
-            f" {record.get('conversion_seconds', '–')} | {verdict(record)} |")
+            f" {record['conversion_seconds'] if record.get('converted') else '–'} | {verdict(record)} |")
         for problem in _problems(record, entry):
             failures.append(f"- `{entry.key}`: {problem}")
     lines += ["", "## Failures and their reasons", ""]
@@ -170,7 +170,14 @@ def write_doc(records: list[dict[str, Any]], environment: dict[str, str]) -> str
 
 
 def _problems(record: dict[str, Any], entry: CorpusFile) -> list[str]:
-    known = f" (known class: {entry.known_failure})" if entry.known_failure else ""
+    if entry.known_failure:
+        known = f" — known class, being fixed: {entry.known_failure}"
+    elif entry.reference_limit:
+        known = f" — not ours: {entry.reference_limit}"
+    elif entry.open_problem:
+        known = f" — open: {entry.open_problem}"
+    else:
+        known = " — our bug, not yet diagnosed"
     if "unavailable" in record:
         return [f"not downloadable here: {record['unavailable']}"]
     if "crashed" in record:
@@ -186,7 +193,8 @@ def _problems(record: dict[str, Any], entry: CorpusFile) -> list[str]:
             problems.append(f"at {label}, {size['status']}: {size['reason']}{known}")
     for stage in ("trace", "export", "compile"):
         if record[stage].startswith("failed"):
-            problems.append(f"{stage} {record[stage]}")
+            limit = f" — torch's limit: {entry.export_limit}" if stage == "export" and entry.export_limit else ""
+            problems.append(f"{stage} {record[stage]}{limit}")
     return problems
 
 
@@ -196,10 +204,15 @@ def main() -> int:
     parser.add_argument("--rerun", nargs="+", default=[], help="corpus keys to run again; others keep their results")
     parser.add_argument("--jobs", type=int, default=1, help="files checked at once (each in its own process)")
     parser.add_argument("--fresh", action="store_true", help="ignore saved results and run every file")
+    parser.add_argument("--doc-only", action="store_true", help="rewrite docs/real_models.md from saved results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(run_one(args.child)))
+        return 0
+    if args.doc_only:
+        saved_files = json.loads(RESULTS.read_text())
+        DOC.write_text(write_doc(saved_files["files"], saved_files["environment"]))
         return 0
     if args.only:
         records = [run_isolated(by_key(k)) for k in args.only]

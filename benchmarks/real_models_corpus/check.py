@@ -109,6 +109,7 @@ class SizeResult:
     errors: dict[str, float] = field(default_factory=dict)  # output -> relative error (%), torch vs ort
     status: str = "ok"  # ok | mismatch | torch failed | onnxruntime rejects
     reason: str = ""
+    ort_noise: float | None = None  # on a mismatch: onnxruntime unoptimised vs optimised, worst output (%)
     export_error: float | None = None  # worst relative error of the exported program, when exported
     compile_error: float | None = None
 
@@ -168,6 +169,8 @@ def check_file(entry: CorpusFile, path: Path, *, export: bool = True, compile_ba
             if _worst(size_result.errors) > TOLERANCE_PERCENT:
                 size_result.status = "mismatch"
                 size_result.reason = f"relative error {_worst(size_result.errors):.3g} % > {TOLERANCE_PERCENT} %"
+                size_result.ort_noise = _ort_noise(path, feeds, expected, output_names)
+                size_result.reason += f"; onnxruntime itself, unoptimised vs optimised: {size_result.ort_noise:.3g} %"
         cases.append((size_result, feeds, expected))
         if on_size:
             on_size(size_result)
@@ -199,6 +202,18 @@ def check_file(entry: CorpusFile, path: Path, *, export: bool = True, compile_ba
                                         lambda: torch.compile(gm, backend=compile_backend, dynamic=True))
         result.seconds["compile"] = round(time.perf_counter() - mark, 2)
     return result
+
+
+def _ort_noise(path: Path, feeds: Mapping[str, np.ndarray], expected: Sequence[np.ndarray],
+               output_names: Sequence[str]) -> float:
+    """The model's float32 noise floor as onnxruntime shows it: its output with graph optimisations
+    off against the default (fused, reordered kernels). A difference of that size is rounding."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, dict(feeds))
+    return _worst(errors_against(expected, plain, output_names))
 
 
 def _check_variant(cases: Sequence[tuple[SizeResult, dict[str, np.ndarray], list[np.ndarray]]],

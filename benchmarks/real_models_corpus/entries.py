@@ -46,6 +46,8 @@ ORT_SIGMOID_APPROXIMATION = ("onnxruntime's Sigmoid approximation is 3.6e-4 rela
                              "exact to 1e-8); the single output is a saturated probability")
 MAGIKA_LAYERNORM = ("1.7e-3 % off at batch 3 (1.2e-5 % at batch 1): the first divergence is the ReduceSum in "
                     "LayerNorm_0 (1e-4 %), amplified by its Rsqrt to 0.13 %; not yet explained")
+FLOAT32_NOISE = ("float32 rounding: onnxruntime's own outputs with and without graph optimisations differ by "
+                 "as much (see docs/real_models.md), so 1e-3 % is below this model's noise floor")
 ORT_QUANT_CONTRIB = "onnxruntime quantized contrib op (DynamicQuantizeLSTM, ConvInteger) not supported yet"
 
 
@@ -168,7 +170,7 @@ CORPUS: tuple[CorpusFile, ...] = (
     # --- OCR: PaddleOCR models converted by paddle2onnx, as several packages ship them --------
     CorpusFile("rapidocr_v4_det", "rapidocr-onnxruntime==1.4.4",
                "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx", APACHE, "text detection (DBNet)", "", 12,
-               PPOCR_DET_TEXT, OCR_DET_SIZES, tags=("paddle2onnx",)),
+               PPOCR_DET_TEXT, OCR_DET_SIZES, reference_limit=FLOAT32_NOISE, tags=("paddle2onnx",)),
     CorpusFile("rapidocr_v4_rec", "rapidocr-onnxruntime==1.4.4",
                "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", APACHE, "text recognition (SVTR)", "", 12,
                PPOCR_REC, OCR_REC_SIZES, tags=("paddle2onnx",)),
