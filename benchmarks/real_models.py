@@ -58,8 +58,9 @@ def op_types(path: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def run_one(key: str) -> dict[str, Any]:
-    """Check one file in this process (the child's side)."""
+def run_one(key: str, compile_max_nodes: int | None = None) -> dict[str, Any]:
+    """Check one file in this process (the child's side); ``torch.compile`` is skipped for files
+    with more than ``compile_max_nodes`` nodes (it dominates the run time on large graphs)."""
     import torch
 
     torch.set_num_threads(1)
@@ -71,15 +72,21 @@ def run_one(key: str) -> dict[str, Any]:
         return {**record, "unavailable": str(error)}
     record["ops"] = op_types(path)
     record["file_bytes"] = path.stat().st_size
-    record.update(check_file(entry, path, export=True, compile_backend=COMPILE_BACKEND).to_json())
+    nodes = sum(record["ops"].values())
+    run_compile = compile_max_nodes is None or nodes <= compile_max_nodes
+    record.update(check_file(entry, path, export=True, compile_backend=COMPILE_BACKEND if run_compile else None)
+                  .to_json())
+    if not run_compile:
+        record["compile"] = f"not run ({nodes} nodes > --compile-max-nodes {compile_max_nodes})"
     return record
 
 
-def run_isolated(entry: CorpusFile) -> dict[str, Any]:
+def run_isolated(entry: CorpusFile, compile_max_nodes: int | None = None) -> dict[str, Any]:
     start = time.perf_counter()
+    limit = [] if compile_max_nodes is None else ["--compile-max-nodes", str(compile_max_nodes)]
     try:
-        done = subprocess.run([sys.executable, __file__, "--child", entry.key], capture_output=True, text=True,
-                              timeout=TIMEOUT_S, cwd=ROOT)
+        done = subprocess.run([sys.executable, __file__, "--child", entry.key, *limit], capture_output=True,
+                              text=True, timeout=TIMEOUT_S, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"key": entry.key, "crashed": f"exceeded {TIMEOUT_S} s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -109,7 +116,7 @@ def _fmt_error(value: float | None) -> str:
 
 
 def _status(text: str) -> str:
-    return "ok" if text == "ok" else ("–" if text == "not run" else "✗")
+    return "ok" if text == "ok" else ("–" if text.startswith("not run") else "✗")
 
 
 def write_doc(records: list[dict[str, Any]], environment: dict[str, str]) -> str:
@@ -203,12 +210,13 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", help="corpus keys to run (results printed, docs not written)")
     parser.add_argument("--rerun", nargs="+", default=[], help="corpus keys to run again; others keep their results")
     parser.add_argument("--jobs", type=int, default=1, help="files checked at once (each in its own process)")
+    parser.add_argument("--compile-max-nodes", type=int, help="skip torch.compile on files with more nodes")
     parser.add_argument("--fresh", action="store_true", help="ignore saved results and run every file")
     parser.add_argument("--doc-only", action="store_true", help="rewrite docs/real_models.md from saved results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_one(args.child)))
+        print(json.dumps(run_one(args.child, args.compile_max_nodes)))
         return 0
     if args.doc_only:
         saved_files = json.loads(RESULTS.read_text())
@@ -223,9 +231,12 @@ def main() -> int:
     saved = {} if args.fresh or not RESULTS.is_file() else \
         {r["key"]: r for r in json.loads(RESULTS.read_text())["files"]}
     environment = _environment()
+    if args.compile_max_nodes is not None:
+        environment["torch.compile"] = f"files of at most {args.compile_max_nodes} nodes (it dominates run time)"
     todo = [e for e in CORPUS if e.key not in saved or e.key in args.rerun]
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for done in concurrent.futures.as_completed([pool.submit(run_isolated, e) for e in todo]):
+        futures = [pool.submit(run_isolated, e, args.compile_max_nodes) for e in todo]
+        for done in concurrent.futures.as_completed(futures):
             record = done.result()
             saved[record["key"]] = record
             print(f"{record['key']:28s} {verdict(record):20s} {record.get('wall_seconds', '')}", flush=True)
