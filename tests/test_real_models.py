@@ -95,7 +95,7 @@ def test_recipes_make_realistic_inputs() -> None:
     assert photos.min() < -1.0 and photos.max() > 1.0  # a real photo spans dark to bright
     nhwc = Photo(("batch", "h", "w", 3), layout="NHWC", scale=1.0).make(sizes)
     assert nhwc.shape == (2, 37, 53, 3) and nhwc.max() > 200
-    text = TextImage((1, 1, 48, "w"), gray=True, mean=(0.0,), std=(1.0,)).make(sizes)
+    text = TextImage((1, 1, 48, "w"), gray=True, mean=(0.0,) * 3, std=(1.0,) * 3).make(sizes)
     assert text.shape == (1, 1, 48, 53) and text.min() < 0.3 and np.median(text) > 0.8  # dark ink on paper
     audio = Audio(("batch", "samples")).make(sizes)
     assert audio.shape == (2, 16000) and 0.2 < np.abs(audio).max() < 1.0

@@ -83,6 +83,7 @@ def _normalise(images: np.ndarray, layout: str, mean: tuple[float, ...], std: tu
     if gray:
         batch = batch @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         batch = batch[..., None]
+        mean, std = mean[:1], std[:1]
     batch = (batch - np.array(mean, dtype=np.float32)) / np.array(std, dtype=np.float32)
     return np.ascontiguousarray(batch if layout == "NHWC" else batch.transpose(0, 3, 1, 2), dtype=np.float32)
 
