@@ -173,6 +173,26 @@ def test_pad_opset18_axes(mode: str) -> None:
         initializers=inits)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "edge", "wrap"])
+@pytest.mark.parametrize(("shape", "pads"), [
+    ((2, 1, 1, 9), (0, 0, 0, 3, 0, 0, 0, 3)),  # 4-D, last axis only (Silero VAD's STFT front end)
+    ((2, 3, 4, 5, 6), (0, 0, 0, 0, 2, 0, 0, 0, 0, 1)),  # 5-D, last axis only
+    ((5, 6), (1, 2, 2, 1)),  # 2-D, both axes
+    ((7,), (2, 3)),  # 1-D
+    ((4, 5, 6), (1, 1, 2, 0, 2, 1)),  # 3-D, every axis
+])
+def test_pad_non_constant_modes_any_rank(mode: str, shape: tuple[int, ...], pads: tuple[int, ...]) -> None:
+    run([node("Pad", ["x", "pads"], mode=mode)], {"x": rand(*shape)}, opset=19, initializers={"pads": ints(*pads)},
+        dynamic=False)
+
+
+def test_pad_non_constant_on_four_axes_is_unsupported() -> None:
+    model = make_model([node("Pad", ["x", "pads"], mode="reflect")], {"x": rand(3, 4, 5, 6)}, {"y": np.float32},
+                       opset=19, initializers={"pads": ints(1, 1, 1, 1, 1, 1, 1, 1)})
+    with pytest.raises(UnsupportedOperatorError, match="pads 4 axes; torch pads at most the last 3"):
+        OnnxToFxConverter(model).convert()
+
+
 def test_pad_legacy_attribute() -> None:
     run([node("Pad", ["x"], pads=[0, 1, 0, 2], mode="constant", value=2.0)], {"x": rand(2, 4)}, opset=2)
 
@@ -566,6 +586,34 @@ def test_conv(attrs: dict[str, Any], group: int) -> None:
     inits = {"w": rand(6, 4 // group, 3, 2), "b": rand(6)}
     # 8 x 7 makes every SAME padding asymmetric (odd totals) for stride 2.
     run([node("Conv", ["x", "w", "b"], **attrs)], {"x": rand(2, 4, 8, 7)}, initializers=inits, trainable=True)
+
+
+@pytest.mark.parametrize(("op", "attrs"), [
+    ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER")),  # MTCNN's P-Net (Keras)
+    ("MaxPool", dict(kernel_shape=[3, 2], strides=[2, 3], auto_pad="SAME_LOWER")),
+    ("Conv", dict(strides=[2, 2], auto_pad="SAME_UPPER")),
+    ("Conv", dict(strides=[3, 2], auto_pad="SAME_LOWER")),  # onnxruntime rejects SAME with dilation
+])
+def test_same_padding_over_run_time_spatial_sizes(op: str, attrs: dict[str, Any]) -> None:
+    """auto_pad SAME with stride > 1 over spatial dims the model leaves open: the padding depends
+    on each size's remainder, so it is computed at run time; one conversion matches onnxruntime
+    at even and odd sizes, and traces and exports with those dims dynamic."""
+    inputs = ["x", "w"] if op == "Conv" else ["x"]
+    inits = [numpy_helper.from_array(rand(4, 3, 3, 2), "w")] if op == "Conv" else []
+    graph = helper.make_graph([node(op, inputs, **attrs)], "same", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 3, "H", "W"])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    gm = OnnxToFxConverter(model).convert()
+    traced = torch.fx.symbolic_trace(gm)
+    big = torch.from_numpy(rand(2, 3, 13, 16))
+    dynamic = {"x": {0: torch.export.Dim.DYNAMIC, 2: torch.export.Dim.DYNAMIC, 3: torch.export.Dim.DYNAMIC}}
+    exported = torch.export.export(gm, (big,), dynamic_shapes=dynamic).module()
+    for shape in [(2, 3, 13, 16), (1, 3, 8, 7), (3, 3, 11, 10)]:
+        x = rand(*shape)
+        expected = ort_run(model, {"x": x})[0]
+        for module in (gm, traced, exported):
+            np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_conv1d_no_bias() -> None:

@@ -18,25 +18,47 @@ def _tuple(values: list[int]) -> tuple[int, ...] | int:
 
 
 def _same_pads(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
-               auto_pad: str) -> list[int]:
-    """Explicit ONNX pads for auto_pad SAME_UPPER / SAME_LOWER (needs static spatial sizes)."""
+               auto_pad: str, allow_run_time: bool = False) -> list[int] | None:
+    """Explicit ONNX pads for auto_pad SAME_UPPER / SAME_LOWER. With stride 1 the total is
+    ``(k - 1) * d`` whatever the size; with a larger stride over a size known only at run time it
+    depends on that size: ``None`` (pad at run time, see :func:`_same_pad`) where the caller can."""
     spatial = x.static_shape()[2:]
     begins, ends = [], []
     for size, k, s, d in zip(spatial, kernel, strides, dilations):
-        if size is None:
+        if size is None and s != 1:
+            if allow_run_time:
+                return None
             raise g.unsupported("auto_pad", f"{auto_pad} over a spatial dimension of run-time size")
-        out = -(-size // s)
-        total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+        total = (k - 1) * d if size is None else max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
         small, large = total // 2, total - total // 2
         begins.append(small if auto_pad == "SAME_UPPER" else large)
         ends.append(large if auto_pad == "SAME_UPPER" else small)
     return begins + ends
 
 
+def _same_pad(x: torch.Tensor, kernel: list[int], strides: list[int], dilations: list[int], upper: bool,
+              value: float) -> torch.Tensor:
+    """ONNX auto_pad SAME over spatial sizes known only at run time (SAME_UPPER puts the odd
+    element at the end, SAME_LOWER at the start)."""
+    pads: list[int] = []
+    for axis in range(len(kernel) - 1, -1, -1):  # F.pad takes the last dim first
+        size, k, s, d = x.shape[2 + axis], kernel[axis], strides[axis], dilations[axis]
+        total = torch.sym_max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        pads += [small, large] if upper else [large, small]
+    return torch.nn.functional.pad(x, pads, value=value)
+
+
+def _pad_same_at_run_time(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
+                          auto_pad: str, value: float) -> Value:
+    return g.call(g.helper(_same_pad, leaf=True), x, list(kernel), list(strides), list(dilations),
+                  auto_pad == "SAME_UPPER", value)
+
+
 def _resolve_pads(g: Emitter, x: Value, nd: int, kernel: list[int], strides: list[int], dilations: list[int],
-                  auto_pad: str, pads: list[int] | None) -> list[int]:
+                  auto_pad: str, pads: list[int] | None, allow_run_time: bool = False) -> list[int] | None:
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        return _same_pads(g, x, kernel, strides, dilations, auto_pad)
+        return _same_pads(g, x, kernel, strides, dilations, auto_pad, allow_run_time)
     if auto_pad == "VALID":
         return [0] * (2 * nd)
     if auto_pad not in ("NOTSET", ""):
@@ -65,8 +87,10 @@ def conv(g: Emitter, x: Value, w: Value, b: Value | None = None, *, auto_pad: st
     kernel = list(w.static_shape()[2:])
     strides = list(strides or [1] * nd)
     dilations = list(dilations or [1] * nd)
-    pads = _resolve_pads(g, x, nd, kernel, strides, dilations, auto_pad, pads)
-    x, padding = _split_padding(g, x, pads, nd)
+    resolved = _resolve_pads(g, x, nd, kernel, strides, dilations, auto_pad, pads, allow_run_time=True)
+    if resolved is None:
+        x, resolved = _pad_same_at_run_time(g, x, kernel, strides, dilations, auto_pad, 0.0), [0] * (2 * nd)
+    x, padding = _split_padding(g, x, resolved, nd)
     if w.const is None or (b is not None and b.const is None):
         fn = f"F.conv{nd}d"
         return g.call(fn, x, w, b, stride=_tuple(strides), padding=_tuple(list(padding)),
@@ -348,13 +372,14 @@ def log_softmax(g: Emitter, x: Value, *, axis: int = -1) -> Value:
 
 # ------------------------------------------------------------------------------ pooling
 def _pool_geometry(g: Emitter, x: Value, kernel_shape: list[int], strides: list[int] | None,
-                   dilations: list[int] | None, auto_pad: str, pads: list[int] | None) -> tuple:
+                   dilations: list[int] | None, auto_pad: str, pads: list[int] | None,
+                   allow_run_time: bool = False) -> tuple:
     nd = len(kernel_shape)
     if nd not in (1, 2, 3):
         raise g.unsupported("kernel_shape", f"{nd}-D pooling")
     strides = list(strides or [1] * nd)
     dilations = list(dilations or [1] * nd)
-    pads = _resolve_pads(g, x, nd, list(kernel_shape), strides, dilations, auto_pad, pads)
+    pads = _resolve_pads(g, x, nd, list(kernel_shape), strides, dilations, auto_pad, pads, allow_run_time)
     return nd, strides, dilations, pads
 
 
@@ -363,8 +388,13 @@ def max_pool(g: Emitter, x: Value, *, kernel_shape: list[int], auto_pad: str = "
              dilations: list[int] | None = None, pads: list[int] | None = None, storage_order: int = 0,
              strides: list[int] | None = None) -> Value:
     assert g.node is not None
-    nd, strides, dilations, pads = _pool_geometry(g, x, kernel_shape, strides, dilations, auto_pad, pads)
-    if len([o for o in g.node.outputs if o]) > 1:
+    with_indices = len([o for o in g.node.outputs if o]) > 1
+    nd, strides, dilations, pads = _pool_geometry(g, x, kernel_shape, strides, dilations, auto_pad, pads,
+                                                  allow_run_time=not with_indices)
+    if pads is None:  # SAME over a run-time size: padded with -inf, which no window maximum picks
+        x = _pad_same_at_run_time(g, x, list(kernel_shape), strides, dilations, auto_pad, float("-inf"))
+        pads = [0] * (2 * nd)
+    if with_indices:
         return pooling.max_pool_with_indices(g, x, list(kernel_shape), strides, dilations, pads, ceil_mode,
                                              storage_order)
     begin = pads[:nd]

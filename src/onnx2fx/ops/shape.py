@@ -488,5 +488,26 @@ def _pad(g: Emitter, x: Value, pads: list[int], axes: list[int] | None, mode: st
         return x
     if mode == "constant":
         return g.call("F.pad", x, torch_pad, value=value) if value else g.call("F.pad", x, torch_pad)
-    return g.call("F.pad", x, torch_pad, mode=TORCH_PAD_MODES[mode])
+    return _pad_non_constant(g, x, torch_pad, mode)
+
+
+def _pad_non_constant(g: Emitter, x: Value, torch_pad: list[int], mode: str) -> Value:
+    """torch's reflect/replicate/circular padding pads the last 1, 2 or 3 dims, and only of an
+    input with one or two more dims than that (4-D input takes 2 or 3 pairs, 5-D input exactly 3).
+    ONNX pads any axes of any rank: pad with zero pairs up to what the rank needs, and give a
+    low-rank input leading unit dims for the time of the call."""
+    pairs = len(torch_pad) // 2
+    if pairs > 3:
+        raise g.unsupported("pads", f"mode {mode!r} pads {pairs} axes; torch pads at most the last 3")
+    lead = max(0, pairs + 1 - x.rank)
+    needed = max(pairs, x.rank + lead - 2)
+    if needed > 3:
+        raise g.unsupported("pads", f"mode {mode!r} on a rank-{x.rank} input; torch takes rank 5 at most")
+    torch_pad = torch_pad + [0, 0] * (needed - pairs)
+    for _ in range(lead):
+        x = g.method(x, "unsqueeze", 0)
+    y = g.call("F.pad", x, torch_pad, mode=TORCH_PAD_MODES[mode])
+    for _ in range(lead):
+        y = g.method(y, "squeeze", 0)
+    return y
 
