@@ -4,6 +4,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <string>
 #include <system_error>
@@ -96,6 +97,8 @@ class ModelReader {
       }
   }
 
+  // Versions are small positive numbers; an absurd one is refused here rather than matched
+  // against the op table as "newer than everything".
   OperatorSetId read_opset(Reader reader) {
     OperatorSetId opset;
     while (reader.next()) switch (reader.tag()) {
@@ -103,6 +106,9 @@ class ModelReader {
         case 2: opset.version = reader.get_int64(); break;
         default: reader.skip();
       }
+    if (opset.version < 1 || opset.version > kMaxOpsetVersion)
+      throw ParseError("opset_import of domain '" + opset.domain + "' has version " + std::to_string(opset.version) +
+                       ", outside 1.." + std::to_string(kMaxOpsetVersion) + " at " + reader.where());
     return opset;
   }
 
@@ -529,10 +535,31 @@ class ModelReader {
     if (length != byte_size)
       throw ExternalDataError("tensor '" + tensor.name + "': external data has " + std::to_string(length) +
                               " bytes but " + need + std::to_string(byte_size) + at);
-    if (length > 0) tensor.data = {file->bytes().data() + offset, length};
+    if (length > 0) {
+      claim_external_range(*file, offset, length, tensor.name, *data.location, at);
+      tensor.data = {file->bytes().data() + offset, length};
+    }
     tensor.owner = file;
     tensor.source = file.get();
     tensor.data_offset = static_cast<std::int64_t>(offset);
+  }
+
+  // Records [offset, offset + length) of `file` for `tensor_name`, refusing a range that overlaps
+  // one claimed before.
+  void claim_external_range(const MappedFile& file, std::uint64_t offset, std::uint64_t length,
+                            const std::string& tensor_name, const std::string& location, const std::string& at) {
+    auto& ranges = external_ranges_[&file];
+    const auto overlap = [&](const auto& other) {
+      const auto& [other_offset, claim] = other;
+      throw ExternalDataError("external data of tensor '" + tensor_name + "' (offset " + std::to_string(offset) +
+                              ", length " + std::to_string(length) + ") overlaps that of tensor '" + claim.second +
+                              "' (offset " + std::to_string(other_offset) + ", length " +
+                              std::to_string(claim.first - other_offset) + ") in '" + location + "'" + at);
+    };
+    auto next = ranges.lower_bound(offset);
+    if (next != ranges.end() && next->first < offset + length) overlap(*next);
+    if (next != ranges.begin() && std::prev(next)->second.first > offset) overlap(*std::prev(next));
+    ranges.emplace_hint(next, offset, std::pair{offset + length, tensor_name});
   }
 
   // Maps an external data file once per model, refusing locations outside the model folder
@@ -567,6 +594,8 @@ class ModelReader {
   std::optional<std::filesystem::path> base_dir_;
   std::optional<std::filesystem::path> canonical_base_dir_;
   std::map<std::filesystem::path, std::shared_ptr<MappedFile>> external_files_;  // by normalised location
+  // Per external file: offset -> (end, tensor name) of every range a tensor views.
+  std::map<const MappedFile*, std::map<std::uint64_t, std::pair<std::uint64_t, std::string>>> external_ranges_;
   std::size_t node_count_ = 0;
 };
 

@@ -59,7 +59,7 @@ def input_shape(value_info: Any, override: Sequence[int] | None) -> list[int | N
 
 
 def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None]) -> torch.Tensor:
-    dtype = torch_dtype(value_info.type.elem_type)
+    dtype = torch_dtype(value_info.type.elem_type, f"graph input {value_info.name!r}")
     hints = [d if d is not None else (BATCH_HINT if i == 0 else OTHER_DIM_HINT) for i, d in enumerate(shape)]
     dynamic = [DimDynamic.STATIC if d is not None else DimDynamic.DYNAMIC for d in shape]
     example = torch.empty(hints, dtype=dtype)
