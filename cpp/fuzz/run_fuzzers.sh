@@ -26,7 +26,7 @@ status=0
 for target in reader external_data qdq_writer; do
     mkdir -p "$work/$target/corpus" "$work/$target/artifacts"
     log="$work/$target/log.txt"
-    if "$build/${target}_fuzzer" -dict=cpp/fuzz/onnx.dict -max_total_time="$seconds" -timeout=10 \
+    if "$build/${target}_fuzzer" -dict=cpp/fuzz/onnx.dict -max_total_time="$seconds" -timeout=60 \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$work/$target/artifacts/" \
         "$work/$target/corpus" "$work/seeds/$target" >"$log" 2>&1; then
         result=ok
