@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx2fx import OnnxToFxConverter
-from onnx2fx.errors import Onnx2FxError
+from onnx2fx.errors import ConversionError, Onnx2FxError
 
 EXAMPLES = int(os.environ.get("ONNX2FX_FUZZ_EXAMPLES", "150"))
 TIME_LIMIT_S = 60
@@ -90,7 +90,8 @@ def _attribute_of_another_type(data: st.DataObject, attribute: onnx.AttributePro
         lambda: helper.make_attribute(attribute.name, data.draw(st.integers(-(2**63), 2**63 - 1))),
         lambda: helper.make_attribute(attribute.name, data.draw(st.floats(allow_nan=True))),
         lambda: helper.make_attribute(attribute.name, data.draw(st.text(max_size=8))),
-        lambda: helper.make_attribute(attribute.name, data.draw(st.lists(st.integers(-5, 2**40), min_size=1, max_size=6))),
+        lambda: helper.make_attribute(attribute.name,
+                                      data.draw(st.lists(st.integers(-5, 2**40), min_size=1, max_size=6))),
         lambda: helper.make_attribute(attribute.name, data.draw(st.lists(st.floats(-10, 10), min_size=1, max_size=4))),
         lambda: helper.make_attribute(attribute.name, helper.make_tensor("t", TensorProto.INT64, [2], [1, 2])),
         lambda: helper.make_attribute(attribute.name, helper.make_graph([], "empty", [], [])),
@@ -211,3 +212,35 @@ def test_conversion_succeeds_or_raises_a_documented_error(data: bytes):
             pytest.fail(f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - any other exception is the finding
             pytest.fail(f"undocumented {type(exc).__name__}: {exc}")
+
+
+# --- regressions: what the harness found, each now a ConversionError naming what is wrong -----------
+def _single_node_model(node: onnx.NodeProto, input_shape: list[int], initializers=()) -> bytes:
+    graph = helper.make_graph([node], "g", [_vi("x", input_shape)], [_vi("y", None)], list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
+def test_a_missing_required_input_is_named():
+    data = _single_node_model(helper.make_node("Conv", ["x"], ["y"], name="conv"), [1, 3, 8, 8])
+    with pytest.raises(ConversionError, match=r"node 'conv' \(Conv, domain 'ai.onnx', opset 18\): "
+                                              r"required input 1 \(w\) is missing; the node has 1 input\(s\)"):
+        OnnxToFxConverter(data).convert()
+
+
+def test_an_attribute_of_the_wrong_type_is_named():
+    node = helper.make_node("Softmax", ["x"], ["y"], name="softmax", axis="last")
+    with pytest.raises(ConversionError, match="node 'softmax' .*attribute 'axis' is STRING, expected INT"):
+        OnnxToFxConverter(_single_node_model(node, [2, 3])).convert()
+
+
+def test_a_lowering_failing_on_odd_inputs_names_the_node():
+    node = helper.make_node("Add", ["x", ""], ["y"], name="add")  # an empty name for a required input
+    with pytest.raises(ConversionError, match=r"node 'add' \(Add, domain 'ai.onnx', opset 18\): cannot be lowered "
+                                              r"with these inputs and attributes: AttributeError"):
+        OnnxToFxConverter(_single_node_model(node, [2, 3])).convert()
+
+
+def test_an_input_too_large_to_trace_is_named():
+    node = helper.make_node("Relu", ["x"], ["y"], name="relu")
+    with pytest.raises(ConversionError, match=r"graph input 'x' has shape \[4611686018427387904, 8\], too large"):
+        OnnxToFxConverter(_single_node_model(node, [2**62, 8])).convert()
