@@ -228,14 +228,15 @@ def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Va
     variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
     if len(args) > len(positional) and not variadic:
         raise emitter.unsupported(None, f"{len(args)} inputs given, at most {len(positional)} handled")
-    if (domain, node.op_type) not in SUB_BYTE_AWARE:  # 4/2-bit values are computed on as int8/uint8
-        args = [emitter.method(a, "view", SUB_BYTE_STORAGE[a.dtype]) if _is_tensor(a) and a.dtype
-                in SUB_BYTE_STORAGE else a for a in args]
-    narrow_to = _wide_unsigned(args) if (domain, node.op_type) in WIDENED_FOR_UNSIGNED else None
-    if narrow_to is not None:  # torch has no kernels for these ops on uint16/32/64: compute in int64
-        args = [emitter.method(a, "to", torch.int64) if a is not None and a.dtype == narrow_to else a for a in args]
     _check_inputs_and_attributes(info, node, impl.parameters, args, attrs)
     try:
+        if (domain, node.op_type) not in SUB_BYTE_AWARE:  # 4/2-bit values are computed on as int8/uint8
+            args = [emitter.method(a, "view", SUB_BYTE_STORAGE[a.dtype]) if _is_tensor(a) and a.dtype
+                    in SUB_BYTE_STORAGE else a for a in args]
+        narrow_to = _wide_unsigned(args) if (domain, node.op_type) in WIDENED_FOR_UNSIGNED else None
+        if narrow_to is not None:  # torch has no kernels for these ops on uint16/32/64: compute in int64
+            args = [emitter.method(a, "to", torch.int64) if a is not None and a.dtype == narrow_to else a
+                    for a in args]
         result = impl.fn(emitter, *args, **attrs)
     except (Onnx2FxError, MemoryError, RecursionError, KeyboardInterrupt):
         raise
