@@ -39,6 +39,6 @@ def test_fuzz_targets_run_without_crashes(tmp_path: Path):
     result = subprocess.run(["bash", "cpp/fuzz/run_fuzzers.sh", str(SECONDS), str(tmp_path / "build")],
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    runs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+): (\d+) executions", result.stdout, re.M)}
+    runs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+): (\d+) executions in", result.stdout, re.M)}
     assert set(runs) == {"reader", "external_data", "qdq_writer"}, result.stdout
     assert all(count > 0 for count in runs.values()), result.stdout
