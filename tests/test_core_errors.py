@@ -289,7 +289,7 @@ def test_external_symlink_outside_the_folder(tmp_path: Path):
 
 def test_external_file_missing(tmp_path: Path):
     path = save_with_external(tmp_path, external_tensor("w", [2], location="w.bin"))
-    with pytest.raises(ExternalDataError, match="external data file 'w.bin' of tensor 'w' not found"):
+    with pytest.raises(ExternalDataError, match="external data location 'w.bin' of tensor 'w' not found"):
         _core.load_model(path)
 
 

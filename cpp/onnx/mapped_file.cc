@@ -26,16 +26,21 @@ struct FileDescriptor {
 }  // namespace
 
 std::shared_ptr<MappedFile> MappedFile::map(const std::filesystem::path& path) {
-  const FileDescriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (it is then refused).
+  const FileDescriptor file{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
   if (file.fd < 0) throw_errno(errno, path);
+  return map_descriptor(file.fd, path);
+}
+
+std::shared_ptr<MappedFile> MappedFile::map_descriptor(int fd, const std::filesystem::path& path) {
   struct stat info {};
-  if (::fstat(file.fd, &info) != 0) throw_errno(errno, path);
+  if (::fstat(fd, &info) != 0) throw_errno(errno, path);
   if (S_ISDIR(info.st_mode)) throw_errno(EISDIR, path);
   if (!S_ISREG(info.st_mode)) throw_errno(EINVAL, path);
   std::shared_ptr<MappedFile> mapped(new MappedFile);
   if (info.st_size == 0) return mapped;  // mmap rejects empty ranges
   const auto size = static_cast<std::size_t>(info.st_size);
-  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, file.fd, 0);
+  void* data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
   if (data == MAP_FAILED) throw_errno(errno, path);
   mapped->data_ = static_cast<std::byte*>(data);
   mapped->size_ = size;

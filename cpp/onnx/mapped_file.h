@@ -15,6 +15,11 @@ class MappedFile {
   // Throws std::system_error (with the errno of the failure) if the file cannot be opened or mapped.
   static std::shared_ptr<MappedFile> map(const std::filesystem::path& path);
 
+  // Maps the regular file open on `fd` the same way (the caller keeps and closes `fd`); `path`
+  // only names it in errors. Mapping the descriptor that was checked means a rename of the path
+  // afterwards cannot substitute another file.
+  static std::shared_ptr<MappedFile> map_descriptor(int fd, const std::filesystem::path& path);
+
   // Copies `bytes` once into an owned buffer.
   static std::shared_ptr<MappedFile> copy_of(std::span<const std::byte> bytes);
 

@@ -4,6 +4,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <string>
 #include <system_error>
@@ -12,6 +13,7 @@
 
 #include "ir/data_type.h"
 #include "onnx/errors.h"
+#include "onnx/external_file.h"
 #include "onnx/mapped_file.h"
 #include "onnx/schema.h"
 #include "onnx/wire.h"
@@ -48,14 +50,10 @@ void store_values(const std::vector<T>& values, std::size_t value_bytes, bool as
   if (as_bool) {
     std::ranges::transform(values, out, [](T value) { return std::byte{value != 0}; });
   } else if (value_bytes == sizeof(T)) {
-    std::memcpy(out, values.data(), values.size() * sizeof(T));
+    if (!values.empty()) std::memcpy(out, values.data(), values.size() * sizeof(T));
   } else {
     for (std::size_t i = 0; i < values.size(); ++i) std::memcpy(out + i * value_bytes, &values[i], value_bytes);
   }
-}
-
-bool is_within(const std::filesystem::path& path, const std::filesystem::path& folder) {
-  return std::ranges::mismatch(folder, path).in1 == folder.end();
 }
 
 class ModelReader {
@@ -99,6 +97,8 @@ class ModelReader {
       }
   }
 
+  // Versions are small positive numbers; an absurd one is refused here rather than matched
+  // against the op table as "newer than everything".
   OperatorSetId read_opset(Reader reader) {
     OperatorSetId opset;
     while (reader.next()) switch (reader.tag()) {
@@ -106,6 +106,9 @@ class ModelReader {
         case 2: opset.version = reader.get_int64(); break;
         default: reader.skip();
       }
+    if (opset.version < 1 || opset.version > kMaxOpsetVersion)
+      throw ParseError("opset_import of domain '" + opset.domain + "' has version " + std::to_string(opset.version) +
+                       ", outside 1.." + std::to_string(kMaxOpsetVersion) + " at " + reader.where());
     return opset;
   }
 
@@ -532,53 +535,56 @@ class ModelReader {
     if (length != byte_size)
       throw ExternalDataError("tensor '" + tensor.name + "': external data has " + std::to_string(length) +
                               " bytes but " + need + std::to_string(byte_size) + at);
-    if (length > 0) tensor.data = {file->bytes().data() + offset, length};
+    if (length > 0) {
+      claim_external_range(*file, offset, length, tensor.name, *data.location, at);
+      tensor.data = {file->bytes().data() + offset, length};
+    }
     tensor.owner = file;
     tensor.source = file.get();
     tensor.data_offset = static_cast<std::int64_t>(offset);
   }
 
-  // Maps an external data file once per model, refusing locations outside the model folder.
+  // Records [offset, offset + length) of `file` for `tensor_name`, refusing a range that overlaps
+  // one claimed before.
+  void claim_external_range(const MappedFile& file, std::uint64_t offset, std::uint64_t length,
+                            const std::string& tensor_name, const std::string& location, const std::string& at) {
+    auto& ranges = external_ranges_[&file];
+    const auto overlap = [&](const auto& other) {
+      const auto& [other_offset, claim] = other;
+      throw ExternalDataError("external data of tensor '" + tensor_name + "' (offset " + std::to_string(offset) +
+                              ", length " + std::to_string(length) + ") overlaps that of tensor '" + claim.second +
+                              "' (offset " + std::to_string(other_offset) + ", length " +
+                              std::to_string(claim.first - other_offset) + ") in '" + location + "'" + at);
+    };
+    auto next = ranges.lower_bound(offset);
+    if (next != ranges.end() && next->first < offset + length) overlap(*next);
+    if (next != ranges.begin() && std::prev(next)->second.first > offset) overlap(*std::prev(next));
+    ranges.emplace_hint(next, offset, std::pair{offset + length, tensor_name});
+  }
+
+  // Maps an external data file once per model, refusing locations outside the model folder
+  // (external_file.h: containment, no symlinks, O_NOFOLLOW, one hard link).
   std::shared_ptr<MappedFile> open_external_file(const std::string& location, const std::string& tensor_name,
                                                  const std::string& at) {
     namespace fs = std::filesystem;
     if (!base_dir_)
       throw ExternalDataError("tensor '" + tensor_name +
                               "' has external data but the model was loaded from bytes without a base_dir" + at);
-    const std::string of_tensor = " of tensor '" + tensor_name + "'";
-    const fs::path relative(location);
-    if (relative.has_root_path())
-      throw ExternalDataError("external data location '" + location + "'" + of_tensor +
-                              " is an absolute path; it must be relative to the model folder" + at);
-    const fs::path normal = relative.lexically_normal();
-    if (!normal.empty() && *normal.begin() == "..")
-      throw ExternalDataError("external data location '" + location + "'" + of_tensor + " leaves the model folder" +
-                              at);
-    const fs::path full = *base_dir_ / normal;
-    std::error_code error;
-    const fs::path resolved = fs::canonical(full, error);
-    if (error == std::errc::no_such_file_or_directory)
-      throw ExternalDataError("external data file '" + location + "'" + of_tensor + " not found (looked for " +
-                              full.string() + ")" + at);
-    if (error)
-      throw ExternalDataError("external data file '" + location + "'" + of_tensor + " cannot be resolved: " +
-                              error.message() + at);
     if (!canonical_base_dir_) {
+      std::error_code error;
       canonical_base_dir_ = fs::canonical(*base_dir_, error);
       if (error)
         throw ExternalDataError("model folder '" + base_dir_->string() + "' cannot be resolved: " + error.message());
     }
-    if (!is_within(resolved, *canonical_base_dir_))
-      throw ExternalDataError("external data location '" + location + "'" + of_tensor + " resolves to '" +
-                              resolved.string() + "', outside the model folder" + at);
-    auto& file = external_files_[resolved];
+    const fs::path key = canonical_base_dir_->native() + "/" + fs::path(location).lexically_normal().native();
+    auto& file = external_files_[key];
     if (!file) {
       try {
-        file = MappedFile::map(resolved);
-      } catch (const std::system_error& failure) {
-        external_files_.erase(resolved);
-        throw ExternalDataError("cannot read external data file '" + location + "'" + of_tensor + ": " +
-                                failure.code().message() + at);
+        file = map_external_file(*canonical_base_dir_, location,
+                                 "external data location '" + location + "' of tensor '" + tensor_name + "'", at);
+      } catch (...) {
+        external_files_.erase(key);
+        throw;
       }
     }
     return file;
@@ -587,7 +593,9 @@ class ModelReader {
   std::shared_ptr<MappedFile> file_;
   std::optional<std::filesystem::path> base_dir_;
   std::optional<std::filesystem::path> canonical_base_dir_;
-  std::map<std::filesystem::path, std::shared_ptr<MappedFile>> external_files_;  // by canonical path
+  std::map<std::filesystem::path, std::shared_ptr<MappedFile>> external_files_;  // by normalised location
+  // Per external file: offset -> (end, tensor name) of every range a tensor views.
+  std::map<const MappedFile*, std::map<std::uint64_t, std::pair<std::uint64_t, std::string>>> external_ranges_;
   std::size_t node_count_ = 0;
 };
 

@@ -1,12 +1,15 @@
 // Reads a serialized ModelProto into the IR without the protobuf library.
 //
 // Limits against hostile files: graphs nest at most kMaxGraphDepth deep and types kMaxTypeDepth deep,
-// tensors and shapes have at most kMaxRank dimensions, and a model has at most kMaxNodes nodes in
-// all its graphs and functions. Tensor sizes are checked against the bytes that could hold them
-// before anything is allocated.
+// tensors and shapes have at most kMaxRank dimensions, a model has at most kMaxNodes nodes in
+// all its graphs and functions, and opset versions lie in 1..kMaxOpsetVersion. Tensor sizes are
+// checked against the bytes that could hold them before anything is allocated. External data must
+// stay inside the model folder (external_file.h) and two tensors' external ranges must not overlap
+// (their views would alias: writing one parameter would change the other).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -20,6 +23,7 @@ inline constexpr int kMaxGraphDepth = 64;
 inline constexpr int kMaxTypeDepth = 64;
 inline constexpr std::size_t kMaxRank = 64;
 inline constexpr std::size_t kMaxNodes = std::size_t{1} << 22;
+inline constexpr std::int64_t kMaxOpsetVersion = 1000;  // ONNX's default domain is at 25 in 2026
 
 // Maps `path` and reads it; external data resolves relative to the file's folder.
 // Throws std::system_error if the file cannot be opened, ParseError / ExternalDataError if it is invalid.

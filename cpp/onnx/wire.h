@@ -199,6 +199,7 @@ class Reader {
     if (payload.size() % sizeof(T) != 0)
       fail("invalid", "packed length " + std::to_string(payload.size()) + " is not a multiple of " +
                           std::to_string(sizeof(T)));
+    if (payload.empty()) return;  // memcpy from an empty span's null pointer is undefined
     const std::size_t old_size = out.size();
     out.resize(old_size + payload.size() / sizeof(T));
     std::memcpy(out.data() + old_size, payload.data(), payload.size());

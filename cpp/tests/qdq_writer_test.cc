@@ -173,6 +173,12 @@ void rejects_bad_plans_without_writing() {
   plan.weights[0].values = std::span<const float>(values);
   plan.weights[0].values_shape = {2};
   CHECK_THROWS(QdqPlanError, attempt(plan), "weight 'w': values have shape [2] but the initializer has dims [3]");
+  // Found by cpp/fuzz/qdq_writer_fuzzer.cc: a shape that matches but a span of another length was
+  // written as raw_data of the wrong size, so the output did not read back.
+  const float eight[] = {1, 2, 3, 4, 5, 6, 7, 8};
+  plan.weights[0].values = std::span<const float>(eight);
+  plan.weights[0].values_shape = {3};
+  CHECK_THROWS(QdqPlanError, attempt(plan), "weight 'w': values hold 8 floats but dims [3] need 3");
   CHECK(folder.entries() == 1);  // no output, no temporary file
   CHECK_THROWS(std::filesystem::filesystem_error,
                write_qdq_model(folder.path / "model.onnx", folder.path / "missing" / "out.onnx", mul_plan()),

@@ -439,6 +439,10 @@ class QdqRewriter {
     if (shape != tensor.dims)
       throw QdqPlanError(what + ": values have shape " + format_list(shape) + " but the initializer has dims " +
                          format_list(tensor.dims));
+    // The shape is the caller's claim about `values`; the count is what the span holds.
+    if (values.size() != tensor.data.size() / sizeof(float))
+      throw QdqPlanError(what + ": values hold " + std::to_string(values.size()) + " floats but dims " +
+                         format_list(tensor.dims) + " need " + std::to_string(tensor.data.size() / sizeof(float)));
     return std::as_bytes(values);
   }
 

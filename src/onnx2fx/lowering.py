@@ -6,6 +6,7 @@ plus the tensors for its parameters, which :mod:`onnx2fx.codegen.render` turns i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicC
 from . import ops  # noqa: F401 - registers the built-in op table
 from .codegen.emitter import EmittedModule, Emitter, NodeInfo
 from .codegen.values import Value
-from .errors import ConversionError, UnsupportedOperatorError
+from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .functions import function_body
 from .ops.registry import lookup, normalize_domain
 from .tensors import ONNX_TO_TORCH, ONNX_TYPE_NAMES, SUB_BYTE_STORAGE, to_torch, torch_dtype
@@ -59,10 +60,14 @@ def input_shape(value_info: Any, override: Sequence[int] | None) -> list[int | N
 
 
 def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None]) -> torch.Tensor:
-    dtype = torch_dtype(value_info.type.elem_type)
+    dtype = torch_dtype(value_info.type.elem_type, f"graph input {value_info.name!r}")
     hints = [d if d is not None else (BATCH_HINT if i == 0 else OTHER_DIM_HINT) for i, d in enumerate(shape)]
     dynamic = [DimDynamic.STATIC if d is not None else DimDynamic.DYNAMIC for d in shape]
-    example = torch.empty(hints, dtype=dtype)
+    try:  # never written, so the pages are not touched; an impossible size fails here
+        example = torch.empty(hints, dtype=dtype)
+    except RuntimeError as exc:
+        raise ConversionError(f"graph input {value_info.name!r} has shape {hints}, too large to trace: "
+                              f"{str(exc).splitlines()[0]}") from exc
     return emitter.fake_mode.from_tensor(
         example, symbolic_context=StatelessSymbolicContext(dynamic_sizes=dynamic))
 
@@ -175,6 +180,35 @@ def lower_subgraph(emitter: Emitter, graph: Any, inputs: Sequence[Value | None])
     return [env[o.name] for o in graph.outputs]
 
 
+def _where(info: NodeInfo) -> str:
+    return f"node {info.name!r} ({info.op_type}, domain {info.domain or 'ai.onnx'!r}, opset {info.opset})"
+
+
+# The ONNX attribute types a lowering's keyword default stands for: a mismatch (kernel_shape given
+# as a string, say) is refused with the attribute's name before the lowering sees it.
+_ATTRIBUTE_TYPES: dict[type, tuple[str, ...]] = {
+    bool: ("INT",), int: ("INT",), float: ("FLOAT", "INT"), str: ("STRING",),
+    list: ("INTS", "FLOATS", "STRINGS", "TENSORS", "GRAPHS"), tuple: ("INTS", "FLOATS", "STRINGS", "TENSORS", "GRAPHS"),
+}
+
+
+def _check_inputs_and_attributes(info: NodeInfo, node: Any, params: Sequence[inspect.Parameter],
+                                 args: list[Value | None], attrs: dict[str, Any]) -> None:
+    """Required inputs present and attributes of the type the lowering's defaults declare."""
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
+    for index, param in enumerate(positional):
+        if param.default is inspect.Parameter.empty and index >= len(args):  # "" inputs are the lowering's call
+            raise ConversionError(f"{_where(info)}: required input {index} ({param.name}) is missing; "
+                                  f"the node has {len(args)} input(s)")
+    declared = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    for key, attribute in node.attributes.items():
+        default = declared.get(key, None)
+        expected = _ATTRIBUTE_TYPES.get(type(default))
+        if expected is not None and attribute.type not in expected:
+            raise ConversionError(f"{_where(info)}: attribute {key!r} is {attribute.type}, expected "
+                                  f"{' or '.join(expected)}")
+
+
 def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Value | None],
                       env: dict[str, Value]) -> None:
     name, domain, opset = info.name, info.domain, info.opset
@@ -194,13 +228,21 @@ def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Va
     variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
     if len(args) > len(positional) and not variadic:
         raise emitter.unsupported(None, f"{len(args)} inputs given, at most {len(positional)} handled")
-    if (domain, node.op_type) not in SUB_BYTE_AWARE:  # 4/2-bit values are computed on as int8/uint8
-        args = [emitter.method(a, "view", SUB_BYTE_STORAGE[a.dtype]) if _is_tensor(a) and a.dtype
-                in SUB_BYTE_STORAGE else a for a in args]
-    narrow_to = _wide_unsigned(args) if (domain, node.op_type) in WIDENED_FOR_UNSIGNED else None
-    if narrow_to is not None:  # torch has no kernels for these ops on uint16/32/64: compute in int64
-        args = [emitter.method(a, "to", torch.int64) if a is not None and a.dtype == narrow_to else a for a in args]
-    result = impl.fn(emitter, *args, **attrs)
+    _check_inputs_and_attributes(info, node, impl.parameters, args, attrs)
+    try:
+        if (domain, node.op_type) not in SUB_BYTE_AWARE:  # 4/2-bit values are computed on as int8/uint8
+            args = [emitter.method(a, "view", SUB_BYTE_STORAGE[a.dtype]) if _is_tensor(a) and a.dtype
+                    in SUB_BYTE_STORAGE else a for a in args]
+        narrow_to = _wide_unsigned(args) if (domain, node.op_type) in WIDENED_FOR_UNSIGNED else None
+        if narrow_to is not None:  # torch has no kernels for these ops on uint16/32/64: compute in int64
+            args = [emitter.method(a, "to", torch.int64) if a is not None and a.dtype == narrow_to else a
+                    for a in args]
+        result = impl.fn(emitter, *args, **attrs)
+    except (Onnx2FxError, MemoryError, RecursionError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # a lowering meeting inputs it cannot handle (shapes, ranks, dtypes)
+        raise ConversionError(f"{_where(info)}: cannot be lowered with these inputs and attributes: "
+                              f"{type(exc).__name__}: {exc}") from exc
     results = result if isinstance(result, tuple) else (result,)
     if narrow_to is not None:
         narrowed = WIDENED_FOR_UNSIGNED[(domain, node.op_type)]

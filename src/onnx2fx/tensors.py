@@ -38,17 +38,19 @@ ONNX_TYPE_NAMES: dict[int, str] = {
 _RAW_BITS = {16, 17, 18, 19, 20, 24}  # numpy has no such dtype: the core returns raw integer bits
 
 
-def torch_dtype(onnx_type: int) -> torch.dtype:
+def torch_dtype(onnx_type: int, what: str = "") -> torch.dtype:
+    """The torch dtype of an ONNX element type; ``what`` (e.g. "tensor 'w'") names the value in errors."""
     try:
         return ONNX_TO_TORCH[onnx_type]
     except KeyError:
         name = ONNX_TYPE_NAMES.get(onnx_type, str(onnx_type))
-        raise UnsupportedOperatorError(f"ONNX element type {name} has no torch equivalent") from None
+        subject = f"{what} has " if what else ""
+        raise UnsupportedOperatorError(f"{subject}ONNX element type {name}, which has no torch equivalent") from None
 
 
 def to_torch(tensor: Any) -> torch.Tensor:
     """A torch view of a core ``Tensor`` (copied only when its bytes are misaligned)."""
-    dtype = torch_dtype(tensor.data_type)
+    dtype = torch_dtype(tensor.data_type, f"tensor {tensor.name!r}")
     array: np.ndarray = tensor.aligned_numpy()
     if dtype in SUB_BYTE_STORAGE:
         return _unpack(array, dtype, list(tensor.dims))
