@@ -38,7 +38,7 @@ from .adaround import adaround as adaround_weights
 from .adaround import first_samples
 from .bias_correction import SAMPLES as BIAS_CORRECTION_SAMPLES
 from .bias_correction import correct_biases, keep_batches
-from .calibrators import make_calibrator, weight_ranges
+from .calibrators import make_calibrator
 from .cle import equalized_copy
 from .config import ENCODING_VERSIONS, QuantConfig
 from .data import CalibrationSource, ImageOptions, calibration_source, input_specs
@@ -49,6 +49,7 @@ from .initializers import get_tensor, initializer_values
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
 from .qdq import build_plan, compare_with_sim, write_qdq_model
+from .weight_search import weight_encoding
 
 OUTPUT_FILES = ("model_ptq.pt", "encodings.json", "model_ptq.onnx", "report.json", "report.md", "report.html")
 
@@ -477,9 +478,9 @@ def _weight_encodings(sim: SimModel, config: QuantConfig) -> dict[str, Encoding]
     encodings = {}
     for initializer, quantizer in sim.weights.items():
         param = _param(sim, initializer)
-        grid = QuantGrid(quantizer.bits, quantizer.symmetric)
-        lo, hi = weight_ranges(param, quantizer.axis, grid, quantizer.symmetric, config.weight_scheme)
-        encoding = Encoding.from_range(lo, hi, grid, quantizer.symmetric, quantizer.onnx_axis)
+        encoding = weight_encoding(param, quantizer.axis, quantizer.onnx_axis, quantizer.bits, quantizer.symmetric,
+                                   config.resolved_weight_scheme, config.weight_symmetry)
+        quantizer.symmetric = encoding.symmetric  # weight_symmetry "search" may pick an asymmetric grid
         quantizer.set_encoding(encoding)
         encodings[initializer] = quantizer.encoding()
     return encodings
