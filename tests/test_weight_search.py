@@ -17,6 +17,8 @@ from onnx2fx.errors import QuantizationError
 from onnx2fx.quantization import Encoding, QuantConfig, QuantGrid, ptq
 from onnx2fx.quantization.qdq import ort_session
 from onnx2fx.quantization.weight_search import (
+    InputMoments,
+    LayerInputs,
     channel_rows,
     quantization_errors,
     search_ranges,
@@ -136,3 +138,58 @@ def test_qdq_with_searched_weight_encodings_matches_the_simulation(tmp_path: Pat
                if i.data_type == onnx.TensorProto.FLOAT]
     for encoding in weight_encodings(result).values():
         assert any(v.size == encoding.scale.size and np.array_equal(v, encoding.scale) for v in written)
+
+
+def test_input_moments_give_the_expected_output_error() -> None:
+    """``e^T E[x x^T] e`` from the gathered moments is the mean squared output of the layer run with the
+    weight error ``e`` as its weights: exactly for a Linear and an unfolded Conv2d (padding included);
+    the per-channel approximation of wide layers keeps the variance and the mean of the error."""
+    rng = np.random.default_rng(0)
+    linear = torch.nn.Linear(6, 3)
+    conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+    xs = [torch.from_numpy(rng.normal(loc=0.5, size=(5, 6)).astype(np.float32)) for _ in range(2)]
+    images = [torch.from_numpy(rng.uniform(size=(3, 2, 6, 6)).astype(np.float32)) for _ in range(2)]
+    inputs = LayerInputs({"fc": linear, "conv": conv, "grouped": torch.nn.Conv2d(2, 2, 1, groups=2)})
+    assert sorted(inputs.moments) == ["conv", "fc"]  # grouped convolutions are not covered
+    with inputs, torch.no_grad():
+        for x, image in zip(xs, images, strict=True):
+            linear(x)
+            conv(image)
+    linear(xs[0])  # hooks are gone after the block
+    e = torch.from_numpy(rng.normal(size=(3, 6)))
+    x = torch.cat(xs).double()
+    assert np.allclose(inputs.moments["fc"].output_errors(e).numpy(), ((x @ e.T) ** 2).mean(dim=0).numpy())
+    assert inputs.moments["fc"].count == 10
+    e_conv = torch.from_numpy(rng.normal(size=(4, 2, 3, 3)))
+    out = torch.nn.functional.conv2d(torch.cat(images).double(), e_conv, padding=1)
+    expected = out.square().mean(dim=(0, 2, 3)).numpy()
+    assert np.allclose(inputs.moments["conv"].output_errors(e_conv.reshape(4, -1)).numpy(), expected)
+    assert inputs.moments["conv"].fits(e_conv.reshape(4, -1)) and not inputs.moments["conv"].fits(e)
+
+    wide = InputMoments(torch.nn.Linear(6, 3))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("onnx2fx.quantization.weight_search.FULL_MOMENTS", 4)
+        for part in xs:
+            wide.observe(part)
+    assert wide.matrix is None
+    mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)
+    approx = (e.square() @ var) + (e @ mean).square()
+    assert np.allclose(wide.output_errors(e).numpy(), approx.numpy())
+
+
+def test_search_with_moments_lowers_the_output_error() -> None:
+    """With inputs of large mean (a ReLU output), the range that minimises the output error differs from
+    the one that minimises the weight error, and the search finds one at least as good for the output."""
+    rng = np.random.default_rng(1)
+    layer = torch.nn.Linear(32, 8)
+    inputs = LayerInputs({"fc": layer})
+    with inputs, torch.no_grad():
+        layer(torch.from_numpy(np.maximum(rng.normal(loc=1.0, size=(256, 32)), 0).astype(np.float32)))
+    moments = inputs.moments["fc"]
+    rows = channel_rows(layer.weight, 0)
+    grid = QuantGrid(4, True)
+    lo, hi, out_err = search_ranges(rows, grid, True, moments=moments)
+    w_lo, w_hi, _ = search_ranges(rows, grid, True)
+    plain_out_err = quantization_errors(rows, w_lo, w_hi, grid, True, moments).numpy()
+    assert np.all(out_err <= plain_out_err) and out_err.sum() < plain_out_err.sum()
+    assert np.allclose(out_err, quantization_errors(rows, lo, hi, grid, True, moments).numpy())
