@@ -11,16 +11,16 @@ float ONNX model: output SQNR, top-1 agreement with the float model and test acc
   each weight channel's range for the smallest expected output error of its layer, from the layer
   input's second moments gathered during calibration) and entropy, and mse with
   ``weight_symmetry: search`` (each weight tensor may take an asymmetric grid when that clearly
-  lowers its error): the plain rows.
-  Then AdaRound, and AdaRound with bias correction, on the mse scheme (``--adaround-iterations``
-  per layer). Weights per output channel, symmetric (int8 or int4), activations uint8 asymmetric
-  per tensor, int32 biases.
+  lowers its error): the plain rows. Then AdaRound, and AdaRound with bias correction, on the mse
+  scheme (``--adaround-iterations`` per layer, 100 by default where the library's default is 500,
+  to keep the run short). Weights per output channel, symmetric (int8 or int4), activations uint8
+  asymmetric per tensor, int32 biases.
 - AIMET: ``aimet_onnx.QuantizationSimModel`` with its per-channel config
   (``default_config_per_channel.json``: weights symmetric per output channel for Conv/Gemm/MatMul,
   activations asymmetric, float biases) and the quant schemes min_max, tf_enhanced and percentile
   (the plain rows); then ``apply_adaround`` (on tf_enhanced; ``--aimet-adaround-iterations`` per
-  layer, 1000 by default: its recommendation, 10000 at 8 bits and 15000 below, would take far longer
-  than the rest of the run on two CPU cores; 0 selects it) and ``apply_seq_mse`` (on min_max, the
+  layer, 100 by default like ours: its recommendation, 10000 at 8 bits and 15000 below, would take
+  far longer than the rest of the run on two CPU cores; 0 selects it) and ``apply_seq_mse`` (on min_max, the
   scheme it requires, with its default 20 candidates). Exported with ``to_onnx_qdq``.
 - onnxruntime: ``quantize_static`` in QDQ format, per-channel weights (QInt8, or QInt4 at 4 bits),
   activations QUInt8, calibration methods MinMax, Entropy and Percentile.
@@ -30,7 +30,7 @@ best configuration >= AIMET's best, in output SQNR. Usage::
 
     pip install -c constraints.txt -r benchmarks/requirements-aimet.txt
     python benchmarks/quant_compare_aimet.py [--weight-bits 8,4] [--digits-calib-samples 200]
-                                             [--adaround-iterations 500] [--aimet-adaround-iterations N]
+                                             [--adaround-iterations 100] [--aimet-adaround-iterations 100]
                                              [--skip-aimet-adaround] [--output DIR]
 
 Writes its section of ``docs/quantization.md`` (between the markers below; the rest of the file is
@@ -236,10 +236,11 @@ def main() -> None:
     parser.add_argument("--weight-bits", default="8,4", help="weight bit widths (activations are 8-bit)")
     parser.add_argument("--digits-calib-samples", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--adaround-iterations", type=int, default=500, help="our AdaRound steps per layer")
-    parser.add_argument("--aimet-adaround-iterations", type=int, default=1000,
-                        help="AIMET AdaRound steps per layer; 0: its recommendation, 10000 at 8 bits and 15000 below, "
-                        "which takes far longer than the rest of the run on two CPU cores (default 1000)")
+    parser.add_argument("--adaround-iterations", type=int, default=100,
+                        help="our AdaRound steps per layer (default 100; the library's default is 500)")
+    parser.add_argument("--aimet-adaround-iterations", type=int, default=100,
+                        help="AIMET AdaRound steps per layer (default 100); 0: its recommendation, 10000 at 8 bits and "
+                        "15000 below, which takes far longer than the rest of the run on two CPU cores")
     parser.add_argument("--skip-aimet-adaround", action="store_true")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
     parser.add_argument("--seed", type=int, default=0)

@@ -166,6 +166,13 @@ def test_input_moments_give_the_expected_output_error() -> None:
     assert np.allclose(inputs.moments["conv"].output_errors(e_conv.reshape(4, -1)).numpy(), expected)
     assert inputs.moments["conv"].fits(e_conv.reshape(4, -1)) and not inputs.moments["conv"].fits(e)
 
+    strided = InputMoments(conv)  # 3 x 36 patches per batch, at most 50 kept: every third one
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("onnx2fx.quantization.weight_search.MAX_PATCHES", 50)
+        for image in images:
+            strided.observe(image)
+    assert strided.count == 2 * 36 and strided.matrix is not None
+
     wide = InputMoments(torch.nn.Linear(6, 3))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("onnx2fx.quantization.weight_search.FULL_MOMENTS", 4)

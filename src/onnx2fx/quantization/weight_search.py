@@ -12,8 +12,7 @@ The score is the squared weight error, or, when the layer's input statistics wer
 calibration (:class:`LayerInputs`, done for the ``mse`` weight scheme), the expected squared error
 of the layer's output, ``e^T E[x x^T] e``. The difference matters: a ReLU input is all positive and
 neighbouring pixels move together, so the *sum* of a channel's weight errors reaches the output as
-an offset, and a range that is best for the weights alone can be far from best for the output
-(``benchmarks/quant_compare_aimet.py`` measures both on the digits CNN).
+an offset, and a range that is best for the weights alone can be far from best for the output.
 
 The search is coarse-to-fine: ``coarse`` shrink factors of the smallest grid that covers the
 channel (``1`` down to ``floor``; a signed symmetric grid uses its extra negative level), then
@@ -155,9 +154,12 @@ def weight_encoding(weight: torch.Tensor, axis: int | None, onnx_axis: int | Non
 
 # ---------------------------------------------------------------------------------- layer inputs
 # A layer whose input patch has at most this many values gets the full second-moment matrix; a
-# larger one only the mean and mean square per input channel (a D x D matrix per layer would not
-# fit for wide layers).
-FULL_MOMENTS = 1024
+# larger one only the mean and mean square per input channel (a D x D matrix per layer costs
+# D^2 per patch to gather, which for wide layers would cost more than the layer itself).
+FULL_MOMENTS = 512
+# The full matrix is gathered from at most this many patches per batch (evenly strided): a 3x3
+# convolution over a large image has thousands of patches per image, far more than D^2 needs.
+MAX_PATCHES = 2048
 
 
 class InputMoments:
@@ -166,7 +168,8 @@ class InputMoments:
     ``E[(e . x)^2] = e^T E[x x^T] e``.
 
     The matrix ``E[x x^T]`` over the layer's input patch (``Conv2d``: the unfolded receptive field;
-    ``Linear``: the input features) is kept whole up to :data:`FULL_MOMENTS` values; above that it
+    ``Linear``: the input features) is kept whole up to :data:`FULL_MOMENTS` values (from at most
+    :data:`MAX_PATCHES` patches per batch); above that it
     is approximated by ``diag(var) + mean mean^T`` from per-input-channel statistics, which still
     sees the error's mean, the part a ReLU input (all positive) turns into an output offset.
     """
@@ -200,6 +203,8 @@ class InputMoments:
         width = channels.shape[1] * per_channel
         if width <= FULL_MOMENTS and (patches is not None or isinstance(m, nn.Linear)):
             assert patches is not None
+            if patches.shape[0] > MAX_PATCHES:
+                patches = patches[::-(-patches.shape[0] // MAX_PATCHES)]
             gram = patches.T.double() @ patches.double()
             self.matrix = gram if self.matrix is None else self.matrix + gram
             self.count += patches.shape[0]
