@@ -299,7 +299,7 @@ def ptq(
     scheme: Annotated[str | None, typer.Option("--scheme", help="Activation range calibration: minmax, percentile "
                                                "(the config's percentile, default 99.999 as in onnxruntime), mse "
                                                "(which also searches each weight channel's range for the smallest "
-                                               "output error) or entropy (default: the config's, else minmax).")] \
+                                               "output error) or entropy (default: the config's, else minmax).")]
     = None,
     w_bits: Annotated[int | None, typer.Option("--w-bits", help="Weight bit width: 4, 8 or 16.")] = None,
     a_bits: Annotated[int | None, typer.Option("--a-bits", help="Activation bit width: 4, 8 or 16.")] = None,
