@@ -904,6 +904,15 @@ def qft_markdown(q: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def aimet_section(path: Path) -> str:
+    """The section ``quant_compare_aimet.py`` generated in ``path`` (kept when this report is rewritten)."""
+    text = path.read_text() if path.exists() else ""
+    begin, end = "<!-- quant_compare_aimet: begin", "<!-- quant_compare_aimet: end -->"
+    if begin not in text or end not in text:
+        return ""
+    return "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+
+
 def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
 
@@ -1023,7 +1032,7 @@ def main() -> None:
     print()
     print(text)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(text + "\n")
+    args.markdown.write_text(text + "\n" + aimet_section(args.markdown))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2, default=lambda v: None) + "\n")
 

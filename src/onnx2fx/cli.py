@@ -303,8 +303,10 @@ def ptq(
                                                     "files or images, or one .npy/.npz file.")] = None,
     samples: Annotated[int, typer.Option("--samples", "-n", min=1, help="Calibration samples to use at most.")] = 512,
     scheme: Annotated[str | None, typer.Option("--scheme", help="Activation range calibration: minmax, percentile "
-                                               "(the config's percentile, default 99.999 as in onnxruntime), mse or "
-                                               "entropy (default: the config's, else minmax).")] = None,
+                                               "(the config's percentile, default 99.999 as in onnxruntime), mse "
+                                               "(which also searches each weight channel's range for the smallest "
+                                               "output error) or entropy (default: the config's, else minmax).")]
+    = None,
     w_bits: Annotated[int | None, typer.Option("--w-bits", help="Weight bit width: 4, 8 or 16.")] = None,
     a_bits: Annotated[int | None, typer.Option("--a-bits", help="Activation bit width: 4, 8 or 16.")] = None,
     per_channel: Annotated[bool | None, typer.Option("--per-channel/--per-tensor", help="Weight encodings per "

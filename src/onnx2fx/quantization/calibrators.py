@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .grid import Encoding, QuantGrid
+from .weight_search import channel_rows, search_ranges
 
 
 class Calibrator(ABC):
@@ -212,11 +213,11 @@ class MSECalibrator(HistogramCalibrator):
 
     def _best(self, candidates: list[tuple[float, float]], grid: QuantGrid, symmetric: bool) -> tuple[float, float]:
         """The candidate range whose realised grid has the smallest expected error (the first on ties)."""
-        encodings = [Encoding.from_range(a, b, grid, symmetric) for a, b in candidates]
-        lo = np.array([float(e.min[0]) for e in encodings])
-        hi = np.array([float(e.max[0]) for e in encodings])
-        step = np.array([float(e.scale[0]) for e in encodings])
-        return candidates[int(np.argmin(self.expected_errors(lo, hi, step)))]
+        # one vectorised encoding for all candidates (the same float32 grids as one at a time)
+        realised = Encoding.from_range(np.array([a for a, _ in candidates]), np.array([b for _, b in candidates]),
+                                       grid, symmetric)
+        step = realised.scale.astype(np.float64)
+        return candidates[int(np.argmin(self.expected_errors(realised.min, realised.max, step)))]
 
     def expected_errors(self, lo: np.ndarray, hi: np.ndarray, step: np.ndarray) -> np.ndarray:
         """Expected total squared error of each candidate grid ``[lo_i, hi_i]`` with step ``step_i``."""
@@ -302,34 +303,17 @@ def make_calibrator(scheme: str, *, percentile: float = 99.999, bins: int = 2048
 
 # ---------------------------------------------------------------------------------- weights
 def weight_ranges(weight: torch.Tensor, axis: int | None, grid: QuantGrid, symmetric: bool,
-                  scheme: str = "minmax", steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+                  scheme: str = "minmax") -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (``axis``) or per-tensor ``(lo, hi)`` of a weight tensor.
 
-    ``mse`` shrinks each channel's range by the factor (of ``steps`` candidates) that gives the
-    smallest squared error of the quantized weights; it is exact (no histogram), weights are small.
+    ``mse`` searches each channel's clipped range for the smallest squared error of the quantized
+    weights (:func:`.weight_search.search_ranges`); it is exact (no histogram), weights are small.
     """
-    w = weight.detach().float()
-    if axis is None:
-        w2 = w.reshape(1, -1)
-    else:
-        w2 = w.movedim(axis, 0).reshape(w.shape[axis], -1)
-    lo, hi = w2.amin(dim=1).clamp(max=0), w2.amax(dim=1).clamp(min=0)
+    rows = channel_rows(weight, axis)
     if scheme == "minmax":
-        return lo.double().numpy(), hi.double().numpy()
-    best_err = torch.full((w2.shape[0],), float("inf"), dtype=torch.float64)
-    best_lo, best_hi = lo.clone(), hi.clone()
-    for f in torch.linspace(1.0, 0.3, steps):
-        c_lo, c_hi = lo * f, hi * f
-        enc = Encoding.from_range(c_lo.double().numpy(), c_hi.double().numpy(), grid, symmetric)
-        scale = torch.from_numpy(enc.scale).unsqueeze(1)
-        zp = torch.from_numpy(enc.zero_point).float().unsqueeze(1)
-        q = (torch.round(w2 / scale) + zp).clamp(grid.qmin, grid.qmax)
-        err = ((q - zp) * scale - w2).double().square().sum(dim=1)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_lo = torch.where(better, c_lo, best_lo)
-        best_hi = torch.where(better, c_hi, best_hi)
-    return best_lo.double().numpy(), best_hi.double().numpy()
+        return rows.amin(dim=1).clamp(max=0).double().numpy(), rows.amax(dim=1).clamp(min=0).double().numpy()
+    lo, hi, _ = search_ranges(rows, grid, symmetric)
+    return lo, hi
 
 
 # ---------------------------------------------------------------------------------- helpers

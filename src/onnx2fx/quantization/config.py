@@ -9,6 +9,9 @@ in float. Every key is checked, so a typo is an error rather than a silently ign
     weights:     {bits: 8, symmetric: true, per_channel: true, scheme: minmax}
     activations: {bits: 8, symmetric: false}
     scheme: percentile          # activation calibration: minmax | percentile | mse | entropy
+    weight_scheme: auto         # weight ranges: minmax | mse (searched per channel, weight_search.py);
+                                # auto: mse when scheme is mse, else minmax
+    weight_symmetry: config     # config | search: per weight tensor, asymmetric when clearly better
     percentile: 99.999          # the default, as in onnxruntime
     minmax_ops: [Softmax]       # op types whose outputs keep their observed range under any scheme
     float_ops: [Softmax]        # ONNX op types left in float
@@ -32,7 +35,8 @@ from typing import Any
 from ..errors import QuantizationError
 
 SCHEMES = ("minmax", "percentile", "mse", "entropy")
-WEIGHT_SCHEMES = ("minmax", "mse")
+WEIGHT_SCHEMES = ("auto", "minmax", "mse")
+WEIGHT_SYMMETRIES = ("config", "search")
 BITS = (4, 8, 16)
 ENCODING_VERSIONS = ("0.6.1", "1.0.0", "2.0.0")
 
@@ -82,7 +86,8 @@ class QuantConfig:
     weights: QuantSpec = QuantSpec(bits=8, symmetric=True, per_channel=True)
     activations: QuantSpec = QuantSpec(bits=8, symmetric=False, per_channel=False)
     scheme: str = "minmax"
-    weight_scheme: str = "minmax"
+    weight_scheme: str = "auto"  # "auto": the searched weight ranges go with the mse scheme
+    weight_symmetry: str = "config"  # "search": each weight tensor may switch to an asymmetric grid
     percentile: float = 99.999  # onnxruntime's Percentile default
     bins: int = 2048
     bias_bits: int = 32
@@ -199,6 +204,9 @@ class QuantConfig:
             raise QuantizationError(f"scheme {self.scheme!r} is not one of {list(SCHEMES)}")
         if self.weight_scheme not in WEIGHT_SCHEMES:
             raise QuantizationError(f"weight_scheme {self.weight_scheme!r} is not one of {list(WEIGHT_SCHEMES)}")
+        if self.weight_symmetry not in WEIGHT_SYMMETRIES:
+            raise QuantizationError(f"weight_symmetry {self.weight_symmetry!r} is not one of "
+                                    f"{list(WEIGHT_SYMMETRIES)}")
         if not 50.0 < self.percentile <= 100.0:
             raise QuantizationError(f"percentile {self.percentile} must be in (50, 100]")
         if not 128 <= self.bins <= 1 << 16:
@@ -213,6 +221,14 @@ class QuantConfig:
                     spec.validate(f"{name}.{key}.{kind}")
 
     # ------------------------------------------------------------------------------ lookup
+    @property
+    def resolved_weight_scheme(self) -> str:
+        """How weight ranges are chosen: ``weight_scheme``, where ``auto`` follows the activation
+        scheme (``mse`` searches weights too; the other schemes keep min/max weights)."""
+        if self.weight_scheme != "auto":
+            return self.weight_scheme
+        return "mse" if self.scheme == "mse" else "minmax"
+
     def is_float(self, op_type: str, node_name: str) -> bool:
         """Whether the config leaves this ONNX node in float (no quantized output, no quantized weights)."""
         return op_type in self.float_ops or node_name in self.float_nodes

@@ -17,6 +17,7 @@ an error leaves no partial output.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -38,7 +39,7 @@ from .adaround import adaround as adaround_weights
 from .adaround import first_samples
 from .bias_correction import SAMPLES as BIAS_CORRECTION_SAMPLES
 from .bias_correction import correct_biases, keep_batches
-from .calibrators import make_calibrator, weight_ranges
+from .calibrators import make_calibrator
 from .cle import equalized_copy
 from .config import ENCODING_VERSIONS, QuantConfig
 from .data import CalibrationSource, ImageOptions, calibration_source, input_specs
@@ -51,6 +52,7 @@ from .integer import integer_model as convert_integer_model
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
 from .qdq import build_plan, compare_with_sim, write_qdq_model
+from .weight_search import LayerInputs, weight_encoding
 
 OUTPUT_FILES = ("model_ptq.pt", "encodings.json", "model_ptq.onnx", "report.json", "report.md", "report.html")
 
@@ -235,9 +237,12 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         data.batches, kept_batches = keep_batches(data.batches, min(samples, kept_samples))
 
     keep = eval_samples if eval_data is None else 0
-    calibration = _calibrate(sim, cfg, placement, data, samples, keep, _show_progress(progress))
+    # the searched weight ranges weigh each weight error by the layer's input statistics
+    layer_inputs = LayerInputs.of_weights(sim.gm, sim.weight_params) if cfg.resolved_weight_scheme == "mse" else None
+    with layer_inputs or contextlib.nullcontext():
+        calibration = _calibrate(sim, cfg, placement, data, samples, keep, _show_progress(progress))
     activation_encodings, shared, dropped = _activation_encodings(sim, placement, graph)
-    weight_encodings = _weight_encodings(sim, cfg)
+    weight_encodings = _weight_encodings(sim, cfg, layer_inputs)
     bias_encodings = _bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
     set_bias_encodings(sim, bias_encodings)  # the simulation adds the int32 biases the export stores
     quantized = {t: activation_encodings[t] for t in sim.activations if t in activation_encodings}
@@ -518,13 +523,15 @@ def _graph_order(graph: OnnxGraphView) -> list[str]:
     return [*graph.inputs, *(o for n in graph.nodes for o in n.outputs if o)]
 
 
-def _weight_encodings(sim: SimModel, config: QuantConfig) -> dict[str, Encoding]:
+def _weight_encodings(sim: SimModel, config: QuantConfig,
+                      layer_inputs: LayerInputs | None = None) -> dict[str, Encoding]:
     encodings = {}
     for initializer, quantizer in sim.weights.items():
         param = _param(sim, initializer)
-        grid = QuantGrid(quantizer.bits, quantizer.symmetric)
-        lo, hi = weight_ranges(param, quantizer.axis, grid, quantizer.symmetric, config.weight_scheme)
-        encoding = Encoding.from_range(lo, hi, grid, quantizer.symmetric, quantizer.onnx_axis)
+        encoding = weight_encoding(param, quantizer.axis, quantizer.onnx_axis, quantizer.bits, quantizer.symmetric,
+                                   config.resolved_weight_scheme, config.weight_symmetry,
+                                   layer_inputs.moments.get(initializer) if layer_inputs else None)
+        quantizer.symmetric = encoding.symmetric  # weight_symmetry "search" may pick an asymmetric grid
         quantizer.set_encoding(encoding)
         encodings[initializer] = quantizer.encoding()
     return encodings

@@ -1,0 +1,266 @@
+"""Weight range search: per output channel, the clipping range whose quantized weights change the
+layer's output least, and (when the config allows it) the choice between a symmetric and an
+asymmetric grid per tensor.
+
+Weights are static, so the search is exact: every candidate range is realised as the encoding the
+export writes (float32 scale, rounded zero point) and scored on the weights it reproduces, all
+channels at once. Plain min/max keeps the largest weight of each channel exact and pays for it with
+a coarse step for every other weight; at 4 bits (15 steps) one outlier per channel costs most of a
+layer's signal, and clipping it is cheaper than the rounding noise it causes.
+
+The score is the squared weight error, or, when the layer's input statistics were gathered during
+calibration (:class:`LayerInputs`, done for the ``mse`` weight scheme), the expected squared error
+of the layer's output, ``e^T E[x x^T] e``. The difference matters: a ReLU input is all positive and
+neighbouring pixels move together, so the *sum* of a channel's weight errors reaches the output as
+an offset, and a range that is best for the weights alone can be far from best for the output.
+
+The search is coarse-to-fine: ``coarse`` shrink factors of the smallest grid that covers the
+channel (``1`` down to ``floor``; a signed symmetric grid uses its extra negative level), then
+``fine`` factors within one coarse step of each channel's best. Asymmetric grids then move each end
+on its own (one round of coordinate descent: the low end with the high end fixed, then the high
+end), since a skewed channel wants a different clip on each side. The min/max encoding is always a
+candidate, so the result never scores worse than min/max.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .grid import Encoding, QuantGrid
+
+# An asymmetric grid costs integer kernels a zero-point correction per output channel: it is chosen
+# over the configured symmetric grid only when it removes at least this share of the weight error.
+ASYMMETRIC_GAIN = 0.1
+
+
+def channel_rows(weight: torch.Tensor, axis: int | None) -> torch.Tensor:
+    """``weight`` as ``(channels, values)`` float32 rows: one row per channel along ``axis``, or a
+    single row for a per-tensor encoding."""
+    w = weight.detach().float()
+    if axis is None:
+        return w.reshape(1, -1)
+    return w.movedim(axis, 0).reshape(w.shape[axis], -1)
+
+
+def quantization_errors(rows: torch.Tensor, lo: np.ndarray, hi: np.ndarray, grid: QuantGrid,
+                        symmetric: bool, moments: InputMoments | None = None) -> torch.Tensor:
+    """Error per channel of ``rows`` on the realised encodings of ``[lo, hi]`` (float64): the
+    squared weight error, or with ``moments`` the expected squared error it causes in the layer's
+    output, ``e^T E[x x^T] e`` (see :class:`InputMoments`)."""
+    enc = Encoding.from_range(lo, hi, grid, symmetric)
+    scale = torch.from_numpy(enc.scale).unsqueeze(1)
+    zero_point = torch.from_numpy(enc.zero_point.astype(np.float32)).unsqueeze(1)
+    # in place: this runs once per candidate over every weight of the layer
+    diff = torch.div(rows, scale).round_().add_(zero_point).clamp_(grid.qmin, grid.qmax)
+    diff.sub_(zero_point).mul_(scale).sub_(rows)
+    if moments is not None:
+        return moments.output_errors(diff)
+    return diff.square_().sum(dim=1, dtype=torch.float64)
+
+
+def search_ranges(rows: torch.Tensor, grid: QuantGrid, symmetric: bool, coarse: int = 20, fine: int = 11,
+                  floor: float = 0.1, moments: InputMoments | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lo, hi, error)`` per row: the clipped range with the smallest squared weight error (or,
+    with ``moments``, the smallest expected squared error of the layer's output).
+
+    Ranges always contain zero (zero must be exact); ``error`` is the squared error of the chosen
+    encoding, per row, so two grids can be compared on the same weights.
+    """
+    lo0 = rows.amin(dim=1).clamp(max=0).double().numpy()
+    hi0 = rows.amax(dim=1).clamp(min=0).double().numpy()
+    # what the minmax weight scheme writes (+-absmax on a symmetric grid): the search starts there
+    minmax = (-np.maximum(-lo0, hi0), np.maximum(-lo0, hi0)) if symmetric else (lo0.copy(), hi0.copy())
+    if symmetric:  # one scale for both sides: shrink both ends together
+        # the smallest signed grid [qmin, qmax] x scale that covers the channel uses its extra
+        # negative level: scale = max(-lo / -qmin, hi / qmax) (an unsigned grid starts at zero)
+        magnitude = np.maximum(-lo0 * grid.qmax / -grid.qmin, hi0) if grid.signed else np.maximum(-lo0, hi0)
+        lo0, hi0 = -magnitude, magnitude
+    best_lo, best_hi = minmax
+    best_err = quantization_errors(rows, best_lo, best_hi, grid, symmetric, moments).numpy()
+
+    def consider(lo: np.ndarray, hi: np.ndarray) -> None:
+        err = quantization_errors(rows, lo, hi, grid, symmetric, moments).numpy()
+        better = err < best_err
+        best_err[better] = err[better]
+        best_lo[better] = lo[better]
+        best_hi[better] = hi[better]
+
+    def search(factors_of: np.ndarray, side: str) -> None:
+        """Try every factor in ``factors_of`` (rows: candidates, columns: channels) on ``side``."""
+        base_lo, base_hi = best_lo.copy(), best_hi.copy()
+        for factors in factors_of:
+            lo = lo0 * factors if side in ("both", "lo") else base_lo
+            hi = hi0 * factors if side in ("both", "hi") else base_hi
+            consider(lo, hi)
+
+    def ratio(value: np.ndarray, full: np.ndarray) -> np.ndarray:
+        return np.divide(value, full, out=np.ones_like(full), where=full != 0)
+
+    channels = rows.shape[0]
+    step = (1.0 - floor) / coarse
+    coarse_factors = np.repeat(np.linspace(1.0, floor, coarse + 1)[:, None], channels, axis=1)
+    search(coarse_factors, "both")
+    best_f = ratio(best_hi, hi0) if symmetric else np.maximum(ratio(best_lo, lo0), ratio(best_hi, hi0))
+    search(np.clip(best_f[None, :] + np.linspace(-step, step, fine)[:, None], floor / 2, 1.0), "both")
+    if not symmetric:
+        for side, full in (("lo", lo0), ("hi", hi0)):
+            search(coarse_factors, side)
+            f = ratio(best_lo if side == "lo" else best_hi, full)
+            search(np.clip(f[None, :] + np.linspace(-step, step, fine)[:, None], floor / 2, 1.0), side)
+    return best_lo, best_hi, best_err
+
+
+def searched_encoding(weight: torch.Tensor, axis: int | None, onnx_axis: int | None, bits: int, symmetric: bool,
+                      choose_symmetry: bool = False, moments: InputMoments | None = None) -> Encoding:
+    """The encoding of ``weight`` from :func:`search_ranges`, per channel along ``axis`` (torch layout;
+    ``onnx_axis`` is the same axis in the ONNX initializer).
+
+    With ``choose_symmetry`` a symmetric configuration may become asymmetric for this tensor (on the
+    unsigned grid), when that removes at least :data:`ASYMMETRIC_GAIN` of the squared error.
+    """
+    rows = channel_rows(weight, axis)
+    grid = QuantGrid(bits, symmetric)
+    if moments is not None and not moments.fits(rows):
+        moments = None
+    lo, hi, err = search_ranges(rows, grid, symmetric, moments=moments)
+    if choose_symmetry and symmetric:
+        other = QuantGrid(bits, False)
+        a_lo, a_hi, a_err = search_ranges(rows, other, False, moments=moments)
+        if a_err.sum() < (1.0 - ASYMMETRIC_GAIN) * err.sum():
+            return Encoding.from_range(a_lo, a_hi, other, False, onnx_axis)
+    return Encoding.from_range(lo, hi, grid, symmetric, onnx_axis)
+
+
+def weight_encoding(weight: torch.Tensor, axis: int | None, onnx_axis: int | None, bits: int, symmetric: bool,
+                    scheme: str, symmetry: str = "config", moments: InputMoments | None = None) -> Encoding:
+    """The encoding of one weight tensor under the config's resolved ``weight_scheme`` (``minmax``
+    or ``mse``) and ``weight_symmetry`` (``config`` keeps the configured grid, ``search`` lets the
+    searched range pick an asymmetric grid when it is clearly better)."""
+    if scheme == "minmax":
+        rows = channel_rows(weight, axis)
+        lo = rows.amin(dim=1).clamp(max=0).double().numpy()
+        hi = rows.amax(dim=1).clamp(min=0).double().numpy()
+        return Encoding.from_range(lo, hi, QuantGrid(bits, symmetric), symmetric, onnx_axis)
+    if scheme != "mse":
+        raise ValueError(f"unknown weight scheme {scheme!r}")
+    return searched_encoding(weight, axis, onnx_axis, bits, symmetric, choose_symmetry=symmetry == "search",
+                             moments=moments)
+
+
+# ---------------------------------------------------------------------------------- layer inputs
+# A layer whose input patch has at most this many values gets the full second-moment matrix; a
+# larger one only the mean and mean square per input channel (a D x D matrix per layer costs
+# D^2 per patch to gather, which for wide layers would cost more than the layer itself).
+FULL_MOMENTS = 512
+# The full matrix is gathered from at most this many patches per batch (evenly strided): a 3x3
+# convolution over a large image has thousands of patches per image, far more than D^2 needs.
+MAX_PATCHES = 2048
+
+
+class InputMoments:
+    """Second moments of one layer's input, gathered during calibration, so that the weight search
+    can score a weight error ``e`` (one row per output channel) by what it does to the output:
+    ``E[(e . x)^2] = e^T E[x x^T] e``.
+
+    The matrix ``E[x x^T]`` over the layer's input patch (``Conv2d``: the unfolded receptive field;
+    ``Linear``: the input features) is kept whole up to :data:`FULL_MOMENTS` values (from at most
+    :data:`MAX_PATCHES` patches per batch); above that it
+    is approximated by ``diag(var) + mean mean^T`` from per-input-channel statistics, which still
+    sees the error's mean, the part a ReLU input (all positive) turns into an output offset.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.count = 0
+        self.matrix: torch.Tensor | None = None  # sum of x x^T (full) ...
+        self.sums: torch.Tensor | None = None  # ... or sums of x and x^2 per input channel
+        self.squares: torch.Tensor | None = None
+        self.per_channel = 1  # patch values per input channel (the kernel size of a convolution)
+
+    @staticmethod
+    def supports(module: nn.Module) -> bool:
+        return (isinstance(module, nn.Linear)
+                or (isinstance(module, nn.Conv2d) and module.groups == 1 and isinstance(module.padding, tuple)))
+
+    def observe(self, x: torch.Tensor) -> None:
+        x = x.detach().float()
+        m = self.module
+        if isinstance(m, nn.Linear):
+            patches = x.reshape(-1, x.shape[-1])
+            channels, per_channel = patches, 1
+        else:
+            channels = x.movedim(1, -1).reshape(-1, x.shape[1])
+            per_channel = int(np.prod(m.kernel_size))
+            patches = None
+            if x.shape[1] * per_channel <= FULL_MOMENTS:
+                cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, D, L)
+                patches = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        width = channels.shape[1] * per_channel
+        if width <= FULL_MOMENTS and (patches is not None or isinstance(m, nn.Linear)):
+            assert patches is not None
+            if patches.shape[0] > MAX_PATCHES:
+                patches = patches[::-(-patches.shape[0] // MAX_PATCHES)]
+            gram = patches.T.double() @ patches.double()
+            self.matrix = gram if self.matrix is None else self.matrix + gram
+            self.count += patches.shape[0]
+            return
+        s = channels.double().sum(dim=0)
+        q = channels.double().square().sum(dim=0)
+        self.sums = s if self.sums is None else self.sums + s
+        self.squares = q if self.squares is None else self.squares + q
+        self.count += channels.shape[0]
+        self.per_channel = per_channel
+
+    def fits(self, rows: torch.Tensor) -> bool:
+        """Whether these statistics describe ``rows`` (output channels x input patch)."""
+        if self.count == 0:
+            return False
+        if self.matrix is not None:
+            return rows.shape[1] == self.matrix.shape[0]
+        return self.sums is not None and rows.shape[1] == self.sums.numel() * self.per_channel
+
+    def output_errors(self, diff: torch.Tensor) -> torch.Tensor:
+        """``e^T E[x x^T] e`` for every row ``e`` of ``diff`` (float64)."""
+        e = diff.double()
+        if self.matrix is not None:
+            return ((e @ (self.matrix / self.count)) * e).sum(dim=1)
+        assert self.sums is not None and self.squares is not None
+        mean = (self.sums / self.count).repeat_interleave(self.per_channel)
+        var = (self.squares / self.count).repeat_interleave(self.per_channel) - mean.square()
+        return e.square() @ var.clamp(min=0) + (e @ mean).square()
+
+
+class LayerInputs:
+    """Gathers :class:`InputMoments` for the layers whose weights are quantized, while the
+    calibration batches run (forward pre-hooks; the model runs in float then)."""
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        self.moments = {name: InputMoments(m) for name, m in modules.items() if InputMoments.supports(m)}
+        self._handles: list[Any] = []
+
+    @classmethod
+    def of_weights(cls, gm: nn.Module, weight_params: dict[str, str]) -> LayerInputs:
+        """One entry per weight initializer that is the ``weight`` of a supported layer of ``gm``
+        (``weight_params``: initializer -> parameter name)."""
+        modules = {}
+        for initializer, param in weight_params.items():
+            path, _, attr = param.rpartition(".")
+            if attr == "weight" and path:
+                modules[initializer] = gm.get_submodule(path)
+        return cls(modules)
+
+    def __enter__(self) -> LayerInputs:
+        for moments in self.moments.values():
+            self._handles.append(moments.module.register_forward_pre_hook(
+                lambda _module, args, moments=moments: moments.observe(args[0])))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()

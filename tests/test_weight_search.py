@@ -1,0 +1,202 @@
+"""Weight range search: per-channel clipping that lowers the weight error, the ranges it picks on
+hand-made tensors, the symmetric/asymmetric choice, and a QDQ file with searched encodings that
+onnxruntime runs as the simulation does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from digits import train_digits, within_one_step
+
+from onnx2fx.errors import QuantizationError
+from onnx2fx.quantization import Encoding, QuantConfig, QuantGrid, ptq
+from onnx2fx.quantization.qdq import ort_session
+from onnx2fx.quantization.weight_search import (
+    InputMoments,
+    LayerInputs,
+    channel_rows,
+    quantization_errors,
+    search_ranges,
+    searched_encoding,
+    weight_encoding,
+)
+from onnx2fx.validator import load_torch_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def weight_encodings(result: Any) -> dict[str, Encoding]:
+    """The weight encodings of a PTQ result (its parameter encodings less the int32 biases)."""
+    return {name: e for name, e in result.param_encodings.items() if e.grid.bits != 32}
+
+
+def _minmax_error(rows: torch.Tensor, grid: QuantGrid, symmetric: bool) -> np.ndarray:
+    lo = rows.amin(dim=1).clamp(max=0).double().numpy()
+    hi = rows.amax(dim=1).clamp(min=0).double().numpy()
+    return quantization_errors(rows, lo, hi, grid, symmetric).numpy()
+
+
+def test_search_beats_minmax_on_channels_with_outliers() -> None:
+    """Gaussian channels (576 weights, sigma 0.05) with one weight of 0.3 each: at 4 bits the search
+    clips every outlier and halves the squared error of every channel; at 8 bits it lowers the error
+    and never does worse than min/max in any channel."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(scale=0.05, size=(16, 64, 3, 3)).astype(np.float32)
+    w.reshape(16, -1)[:, 0] = 0.3 * np.where(np.arange(16) % 2 == 0, 1.0, -1.0)  # an outlier per channel
+    rows = channel_rows(torch.from_numpy(w), 0)
+    for bits, gain in ((4, 2.0), (8, 1.0)):
+        grid = QuantGrid(bits, True)
+        lo, hi, err = search_ranges(rows, grid, True)
+        minmax = _minmax_error(rows, grid, True)
+        assert np.all(err <= minmax) and err.sum() * gain < minmax.sum()
+        assert np.allclose(err, quantization_errors(rows, lo, hi, grid, True).numpy())
+        assert np.all(-lo == hi) and np.all(hi <= 0.3 + 1e-7)
+        if bits == 4:
+            assert np.all(err * 1.5 < minmax) and np.all(hi < 0.2)
+
+
+def test_searched_ranges_of_a_hand_made_tensor() -> None:
+    """Seventy weights of 0.1 and one of 1.4, at 4 bits.
+
+    Symmetric (qmax 7): a step s in (1/15, 0.2) rounds 0.1 to one step and clips 1.4 to 7 s, so the
+    error is 70 (s - 0.1)^2 + (1.4 - 7 s)^2, smallest at s = 33.6 / 238: the range is +-7 s = 0.98824
+    (found to within the fine search step, 0.9 / 20 / 5 of the min/max range). Asymmetric (15 steps
+    over [0, hi]): any clip makes the error grow, so the min/max range [0, 1.4] stays.
+    A row already on its min/max grid (k / 7) keeps its range exactly, and a zero row stays zero.
+    """
+    row = torch.tensor([0.1] * 70 + [1.4])
+    on_grid = torch.arange(-7, 8, dtype=torch.float32) / 7
+    rows = torch.stack([row, torch.cat([on_grid, torch.zeros(56)]),
+                        torch.zeros(71)])
+    lo, hi, err = search_ranges(rows, QuantGrid(4, True), True)
+    assert hi[0] == pytest.approx(7 * 33.6 / 238, abs=1.4 * 0.009) and lo[0] == -hi[0]
+    assert (lo[1], hi[1]) == (-1.0, 1.0) and err[1] == pytest.approx(0.0, abs=1e-12)
+    assert (lo[2], hi[2], err[2]) == (0.0, 0.0, 0.0)
+    a_lo, a_hi, a_err = search_ranges(rows[:1], QuantGrid(4, False), False)
+    assert (a_lo[0], a_hi[0]) == (0.0, pytest.approx(1.4))
+    assert a_err[0] == pytest.approx(70 * (1.4 / 15 - 0.1) ** 2, rel=1e-4)
+    # the symmetric optimum costs 70 (s - 0.1)^2 + (1.4 - 7 s)^2 at s = 33.6 / 238: 0.288
+    assert err[0] == pytest.approx(0.288, abs=0.002)
+
+    # weight_symmetry "search" takes the asymmetric grid for this tensor; "config" keeps symmetric
+    chosen = searched_encoding(row.reshape(1, -1), 0, 0, 4, True, choose_symmetry=True)
+    assert not chosen.symmetric and chosen.grid == QuantGrid(4, False) and chosen.zero_point.tolist() == [0]
+    assert chosen.scale[0] == np.float32(1.4 / 15)
+    kept = searched_encoding(row.reshape(1, -1), 0, 0, 4, True)
+    assert kept.symmetric and kept.grid == QuantGrid(4, True)
+    # a symmetric tensor keeps its symmetric grid even when the choice is allowed
+    both = searched_encoding(on_grid.reshape(1, -1), 0, 0, 4, True, choose_symmetry=True)
+    assert both.symmetric and both.scale[0] == np.float32(1 / 7)
+
+
+def test_weight_scheme_follows_the_activation_scheme_and_is_checked() -> None:
+    assert QuantConfig().resolved_weight_scheme == "minmax"
+    assert QuantConfig(scheme="mse").resolved_weight_scheme == "mse"
+    assert QuantConfig(scheme="mse", weight_scheme="minmax").resolved_weight_scheme == "minmax"
+    assert QuantConfig(scheme="percentile", weight_scheme="mse").resolved_weight_scheme == "mse"
+    with pytest.raises(QuantizationError, match=r"weight_symmetry 'maybe' is not one of \['config', 'search'\]"):
+        QuantConfig.from_dict({"weight_symmetry": "maybe"})
+    w = torch.tensor([[0.5, -1.0], [0.25, 0.0]])
+    minmax = weight_encoding(w, 0, 0, 8, True, "minmax")
+    assert np.array_equal(minmax.scale, np.array([1.0 / 127, 0.25 / 127], dtype=np.float32))
+    with pytest.raises(ValueError, match="unknown weight scheme 'kl'"):
+        weight_encoding(w, 0, 0, 8, True, "kl")
+
+
+def test_qdq_with_searched_weight_encodings_matches_the_simulation(tmp_path: Path) -> None:
+    """The digits CNN at W4A8 with the mse scheme (searched weights) and the asymmetric choice allowed:
+    the weight encodings are clipped against min/max, the QDQ file stores them, and onnxruntime
+    computes what the simulation computes."""
+    digits = train_digits(tmp_path)
+    out = tmp_path / "quantized"
+    result = ptq(digits.model, digits.x_train[:200], output_dir=out, config=QuantConfig(weight_symmetry="search"),
+                 scheme="mse", weight_bits=4, samples=200, batch_size=25, progress=False)
+    assert result.report["qdq"]["within_one_step"] >= 0.999
+    source = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(tmp_path / "digits.onnx")).graph.initializer}
+    shrunk = 0
+    for name, encoding in weight_encodings(result).items():
+        weight = torch.from_numpy(source[name].copy())
+        minmax = weight_encoding(weight, encoding.axis, encoding.axis, 4, encoding.symmetric, "minmax")
+        assert np.all(encoding.scale <= minmax.scale)  # the search only ever clips
+        shrunk += int((encoding.scale < minmax.scale).sum())
+    assert shrunk > 0
+    x = digits.x_test
+    ort_out = ort_session(out / "model_ptq.onnx", optimized=False).run(None, {"image": x})[0]
+    with torch.no_grad():
+        sim_out = load_torch_model(out / "model_ptq.pt")(torch.from_numpy(x)).numpy()
+    step = float(result.activation_encodings["logits"].scale[0])
+    assert within_one_step(ort_out, sim_out, step) >= 0.999
+    assert (ort_out.argmax(1) == digits.y_test).mean() > digits.float_acc - 0.03
+    # the QDQ file stores the searched weight scales
+    qdq = onnx.load(str(out / "model_ptq.onnx"))
+    written = [onnx.numpy_helper.to_array(i).reshape(-1) for i in qdq.graph.initializer
+               if i.data_type == onnx.TensorProto.FLOAT]
+    for encoding in weight_encodings(result).values():
+        assert any(v.size == encoding.scale.size and np.array_equal(v, encoding.scale) for v in written)
+
+
+def test_input_moments_give_the_expected_output_error() -> None:
+    """``e^T E[x x^T] e`` from the gathered moments is the mean squared output of the layer run with the
+    weight error ``e`` as its weights: exactly for a Linear and an unfolded Conv2d (padding included);
+    the per-channel approximation of wide layers keeps the variance and the mean of the error."""
+    rng = np.random.default_rng(0)
+    linear = torch.nn.Linear(6, 3)
+    conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+    xs = [torch.from_numpy(rng.normal(loc=0.5, size=(5, 6)).astype(np.float32)) for _ in range(2)]
+    images = [torch.from_numpy(rng.uniform(size=(3, 2, 6, 6)).astype(np.float32)) for _ in range(2)]
+    inputs = LayerInputs({"fc": linear, "conv": conv, "grouped": torch.nn.Conv2d(2, 2, 1, groups=2)})
+    assert sorted(inputs.moments) == ["conv", "fc"]  # grouped convolutions are not covered
+    with inputs, torch.no_grad():
+        for x, image in zip(xs, images, strict=True):
+            linear(x)
+            conv(image)
+    linear(xs[0])  # hooks are gone after the block
+    e = torch.from_numpy(rng.normal(size=(3, 6)))
+    x = torch.cat(xs).double()
+    assert np.allclose(inputs.moments["fc"].output_errors(e).numpy(), ((x @ e.T) ** 2).mean(dim=0).numpy())
+    assert inputs.moments["fc"].count == 10
+    e_conv = torch.from_numpy(rng.normal(size=(4, 2, 3, 3)))
+    out = torch.nn.functional.conv2d(torch.cat(images).double(), e_conv, padding=1)
+    expected = out.square().mean(dim=(0, 2, 3)).numpy()
+    assert np.allclose(inputs.moments["conv"].output_errors(e_conv.reshape(4, -1)).numpy(), expected)
+    assert inputs.moments["conv"].fits(e_conv.reshape(4, -1)) and not inputs.moments["conv"].fits(e)
+
+    strided = InputMoments(conv)  # 3 x 36 patches per batch, at most 50 kept: every third one
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("onnx2fx.quantization.weight_search.MAX_PATCHES", 50)
+        for image in images:
+            strided.observe(image)
+    assert strided.count == 2 * 36 and strided.matrix is not None
+
+    wide = InputMoments(torch.nn.Linear(6, 3))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("onnx2fx.quantization.weight_search.FULL_MOMENTS", 4)
+        for part in xs:
+            wide.observe(part)
+    assert wide.matrix is None
+    mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)
+    approx = (e.square() @ var) + (e @ mean).square()
+    assert np.allclose(wide.output_errors(e).numpy(), approx.numpy())
+
+
+def test_search_with_moments_lowers_the_output_error() -> None:
+    """With inputs of large mean (a ReLU output), the range that minimises the output error differs from
+    the one that minimises the weight error, and the search finds one at least as good for the output."""
+    rng = np.random.default_rng(1)
+    layer = torch.nn.Linear(32, 8)
+    inputs = LayerInputs({"fc": layer})
+    with inputs, torch.no_grad():
+        layer(torch.from_numpy(np.maximum(rng.normal(loc=1.0, size=(256, 32)), 0).astype(np.float32)))
+    moments = inputs.moments["fc"]
+    rows = channel_rows(layer.weight, 0)
+    grid = QuantGrid(4, True)
+    lo, hi, out_err = search_ranges(rows, grid, True, moments=moments)
+    w_lo, w_hi, _ = search_ranges(rows, grid, True)
+    plain_out_err = quantization_errors(rows, w_lo, w_hi, grid, True, moments).numpy()
+    assert np.all(out_err <= plain_out_err) and out_err.sum() < plain_out_err.sum()
+    assert np.allclose(out_err, quantization_errors(rows, lo, hi, grid, True, moments).numpy())
