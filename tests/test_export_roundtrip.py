@@ -124,9 +124,6 @@ def test_lstm_and_gru_with_the_torchscript_exporter(tmp_path: Path) -> None:
     assert [c.label for c in result.checks] == ["base sizes", "batch=3"]
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(reason="the converted model itself freezes the sequence length (a conversion-time size, 64, "
-                   "in a Reshape after nn.LSTM / nn.GRU); the round trip's second size finds it", strict=False)
 def test_lstm_and_gru_with_dynamic_sequence_length(tmp_path: Path) -> None:
     source = _source(tmp_path, _Recurrent(), torch.randn(2, 7, 4), {"pixels": {0: "batch", 1: "steps"}},
                      ["sequence", "state"])
