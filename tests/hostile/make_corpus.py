@@ -23,29 +23,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, when run as a script
+from wire_encoding import field_bytes, field_varint, key, varint  # noqa: E402
 
 # --- protobuf wire encoding ------------------------------------------------------------------------
-def varint(value: int) -> bytes:
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
-def key(number: int, wire_type: int) -> bytes:
-    return varint(number << 3 | wire_type)
 
 
-def field_varint(number: int, value: int) -> bytes:
-    return key(number, 0) + varint(value)
 
 
-def field_bytes(number: int, payload: bytes) -> bytes:
-    return key(number, 2) + varint(len(payload)) + payload
 
 
 def opset(version: int = 18, domain: str = "") -> bytes:
