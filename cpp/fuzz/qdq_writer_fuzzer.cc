@@ -15,26 +15,14 @@
 #include "onnx/errors.h"
 #include "onnx/model_reader.h"
 #include "writer/qdq_writer.h"
+#include "tests/model_builder.h"
 #include "writer/wire_writer.h"
 
 namespace {
 
 using namespace onnx2fx;
+using namespace onnx2fx::test_models;
 namespace fs = std::filesystem;
-
-wire::Writer value_info(std::string_view name) {
-  wire::Writer info;
-  info.string(1, name);
-  return info;
-}
-
-wire::Writer node(std::string_view op_type, std::initializer_list<std::string_view> inputs, std::string_view output) {
-  wire::Writer message;
-  for (std::string_view input : inputs) message.string(1, input);
-  message.string(2, output);
-  message.string(4, op_type);
-  return message;
-}
 
 wire::Writer float_tensor(std::string_view name, std::initializer_list<std::int64_t> dims, const std::vector<float>& values) {
   wire::Writer tensor;

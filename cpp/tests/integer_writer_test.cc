@@ -13,26 +13,14 @@
 #include "passes/check_graph.h"
 #include "tests/check.h"
 #include "writer/integer_writer.h"
+#include "tests/model_builder.h"
 #include "writer/wire_writer.h"
 
 namespace {
 
 using namespace onnx2fx;
+using namespace onnx2fx::test_models;
 namespace fs = std::filesystem;
-
-wire::Writer value_info(std::string_view name) {
-  wire::Writer info;
-  info.string(1, name);
-  return info;
-}
-
-wire::Writer node(std::string_view op_type, std::initializer_list<std::string_view> inputs, std::string_view output) {
-  wire::Writer message;
-  for (std::string_view input : inputs) message.string(1, input);
-  message.string(2, output);
-  message.string(4, op_type);
-  return message;
-}
 
 // y = `last`(Relu(MatMul(x, w))) with w = [[0.5, -1.0], [2.0, 0.25]] (float32), opset 17.
 std::vector<std::byte> matmul_model(std::string_view last) {
@@ -66,17 +54,6 @@ struct Folder {
   ~Folder() { fs::remove_all(path); }
   std::size_t entries() const { return static_cast<std::size_t>(std::distance(fs::directory_iterator(path), {})); }
 };
-
-void write_file(const fs::path& path, const std::vector<std::byte>& data) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(data.data()),
-                                              static_cast<std::streamsize>(data.size()));
-}
-
-std::vector<std::string> op_types(const Graph& graph) {
-  std::vector<std::string> ops;
-  for (const auto& node : graph.nodes) ops.push_back(node->op_type);
-  return ops;
-}
 
 // x: uint8 scale 0.02 zp 128; w: int8 per column, scales 0.02, 0.01; relu output y: uint8 scale 0.05 zp 0.
 QdqPlan plan(std::string_view output = "y") {
