@@ -417,6 +417,6 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: make_corpus.py OUT_DIR")
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit("usage: make_corpus.py OUT_DIR  (writes one folder per hostile case and cases.json)")
     main(Path(sys.argv[1]))
