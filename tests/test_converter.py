@@ -171,3 +171,19 @@ def test_external_data_model_converts(tmp_path: Path) -> None:
     assert (path.parent / "weights.bin").stat().st_size > 0
     x = np.random.default_rng(6).standard_normal((3, 4)).astype(np.float32)
     check_conversion(path, {"x": x})
+
+
+def test_layers_named_like_module_attributes_do_not_replace_them() -> None:
+    """A Gemm node called "forward" becomes a layer attribute; it must not shadow nn.Module.forward
+    (found by the converter fuzz harness: the traced forward called itself)."""
+    import torch
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 4], [0.1] * 8)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["forward"], name="forward", transB=1),
+             helper.make_node("Relu", ["forward"], ["y"], name="training")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 17)])
+    gm = OnnxToFxConverter(model).convert()
+    torch.testing.assert_close(gm(torch.ones(1, 4)), torch.full((1, 2), 0.4))

@@ -199,7 +199,9 @@ def test_the_base_models_convert():
         OnnxToFxConverter(data).convert()
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
+# The suite's run is the same every time (derandomized): a finding fails it on every machine, not
+# by chance; ONNX2FX_FUZZ_RANDOM=1 explores new inputs (the long runs in docs/security.md).
+@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=not os.environ.get("ONNX2FX_FUZZ_RANDOM"),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutated_models())
 def test_conversion_succeeds_or_raises_a_documented_error(data: bytes):

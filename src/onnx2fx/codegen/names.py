@@ -12,11 +12,15 @@ import builtins
 import keyword
 import re
 
+import torch
+
 _NON_IDENT = re.compile(r"[^0-9a-zA-Z_]+")
 _REPEATED_UNDERSCORE = re.compile(r"_+")
 _NOISE_SUFFIX = re.compile(r"_output_\d+$|_output$")
 MAX_IDENTIFIER_LENGTH = 48
-_RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) | {
+# Layers become attributes of the generated nn.Module: a layer called "forward" or "training" would
+# replace the module's own, so nn.Module's attribute names are reserved too.
+_RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) | set(dir(torch.nn.Module)) | {
     "self", "torch", "nn", "F", "math", "json", "os", "Model", "load_model",
 }
 
