@@ -28,6 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from support import FLOAT32_TOLERANCE_PERCENT, ort_run, relative_error_percent
 
 from onnx2fx import OnnxToFxConverter
+from onnx2fx.errors import ConversionError
 from onnx2fx.lowering import OTHER_DIM_HINT
 
 RNG = np.random.default_rng(13)
@@ -335,3 +336,34 @@ def test_two_dimensions_an_op_equates_are_checked_at_run_time() -> None:
         _assert_matches_onnxruntime(model, gm, {"x": RNG.standard_normal(shape).astype(np.float32)})
     with pytest.raises(AssertionError, match=re.escape("input 'x' dimension 1 must be equal to input 'x' dimension 2")):
         gm(torch.zeros(1, 5, 6))
+    converter = OnnxToFxConverter(model)
+    converter.convert()
+    assert converter.conversion_record()["specialised_dimensions"] == [
+        {"input": "x", "axis": 1, "size": {"input": "x", "axis": 2}, "node": "Add_1"}]
+
+
+def test_a_kernel_longer_than_the_first_assumed_length_converts() -> None:
+    """An STFT-like front end: a 200-tap strided convolution of a dynamic length. Torch checks the
+    kernel against the assumed length (64), so lowering starts over at the next assumed size."""
+    weight = RNG.standard_normal((8, 1, 200)).astype(np.float32)
+    nodes = [helper.make_node("Unsqueeze", ["x", "axis"], ["u"]),
+             helper.make_node("Conv", ["u", "w"], ["y"], strides=[50])]
+    model = _model(nodes, {"x": (TensorProto.FLOAT, ["batch", "samples"])},
+                   initializers={"axis": np.array([1]), "w": weight})
+    gm, source, warnings = _convert(model)
+    assert warnings == [] and "_assert" not in source
+    feeds = [{"x": RNG.standard_normal((b, n)).astype(np.float32)} for b, n in ((1, 251), (3, 457), (2, 1601))]
+    _check_sizes(model, gm, feeds, ({0: Dim.DYNAMIC, 1: Dim.DYNAMIC},))
+
+
+def test_a_size_check_failing_at_every_assumed_length_names_the_sizes_tried() -> None:
+    weight = RNG.standard_normal((1, 1, 5000)).astype(np.float32)
+    nodes = [helper.make_node("Unsqueeze", ["x", "axis"], ["u"]), helper.make_node("Conv", ["u", "w"], ["y"])]
+    model = _model(nodes, {"x": (TensorProto.FLOAT, ["batch", "samples"])},
+                   initializers={"axis": np.array([1]), "w": weight})
+    with pytest.raises(ConversionError, match=r"Kernel size can't be greater than actual input size \(dynamic "
+                                              r"dimensions were traced at 64, 256, 512, 1024 in turn and failed at "
+                                              r"each; --shape NAME=\.\.\. fixes an input's sizes\)"):
+        OnnxToFxConverter(model).convert()
+    gm = OnnxToFxConverter(model, input_shapes={"x": [1, 6000]}).convert()
+    assert tuple(gm(torch.zeros(1, 6000)).shape) == (1, 1, 1001)

@@ -406,6 +406,16 @@ def test_clip_bounds_from_inputs() -> None:
     run([node("Clip", ["x", "lo", "hi"])], feeds, opset=13, dynamic=False)
 
 
+@pytest.mark.parametrize("hi", [np.inf, 0.25, -1.0], ids=["inf", "finite", "below-min"])
+def test_clip_computed_min_constant_max(hi: float) -> None:
+    """A computed min with a constant max (log-mel's ``clip(x, max(x) - 80, inf)``): torch.clamp
+    rejects a tensor and a number together under torch.export, and a min above the max gives the max."""
+    nodes = [node("ReduceMax", ["x"], ["m"], keepdims=0), node("Sub", ["m", "eighty"], ["lo"]),
+             node("Clip", ["x", "lo", "hi"])]
+    run(nodes, {"x": rand(2, 5, low=-100, high=10)}, opset=13,
+        initializers={"eighty": np.array(80.0, np.float32), "hi": np.array(hi, np.float32)}, dynamic=False)
+
+
 @pytest.mark.parametrize("attrs", [{}, {"alpha": 1 / 6, "beta": 0.5}, {"alpha": 0.3, "beta": 0.4}],
                          ids=["default", "torch-hardsigmoid", "custom"])
 def test_hard_sigmoid(attrs: dict[str, float]) -> None:

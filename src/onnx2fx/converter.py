@@ -26,7 +26,7 @@ import torch
 import torch.fx
 
 from . import _core
-from .codegen.emitter import EmittedModule
+from .codegen.emitter import DynamicDim, EmittedModule
 from .codegen.render import RenderedModule, render
 from .errors import ConversionError
 from .fx_tracer import OriginMap, onnx_origin_table, trace_with_origins
@@ -102,7 +102,8 @@ class OnnxToFxConverter:
             "conversion_seconds": round(time.perf_counter() - start, 4),
             "warnings": list(emitted.warnings),
             # Dynamic input dimensions an op fixed to one size (model.py checks them at run time).
-            "specialised_dimensions": [{"input": s.dim.onnx_name, "axis": s.dim.axis, "size": s.value,
+            # "size" is a number, or {"input", "axis"} where the dimension must equal another one.
+            "specialised_dimensions": [{"input": s.dim.onnx_name, "axis": s.dim.axis, "size": _size_record(s.value),
                                         "node": s.node} for s in emitted.specialisations],
         }
         self.result = ConversionResult(gm, module, rendered.source, emitted, info)
@@ -252,6 +253,10 @@ def _replace_folder_contents(staging: Path, out: Path) -> None:
         raise NotADirectoryError(f"output path {out} exists and is not a folder")
     for item in staging.iterdir():
         os.replace(item, out / item.name)
+
+
+def _size_record(value: int | DynamicDim) -> int | dict[str, Any]:
+    return value if isinstance(value, int) else {"input": value.onnx_name, "axis": value.axis}
 
 
 def _op_counts(core_model: Any) -> dict[str, int]:

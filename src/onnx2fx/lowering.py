@@ -24,7 +24,12 @@ from .tensors import ONNX_TO_TORCH, ONNX_TYPE_NAMES, SUB_BYTE_STORAGE, to_torch,
 
 # Size assumed for a dynamic dimension while shapes are propagated (the code stays symbolic).
 BATCH_HINT = 2
-OTHER_DIM_HINT = 64
+# Torch checks some sizes on the assumed value rather than symbolically: a convolution's kernel
+# against its input length, a reflect pad against the padded size, a squeeze of a dimension that
+# is 1 only for realistic lengths. When lowering fails on one assumed size for the non-batch
+# dimensions, it starts over with the next; the generated code is symbolic whichever succeeds.
+OTHER_DIM_HINTS = (64, 256, 512, 1024)
+OTHER_DIM_HINT = OTHER_DIM_HINTS[0]
 
 
 def attribute_value(attr: Any) -> Any:
@@ -59,9 +64,10 @@ def input_shape(value_info: Any, override: Sequence[int] | None) -> list[int | N
     return [d if isinstance(d, int) and d >= 0 else None for d in shape]
 
 
-def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None]) -> torch.Tensor:
+def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None],
+               other_dim_hint: int = OTHER_DIM_HINT) -> torch.Tensor:
     dtype = torch_dtype(value_info.type.elem_type, f"graph input {value_info.name!r}")
-    hints = [d if d is not None else (BATCH_HINT if i == 0 else OTHER_DIM_HINT) for i, d in enumerate(shape)]
+    hints = [d if d is not None else (BATCH_HINT if i == 0 else other_dim_hint) for i, d in enumerate(shape)]
     dynamic = [DimDynamic.STATIC if d is not None else DimDynamic.DYNAMIC for d in shape]
     try:  # never written, so the pages are not touched; an impossible size fails here
         example = torch.empty(hints, dtype=dtype)
@@ -73,7 +79,43 @@ def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None]) -> to
 
 
 def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> EmittedModule:
-    """Lower the main graph of a core ``Model`` into an emitted module."""
+    """Lower the main graph of a core ``Model`` into an emitted module.
+
+    A model with dynamic non-batch dimensions whose lowering fails on the first assumed size is
+    lowered again on each larger one of ``OTHER_DIM_HINTS``; the first error is the one raised
+    when none succeeds, with the sizes tried added to its message."""
+    first_error: ConversionError | None = None
+    tried: list[int] = []
+    for hint in OTHER_DIM_HINTS:
+        try:
+            return _lower_graph_at(model, input_shapes, hint)
+        except UnsupportedOperatorError:
+            raise
+        except ConversionError as exc:
+            first_error = first_error or exc
+            tried.append(hint)
+            if not _has_dynamic_non_batch_dim(model, input_shapes) or "too large to trace" in str(exc):
+                break
+    assert first_error is not None
+    if len(tried) > 1 and first_error.args and isinstance(first_error.args[0], str):
+        sizes = ", ".join(str(h) for h in tried)
+        first_error.args = (f"{first_error.args[0]} (dynamic dimensions were traced at {sizes} in turn and "
+                            "failed at each; --shape NAME=... fixes an input's sizes)", *first_error.args[1:])
+    raise first_error
+
+
+def _has_dynamic_non_batch_dim(model: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> bool:
+    fixed = set(input_shapes or {})
+    for vi in model.graph.inputs:
+        if vi.name in fixed or vi.type.kind != "tensor" or vi.type.shape is None:
+            continue
+        if any(not (isinstance(d, int) and d >= 0) for d in list(vi.type.shape)[1:]):
+            return True
+    return False
+
+
+def _lower_graph_at(model: Any, input_shapes: Mapping[str, Sequence[int]] | None,
+                    other_dim_hint: int) -> EmittedModule:
     input_shapes = dict(input_shapes or {})
     graph = model.graph
     emitter = Emitter()
@@ -96,7 +138,7 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
             continue
         shape = input_shape(vi, input_shapes.pop(vi.name, None))
         shapes[vi.name] = shape
-        value = emitter.graph_input(vi.name, fake_input(emitter, vi, shape))
+        value = emitter.graph_input(vi.name, fake_input(emitter, vi, shape, other_dim_hint))
         env[vi.name] = value
         inputs.append(value)
         input_onnx.append(vi.name)

@@ -306,7 +306,19 @@ def _clamp(g: Emitter, x: Value, lo: object, hi: object) -> Value:
         return x
     if lo == 0.0 and hi is None:
         return g.call("torch.relu", x)
+    if lo == float("-inf"):
+        lo = None
+    if hi == float("inf"):
+        hi = None
+    if isinstance(lo, Value) != isinstance(hi, Value) and lo is not None and hi is not None:
+        # torch.clamp takes two tensors or two numbers; one of each is rejected by torch.export.
+        # Clamping in turn keeps Clip's rule that a min above the max gives the max.
+        return g.call("torch.clamp", g.call("torch.clamp", x, min=lo), max=hi)
     if isinstance(lo, Value) or isinstance(hi, Value):
+        if hi is None:
+            return g.call("torch.clamp", x, min=lo)
+        if lo is None:
+            return g.call("torch.clamp", x, max=hi)
         return g.call("torch.clamp", x, lo, hi)
     if hi is None:
         return g.call("torch.clamp", x, min=lo)
