@@ -6,8 +6,10 @@ plus the tensors for its parameters, which :mod:`onnx2fx.codegen.render` turns i
 
 from __future__ import annotations
 
+import gc
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +90,8 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
     tried: list[int] = []
     for hint in OTHER_DIM_HINTS:
         try:
-            return _lower_graph_at(model, input_shapes, hint)
+            with _cyclic_collection_paused():
+                return _lower_graph_at(model, input_shapes, hint)
         except UnsupportedOperatorError:
             raise
         except ConversionError as exc:
@@ -102,6 +105,21 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
         first_error.args = (f"{first_error.args[0]} (dynamic dimensions were traced at {sizes} in turn and "
                             "failed at each; --shape NAME=... fixes an input's sizes)", *first_error.args[1:])
     raise first_error
+
+
+@contextmanager
+def _cyclic_collection_paused() -> Iterator[None]:
+    """Python's cycle collector off while lowering. Fake tensors and size expressions make many
+    small objects, and full collections over torch's and sympy's heap took most of the time of
+    converting a model with dynamic dimensions (1.2 s of 1.5 s on a two-block transformer).
+    Reference counting still frees everything acyclic; cycles are collected after lowering."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _has_dynamic_non_batch_dim(model: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> bool:
