@@ -74,8 +74,8 @@ def run_one(key: str, compile_max_nodes: int | None = None) -> dict[str, Any]:
     record["file_bytes"] = path.stat().st_size
     nodes = sum(record["ops"].values())
     run_compile = compile_max_nodes is None or nodes <= compile_max_nodes
-    record.update(check_file(entry, path, export=True, compile_backend=COMPILE_BACKEND if run_compile else None)
-                  .to_json())
+    record.update(check_file(entry, path, export=True, compile_backend=COMPILE_BACKEND if run_compile else None,
+                             onnx_roundtrip=True).to_json())
     if not run_compile:
         record["compile"] = f"not run ({nodes} nodes > --compile-max-nodes {compile_max_nodes})"
     return record
@@ -116,7 +116,7 @@ def _fmt_error(value: float | None) -> str:
 
 
 def _status(text: str) -> str:
-    return "ok" if text == "ok" else ("–" if text.startswith("not run") else "✗")
+    return "ok" if text == "ok" or text.startswith("ok (") else ("–" if text.startswith("not run") else "✗")
 
 
 def write_doc(records: list[dict[str, Any]], environment: dict[str, str]) -> str:
@@ -134,7 +134,8 @@ def write_doc(records: list[dict[str, Any]], environment: dict[str, str]) -> str
         f"Each file is converted once, then at every size: torch vs onnxruntime (relative error = max|torch − ort|"
         f" / max|ort| × 100, worst output; pass ≤ {TOLERANCE_PERCENT:g} %), `torch.fx.symbolic_trace`, `torch.export`"
         f" with the axes that vary across the sizes as `Dim.DYNAMIC`, and `torch.compile(backend=\"{COMPILE_BACKEND}\","
-        " dynamic=True)`, each compared with onnxruntime at every size.",
+        " dynamic=True)`, each compared with onnxruntime at every size; finally `onnx2fx export` writes the converted"
+        " module back to ONNX (`ONNX` column) and that file runs in onnxruntime at every size against the source.",
         "",
         f"Environment: {', '.join(f'{k} {v}' for k, v in environment.items())}.",
         "",
@@ -142,8 +143,8 @@ def write_doc(records: list[dict[str, Any]], environment: dict[str, str]) -> str
         + ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items(), key=lambda kv: -kv[1])) + ".",
         "",
         "| file | package | task | exporter / opset | ops | sizes tried | rel. error per size (%) | trace | export |"
-        " compile | convert (s) | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " compile | ONNX | convert (s) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     failures = []
     for record in records:
@@ -160,6 +161,7 @@ def write_doc(records: list[dict[str, Any]], environment: dict[str, str]) -> str
             f"| `{entry.key}` | {entry.requirement} | {entry.task} | {exporter} | {sum(ops.values())} |"
             f" {tried} | {errors} | {_status(record.get('trace', 'not run'))} |"
             f" {_status(record.get('export', 'not run'))} | {_status(record.get('compile', 'not run'))} |"
+            f" {_status(record.get('onnx', 'not run'))} |"
             f" {record['conversion_seconds'] if record.get('converted') else '–'} | {verdict(record)} |")
         for problem in _problems(record, entry):
             failures.append(f"- `{entry.key}`: {problem}")
@@ -198,8 +200,8 @@ def _problems(record: dict[str, Any], entry: CorpusFile) -> list[str]:
             problems.append(f"at {label}, onnxruntime itself rejects the input (the model's limit): {size['reason']}")
         elif size["status"] != "ok":
             problems.append(f"at {label}, {size['status']}: {size['reason']}{known}")
-    for stage in ("trace", "export", "compile"):
-        if record[stage].startswith("failed"):
+    for stage in ("trace", "export", "compile", "onnx"):
+        if record.get(stage, "not run").startswith("failed"):
             limit = f" — torch's limit: {entry.export_limit}" if stage == "export" and entry.export_limit else ""
             problems.append(f"{stage} {record[stage]}{limit}")
     return problems

@@ -117,6 +117,28 @@ def test_dynamic_spatial_dims(tmp_path: Path) -> None:
     assert _dims(exported.graph.output[0]) == ["n", 2, "height", "width"]
 
 
+def test_run_time_same_padding_and_an_output_named_like_an_exported_node(tmp_path: Path) -> None:
+    """A Keras-style graph: SAME pooling over run-time sizes (its ceil division must stay exact at
+    odd sizes once exported, where ONNX's integer Div truncates) and an output called ``conv2d``,
+    the name the dynamo exporter gives its first convolution."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["pixels", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"),
+         helper.make_node("Relu", ["p"], ["conv2d"])],
+        "keras_like", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 3, "height", "width"])],
+        [helper.make_tensor_value_info("conv2d", TensorProto.FLOAT, None)], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source = tmp_path / "source.onnx"
+    onnx.save(model, str(source))
+    _, result = _roundtrip(tmp_path, source, input_shapes={"pixels": [1, 3, 20, 24]})
+    assert result.exporter == "dynamo"
+    assert [c.label for c in result.checks] == ["base sizes", "n=3", "height=33", "width=33"]
+
+
 def test_lstm_and_gru_with_the_torchscript_exporter(tmp_path: Path) -> None:
     source = _source(tmp_path, _Recurrent(), torch.randn(2, 7, 4), {"pixels": {0: "batch"}}, ["sequence", "state"])
     _, result = _roundtrip(tmp_path, source, dynamo=False)

@@ -124,6 +124,7 @@ class FileResult:
     trace: str = "not run"  # ok | failed: reason
     export: str = "not run"
     compile: str = "not run"
+    onnx: str = "not run"  # onnx2fx.export_onnx back to ONNX, run in onnxruntime: ok (exporter) | failed: reason
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
     def to_json(self) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def _worst(errors: Mapping[str, float]) -> float:
 
 
 def check_file(entry: CorpusFile, path: Path, *, export: bool = True, compile_backend: str | None = None,
-               on_size: Callable[[SizeResult], None] | None = None) -> FileResult:
+               onnx_roundtrip: bool = False, on_size: Callable[[SizeResult], None] | None = None) -> FileResult:
     """Convert ``path`` once and check it at every size of ``entry``; never raises for the
     model's own failures (they are recorded with their reasons)."""
     result = FileResult(entry.key)
@@ -201,7 +202,42 @@ def check_file(entry: CorpusFile, path: Path, *, export: bool = True, compile_ba
         result.compile = _check_variant(cases, output_names, "compile_error",
                                         lambda: torch.compile(gm, backend=compile_backend, dynamic=True))
         result.seconds["compile"] = round(time.perf_counter() - mark, 2)
+    mark = time.perf_counter()
+    if onnx_roundtrip:
+        result.onnx = _check_onnx_roundtrip(gm, path, cases, output_names)
+        result.seconds["onnx"] = round(time.perf_counter() - mark, 2)
     return result
+
+
+def _check_onnx_roundtrip(gm: torch.fx.GraphModule, path: Path,
+                          cases: Sequence[tuple[SizeResult, dict[str, np.ndarray], list[np.ndarray]]],
+                          output_names: Sequence[str]) -> str:
+    """Export the converted module back to ONNX (the source's names and dynamic dimensions, the
+    largest case as the example) and compare the file in onnxruntime with the source at every size."""
+    import tempfile
+
+    from onnx2fx.export import export_onnx
+
+    example = max((c[1] for c in cases), key=lambda feeds: sum(a.size for a in feeds.values()))
+    shapes = {name: list(array.shape) for name, array in example.items()}
+    with tempfile.TemporaryDirectory(prefix="onnx2fx-roundtrip-") as folder:
+        try:
+            exported = export_onnx(gm, Path(folder) / "model.onnx", source=path, input_shapes=shapes,
+                                   validate=False)
+            session = ort_session(exported.path)
+        except Exception as error:  # noqa: BLE001
+            return f"failed: {reason(error)}"
+        failures = []
+        for size_result, feeds, expected in cases:
+            try:
+                produced = session.run(list(output_names), feeds)
+                worst = _worst(errors_against(expected, produced, output_names))
+            except Exception as error:  # noqa: BLE001
+                failures.append(f"{size_result.sizes}: {reason(error)}")
+                continue
+            if worst > TOLERANCE_PERCENT and size_result.status == "ok":
+                failures.append(f"{size_result.sizes}: relative error {worst:.3g} %")
+    return f"ok ({exported.exporter})" if not failures else "failed: " + "; ".join(failures)
 
 
 def _ort_noise(path: Path, feeds: Mapping[str, np.ndarray], expected: Sequence[np.ndarray],

@@ -250,9 +250,61 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], in
             axes[axis] = symbols[dim_param]
         dynamic.append(axes or None)
     kwargs: dict[str, Any] = {"opset_version": opset} if opset else {}
-    program = torch.onnx.export(module, inputs, dynamo=True, input_names=input_names, output_names=output_names,
-                                dynamic_shapes=tuple(dynamic) if symbols else None, verbose=False, **kwargs)
-    return program.model_proto
+    program = torch.onnx.export(module, inputs, dynamo=True, dynamic_shapes=tuple(dynamic) if symbols else None,
+                                verbose=False, **kwargs)
+    proto = program.model_proto
+    _rename_interface(proto, input_names, output_names)
+    return proto
+
+
+def _rename_interface(proto: onnx.ModelProto, input_names: Sequence[str], output_names: Sequence[str]) -> None:
+    """Give the graph's inputs and outputs the source's names.
+
+    The dynamo exporter names internal values after FX nodes, which can be a source output's name
+    (``conv2d_4``); renaming only the outputs would define that name twice. Internal values that
+    hold a wanted name move aside first; an output that is also an input, or another output, gets
+    its own value through an Identity."""
+    graph = proto.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    wanted: dict[str, str] = {v.name: new for v, new in zip(inputs, input_names)}
+    for index, (v, new) in enumerate(zip(graph.output, output_names)):
+        if v.name in wanted:  # the same value already gets a name: give this output its own value
+            own = f"{v.name}__output_{index}"
+            graph.node.append(onnx.helper.make_node("Identity", [v.name], [own]))
+            v.name = own
+        wanted[v.name] = new
+    taken = _value_names(graph) | set(wanted.values())
+    mapping = dict(wanted)
+    for name in _value_names(graph):
+        if name not in wanted and name in set(wanted.values()):
+            fresh, k = f"{name}_internal", 1
+            while fresh in taken:
+                fresh, k = f"{name}_internal_{k}", k + 1
+            taken.add(fresh)
+            mapping[name] = fresh
+    _apply_renames(graph, mapping)
+
+
+def _value_names(graph: onnx.GraphProto) -> set[str]:
+    names = {v.name for v in (*graph.input, *graph.output, *graph.value_info)} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(n for n in (*node.input, *node.output) if n)
+        for attr in node.attribute:
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                names |= _value_names(sub)
+    return names
+
+
+def _apply_renames(graph: onnx.GraphProto, mapping: Mapping[str, str]) -> None:
+    for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        v.name = mapping.get(v.name, v.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) if n else n for n in node.input]
+        node.output[:] = [mapping.get(n, n) if n else n for n in node.output]
+        for attr in node.attribute:
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                _apply_renames(sub, mapping)
 
 
 def _identifier(name: str) -> str:

@@ -43,7 +43,9 @@ def _same_pad(x: torch.Tensor, kernel: list[int], strides: list[int], dilations:
     pads: list[int] = []
     for axis in range(len(kernel) - 1, -1, -1):  # F.pad takes the last dim first
         size, k, s, d = x.shape[2 + axis], kernel[axis], strides[axis], dilations[axis]
-        total = torch.sym_max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        # ceil(size / s) written with non-negative operands: exported to ONNX, // becomes a Div
+        # that truncates, which equals floor only when neither side is negative.
+        total = torch.sym_max(((size + s - 1) // s - 1) * s + (k - 1) * d + 1 - size, 0)
         small, large = total // 2, total - total // 2
         pads += [small, large] if upper else [large, small]
     return torch.nn.functional.pad(x, pads, value=value)
