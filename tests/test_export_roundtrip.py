@@ -139,6 +139,31 @@ def test_run_time_same_padding_and_an_output_named_like_an_exported_node(tmp_pat
     assert [c.label for c in result.checks] == ["base sizes", "n=3", "height=33", "width=33"]
 
 
+def test_paddle_style_unknown_sizes(tmp_path: Path) -> None:
+    """paddle2onnx writes an unknown batch as ``dim_value: -1`` and every unknown spatial size as
+    ``dim_param: "?"``: all three are dynamic, and the two ``?`` are not one size."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    pixels = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "?", "?"])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "paddle_like", [pixels], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source = tmp_path / "source.onnx"
+    onnx.save(model, str(source))
+    out = tmp_path / "converted"
+    convert_and_save(source, out)
+    result = export_onnx(out, tmp_path / "exported.onnx", input_shapes={"x": [1, 3, 20, 24]})
+    assert result.dynamic_dims == {"x": {0: "x_dim0", 2: "x_dim2", 3: "x_dim3"}}
+    assert [c.label for c in result.checks] == ["base sizes", "x_dim0=3", "x_dim2=33", "x_dim3=33"]
+    assert result.relative_error <= GATE_PERCENT, result.checks
+    session = ort.InferenceSession(str(tmp_path / "exported.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"x": np.zeros((2, 3, 17, 9), np.float32)})[0].shape == (2, 4, 17, 9)
+
+
 def test_lstm_and_gru_with_the_torchscript_exporter(tmp_path: Path) -> None:
     source = _source(tmp_path, _Recurrent(), torch.randn(2, 7, 4), {"pixels": {0: "batch"}}, ["sequence", "state"])
     _, result = _roundtrip(tmp_path, source, dynamo=False)

@@ -167,9 +167,20 @@ def _dynamic_dims(src: _Source) -> dict[str, dict[int, str]]:
     dims: dict[str, dict[int, str]] = {}
     for v in src.inputs:
         for axis, d in enumerate(v.type.tensor_type.shape.dim):
-            if not d.HasField("dim_value"):
-                dims.setdefault(v.name, {})[axis] = d.dim_param or f"{v.name}_dim{axis}"
+            if _is_dynamic(d):
+                dims.setdefault(v.name, {})[axis] = _dim_name(d) or f"{v.name}_dim{axis}"
     return dims
+
+
+def _is_dynamic(d: onnx.TensorShapeProto.Dimension) -> bool:
+    """Paddle's exporter writes an unknown size as ``dim_value: -1``."""
+    return not d.HasField("dim_value") or d.dim_value < 0
+
+
+def _dim_name(d: onnx.TensorShapeProto.Dimension) -> str:
+    """The dimension's symbol, or "" when it has none: an exporter's placeholder such as ``?``
+    names no symbol (two ``?`` dimensions are not the same size)."""
+    return d.dim_param if d.HasField("dim_param") and re.search(r"\w", d.dim_param) else ""
 
 
 def _base_shapes(src: _Source, overrides: Mapping[str, Sequence[int]] | None) -> dict[str, list[int]]:
@@ -181,18 +192,18 @@ def _base_shapes(src: _Source, overrides: Mapping[str, Sequence[int]] | None) ->
         if overrides and v.name in overrides:
             shapes[v.name] = [int(s) for s in overrides[v.name]]
             for axis, d in enumerate(v.type.tensor_type.shape.dim):
-                if d.dim_param and axis < len(shapes[v.name]):
-                    chosen.setdefault(d.dim_param, shapes[v.name][axis])
+                if _dim_name(d) and axis < len(shapes[v.name]):
+                    chosen.setdefault(_dim_name(d), shapes[v.name][axis])
     for v in src.inputs:
         if v.name in shapes:
             continue
         sizes = []
         for axis, d in enumerate(v.type.tensor_type.shape.dim):
-            if d.HasField("dim_value"):
+            if not _is_dynamic(d):
                 sizes.append(int(d.dim_value))
             else:
                 default = BATCH_SIZE if axis == 0 else OTHER_DIM_SIZE
-                sizes.append(chosen.setdefault(d.dim_param, default) if d.dim_param else default)
+                sizes.append(chosen.setdefault(_dim_name(d), default) if _dim_name(d) else default)
         shapes[v.name] = sizes
     return shapes
 

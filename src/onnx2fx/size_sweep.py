@@ -12,6 +12,7 @@ alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,7 +91,7 @@ def dynamic_dimensions(specs: Sequence[Any], input_shapes: Mapping[str, Sequence
         for axis, d in enumerate(spec.shape):
             if _static(d):
                 continue
-            if isinstance(d, str) and d:
+            if isinstance(d, str) and re.search(r"\w", d):  # "?" is a placeholder, not a shared name
                 if d not in named:
                     named[d] = []
                     dims.append(d)
