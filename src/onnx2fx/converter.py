@@ -28,8 +28,9 @@ import torch.fx
 from . import _core
 from .codegen.emitter import DynamicDim, EmittedModule
 from .codegen.render import RenderedModule, render
+from .conversion_record import ConversionRecord, attach_conversion_record
 from .errors import ConversionError
-from .fx_tracer import OriginMap, onnx_origin_table, trace_with_origins
+from .fx_tracer import OriginMap, node_origins, onnx_origin_table, trace_with_origins
 from .lowering import lower_graph
 
 __all__ = ["OnnxToFxConverter", "ConversionResult", "convert_onnx_to_fx", "load_core_model"]
@@ -85,10 +86,8 @@ class OnnxToFxConverter:
         gm = trace_with_origins(module, origins)
         gm.eval()
         # Pickled with model_full.pt: quantization needs the source graph and where weights came from.
-        gm.onnx_source = os.path.abspath(self.source_model) if isinstance(self.source_model, (str, os.PathLike)) \
-            else None
-        gm.onnx_parameters = {name: {"initializer": o.initializer, "transform": o.transform}
-                              for name, o in emitted.parameter_origins.items()}
+        source = os.path.abspath(self.source_model) if isinstance(self.source_model, (str, os.PathLike)) else None
+        attach_conversion_record(gm, ConversionRecord(source, dict(emitted.parameter_origins), node_origins(gm)))
         info = {
             "source": _source_name(self.source_model),
             "ir_version": core_model.ir_version,

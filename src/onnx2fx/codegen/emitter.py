@@ -24,6 +24,7 @@ from torch import nn
 from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from ..conversion_record import ParameterOrigin
 from ..errors import ConversionError, UnsupportedOperatorError
 from .names import NameScope, sanitize
 from .shape_env import ConversionShapeEnv, SpecialisationRefused
@@ -65,14 +66,6 @@ class ForwardLine:
     text: str
     node: str | None  # ONNX node name this line belongs to
     targets: list[str] = field(default_factory=list)  # local variables the line assigns
-
-
-@dataclass
-class ParameterOrigin:
-    """Where a parameter or buffer of the generated module comes from in the ONNX file."""
-
-    initializer: str | None
-    transform: str | None = None  # e.g. "transpose" when the parameter is B^T of a Gemm
 
 
 @dataclass

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.fx
 
+from ..conversion_record import conversion_record
 from ..errors import Onnx2FxError, QuantizationError
 from .adaround import SAMPLES as ADAROUND_SAMPLES
 from .adaround import adaround as adaround_weights
@@ -336,6 +337,7 @@ def _load_model(model: Any, loader: Any) -> tuple[torch.fx.GraphModule, Path | N
     if not any("onnx_outputs" in n.meta for n in model.graph.nodes):
         raise QuantizationError("the GraphModule carries no ONNX origins (node.meta['onnx_outputs']): convert the "
                                 "model with onnx2fx and load model_full.pt with onnx2fx.validator.load_torch_model")
+    conversion_record(model)  # placement, weights and the export all need it
     if any(isinstance(m, FakeQuantize) for m in model.modules()):
         raise QuantizationError("the model is already quantized (it contains fake-quant modules)")
     return model, path
@@ -347,7 +349,7 @@ def _source_onnx(gm: torch.fx.GraphModule, onnx_path: Any) -> Path:
         if not path.is_file():
             raise QuantizationError(f"source ONNX model {path} does not exist")
         return path.resolve()
-    recorded = getattr(gm, "onnx_source", None)
+    recorded = conversion_record(gm).source
     if not recorded:
         raise QuantizationError("the model does not record its source ONNX file (it was converted from an "
                                 "in-memory model): pass it with --onnx / onnx_path")
@@ -503,7 +505,7 @@ def _remove_quantizer_node(gm: torch.fx.GraphModule, quantizer: FakeQuantize) ->
         if node.op == "call_module" and gm.get_submodule(node.target) is quantizer:
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
-            gm.onnx_origins.pop(node.name, None)
+            conversion_record(gm).node_origins.pop(node.name, None)
             container, _, key = node.target.rpartition(".")
             delattr(gm.get_submodule(container), key)
     gm.recompile()
@@ -560,7 +562,7 @@ def _param(sim: SimModel, initializer: str) -> torch.Tensor:
 def _fx_onnx_names(gm: torch.fx.GraphModule) -> list[str]:
     """The ONNX tensor and initializer names the GraphModule refers to (all must be in the source)."""
     names = [t for n in gm.graph.nodes for t in (n.meta.get("onnx_outputs") or [])]
-    names += [o["initializer"] for o in (getattr(gm, "onnx_parameters", None) or {}).values() if o.get("initializer")]
+    names += [o.initializer for o in conversion_record(gm).parameters.values() if o.initializer]
     return names
 
 

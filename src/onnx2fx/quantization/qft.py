@@ -35,7 +35,6 @@ initializers holding values in the 4-bit range; ``encodings.json`` records bit w
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -50,6 +49,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from ..conversion_record import conversion_record, copy_converted, find_conversion_record
 from ..errors import Onnx2FxError, QuantizationError
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
@@ -335,23 +335,22 @@ def _load_ptq_folder(folder: Path, loader: Any) -> dict[str, Any]:
 def _from_result(result: PTQResult) -> dict[str, Any]:
     """Start from an in-memory PTQ result (its simulated model is copied, not trained in place)."""
     from ..fx_tracer import restore_origins
-    from .fake_quant import ORIGIN_ATTRIBUTES
 
-    sim = copy.deepcopy(result.sim_model)
-    for attr in ORIGIN_ATTRIBUTES:
-        if hasattr(result.sim_model, attr):
-            setattr(sim, attr, copy.deepcopy(getattr(result.sim_model, attr)))
+    sim = copy_converted(result.sim_model)
     restore_origins(sim)
     return {"sim": sim, "document": result.encodings(), "config": result.config,
             "encoding_version": result.encoding_version, "ptq_report": result.report, "where": "the PTQ result"}
 
 
 def _check_same_model(teacher: torch.fx.GraphModule, sim: torch.fx.GraphModule) -> None:
-    ours = {n: o.get("initializer") for n, o in (getattr(teacher, "onnx_parameters", None) or {}).items()}
-    theirs = {n: o.get("initializer") for n, o in (getattr(sim, "onnx_parameters", None) or {}).items()}
-    if ours != theirs:
+    if _initializers_by_parameter(teacher) != _initializers_by_parameter(sim):
         raise QuantizationError("the PTQ model in --from was not made from this float model (their parameters and "
                                 "ONNX initializers differ)")
+
+
+def _initializers_by_parameter(gm: torch.fx.GraphModule) -> dict[str, str | None]:
+    record = find_conversion_record(gm)
+    return {name: origin.initializer for name, origin in (record.parameters if record is not None else {}).items()}
 
 
 def _check_encodings(document: Mapping[str, Any], current: tuple[dict[str, Encoding], ...], where: str) -> None:
@@ -398,8 +397,7 @@ def _sim_model(gm: torch.fx.GraphModule, graph: OnnxGraphView, activation_names:
             module = gm.get_submodule(node.target)
             if isinstance(module, FakeQuantize) and module.kind == "activation" and node.args:
                 after[node.args[0]] = module  # type: ignore[index]
-    parameters = {o["initializer"]: name for name, o in (getattr(gm, "onnx_parameters", None) or {}).items()
-                  if o.get("initializer")}
+    parameters = {o.initializer: name for name, o in conversion_record(gm).parameters.items() if o.initializer}
     for module in gm.modules():
         if not isinstance(module, FakeQuantize):
             continue
@@ -455,12 +453,12 @@ def _param(sim: SimModel, initializer: str) -> nn.Parameter:
 def _weight_values(sim: SimModel, graph: OnnxGraphView) -> dict[str, np.ndarray]:
     """The fine-tuned weights on their grids, in the ONNX initializers' layout (undoing the
     ``transpose`` / ``reshape`` that made the torch parameter)."""
-    origins = getattr(sim.gm, "onnx_parameters", None) or {}
+    record = conversion_record(sim.gm)
     values = {}
     for initializer, quantizer in sim.weights.items():
         name = sim.weight_params[initializer]
         weight = quantizer(_param(sim, initializer).detach().float().cpu())
-        values[initializer] = onnx_layout(weight, name, initializer, origins, graph)
+        values[initializer] = onnx_layout(weight, name, initializer, record.transform_of(name), graph)
     return values
 
 
