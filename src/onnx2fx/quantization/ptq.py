@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.fx
 
@@ -43,16 +41,19 @@ from .bias_correction import correct_biases, keep_batches
 from .calibrators import make_calibrator
 from .cle import equalized_copy
 from .config import ENCODING_VERSIONS, QuantConfig
+from .converted_model import base_report, load_converted_model, source_onnx
 from .data import CalibrationSource, ImageOptions, calibration_source, input_specs
 from .encodings import build_encodings, encoded_names
 from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, set_bias_encodings, strip_calibrators
-from .grid import Encoding, QuantGrid, bias_encoding
+from .grid import Encoding, QuantGrid
 from .initializers import get_tensor, initializer_values
 from .integer import INTEGER_FORMATS, check_formats, compare_integer, integer_plan, onnx_file_name, write_integer_model
 from .integer import integer_model as convert_integer_model
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
+from .progress import CountProgress, show_progress
 from .qdq import build_plan, compare_with_sim, write_qdq_model
+from .simulation import concat_shared_input, follow_shared, graph_order, int32_bias_encodings, run_model, weight_param
 from .weight_search import LayerInputs, weight_encoding
 
 OUTPUT_FILES = ("model_ptq.pt", "encodings.json", "model_ptq.onnx", "report.json", "report.md", "report.html")
@@ -212,14 +213,12 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         float_islands: in the integer forms, run nodes that have no integer form in float between
             DequantizeLinear and QuantizeLinear (listed in the report) instead of failing.
     """
-    from ..validator import load_torch_model
-
     started = time.perf_counter()
     formats = check_formats(formats)
     if encoding_version not in ENCODING_VERSIONS:
         raise QuantizationError(f"encoding version {encoding_version!r} is not one of {list(ENCODING_VERSIONS)}")
-    gm, model_path = _load_model(model, load_torch_model)
-    source = _source_onnx(gm, onnx_path)
+    gm, model_path = load_converted_model(model)
+    source = source_onnx(gm, onnx_path)
     cfg = _config(config).with_overrides(scheme=scheme, weight_bits=weight_bits, activation_bits=activation_bits,
                                          per_channel=per_channel, cle=cle, bias_correction=bias_correction,
                                          adaround=adaround, adaround_iterations=adaround_iterations)
@@ -241,10 +240,10 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     # the searched weight ranges weigh each weight error by the layer's input statistics
     layer_inputs = LayerInputs.of_weights(sim.gm, sim.weight_params) if cfg.resolved_weight_scheme == "mse" else None
     with layer_inputs or contextlib.nullcontext():
-        calibration = _calibrate(sim, cfg, placement, data, samples, keep, _show_progress(progress))
+        calibration = _calibrate(sim, cfg, placement, data, samples, keep, show_progress(progress))
     activation_encodings, shared, dropped = _activation_encodings(sim, placement, graph)
     weight_encodings = _weight_encodings(sim, cfg, layer_inputs)
-    bias_encodings = _bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
+    bias_encodings = int32_bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
     set_bias_encodings(sim, bias_encodings)  # the simulation adds the int32 biases the export stores
     quantized = {t: activation_encodings[t] for t in sim.activations if t in activation_encodings}
     strip_calibrators(sim)
@@ -252,14 +251,14 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     rounding = None
     if cfg.adaround:
         quantized_weights = sum(q.enabled and q.initialized for q in sim.weights.values())
-        with _progress(_show_progress(progress), quantized_weights, "AdaRound", "weights") as advance:
-            rounding = _run_model("AdaRound", lambda: adaround_weights(
+        with CountProgress(show_progress(progress), quantized_weights, "AdaRound", "weights") as advance:
+            rounding = run_model("AdaRound", lambda: adaround_weights(
                 sim, graph, placement, first_samples(kept_batches, ADAROUND_SAMPLES), cfg.adaround_iterations, seed,
                 advance))
     # the float weights AdaRound replaced: the reference of bias correction and of the weight figures
     float_weights = {init: get_tensor(reference, sim.weight_params[init])
                      for init in (rounding or {}).get("initializers", [])}
-    correction = _run_model("bias correction", lambda: correct_biases(
+    correction = run_model("bias correction", lambda: correct_biases(
         sim, graph, placement, first_samples(kept_batches, BIAS_CORRECTION_SAMPLES), float_weights)) \
         if cfg.bias_correction else None
     changed = sorted({*(equalization or {}).get("initializers", []), *(rounding or {}).get("initializers", []),
@@ -273,11 +272,12 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
         eval_batches, eval_description = list(eval_source.batches), eval_source.description.get("source", "eval data")
         calibration.pop("kept")
     float_nodes = _float_nodes(gm, graph)
-    evaluation = _run_model("evaluating", lambda: evaluate(
+    evaluation = run_model("evaluating", lambda: evaluate(
         reference, sim.gm, eval_batches, graph.outputs, float_nodes,
         {t: q for t, q in sim.activations.items() if t in activation_encodings}))
-    weights = weight_errors({init: (float_weights.get(init, _param(sim, init)), q) for init, q in sim.weights.items()},
-                            {init: _param(sim, init) for init in float_weights})
+    weights = weight_errors({init: (float_weights.get(init, weight_param(sim, init)), q)
+                             for init, q in sim.weights.items()},
+                            {init: weight_param(sim, init) for init in float_weights})
 
     output_rows = evaluation["outputs"]
     sqnrs = [r["sqnr_db"] for r in output_rows if r.get("sqnr_db") is not None]
@@ -311,55 +311,13 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     report["seconds"] = round(time.perf_counter() - started, 3)
     result = PTQResult(sim.gm, cfg, source, activation_encodings, {**weight_encodings, **bias_encodings}, plan, report,
                        encoding_version, eval_batches, list(graph.inputs), list(graph.outputs),
-                       _base_report(model_path, source), graph.opset, formats=formats, float_islands=float_islands)
+                       base_report(model_path, source), graph.opset, formats=formats, float_islands=float_islands)
     if output_dir is not None:
         result.save(output_dir)
     return result
 
 
 # ---------------------------------------------------------------------------------- inputs
-def _load_model(model: Any, loader: Any) -> tuple[torch.fx.GraphModule, Path | None]:
-    path = None
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise QuantizationError(f"model {path} does not exist")
-        try:
-            model = loader(path)
-        except (Onnx2FxError, OSError, RuntimeError, EOFError, ValueError) as exc:
-            raise QuantizationError(f"{path} cannot be loaded as a converted model: {exc}") from None
-    if not isinstance(model, torch.fx.GraphModule):
-        raise QuantizationError(f"expected a torch.fx.GraphModule converted by onnx2fx, got {type(model).__name__}")
-    if not any("onnx_outputs" in n.meta for n in model.graph.nodes):
-        from ..fx_tracer import restore_origins
-
-        restore_origins(model)
-    if not any("onnx_outputs" in n.meta for n in model.graph.nodes):
-        raise QuantizationError("the GraphModule carries no ONNX origins (node.meta['onnx_outputs']): convert the "
-                                "model with onnx2fx and load model_full.pt with onnx2fx.validator.load_torch_model")
-    conversion_record(model)  # placement, weights and the export all need it
-    if any(isinstance(m, FakeQuantize) for m in model.modules()):
-        raise QuantizationError("the model is already quantized (it contains fake-quant modules)")
-    return model, path
-
-
-def _source_onnx(gm: torch.fx.GraphModule, onnx_path: Any) -> Path:
-    if onnx_path is not None:
-        path = Path(onnx_path)
-        if not path.is_file():
-            raise QuantizationError(f"source ONNX model {path} does not exist")
-        return path.resolve()
-    recorded = conversion_record(gm).source
-    if not recorded:
-        raise QuantizationError("the model does not record its source ONNX file (it was converted from an "
-                                "in-memory model): pass it with --onnx / onnx_path")
-    path = Path(recorded)
-    if not path.is_file():
-        raise QuantizationError(f"the model's source ONNX {path} (recorded at conversion) does not exist: "
-                                "pass its new location with --onnx / onnx_path")
-    return path
-
-
 def _config(config: Any) -> QuantConfig:
     if config is None:
         return QuantConfig()
@@ -371,13 +329,9 @@ def _config(config: Any) -> QuantConfig:
     return QuantConfig.load(config)
 
 
-def _show_progress(progress: bool | None) -> bool:
-    return sys.stderr.isatty() if progress is None else progress
-
-
 # ---------------------------------------------------------------------------------- calibration
 def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: CalibrationSource, samples: int,
-               keep: int, show_progress: bool) -> dict[str, Any]:
+               keep: int, visible: bool) -> dict[str, Any]:
     """Run every calibration batch through the model with the activation quantizers observing
     (with the config's scheme; outputs of ``minmax_ops`` with minmax)."""
     full_range = {id(q) for site in placement.activations if site.op_type in config.minmax_ops
@@ -389,10 +343,10 @@ def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: C
     kept: list[tuple[torch.Tensor, ...]] = []
     kept_count = seen = batches = 0
     started = time.perf_counter()
-    with _progress(show_progress, samples) as advance, torch.no_grad():
+    with CountProgress(visible, samples) as advance, torch.no_grad():
         for batch in data.batches:
             n = int(batch[0].shape[0]) if batch[0].dim() else 1
-            _run_model(f"running calibration batch {batches + 1} ({n} samples; a model converted with a fixed "
+            run_model(f"running calibration batch {batches + 1} ({n} samples; a model converted with a fixed "
                        "batch size needs a matching --batch-size)", lambda batch=batch: sim.gm(*batch))
             if kept_count < keep:
                 take = min(n, keep - kept_count)
@@ -403,49 +357,6 @@ def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: C
             advance(n)
     return {"scheme": config.scheme, "minmax_tensors": len(full_range), "samples": seen, "batches": batches,
             "seconds": round(time.perf_counter() - started, 3), "kept": kept}
-
-
-class _progress:
-    """A rich progress bar over calibration samples, or another count (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, label: str = "calibrating", unit: str = "samples") -> None:
-        self.enabled, self.total, self.label, self.unit = enabled, total, label, unit
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(SpinnerColumn(), TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn(self.unit), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=False)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _run_model(what: str, fn: Any) -> Any:
-    try:
-        return fn()
-    except Onnx2FxError:
-        raise
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QuantizationError(f"{what} failed: {type(exc).__name__}: {message}") from exc
 
 
 # ---------------------------------------------------------------------------------- encodings
@@ -475,8 +386,8 @@ def _activation_encodings(sim: SimModel, placement: Placement,
     shared = dict(placement.shared)
     _share_concats(sim, placement, graph, encodings, shared)
     ordered: dict[str, Encoding] = {}
-    for tensor in _graph_order(graph):
-        enc = encodings.get(tensor) or _follow(tensor, shared, encodings)
+    for tensor in graph_order(graph):
+        enc = encodings.get(tensor) or follow_shared(tensor, shared, encodings)
         if enc is not None:
             ordered[tensor] = enc
     return ordered, {t: s for t, s in shared.items() if t in ordered}, dropped
@@ -489,15 +400,13 @@ def _share_concats(sim: SimModel, placement: Placement, graph: OnnxGraphView, en
     for tensor in sorted(placement.concats):
         if tensor not in encodings or tensor not in sim.activations:
             continue
-        inputs = [i for i in producers[tensor].inputs if i]
-        input_encodings = [encodings.get(i) or _follow(i, shared, encodings) for i in inputs]
-        first = input_encodings[0] if input_encodings else None
-        if first is None or not all(first.same_as(e) for e in input_encodings[1:]):
+        source = concat_shared_input(producers[tensor], encodings, shared)
+        if source is None:
             continue
         quantizer = sim.activations.pop(tensor)
         _remove_quantizer_node(sim.gm, quantizer)
         del encodings[tensor]
-        shared[tensor] = inputs[0]
+        shared[tensor] = source
 
 
 def _remove_quantizer_node(gm: torch.fx.GraphModule, quantizer: FakeQuantize) -> None:
@@ -511,25 +420,11 @@ def _remove_quantizer_node(gm: torch.fx.GraphModule, quantizer: FakeQuantize) ->
     gm.recompile()
 
 
-def _follow(tensor: str, shared: Mapping[str, str], encodings: Mapping[str, Encoding]) -> Encoding | None:
-    seen = set()
-    while tensor in shared and tensor not in seen:
-        seen.add(tensor)
-        tensor = shared[tensor]
-        if tensor in encodings:
-            return encodings[tensor]
-    return None
-
-
-def _graph_order(graph: OnnxGraphView) -> list[str]:
-    return [*graph.inputs, *(o for n in graph.nodes for o in n.outputs if o)]
-
-
 def _weight_encodings(sim: SimModel, config: QuantConfig,
                       layer_inputs: LayerInputs | None = None) -> dict[str, Encoding]:
     encodings = {}
     for initializer, quantizer in sim.weights.items():
-        param = _param(sim, initializer)
+        param = weight_param(sim, initializer)
         encoding = weight_encoding(param, quantizer.axis, quantizer.onnx_axis, quantizer.bits, quantizer.symmetric,
                                    config.resolved_weight_scheme, config.weight_symmetry,
                                    layer_inputs.moments.get(initializer) if layer_inputs else None)
@@ -537,26 +432,6 @@ def _weight_encodings(sim: SimModel, config: QuantConfig,
         quantizer.set_encoding(encoding)
         encodings[initializer] = quantizer.encoding()
     return encodings
-
-
-def _bias_encodings(sim: SimModel, placement: Placement, activations: Mapping[str, Encoding],
-                    weights: Mapping[str, Encoding], graph: OnnxGraphView) -> dict[str, Encoding]:
-    encodings = {}
-    for site in placement.weights:
-        if not site.bias or site.initializer not in weights or site.input_tensor not in activations:
-            continue
-        weight = weights[site.initializer]
-        channels = graph.initializers[site.bias][1]
-        encodings[site.bias] = bias_encoding(activations[site.input_tensor], weight, int(np.prod(channels)),
-                                             site.bias_axis)
-    return encodings
-
-
-def _param(sim: SimModel, initializer: str) -> torch.Tensor:
-    name = sim.weight_params[initializer]
-    module_path, _, attr = name.rpartition(".")
-    owner = sim.gm.get_submodule(module_path) if module_path else sim.gm
-    return getattr(owner, attr)
 
 
 def _fx_onnx_names(gm: torch.fx.GraphModule) -> list[str]:
@@ -576,33 +451,6 @@ def _float_nodes(gm: torch.fx.GraphModule, graph: OnnxGraphView) -> dict[str, st
 
 
 # ---------------------------------------------------------------------------------- report
-def _base_report(model_path: Path | None, source: Path) -> dict[str, Any]:
-    """The model's own report.json when it sits beside model_full.pt, else a fresh one."""
-    from ..reports import new_report
-
-    if model_path is not None and (model_path.parent / "report.json").is_file():
-        try:
-            existing = json.loads((model_path.parent / "report.json").read_text())
-            if isinstance(existing, dict) and "quantization" in existing:
-                return existing
-        except (OSError, json.JSONDecodeError):
-            pass
-    report = new_report(source)
-    conversion = {"status": "ok", "error": None, "seconds": 0.0}
-    record = model_path.parent / "conversion.json" if model_path is not None else None
-    if record is not None and record.is_file():
-        try:
-            info = json.loads(record.read_text())
-            conversion.update(seconds=float(info.get("conversion_seconds", 0.0)),
-                              node_count=int(info.get("node_count", 0)), op_counts=info.get("op_counts", {}))
-            report["model"].update(opset=info.get("opset_imports", {}).get(""), ir_version=info.get("ir_version"),
-                                   producer=info.get("producer") or None)
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass
-    report["conversion"] = conversion
-    return report
-
-
 def encodings_names_exist(document: Mapping[str, Any], graph: OnnxGraphView) -> list[str]:
     """Names in an encodings document that the graph does not have (empty when all exist)."""
     known = graph.tensor_names()
