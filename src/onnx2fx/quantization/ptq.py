@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,7 +42,7 @@ from .calibrators import make_calibrator
 from .cle import equalized_copy
 from .config import ENCODING_VERSIONS, QuantConfig
 from .converted_model import base_report, load_converted_model, source_onnx
-from .data import CalibrationSource, ImageOptions, calibration_source, input_specs
+from .data import CalibrationSource, calibration_source, input_specs
 from .encodings import build_encodings, encoded_names
 from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, set_bias_encodings, strip_calibrators
 from .grid import Encoding, QuantGrid
@@ -52,6 +52,8 @@ from .integer import integer_model as convert_integer_model
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
 from .progress import CountProgress, show_progress
+from .ptq_options import PtqOptions
+from .ptq_report import PtqReport
 from .qdq import build_plan, compare_with_sim, write_qdq_model
 from .simulation import concat_shared_input, follow_shared, graph_order, int32_bias_encodings, run_model, weight_param
 from .weight_search import LayerInputs, weight_encoding
@@ -71,7 +73,7 @@ class PTQResult:
     activation_encodings: dict[str, Encoding]  # every encoded tensor, incl. ones sharing an encoding
     param_encodings: dict[str, Encoding]  # weights and int32 biases
     plan: dict[str, Any]  # the QDQ writer's plan
-    report: dict[str, Any]  # quantization.ptq of report.json
+    report: MutableMapping[str, Any]  # quantization.<stage> of report.json (a PtqReport for PTQ)
     encoding_version: str = "1.0.0"
     eval_batches: list[tuple[torch.Tensor, ...]] = field(default_factory=list, repr=False)
     input_names: list[str] = field(default_factory=list)
@@ -122,7 +124,7 @@ class PTQResult:
                                     staging / onnx_file if "qdq" in self.formats else None)
             report = dict(self.base_report or {})
             report.setdefault("quantization", {"ptq": None, "qft": None})
-            report["quantization"] = {**report["quantization"], self.STAGE: self.report}
+            report["quantization"] = {**report["quantization"], self.STAGE: dict(self.report)}
             write_report(report, staging)
             written = sorted(p.name for p in staging.iterdir())
             _replace_folder_contents(staging, out)
@@ -166,16 +168,8 @@ class PTQResult:
         return {}
 
 
-def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLike[str] | None = None,
-        onnx_path: str | os.PathLike[str] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-        config: QuantConfig | str | os.PathLike[str] | None = None, scheme: str | None = None,
-        weight_bits: int | None = None, activation_bits: int | None = None, per_channel: bool | None = None,
-        samples: int = 512, batch_size: int = 16, encoding_version: str = "1.0.0",
-        random_calibration: bool = False, eval_data: Any = None, eval_samples: int = 64, seed: int = 0,
-        image_options: ImageOptions | None = None, progress: bool | None = None, cle: bool | None = None,
-        bias_correction: bool | None = None, adaround: bool | None = None,
-        adaround_iterations: int | None = None, formats: str | Sequence[str] = ("qdq",),
-        float_islands: bool = False) -> PTQResult:
+def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None = None,
+        **keywords: Any) -> PTQResult:
     """Quantize a converted model after training.
 
     Args:
@@ -183,49 +177,28 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
             ``model_full.pt`` path.
         calibration_data: a DataLoader or any iterable of input batches, a ``.npy``/``.npz`` file,
             or a folder of ``.npy``/``.npz``/image files (see :mod:`.data`).
-        output_dir: when given, write the output folder (atomically).
-        onnx_path: the source ONNX model; defaults to the one recorded at conversion.
-        input_shapes: input name -> full shape (batch first), for checks and random data;
-            ``""`` names the only input.
-        config: a :class:`QuantConfig` or a YAML/JSON file; ``scheme``, ``weight_bits``,
-            ``activation_bits`` and ``per_channel`` override it.
-        samples: at most this many calibration samples.
-        random_calibration: calibrate on random data when no data is given (recorded as a warning).
-        eval_data: inputs for the accuracy figures; defaults to the first ``eval_samples``
-            calibration samples.
-        cle: cross-layer equalization of consecutive convolutions before calibration
-            (:mod:`.cle`; overrides the config's ``cle``). The float reference of the figures is
-            then the equalized model, which computes the same outputs, so per-layer figures
-            compare like with like.
-        bias_correction: empirical bias correction after calibration (:mod:`.bias_correction`;
-            overrides the config's ``bias_correction``), estimated on the first calibration samples.
-            The initializers either changes are written into the QDQ model.
-        adaround: learned rounding of the weights after calibration (:mod:`.adaround`; overrides
-            the config's ``adaround``), on the first calibration samples: the weight encodings
-            stay as calibrated and each weight moves onto the grid point, the nearest one or its
-            neighbour, that best reconstructs its layer's output. It runs before bias correction,
-            which then corrects what is left of the error against the float weights.
-        adaround_iterations: optimisation steps per layer (overrides the config's
-            ``adaround_iterations``).
-        formats: the ONNX forms :meth:`PTQResult.save` writes, any of ``qdq`` (``model_ptq.onnx``),
-            ``qoperator`` and ``fixed-point`` (``model_ptq_qoperator.onnx``,
-            ``model_ptq_fixed_point.onnx``; :mod:`.integer`).
-        float_islands: in the integer forms, run nodes that have no integer form in float between
-            DequantizeLinear and QuantizeLinear (listed in the report) instead of failing.
+        options: how to quantize and where to write (:class:`PtqOptions`); the defaults when
+            not given.
+        **keywords: fields of :class:`PtqOptions` (``output_dir=``, ``scheme=``, ``samples=``,
+            ...), each replacing the value in ``options``.
     """
     started = time.perf_counter()
-    formats = check_formats(formats)
-    if encoding_version not in ENCODING_VERSIONS:
-        raise QuantizationError(f"encoding version {encoding_version!r} is not one of {list(ENCODING_VERSIONS)}")
+    opts = (options or PtqOptions()).with_keywords(keywords)
+    samples, batch_size, seed, eval_data = opts.samples, opts.batch_size, opts.seed, opts.eval_data
+    formats = check_formats(opts.formats)
+    if opts.encoding_version not in ENCODING_VERSIONS:
+        raise QuantizationError(f"encoding version {opts.encoding_version!r} is not one of "
+                                f"{list(ENCODING_VERSIONS)}")
     gm, model_path = load_converted_model(model)
-    source = source_onnx(gm, onnx_path)
-    cfg = _config(config).with_overrides(scheme=scheme, weight_bits=weight_bits, activation_bits=activation_bits,
-                                         per_channel=per_channel, cle=cle, bias_correction=bias_correction,
-                                         adaround=adaround, adaround_iterations=adaround_iterations)
+    source = source_onnx(gm, opts.onnx_path)
+    cfg = _config(opts.config).with_overrides(
+        scheme=opts.scheme, weight_bits=opts.weight_bits, activation_bits=opts.activation_bits,
+        per_channel=opts.per_channel, cle=opts.cle, bias_correction=opts.bias_correction, adaround=opts.adaround,
+        adaround_iterations=opts.adaround_iterations)
     graph = OnnxGraphView.load(source)
-    specs = input_specs(graph.inputs, graph.input_types, input_shapes)
+    specs = input_specs(graph.inputs, graph.input_types, opts.input_shapes)
     data = calibration_source(calibration_data, specs, samples=samples, batch_size=batch_size,
-                              random=random_calibration, seed=seed, image_options=image_options)
+                              random=opts.random_calibration, seed=seed, image_options=opts.image_options)
     placement = plan_placement(graph, cfg)
     check_names(graph, _fx_onnx_names(gm))
     reference, equalization = equalized_copy(gm, graph, placement) if cfg.cle else (gm, None)
@@ -236,11 +209,11 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     if kept_samples:
         data.batches, kept_batches = keep_batches(data.batches, min(samples, kept_samples))
 
-    keep = eval_samples if eval_data is None else 0
+    keep = opts.eval_samples if eval_data is None else 0
     # the searched weight ranges weigh each weight error by the layer's input statistics
     layer_inputs = LayerInputs.of_weights(sim.gm, sim.weight_params) if cfg.resolved_weight_scheme == "mse" else None
     with layer_inputs or contextlib.nullcontext():
-        calibration = _calibrate(sim, cfg, placement, data, samples, keep, show_progress(progress))
+        calibration = _calibrate(sim, cfg, placement, data, samples, keep, show_progress(opts.progress))
     activation_encodings, shared, dropped = _activation_encodings(sim, placement, graph)
     weight_encodings = _weight_encodings(sim, cfg, layer_inputs)
     bias_encodings = int32_bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
@@ -251,7 +224,7 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     rounding = None
     if cfg.adaround:
         quantized_weights = sum(q.enabled and q.initialized for q in sim.weights.values())
-        with CountProgress(show_progress(progress), quantized_weights, "AdaRound", "weights") as advance:
+        with CountProgress(show_progress(opts.progress), quantized_weights, "AdaRound", "weights") as advance:
             rounding = run_model("AdaRound", lambda: adaround_weights(
                 sim, graph, placement, first_samples(kept_batches, ADAROUND_SAMPLES), cfg.adaround_iterations, seed,
                 advance))
@@ -268,7 +241,7 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     if eval_data is None:
         eval_batches, eval_description = calibration.pop("kept"), "the first calibration samples"
     else:
-        eval_source = calibration_source(eval_data, specs, samples=eval_samples, batch_size=batch_size)
+        eval_source = calibration_source(eval_data, specs, samples=opts.eval_samples, batch_size=batch_size)
         eval_batches, eval_description = list(eval_source.batches), eval_source.description.get("source", "eval data")
         calibration.pop("kept")
     float_nodes = _float_nodes(gm, graph)
@@ -281,39 +254,39 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
 
     output_rows = evaluation["outputs"]
     sqnrs = [r["sqnr_db"] for r in output_rows if r.get("sqnr_db") is not None]
-    report: dict[str, Any] = {
-        "status": "ok",
-        "source_onnx": str(source),
-        "model": str(model_path) if model_path else None,
-        "settings": {**cfg.to_dict(), "encoding_version": encoding_version},
-        "calibration": {**data.description, **calibration},
-        "evaluation": {"samples": evaluation["samples"], "data": eval_description},
-        "counts": {**placement.counts(), "activation_quantizers": len({id(q) for q in sim.activations.values()}),
-                   "weight_quantizers": len(sim.weights), "bias_encodings": len(bias_encodings),
-                   "encoded_activations": len(activation_encodings), "shared": len(shared)},
-        "sqnr_db": min(sqnrs) if sqnrs else None,
-        "outputs": output_rows,
-        "per_layer": evaluation["per_layer"],
-        "weights": weights,
-        "fused": dict(placement.fused),
-        "shared": shared,
-        "excluded_nodes": sorted(set(cfg.float_nodes)),
-        "unmapped": sim.unmapped,
-        "not_float": dropped,
-        "equalization": equalization,
-        "adaround": rounding,
-        "bias_correction": correction,
-        "changed_initializers": changed,
-        "qdq": None,
-        "warnings": [*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped]],
-        "seconds": 0.0,
-    }
-    report["seconds"] = round(time.perf_counter() - started, 3)
+    report = PtqReport(
+        status="ok",
+        source_onnx=str(source),
+        model=str(model_path) if model_path else None,
+        settings={**cfg.to_dict(), "encoding_version": opts.encoding_version},
+        calibration={**data.description, **calibration},
+        evaluation={"samples": evaluation["samples"], "data": eval_description},
+        counts={**placement.counts(), "activation_quantizers": len({id(q) for q in sim.activations.values()}),
+                "weight_quantizers": len(sim.weights), "bias_encodings": len(bias_encodings),
+                "encoded_activations": len(activation_encodings), "shared": len(shared)},
+        sqnr_db=min(sqnrs) if sqnrs else None,
+        outputs=output_rows,
+        per_layer=evaluation["per_layer"],
+        weights=weights,
+        fused=dict(placement.fused),
+        shared=shared,
+        excluded_nodes=sorted(set(cfg.float_nodes)),
+        unmapped=sim.unmapped,
+        not_float=dropped,
+        equalization=equalization,
+        adaround=rounding,
+        bias_correction=correction,
+        changed_initializers=changed,
+        qdq=None,
+        warnings=[*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped]],
+        seconds=0.0,
+    )
+    report.seconds = round(time.perf_counter() - started, 3)
     result = PTQResult(sim.gm, cfg, source, activation_encodings, {**weight_encodings, **bias_encodings}, plan, report,
-                       encoding_version, eval_batches, list(graph.inputs), list(graph.outputs),
-                       base_report(model_path, source), graph.opset, formats=formats, float_islands=float_islands)
-    if output_dir is not None:
-        result.save(output_dir)
+                       opts.encoding_version, eval_batches, list(graph.inputs), list(graph.outputs),
+                       base_report(model_path, source), graph.opset, formats=formats, float_islands=opts.float_islands)
+    if opts.output_dir is not None:
+        result.save(opts.output_dir)
     return result
 
 

@@ -67,6 +67,7 @@ from .metrics import evaluate, flatten_outputs
 from .placement import OnnxGraphView, Placement, plan_placement
 from .progress import EpochProgress, show_progress
 from .ptq import PTQResult, ptq
+from .ptq_options import PtqOptions
 from .qdq import build_plan, ort_session
 from .simulation import concat_shared_input, follow_shared, graph_order, int32_bias_encodings, run_model, weight_param
 from .training_data import TrainBatch, TrainingData, stack_labels, training_data
@@ -196,12 +197,13 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
             version = encoding_version or start["encoding_version"]
             activation_names = [n for n in encoded_names(start["document"]) if n not in graph.initializers]
         else:
+            ptq_options = PtqOptions(onnx_path=source, input_shapes=input_shapes, config=config, scheme=scheme,
+                                     weight_bits=weight_bits, activation_bits=activation_bits,
+                                     per_channel=per_channel, samples=calibration_samples, batch_size=batch_size,
+                                     encoding_version=encoding_version or "1.0.0", eval_data=eval_inputs, seed=seed,
+                                     progress=show_progress(progress) and ctx.main)
             ptq_result = ptq(model if model_path is None else model_path, data.calibration(calibration_samples),
-                             onnx_path=source, input_shapes=input_shapes, config=config, scheme=scheme,
-                             weight_bits=weight_bits, activation_bits=activation_bits, per_channel=per_channel,
-                             samples=calibration_samples,
-                             batch_size=batch_size, encoding_version=encoding_version or "1.0.0",
-                             eval_data=eval_inputs, seed=seed, progress=show_progress(progress) and ctx.main)
+                             options=ptq_options)
             cfg, sim_gm, ptq_report = ptq_result.config, ptq_result.sim_model, ptq_result.report
             calibration = ptq_report["calibration"]  # PTQ read the training data through our loader
             calibration.pop("type", None)
@@ -243,7 +245,7 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
                          weight_encodings=weight_encodings, started=started)
         base = base_report(model_path, source)
         base.setdefault("quantization", {"ptq": None, "qft": None})
-        base["quantization"] = {**base["quantization"], "ptq": ptq_report}
+        base["quantization"] = {**base["quantization"], "ptq": dict(ptq_report)}
         result = QFTResult(sim.gm, cfg, source, activation_encodings, {**weight_encodings, **bias_encodings}, plan,
                            report, version, eval_inputs, list(graph.inputs), list(graph.outputs), base, graph.opset,
                            formats=formats, float_islands=float_islands,
