@@ -35,7 +35,7 @@ from .lowering import lower_graph
 
 __all__ = ["OnnxToFxConverter", "ConversionResult", "convert_onnx_to_fx", "load_core_model"]
 
-def load_core_model(model: Any) -> Any:
+def load_core_model(model: Any) -> _core.Model:
     """A core ``Model`` from a path, serialized bytes or an ``onnx.ModelProto``."""
     if isinstance(model, (str, os.PathLike)):
         return _core.load_model(os.fspath(model))
@@ -258,7 +258,7 @@ def _size_record(value: int | DynamicDim) -> int | dict[str, Any]:
     return value if isinstance(value, int) else {"input": value.onnx_name, "axis": value.axis}
 
 
-def _op_counts(core_model: Any) -> dict[str, int]:
+def _op_counts(core_model: _core.Model) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in core_model.graph.nodes:
         key = node.op_type if not node.domain or node.domain == "ai.onnx" else f"{node.domain}::{node.op_type}"
@@ -270,7 +270,7 @@ def _source_name(model: Any) -> str:
     return os.fspath(model) if isinstance(model, (str, os.PathLike)) else "<in-memory model>"
 
 
-def _title(model: Any, core_model: Any) -> str:
+def _title(model: Any, core_model: _core.Model) -> str:
     name = Path(os.fspath(model)).name if isinstance(model, (str, os.PathLike)) else "an in-memory ONNX model"
     opset = core_model.opset_imports.get("", "?")
     return f"PyTorch module converted from {name} (opset {opset})."

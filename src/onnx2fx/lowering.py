@@ -9,12 +9,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
 
-from . import ops  # noqa: F401 - registers the built-in op table
+from . import (
+    _core,
+    ops,  # noqa: F401 - registers the built-in op table
+)
 from .codegen.emitter import EmittedModule, Emitter, NodeInfo
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
@@ -32,9 +35,10 @@ OTHER_DIM_HINTS = (64, 256, 512, 1024)
 OTHER_DIM_HINT = OTHER_DIM_HINTS[0]
 
 
-def attribute_value(attr: Any) -> Any:
+def attribute_value(attr: _core.Attribute) -> Any:
     """A core ``Attribute`` as the Python value a lowering receives."""
-    kind, value = attr.type, attr.value
+    kind = attr.type
+    value: Any = attr.value  # its type follows from ``kind``, which a type checker cannot see
     if kind == "STRING":
         return value.decode("utf-8", errors="replace")
     if kind == "STRINGS":
@@ -50,7 +54,7 @@ def attribute_value(attr: Any) -> Any:
     return value
 
 
-def input_shape(value_info: Any, override: Sequence[int] | None) -> list[int | None]:
+def input_shape(value_info: _core.ValueInfo, override: Sequence[int] | None) -> list[int | None]:
     """Sizes of a graph input: ints for static dims, ``None`` for dynamic ones."""
     if override is not None:
         return [int(d) for d in override]
@@ -64,7 +68,7 @@ def input_shape(value_info: Any, override: Sequence[int] | None) -> list[int | N
     return [d if isinstance(d, int) and d >= 0 else None for d in shape]
 
 
-def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None],
+def fake_input(emitter: Emitter, value_info: _core.ValueInfo, shape: list[int | None],
                other_dim_hint: int = OTHER_DIM_HINT) -> torch.Tensor:
     dtype = torch_dtype(value_info.type.elem_type, f"graph input {value_info.name!r}")
     hints = [d if d is not None else (BATCH_HINT if i == 0 else other_dim_hint) for i, d in enumerate(shape)]
@@ -78,7 +82,7 @@ def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None],
         example, symbolic_context=StatelessSymbolicContext(dynamic_sizes=dynamic))
 
 
-def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> EmittedModule:
+def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None = None) -> EmittedModule:
     """Lower the main graph of a core ``Model`` into an emitted module.
 
     A model with dynamic non-batch dimensions whose lowering fails on the first assumed size is
@@ -104,7 +108,7 @@ def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = N
     raise first_error
 
 
-def _has_dynamic_non_batch_dim(model: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> bool:
+def _has_dynamic_non_batch_dim(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None) -> bool:
     fixed = set(input_shapes or {})
     for vi in model.graph.inputs:
         if vi.name in fixed or vi.type.kind != "tensor" or vi.type.shape is None:
@@ -114,7 +118,7 @@ def _has_dynamic_non_batch_dim(model: Any, input_shapes: Mapping[str, Sequence[i
     return False
 
 
-def _lower_graph_at(model: Any, input_shapes: Mapping[str, Sequence[int]] | None,
+def _lower_graph_at(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None,
                     other_dim_hint: int) -> EmittedModule:
     input_shapes = dict(input_shapes or {})
     graph = model.graph
@@ -157,7 +161,7 @@ def _lower_graph_at(model: Any, input_shapes: Mapping[str, Sequence[int]] | None
     return emitted
 
 
-def _declared_type(emitter: Emitter, value: Value, value_info: Any) -> Value:
+def _declared_type(emitter: Emitter, value: Value, value_info: _core.ValueInfo) -> Value:
     """A graph output declared as a 4/2-bit type but computed in its storage type, viewed back."""
     elem_type = value_info.type.elem_type if value_info.type.kind == "tensor" else 0
     declared = ONNX_TO_TORCH.get(elem_type)
@@ -167,8 +171,9 @@ def _declared_type(emitter: Emitter, value: Value, value_info: Any) -> Value:
     return value
 
 
-def lower_node(emitter: Emitter, node: Any, index: int, opsets: Mapping[str, int],
-               env: dict[str, Value], functions: Sequence[Any] = (), parent: NodeInfo | None = None) -> None:
+def lower_node(emitter: Emitter, node: _core.Node, index: int, opsets: Mapping[str, int],
+               env: dict[str, Value], functions: Sequence[_core.Function] = (),
+               parent: NodeInfo | None = None) -> None:
     """Lower one node. A node without a lowering, or whose lowering refuses it, is replaced by its
     function body when it has one (a local function of the model or the specification's)."""
     domain = normalize_domain(node.domain)
@@ -201,10 +206,10 @@ class Scope:
 
     env: dict[str, Value]
     opsets: Mapping[str, int]
-    functions: Sequence[Any]
+    functions: Sequence[_core.Function]
 
 
-def lower_subgraph(emitter: Emitter, graph: Any, inputs: Sequence[Value | None]) -> list[Value]:
+def lower_subgraph(emitter: Emitter, graph: _core.Graph, inputs: Sequence[Value | None]) -> list[Value]:
     """Lower a subgraph inline, in the current node's scope, with its formal inputs bound to
     ``inputs``; return its outputs. Called by control-flow lowerings, once per use of the body."""
     scope, node = emitter.scope, emitter.node
@@ -234,7 +239,7 @@ _ATTRIBUTE_TYPES: dict[type, tuple[str, ...]] = {
 }
 
 
-def _check_inputs_and_attributes(info: NodeInfo, node: Any, params: Sequence[inspect.Parameter],
+def _check_inputs_and_attributes(info: NodeInfo, node: _core.Node, params: Sequence[inspect.Parameter],
                                  args: list[Value | None], attrs: dict[str, Any]) -> None:
     """Required inputs present and attributes of the type the lowering's defaults declare."""
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
@@ -251,7 +256,7 @@ def _check_inputs_and_attributes(info: NodeInfo, node: Any, params: Sequence[ins
                                   f"{' or '.join(expected)}")
 
 
-def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Value | None],
+def _lower_with_table(emitter: Emitter, node: _core.Node, info: NodeInfo, args: list[Value | None],
                       env: dict[str, Value]) -> None:
     name, domain, opset = info.name, info.domain, info.opset
     impl = lookup(node.op_type, domain, opset)
@@ -317,7 +322,7 @@ _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
 SUB_BYTE_AWARE = {("", "QuantizeLinear"), ("", "DequantizeLinear"), ("", "CastLike")}
 
 
-def _is_tensor(v: Value | None) -> bool:
+def _is_tensor(v: Value | None) -> TypeGuard[Value]:
     """Whether ``v`` is a tensor (not an omitted input, a sequence or an optional)."""
     return v is not None and (v.fake is not None or v.const is not None or v.elements is not None)
 
@@ -329,6 +334,6 @@ def _wide_unsigned(args: Sequence[Value | None]) -> torch.dtype | None:
     return None
 
 
-def describe_type(value_info: Any) -> str:
+def describe_type(value_info: _core.ValueInfo) -> str:
     t = value_info.type
     return f"{ONNX_TYPE_NAMES.get(t.elem_type, t.elem_type)}{t.shape}"

@@ -18,6 +18,7 @@ an error leaves no partial output.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -320,7 +321,7 @@ def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: C
         for batch in data.batches:
             n = int(batch[0].shape[0]) if batch[0].dim() else 1
             run_model(f"running calibration batch {batches + 1} ({n} samples; a model converted with a fixed "
-                       "batch size needs a matching --batch-size)", lambda batch=batch: sim.gm(*batch))
+                       "batch size needs a matching --batch-size)", functools.partial(sim.gm, *batch))
             if kept_count < keep:
                 take = min(n, keep - kept_count)
                 kept.append(tuple(t[:take].clone() for t in batch))

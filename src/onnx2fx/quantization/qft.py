@@ -456,11 +456,11 @@ def _trainable(sim: SimModel, range_learning: bool) -> tuple[list[nn.Parameter],
         param.requires_grad_(False)
     weights: list[nn.Parameter] = []
     for initializer, quantizer in sim.weights.items():
-        param = weight_param(sim, initializer)
-        if quantizer.enabled and quantizer.initialized and isinstance(param, nn.Parameter) and \
-                all(param is not p for p in weights):
-            param.requires_grad_(True)
-            weights.append(param)
+        weight = weight_param(sim, initializer)
+        if quantizer.enabled and quantizer.initialized and isinstance(weight, nn.Parameter) and \
+                all(weight is not p for p in weights):
+            weight.requires_grad_(True)
+            weights.append(weight)
     if not weights and not range_learning:
         raise QuantizationError("the model has no quantized weights to fine-tune")
     ranges = make_learnable(sim.quantizers()) if range_learning else []
