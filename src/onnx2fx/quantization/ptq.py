@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -93,14 +92,12 @@ class PTQResult:
 
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write the output folder atomically (see the module docstring)."""
-        from ..converter import _replace_folder_contents
+        from ..atomic_folder import atomic_folder
         from ..reports import write_report
 
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         model_file, onnx_file = f"model_{self.STAGE}.pt", f"model_{self.STAGE}.onnx"
-        try:
+        with atomic_folder(out, merge=True) as staging:
             torch.save(self.sim_model, staging / model_file)
             document = self.encodings()
             (staging / "encodings.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -123,9 +120,6 @@ class PTQResult:
             report["quantization"] = {**report["quantization"], self.STAGE: self.report}
             write_report(report, staging)
             written = sorted(p.name for p in staging.iterdir())
-            _replace_folder_contents(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         self.files = {name: out / name for name in written}
         return self.files
 
