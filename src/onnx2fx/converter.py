@@ -12,9 +12,7 @@ import hashlib
 import json
 import linecache
 import os
-import shutil
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Mapping, Sequence
@@ -26,6 +24,7 @@ import torch
 import torch.fx
 
 from . import _core
+from .atomic_folder import atomic_folder
 from .codegen.emitter import DynamicDim, EmittedModule
 from .codegen.render import RenderedModule, render
 from .conversion_record import ConversionRecord, attach_conversion_record
@@ -124,21 +123,17 @@ class OnnxToFxConverter:
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``model.py``, ``weights.safetensors``, ``model_full.pt`` and ``conversion.json``.
 
-        Everything is written into a temporary folder beside ``out_dir`` and moved into place at
-        the end, so a failure never leaves a half-written output folder behind.
+        Everything is written into a staging folder beside ``out_dir`` and moved into place at
+        the end (:func:`onnx2fx.atomic_folder.atomic_folder`), so a failure never leaves a
+        half-written output folder behind. Other files already in ``out_dir`` stay.
         """
         result = self._require()
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_folder(out, merge=True) as staging:
             (staging / "model.py").write_text(result.source)
             save_weights(result.emitted.state, staging / "weights.safetensors")
             torch.save(result.graph_module, staging / "model_full.pt")
             (staging / "conversion.json").write_text(json.dumps(self.conversion_record(), indent=2) + "\n")
-            _replace_folder_contents(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         names = ("model.py", "weights.safetensors", "model_full.pt", "conversion.json")
         return {n: out / n for n in names}
 
@@ -237,21 +232,6 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
             flat = t.contiguous().reshape(-1)
             if flat.numel():
                 f.write(memoryview(flat.view(torch.uint8).numpy()))
-
-
-def _replace_folder_contents(staging: Path, out: Path) -> None:
-    """Put finished files in ``out``: one atomic rename when ``out`` is new or empty, else one
-    rename per file (each file is always whole, old or new)."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-        staging.mkdir()  # the caller removes it
-        return
-    if not out.is_dir():
-        raise NotADirectoryError(f"output path {out} exists and is not a folder")
-    for item in staging.iterdir():
-        os.replace(item, out / item.name)
 
 
 def _size_record(value: int | DynamicDim) -> int | dict[str, Any]:

@@ -21,7 +21,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping, MutableMapping
@@ -98,14 +97,12 @@ class PTQResult:
 
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write the output folder atomically (see the module docstring)."""
-        from ..converter import _replace_folder_contents
+        from ..atomic_folder import atomic_folder
         from ..reports import write_report
 
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         model_file, onnx_file = f"model_{self.STAGE}.pt", f"model_{self.STAGE}.onnx"
-        try:
+        with atomic_folder(out, merge=True) as staging:
             torch.save(self.sim_model, staging / model_file)
             document = self.encodings()
             (staging / "encodings.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -128,9 +125,6 @@ class PTQResult:
             report["quantization"] = {**report["quantization"], self.STAGE: dict(self.report)}
             write_report(report, staging)
             written = sorted(p.name for p in staging.iterdir())
-            _replace_folder_contents(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         self.files = {name: out / name for name in written}
         return self.files
 
