@@ -83,14 +83,14 @@ def quantize(g: Emitter, x: Value, scale: Value, zero_point: Value | None, dtype
 
 
 # ------------------------------------------------------------------------------ Quantize / Dequantize
-@onnx_op("DequantizeLinear", 10)
+@onnx_op("DequantizeLinear", 10, sub_byte_aware=True)
 def dequantize_linear(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value | None = None, *, axis: int = 1,
                       block_size: int = 0, output_dtype: int = 0) -> Value:
     return dequantize(g, x, x_scale, x_zero_point, axis, block_size,
                       torch_dtype(output_dtype) if output_dtype else None)
 
 
-@onnx_op("QuantizeLinear", 10)
+@onnx_op("QuantizeLinear", 10, sub_byte_aware=True)
 def quantize_linear(g: Emitter, x: Value, y_scale: Value, y_zero_point: Value | None = None, *, axis: int = 1,
                     saturate: int = 1, block_size: int = 0, output_dtype: int = 0,
                     precision: int = 0) -> Value:
