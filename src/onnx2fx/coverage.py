@@ -1,4 +1,4 @@
-"""Operator gap analysis: which nodes of a model onnx2fx converts, and why the others are not.
+"""Operator coverage (gap analysis): which nodes of a model onnx2fx converts, and why the others are not.
 
 :func:`scan_onnx_operators` lowers the model node by node with the same emitter and op table as
 :class:`~onnx2fx.OnnxToFxConverter`, on fake tensors, so the answer is exactly what ``convert``
