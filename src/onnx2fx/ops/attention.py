@@ -254,7 +254,7 @@ def group_query_attention(g: Emitter, query: Value, key: Value | None, value: Va
                           position_ids: Value | None = None, attention_bias: Value | None = None,
                           head_sink: Value | None = None, *, num_heads: int, kv_num_heads: int, scale: float = 0.0,
                           softcap: float = 0.0, local_window_size: int = -1, do_rotary: int = 0,
-                          rotary_interleaved: int = 0, smooth_softmax: int = 0,
+                          rotary_interleaved: int = 0, smooth_softmax: int = -1,
                           qk_output: int = 0) -> tuple[Value, ...]:
     """Causal grouped-query attention with a key/value cache, for batches whose sequences all have
     the cache's length plus the new tokens (``seqlens_k`` = total - 1 in every row, the
@@ -262,7 +262,8 @@ def group_query_attention(g: Emitter, query: Value, key: Value | None, value: Va
     caches."""
     unsupported = [name for name, on in (("key (packed QKV)", key is None), ("do_rotary", do_rotary),
                                          ("local_window_size", local_window_size != -1),
-                                         ("smooth_softmax", smooth_softmax), ("attention_bias", attention_bias),
+                                         ("smooth_softmax", smooth_softmax == 1),  # onnxruntime: only 1 is on
+                                         ("attention_bias", attention_bias),
                                          ("head_sink", head_sink), ("qk_output", qk_output),
                                          ("position_ids", position_ids)) if on]
     if unsupported:

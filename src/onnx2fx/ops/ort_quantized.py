@@ -245,7 +245,7 @@ def qlinear_concat(g: Emitter, y_scale: Value, y_zero_point: Value, *inputs: Val
 # ------------------------------------------------------------------------------ pooling and softmax
 @onnx_op("QLinearGlobalAveragePool", 1, MS)
 def qlinear_global_average_pool(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value | None, y_scale: Value,
-                                y_zero_point: Value | None = None, *, channels_last: int = 0) -> Value:
+                                y_zero_point: Value, *, channels_last: int = 0) -> Value:
     lo, hi = _range(g, x.dtype)
     return g.call(g.helper(_qlinear_global_average_pool), x, _scalar(g, x_scale), _zero_point(g, x_zero_point, x),
                   _scalar(g, y_scale), _zero_point(g, y_zero_point, x),
@@ -273,10 +273,11 @@ def qlinear_average_pool(g: Emitter, x: Value, x_scale: Value, x_zero_point: Val
 
 @onnx_op("QLinearSoftmax", 1, MS)
 def qlinear_softmax(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value | None, y_scale: Value,
-                    y_zero_point: Value | None = None, *, opset: int, axis: int | None = None) -> Value:
+                    y_zero_point: Value | None = None, *, opset: int, axis: int = -1) -> Value:
+    """Below ``opset`` 13 the input is flattened from ``axis`` on (Softmax-1's rule); the default
+    axis is -1 whatever the opset, as onnxruntime's kernel reads it."""
     _range(g, x.dtype)
     legacy = opset < 13
-    axis = (1 if legacy else -1) if axis is None else axis
     axis = axis + x.rank if axis < 0 else axis
     return g.call(g.helper(_qlinear_softmax), x, _scalar(g, x_scale), _scalar(g, y_scale),
                   _zero_point(g, y_zero_point, x), axis, legacy, x.dtype == torch.int8)

@@ -171,7 +171,7 @@ def conv_integer(g: Emitter, x: Value, w: Value, x_zero_point: Value | None = No
 
 @onnx_op("QLinearConv", 10)
 def qlinear_conv(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value, w: Value, w_scale: Value,
-                 w_zero_point: Value, y_scale: Value, y_zero_point: Value | None = None, b: Value | None = None, *,
+                 w_zero_point: Value, y_scale: Value, y_zero_point: Value, b: Value | None = None, *,
                  auto_pad: str = "NOTSET", dilations: list[int] | None = None, group: int = 1,
                  kernel_shape: list[int] | None = None, pads: list[int] | None = None,
                  strides: list[int] | None = None) -> Value:
