@@ -399,7 +399,7 @@ def analyze(
 
     Exit code 0 even when operators are unsupported (the report says which); 2 when MODEL cannot be read.
     """
-    from .operators import scan_onnx_operators, write_report
+    from .coverage import scan_onnx_operators, write_report
 
     with _errors(debug):
         if not model.is_file():

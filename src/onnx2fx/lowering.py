@@ -277,10 +277,10 @@ def _lower_with_table(emitter: Emitter, node: _core.Node, info: NodeInfo, args: 
         raise emitter.unsupported(None, f"{len(args)} inputs given, at most {len(positional)} handled")
     _check_inputs_and_attributes(info, node, impl.parameters, args, attrs)
     try:
-        if (domain, node.op_type) not in SUB_BYTE_AWARE:  # 4/2-bit values are computed on as int8/uint8
+        if not impl.sub_byte_aware:  # 4/2-bit values are computed on as int8/uint8
             args = [emitter.method(a, "view", SUB_BYTE_STORAGE[a.dtype]) if _is_tensor(a) and a.dtype
                     in SUB_BYTE_STORAGE else a for a in args]
-        narrow_to = _wide_unsigned(args) if (domain, node.op_type) in WIDENED_FOR_UNSIGNED else None
+        narrow_to = _wide_unsigned(args) if impl.widened_for_unsigned else None
         if narrow_to is not None:  # torch has no kernels for these ops on uint16/32/64: compute in int64
             args = [emitter.method(a, "to", torch.int64) if a is not None and a.dtype == narrow_to else a
                     for a in args]
@@ -292,8 +292,7 @@ def _lower_with_table(emitter: Emitter, node: _core.Node, info: NodeInfo, args: 
                               f"{type(exc).__name__}: {exc}") from exc
     results = result if isinstance(result, tuple) else (result,)
     if narrow_to is not None:
-        narrowed = WIDENED_FOR_UNSIGNED[(domain, node.op_type)]
-        results = tuple(emitter.method(v, "to", narrow_to) if i in narrowed and v is not None
+        results = tuple(emitter.method(v, "to", narrow_to) if i in impl.narrowed_outputs and v is not None
                         and v.dtype == torch.int64 else v for i, v in enumerate(results))
     for output, value in zip(node.outputs, results):
         if not output:
@@ -307,19 +306,9 @@ def _lower_with_table(emitter: Emitter, node: _core.Node, info: NodeInfo, args: 
         raise emitter.unsupported(None, f"optional outputs {missing} are not produced by this lowering")
 
 
-# Ops whose torch kernels lack uint16/uint32/uint64 (torch implements few ops for them): their
-# inputs are widened to int64 and the results narrowed back. Exact, except that uint64 values of
-# 2**63 and more compare, divide and shift as negative int64 values.
-WIDENED_FOR_UNSIGNED: dict[tuple[str, str], tuple[int, ...]] = {  # op -> outputs of the input's type
-    ("", op): (0,) for op in (
-        "Add", "Sub", "Div", "Mod", "Max", "Min", "Sum", "Mean", "Greater", "Less", "GreaterOrEqual",
-        "LessOrEqual", "BitShift", "BitwiseNot", "Abs", "Neg", "Clip", "Sign", "ReduceMax", "ReduceMin",
-        "ReduceSum", "ReduceProd", "TopK", "CumSum", "ArgMax", "ArgMin", "NonZero")}
-for _op in ("ArgMax", "ArgMin", "NonZero"):  # their outputs are int64 indices
-    WIDENED_FOR_UNSIGNED[("", _op)] = ()
+# The unsigned types torch has few kernels for: ops registered ``widened_for_unsigned`` compute
+# them as int64 (see ``OpImpl``).
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
-# Ops whose lowerings take 4/2-bit inputs as they are (they need the type's range, not just values).
-SUB_BYTE_AWARE = {("", "QuantizeLinear"), ("", "DequantizeLinear"), ("", "CastLike")}
 
 
 def _is_tensor(v: Value | None) -> TypeGuard[Value]:
