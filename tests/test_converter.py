@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from support import check_conversion, ort_run, relative_error_percent
 
 from onnx2fx import OnnxToFxConverter, UnsupportedOperatorError, convert_onnx_to_fx
+from onnx2fx.conversion_record import ParameterOrigin, conversion_record
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tiny_cnn.onnx"
 
@@ -94,13 +95,13 @@ def test_save_writes_standalone_model_py(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), expected)
     full = torch.load(paths["model_full.pt"], weights_only=False)
     np.testing.assert_array_equal(full(x).detach().numpy(), expected)
-    assert full.onnx_source == str(EXAMPLE)
+    assert conversion_record(full).source == str(EXAMPLE)
     from safetensors.torch import load_file  # the reference reader agrees with our streaming writer
 
     weights = load_file(str(paths["weights.safetensors"]))
     assert sorted(weights) == sorted(gm.state_dict())
     assert all(torch.equal(weights[k], v) for k, v in gm.state_dict().items())
-    assert full.onnx_parameters["head.weight"] == {"initializer": "head.weight", "transform": None}
+    assert conversion_record(full).parameters["head.weight"] == ParameterOrigin("head.weight", transform=None)
     record = json.loads(paths["conversion.json"].read_text())
     assert record["inputs"] == ["image"] and record["outputs"] == ["logits"]
     assert record["op_counts"]["Conv"] == 3

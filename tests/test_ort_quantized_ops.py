@@ -21,7 +21,7 @@ import torch.fx
 from onnx import TensorProto, helper, numpy_helper
 from support import export_torch, relative_error_percent
 
-from onnx2fx import OnnxToFxConverter
+from onnx2fx import OnnxToFxConverter, UnsupportedOperatorError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -425,3 +425,51 @@ def test_quantize_static_qoperator_cnn_is_exact(tmp_path: Path) -> None:
     assert expected <= ops, f"missing {expected - ops}"
     feeds = [{"x": RNG.standard_normal((b, 3, 16, 16)).astype(np.float32)} for b in (1, 3)]
     _compare(model, feeds, exact=True)
+
+
+# ------------------------------------------------------------------ attributes left out, as onnxruntime reads them
+@pytest.mark.parametrize(("dtype", "opset"), [(np.uint8, 12), (np.int8, 13)])
+def test_qlinear_softmax_without_axis_is_exact(dtype: type, opset: int) -> None:
+    """onnxruntime's default axis is -1 below opset 13 too (there the input is flattened from it)."""
+    t = _ONNX_TYPE[dtype]
+    rng = np.random.default_rng(13)  # not the module's generator: the tests above keep their data
+    info = np.iinfo(dtype)
+    inits = [_scalar("sx", 0.083, np.float32), _scalar("zx", 0, dtype), _scalar("sy", 1 / 256, np.float32),
+             _scalar("zy", -128 if dtype == np.int8 else 0, dtype)]
+    node = helper.make_node("QLinearSoftmax", ["x", "sx", "zx", "sy", "zy"], ["y"], domain=MS, opset=opset)
+    model = _model([node], [helper.make_tensor_value_info("x", t, ["batch", 5, "n"])],
+                   [helper.make_tensor_value_info("y", t, None)], inits)
+    _compare(model, [{"x": rng.integers(info.min, info.max + 1, size=shape).astype(dtype)}
+                     for shape in ((2, 5, 10), (3, 5, 37))])
+
+
+@pytest.mark.parametrize("smooth_softmax", [-1, 0, 2, 1])
+def test_group_query_attention_smooth_softmax_is_on_only_for_1(smooth_softmax: int) -> None:
+    """onnxruntime computes with smooth softmax only when the attribute is 1; -1 (the schema's
+    default), 0 and other values are a plain softmax, and converted as one. 1 is refused."""
+    heads, kv_heads, size = 4, 2, 8
+    names = ["q", "k", "v", "past_k", "past_v", "seqlens_k", "total"]
+    inputs = [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["batch", "seq", heads * size]),
+              helper.make_tensor_value_info("k", TensorProto.FLOAT, ["batch", "seq", kv_heads * size]),
+              helper.make_tensor_value_info("v", TensorProto.FLOAT, ["batch", "seq", kv_heads * size]),
+              helper.make_tensor_value_info("past_k", TensorProto.FLOAT, ["batch", kv_heads, "past", size]),
+              helper.make_tensor_value_info("past_v", TensorProto.FLOAT, ["batch", kv_heads, "past", size]),
+              helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["batch"]),
+              helper.make_tensor_value_info("total", TensorProto.INT32, [])]
+    node = helper.make_node("GroupQueryAttention", names, ["y", "present_k", "present_v"], domain=MS,
+                            num_heads=heads, kv_num_heads=kv_heads, smooth_softmax=smooth_softmax)
+    model = _model([node], inputs, [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                                    for n in ("y", "present_k", "present_v")])
+    if smooth_softmax == 1:
+        with pytest.raises(UnsupportedOperatorError, match="GroupQueryAttention with smooth_softmax"):
+            OnnxToFxConverter(model).convert()
+        return
+    batch, seq = 2, 4
+    rng = np.random.default_rng(11)  # not the module's generator: the tests above keep their data
+    feeds = {"q": rng.standard_normal((batch, seq, heads * size)).astype(np.float32),
+             "k": rng.standard_normal((batch, seq, kv_heads * size)).astype(np.float32),
+             "v": rng.standard_normal((batch, seq, kv_heads * size)).astype(np.float32),
+             "past_k": np.zeros((batch, kv_heads, 0, size), np.float32),
+             "past_v": np.zeros((batch, kv_heads, 0, size), np.float32),
+             "seqlens_k": np.full(batch, seq - 1, np.int32), "total": np.array(seq, np.int32)}
+    _compare(model, [feeds], exact=False, tolerance_percent=1e-4)

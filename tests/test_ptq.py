@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from onnx2fx import OnnxToFxConverter
 from onnx2fx.cli import app
+from onnx2fx.conversion_record import conversion_record
 from onnx2fx.errors import QuantizationError
 from onnx2fx.quantization import Encoding, QuantConfig, QuantGrid, ptq
 from onnx2fx.quantization.calibrators import (
@@ -247,7 +248,7 @@ def test_output_folder_report_and_reload(tiny: SimpleNamespace, tiny_ptq: Simple
 
     sim = load_torch_model(out / "model_ptq.pt")
     assert isinstance(sim.stem_0, QuantConv2d) and isinstance(sim.stem_0.weight_quantizer, FakeQuantize)
-    assert sim.onnx_parameters["stem_0.weight"]["initializer"] == "onnx::Conv_35"
+    assert conversion_record(sim).parameters["stem_0.weight"].initializer == "onnx::Conv_35"
     quantized = {n.meta.get("quantizes") for n in sim.graph.nodes if n.op == "call_module"}
     assert {"image", "/Relu_output_0", "logits"} <= quantized
     x = torch.from_numpy(tiny.calib[:4])
@@ -323,7 +324,7 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 def test_matmul_and_transposed_gemm_weights_use_the_onnx_channel_axis(mlp: SimpleNamespace, tmp_path: Path,
                                                                       bits: int) -> None:
     gm = load_torch_model(mlp.model)
-    assert next(v for v in gm.onnx_parameters.values() if v["initializer"] == "b")["transform"] == "transpose"
+    assert next(v for v in conversion_record(gm).parameters.values() if v.initializer == "b").transform == "transpose"
     result = ptq(mlp.model, random_calibration=True, samples=64, output_dir=tmp_path / "q", progress=False,
                  activation_bits=bits)
     params = result.param_encodings
@@ -620,7 +621,7 @@ def test_images_need_pillow(tiny: SimpleNamespace, tmp_path: Path) -> None:
 def test_model_without_recorded_source_needs_onnx_option(tiny: SimpleNamespace, mlp: SimpleNamespace,
                                                          tmp_path: Path) -> None:
     gm = OnnxToFxConverter(onnx.load(str(EXAMPLE))).convert()  # converted from memory: no source path
-    assert gm.onnx_source is None
+    assert conversion_record(gm).source is None
     with pytest.raises(QuantizationError, match="--onnx"):
         ptq(gm, tiny.calib, output_dir=tmp_path / "q", progress=False)
     _no_output(tmp_path)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from onnx2fx import _core
 from onnx2fx.cli import app
+from onnx2fx.conversion_record import conversion_record
 from onnx2fx.errors import QuantizationError
 from onnx2fx.quantization import QuantConfig, ptq, qft
 from onnx2fx.quantization.bias_correction import find_targets
@@ -112,7 +113,7 @@ def test_cle_keeps_the_float_model_and_equalizes_channel_ranges(scaled: SimpleNa
     assert relative < 1e-4
     # the source model is untouched; the copy keeps the ONNX origins
     assert torch.equal(scaled.gm.conv.weight, torch.from_numpy(scaled.arrays["w1"]))
-    assert equalized.onnx_parameters == scaled.gm.onnx_parameters
+    assert conversion_record(equalized).parameters == conversion_record(scaled.gm).parameters
 
 
 def test_cle_improves_per_tensor_w8_output_sqnr(scaled: SimpleNamespace) -> None:
@@ -237,7 +238,8 @@ def test_qdq_with_cle_and_bias_correction_matches_the_simulation(scaled: SimpleN
     assert np.allclose(written["w1_quantized"].astype(np.float32) * written["w1_scale"], simulated, rtol=0, atol=0)
     assert np.array_equal(written["mean"], result.sim_model.bn.running_mean.numpy())
     assert np.array_equal(written["beta"], result.sim_model.bn.bias.detach().numpy())
-    b4 = next(name for name, origin in result.sim_model.onnx_parameters.items() if origin["initializer"] == "b4")
+    b4 = next(name for name, origin in conversion_record(result.sim_model).parameters.items()
+              if origin.initializer == "b4")
     bias = written["b4_quantized"].astype(np.float64) * written["b4_scale"]
     assert np.allclose(bias, get_tensor(result.sim_model, b4).detach().numpy(), atol=float(written["b4_scale"].max()))
     assert not np.allclose(bias, scaled.arrays["b4"], atol=float(written["b4_scale"].max()))

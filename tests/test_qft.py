@@ -22,6 +22,7 @@ from support import convert_and_save
 from typer.testing import CliRunner
 
 from onnx2fx.cli import app
+from onnx2fx.conversion_record import conversion_record
 from onnx2fx.errors import QuantizationError
 from onnx2fx.quantization import ptq, qft
 from onnx2fx.quantization.data import InputSpec
@@ -155,7 +156,7 @@ def test_transposed_gemm_and_matmul_weights_map_back_to_their_initializers(mlp: 
                                                                            tmp_path: Path) -> None:
     result = _mlp_qft(mlp, output_dir=tmp_path / "q", range_learning=True, encoding_version="2.0.0")
     gm = result.sim_model
-    origins = {o["initializer"]: (name, o["transform"]) for name, o in gm.onnx_parameters.items()}
+    origins = {o.initializer: (name, o.transform) for name, o in conversion_record(gm).parameters.items()}
     assert origins["b"][1] == "transpose"
     model = onnx.load(str(tmp_path / "q" / "model_qft.onnx"))
     arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -246,7 +247,7 @@ def test_torchrun_two_cpu_processes_end_with_the_same_weights(mlp: SimpleNamespa
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     assert torch.load(tmp_path / "losses0.pt") == torch.load(tmp_path / "losses1.pt")
     start = load_torch_model(mlp.model)
-    trained = [name for name, o in start.onnx_parameters.items() if o["initializer"] in ("w1", "b")]
+    trained = [name for name, o in conversion_record(start).parameters.items() if o.initializer in ("w1", "b")]
     assert len(trained) == 2 and not any(torch.equal(first[n], start.get_parameter(n)) for n in trained)
     report = json.loads((tmp_path / "q" / "report.json").read_text())["quantization"]["qft"]
     assert report["settings"]["world_size"] == 2 and report["settings"]["backend"] == "gloo"
@@ -385,6 +386,6 @@ def test_batchnorm_statistics_stay_frozen_and_outputs_use_mse(tmp_path: Path) ->
         original = start.get_submodule(name)
         for key in ("running_mean", "running_var", "weight", "bias"):
             assert torch.equal(getattr(module, key), getattr(original, key)), key
-    conv = next(n for n, o in start.onnx_parameters.items() if o["initializer"] == "w")
+    conv = next(n for n, o in conversion_record(start).parameters.items() if o.initializer == "w")
     assert not torch.equal(result.sim_model.get_parameter(conv), start.get_parameter(conv))
     assert result.report["settings"]["trained_weights"] == 1

@@ -10,6 +10,7 @@ Public API::
 from __future__ import annotations
 
 from .converter import ConversionResult, OnnxToFxConverter, convert_onnx_to_fx
+from .coverage import OperatorReport, scan_onnx_operators
 from .errors import (
     ConversionError,
     ExportError,
@@ -21,7 +22,6 @@ from .errors import (
     ValidationInputError,
 )
 from .export import ExportResult, export_onnx
-from .operators import OperatorReport, scan_onnx_operators
 from .ops.registry import add_converter, onnx_op
 from .validator import AccuracyValidator, OutputMetrics, ValidationMetrics
 

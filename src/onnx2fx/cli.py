@@ -246,6 +246,7 @@ def batch(
     from rich.markup import escape
 
     from .batch import BatchConfig, load_config, run_batch
+    from .batch.display import results_table
     from .pipeline import PipelineOptions
 
     with _errors(debug):
@@ -256,19 +257,7 @@ def batch(
                             force=force, ptq=ptq, qft=qft, console=console)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    styles = {"ok": "green", "failed": "red", "crashed": "magenta", "skipped": "dim", "up-to-date": "cyan"}
-    table = Table(title=f"{len(summary.results)} models from {models_dir}")
-    for column in ("model", "status", "rel. error %", "conversion"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("error", overflow="fold")
-    for r in summary.results:
-        status = r.status if r.passed is not False or r.status != "up-to-date" else "up-to-date (failed)"
-        error = f"{r.error['type']}: {r.error['message']}" if r.error else ""
-        table.add_row(escape(r.path), f"[{styles[r.status]}]{status}[/]",
-                      "—" if r.relative_error is None else f"{r.relative_error:.3g}",
-                      "—" if r.conversion_seconds is None else f"{r.conversion_seconds:.2f} s",
-                      escape(error if len(error) <= 200 else error[:197] + "..."))
-    out_console.print(table)
+    out_console.print(results_table(summary, models_dir))
     counts = ", ".join(f"{n} {s}" for s, n in summary.counts.items())
     out_console.print(f"{'Passed' if summary.passed else 'FAILED'}: {counts} in {summary.seconds:.1f} s. "
                       f"Summary: {output / 'summary.md'}", highlight=False)
@@ -410,7 +399,7 @@ def analyze(
 
     Exit code 0 even when operators are unsupported (the report says which); 2 when MODEL cannot be read.
     """
-    from .operators import scan_onnx_operators, write_report
+    from .coverage import scan_onnx_operators, write_report
 
     with _errors(debug):
         if not model.is_file():

@@ -12,9 +12,7 @@ import hashlib
 import json
 import linecache
 import os
-import shutil
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Mapping, Sequence
@@ -26,15 +24,17 @@ import torch
 import torch.fx
 
 from . import _core
+from .atomic_folder import atomic_folder
 from .codegen.emitter import DynamicDim, EmittedModule
 from .codegen.render import RenderedModule, render
+from .conversion_record import ConversionRecord, attach_conversion_record
 from .errors import ConversionError
-from .fx_tracer import OriginMap, onnx_origin_table, trace_with_origins
+from .fx_tracer import OriginMap, node_origins, onnx_origin_table, trace_with_origins
 from .lowering import lower_graph
 
 __all__ = ["OnnxToFxConverter", "ConversionResult", "convert_onnx_to_fx", "load_core_model"]
 
-def load_core_model(model: Any) -> Any:
+def load_core_model(model: Any) -> _core.Model:
     """A core ``Model`` from a path, serialized bytes or an ``onnx.ModelProto``."""
     if isinstance(model, (str, os.PathLike)):
         return _core.load_model(os.fspath(model))
@@ -85,10 +85,8 @@ class OnnxToFxConverter:
         gm = trace_with_origins(module, origins)
         gm.eval()
         # Pickled with model_full.pt: quantization needs the source graph and where weights came from.
-        gm.onnx_source = os.path.abspath(self.source_model) if isinstance(self.source_model, (str, os.PathLike)) \
-            else None
-        gm.onnx_parameters = {name: {"initializer": o.initializer, "transform": o.transform}
-                              for name, o in emitted.parameter_origins.items()}
+        source = os.path.abspath(self.source_model) if isinstance(self.source_model, (str, os.PathLike)) else None
+        attach_conversion_record(gm, ConversionRecord(source, dict(emitted.parameter_origins), node_origins(gm)))
         info = {
             "source": _source_name(self.source_model),
             "ir_version": core_model.ir_version,
@@ -125,21 +123,17 @@ class OnnxToFxConverter:
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write ``model.py``, ``weights.safetensors``, ``model_full.pt`` and ``conversion.json``.
 
-        Everything is written into a temporary folder beside ``out_dir`` and moved into place at
-        the end, so a failure never leaves a half-written output folder behind.
+        Everything is written into a staging folder beside ``out_dir`` and moved into place at
+        the end (:func:`onnx2fx.atomic_folder.atomic_folder`), so a failure never leaves a
+        half-written output folder behind. Other files already in ``out_dir`` stay.
         """
         result = self._require()
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_folder(out, merge=True) as staging:
             (staging / "model.py").write_text(result.source)
             save_weights(result.emitted.state, staging / "weights.safetensors")
             torch.save(result.graph_module, staging / "model_full.pt")
             (staging / "conversion.json").write_text(json.dumps(self.conversion_record(), indent=2) + "\n")
-            _replace_folder_contents(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         names = ("model.py", "weights.safetensors", "model_full.pt", "conversion.json")
         return {n: out / n for n in names}
 
@@ -240,26 +234,11 @@ def save_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
                 f.write(memoryview(flat.view(torch.uint8).numpy()))
 
 
-def _replace_folder_contents(staging: Path, out: Path) -> None:
-    """Put finished files in ``out``: one atomic rename when ``out`` is new or empty, else one
-    rename per file (each file is always whole, old or new)."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-        staging.mkdir()  # the caller removes it
-        return
-    if not out.is_dir():
-        raise NotADirectoryError(f"output path {out} exists and is not a folder")
-    for item in staging.iterdir():
-        os.replace(item, out / item.name)
-
-
 def _size_record(value: int | DynamicDim) -> int | dict[str, Any]:
     return value if isinstance(value, int) else {"input": value.onnx_name, "axis": value.axis}
 
 
-def _op_counts(core_model: Any) -> dict[str, int]:
+def _op_counts(core_model: _core.Model) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in core_model.graph.nodes:
         key = node.op_type if not node.domain or node.domain == "ai.onnx" else f"{node.domain}::{node.op_type}"
@@ -271,7 +250,7 @@ def _source_name(model: Any) -> str:
     return os.fspath(model) if isinstance(model, (str, os.PathLike)) else "<in-memory model>"
 
 
-def _title(model: Any, core_model: Any) -> str:
+def _title(model: Any, core_model: _core.Model) -> str:
     name = Path(os.fspath(model)).name if isinstance(model, (str, os.PathLike)) else "an in-memory ONNX model"
     opset = core_model.opset_imports.get("", "?")
     return f"PyTorch module converted from {name} (opset {opset})."

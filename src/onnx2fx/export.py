@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 import torch
 
+from .conversion_record import find_conversion_record
 from .errors import ExportError
 from .size_sweep import BATCH_SIZE, OTHER_DIM_SIZE
 from .validator import load_torch_model, random_input
@@ -123,7 +124,7 @@ def export_onnx(model: str | os.PathLike[str] | torch.nn.Module, path: str | os.
 def _load(model: str | os.PathLike[str] | torch.nn.Module) -> tuple[torch.nn.Module, str | None]:
     """The module and the source ONNX path recorded with it."""
     if isinstance(model, torch.nn.Module):
-        return model.eval(), getattr(model, "onnx_source", None)
+        return model.eval(), _recorded_source(model)
     folder = Path(os.fspath(model))
     if not folder.exists():
         raise ExportError(f"{folder} does not exist")
@@ -143,7 +144,12 @@ def _load(model: str | os.PathLike[str] | torch.nn.Module) -> tuple[torch.nn.Mod
         module = load_torch_model(pickled)
     except Exception as exc:  # a corrupt or foreign pickle: name the file
         raise ExportError(f"{pickled} cannot be loaded as a converted model: {type(exc).__name__}: {exc}") from exc
-    return module, getattr(module, "onnx_source", None) or recorded
+    return module, _recorded_source(module) or recorded
+
+
+def _recorded_source(module: torch.nn.Module) -> str | None:
+    record = find_conversion_record(module)
+    return record.source if record is not None else None
 
 
 def _source(path: str | os.PathLike[str] | None) -> _Source:

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.fx
 
+from .conversion_record import find_conversion_record
+
 
 @dataclass
 class OriginMap:
@@ -74,12 +76,16 @@ def trace_with_origins(module: torch.nn.Module, origins: OriginMap, class_name: 
     gm = torch.fx.GraphModule(tracer.root, graph, class_name)
     # Unpickling re-traces with the recorded tracer class; a plain Tracer needs no origin map.
     gm._tracer_cls = None
-    # node.meta is not pickled: keep the origins in an attribute that is, see restore_origins.
-    gm.onnx_origins = {n.name: {k: n.meta[k] for k in ORIGIN_KEYS} for n in gm.graph.nodes if "onnx_node" in n.meta}
     return gm
 
 
 ORIGIN_KEYS = ("onnx_node", "onnx_op_type", "onnx_outputs")
+
+
+def node_origins(gm: torch.fx.GraphModule) -> dict[str, dict[str, Any]]:
+    """FX node name -> its ONNX origin entries of ``node.meta``; node.meta is not pickled, so the
+    conversion record keeps this copy (see :func:`restore_origins`)."""
+    return {n.name: {k: n.meta[k] for k in ORIGIN_KEYS} for n in gm.graph.nodes if "onnx_node" in n.meta}
 
 
 def restore_origins(gm: torch.nn.Module) -> torch.nn.Module:
@@ -87,10 +93,10 @@ def restore_origins(gm: torch.nn.Module) -> torch.nn.Module:
 
     Unpickling rebuilds the graph from its code, with the same node names, but without meta.
     """
-    origins = getattr(gm, "onnx_origins", None)
-    if isinstance(gm, torch.fx.GraphModule) and isinstance(origins, dict):
+    record = find_conversion_record(gm)
+    if isinstance(gm, torch.fx.GraphModule) and record is not None:
         for node in gm.graph.nodes:
-            node.meta.update(origins.get(node.name, {}))
+            node.meta.update(record.node_origins.get(node.name, {}))
     return gm
 
 

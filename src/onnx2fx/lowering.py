@@ -11,12 +11,15 @@ import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch
 from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
 
-from . import ops  # noqa: F401 - registers the built-in op table
+from . import (
+    _core,
+    ops,  # noqa: F401 - registers the built-in op table
+)
 from .codegen.emitter import EmittedModule, Emitter, NodeInfo
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
@@ -34,9 +37,10 @@ OTHER_DIM_HINTS = (64, 256, 512, 1024)
 OTHER_DIM_HINT = OTHER_DIM_HINTS[0]
 
 
-def attribute_value(attr: Any) -> Any:
+def attribute_value(attr: _core.Attribute) -> Any:
     """A core ``Attribute`` as the Python value a lowering receives."""
-    kind, value = attr.type, attr.value
+    kind = attr.type
+    value: Any = attr.value  # its type follows from ``kind``, which a type checker cannot see
     if kind == "STRING":
         return value.decode("utf-8", errors="replace")
     if kind == "STRINGS":
@@ -52,7 +56,7 @@ def attribute_value(attr: Any) -> Any:
     return value
 
 
-def input_shape(value_info: Any, override: Sequence[int] | None) -> list[int | None]:
+def input_shape(value_info: _core.ValueInfo, override: Sequence[int] | None) -> list[int | None]:
     """Sizes of a graph input: ints for static dims, ``None`` for dynamic ones."""
     if override is not None:
         return [int(d) for d in override]
@@ -66,7 +70,7 @@ def input_shape(value_info: Any, override: Sequence[int] | None) -> list[int | N
     return [d if isinstance(d, int) and d >= 0 else None for d in shape]
 
 
-def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None],
+def fake_input(emitter: Emitter, value_info: _core.ValueInfo, shape: list[int | None],
                other_dim_hint: int = OTHER_DIM_HINT) -> torch.Tensor:
     dtype = torch_dtype(value_info.type.elem_type, f"graph input {value_info.name!r}")
     hints = [d if d is not None else (BATCH_HINT if i == 0 else other_dim_hint) for i, d in enumerate(shape)]
@@ -80,7 +84,7 @@ def fake_input(emitter: Emitter, value_info: Any, shape: list[int | None],
         example, symbolic_context=StatelessSymbolicContext(dynamic_sizes=dynamic))
 
 
-def lower_graph(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> EmittedModule:
+def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None = None) -> EmittedModule:
     """Lower the main graph of a core ``Model`` into an emitted module.
 
     A model with dynamic non-batch dimensions whose lowering fails on the first assumed size is
@@ -122,7 +126,7 @@ def _cyclic_collection_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _has_dynamic_non_batch_dim(model: Any, input_shapes: Mapping[str, Sequence[int]] | None) -> bool:
+def _has_dynamic_non_batch_dim(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None) -> bool:
     fixed = set(input_shapes or {})
     for vi in model.graph.inputs:
         if vi.name in fixed or vi.type.kind != "tensor" or vi.type.shape is None:
@@ -132,7 +136,7 @@ def _has_dynamic_non_batch_dim(model: Any, input_shapes: Mapping[str, Sequence[i
     return False
 
 
-def _lower_graph_at(model: Any, input_shapes: Mapping[str, Sequence[int]] | None,
+def _lower_graph_at(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None,
                     other_dim_hint: int) -> EmittedModule:
     input_shapes = dict(input_shapes or {})
     graph = model.graph
@@ -175,7 +179,7 @@ def _lower_graph_at(model: Any, input_shapes: Mapping[str, Sequence[int]] | None
     return emitted
 
 
-def _declared_type(emitter: Emitter, value: Value, value_info: Any) -> Value:
+def _declared_type(emitter: Emitter, value: Value, value_info: _core.ValueInfo) -> Value:
     """A graph output declared as a 4/2-bit type but computed in its storage type, viewed back."""
     elem_type = value_info.type.elem_type if value_info.type.kind == "tensor" else 0
     declared = ONNX_TO_TORCH.get(elem_type)
@@ -185,8 +189,9 @@ def _declared_type(emitter: Emitter, value: Value, value_info: Any) -> Value:
     return value
 
 
-def lower_node(emitter: Emitter, node: Any, index: int, opsets: Mapping[str, int],
-               env: dict[str, Value], functions: Sequence[Any] = (), parent: NodeInfo | None = None) -> None:
+def lower_node(emitter: Emitter, node: _core.Node, index: int, opsets: Mapping[str, int],
+               env: dict[str, Value], functions: Sequence[_core.Function] = (),
+               parent: NodeInfo | None = None) -> None:
     """Lower one node. A node without a lowering, or whose lowering refuses it, is replaced by its
     function body when it has one (a local function of the model or the specification's)."""
     domain = normalize_domain(node.domain)
@@ -219,10 +224,10 @@ class Scope:
 
     env: dict[str, Value]
     opsets: Mapping[str, int]
-    functions: Sequence[Any]
+    functions: Sequence[_core.Function]
 
 
-def lower_subgraph(emitter: Emitter, graph: Any, inputs: Sequence[Value | None]) -> list[Value]:
+def lower_subgraph(emitter: Emitter, graph: _core.Graph, inputs: Sequence[Value | None]) -> list[Value]:
     """Lower a subgraph inline, in the current node's scope, with its formal inputs bound to
     ``inputs``; return its outputs. Called by control-flow lowerings, once per use of the body."""
     scope, node = emitter.scope, emitter.node
@@ -252,7 +257,7 @@ _ATTRIBUTE_TYPES: dict[type, tuple[str, ...]] = {
 }
 
 
-def _check_inputs_and_attributes(info: NodeInfo, node: Any, params: Sequence[inspect.Parameter],
+def _check_inputs_and_attributes(info: NodeInfo, node: _core.Node, params: Sequence[inspect.Parameter],
                                  args: list[Value | None], attrs: dict[str, Any]) -> None:
     """Required inputs present and attributes of the type the lowering's defaults declare."""
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
@@ -269,7 +274,7 @@ def _check_inputs_and_attributes(info: NodeInfo, node: Any, params: Sequence[ins
                                   f"{' or '.join(expected)}")
 
 
-def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Value | None],
+def _lower_with_table(emitter: Emitter, node: _core.Node, info: NodeInfo, args: list[Value | None],
                       env: dict[str, Value]) -> None:
     name, domain, opset = info.name, info.domain, info.opset
     impl = lookup(node.op_type, domain, opset)
@@ -290,10 +295,10 @@ def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Va
         raise emitter.unsupported(None, f"{len(args)} inputs given, at most {len(positional)} handled")
     _check_inputs_and_attributes(info, node, impl.parameters, args, attrs)
     try:
-        if (domain, node.op_type) not in SUB_BYTE_AWARE:  # 4/2-bit values are computed on as int8/uint8
+        if not impl.sub_byte_aware:  # 4/2-bit values are computed on as int8/uint8
             args = [emitter.method(a, "view", SUB_BYTE_STORAGE[a.dtype]) if _is_tensor(a) and a.dtype
                     in SUB_BYTE_STORAGE else a for a in args]
-        narrow_to = _wide_unsigned(args) if (domain, node.op_type) in WIDENED_FOR_UNSIGNED else None
+        narrow_to = _wide_unsigned(args) if impl.widened_for_unsigned else None
         if narrow_to is not None:  # torch has no kernels for these ops on uint16/32/64: compute in int64
             args = [emitter.method(a, "to", torch.int64) if a is not None and a.dtype == narrow_to else a
                     for a in args]
@@ -305,8 +310,7 @@ def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Va
                               f"{type(exc).__name__}: {exc}") from exc
     results = result if isinstance(result, tuple) else (result,)
     if narrow_to is not None:
-        narrowed = WIDENED_FOR_UNSIGNED[(domain, node.op_type)]
-        results = tuple(emitter.method(v, "to", narrow_to) if i in narrowed and v is not None
+        results = tuple(emitter.method(v, "to", narrow_to) if i in impl.narrowed_outputs and v is not None
                         and v.dtype == torch.int64 else v for i, v in enumerate(results))
     for output, value in zip(node.outputs, results):
         if not output:
@@ -320,22 +324,12 @@ def _lower_with_table(emitter: Emitter, node: Any, info: NodeInfo, args: list[Va
         raise emitter.unsupported(None, f"optional outputs {missing} are not produced by this lowering")
 
 
-# Ops whose torch kernels lack uint16/uint32/uint64 (torch implements few ops for them): their
-# inputs are widened to int64 and the results narrowed back. Exact, except that uint64 values of
-# 2**63 and more compare, divide and shift as negative int64 values.
-WIDENED_FOR_UNSIGNED: dict[tuple[str, str], tuple[int, ...]] = {  # op -> outputs of the input's type
-    ("", op): (0,) for op in (
-        "Add", "Sub", "Div", "Mod", "Max", "Min", "Sum", "Mean", "Greater", "Less", "GreaterOrEqual",
-        "LessOrEqual", "BitShift", "BitwiseNot", "Abs", "Neg", "Clip", "Sign", "ReduceMax", "ReduceMin",
-        "ReduceSum", "ReduceProd", "TopK", "CumSum", "ArgMax", "ArgMin", "NonZero")}
-for _op in ("ArgMax", "ArgMin", "NonZero"):  # their outputs are int64 indices
-    WIDENED_FOR_UNSIGNED[("", _op)] = ()
+# The unsigned types torch has few kernels for: ops registered ``widened_for_unsigned`` compute
+# them as int64 (see ``OpImpl``).
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
-# Ops whose lowerings take 4/2-bit inputs as they are (they need the type's range, not just values).
-SUB_BYTE_AWARE = {("", "QuantizeLinear"), ("", "DequantizeLinear"), ("", "CastLike")}
 
 
-def _is_tensor(v: Value | None) -> bool:
+def _is_tensor(v: Value | None) -> TypeGuard[Value]:
     """Whether ``v`` is a tensor (not an omitted input, a sequence or an optional)."""
     return v is not None and (v.fake is not None or v.const is not None or v.elements is not None)
 
@@ -347,6 +341,6 @@ def _wide_unsigned(args: Sequence[Value | None]) -> torch.dtype | None:
     return None
 
 
-def describe_type(value_info: Any) -> str:
+def describe_type(value_info: _core.ValueInfo) -> str:
     t = value_info.type
     return f"{ONNX_TYPE_NAMES.get(t.elem_type, t.elem_type)}{t.shape}"

@@ -24,6 +24,7 @@ from torch import nn
 from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from ..conversion_record import ParameterOrigin
 from ..errors import ConversionError, UnsupportedOperatorError
 from .names import NameScope, sanitize
 from .shape_env import ConversionShapeEnv, SpecialisationRefused
@@ -61,18 +62,14 @@ class NodeInfo:
 
 
 @dataclass
-class ForwardLine:
-    text: str
-    node: str | None  # ONNX node name this line belongs to
-    targets: list[str] = field(default_factory=list)  # local variables the line assigns
+class EmittedCall:
+    """One statement of ``forward``: ``expression`` assigned to ``targets``, or evaluated alone when
+    there are none (a run-time check). :func:`onnx2fx.codegen.render.statement` writes it."""
 
-
-@dataclass
-class ParameterOrigin:
-    """Where a parameter or buffer of the generated module comes from in the ONNX file."""
-
-    initializer: str | None
-    transform: str | None = None  # e.g. "transpose" when the parameter is B^T of a Gemm
+    expression: str
+    node: str | None  # ONNX node name the statement belongs to
+    targets: list[str] = field(default_factory=list)  # local variables it assigns, in order
+    unpack: str | None = None  # the left-hand side for nested results, such as "{0}, ({1}, {2})"
 
 
 @dataclass
@@ -129,12 +126,62 @@ class Specialisation:
                 f"{self.dim.onnx_name}=...)")
 
 
+@dataclass(frozen=True)
+class EmitterSnapshot:
+    """A point :meth:`EmitterState.restore` returns to: the lengths of the lists, which only grow,
+    and copies of the tables, which are also rewritten."""
+
+    init_lines: int
+    forward_lines: int
+    warnings: int
+    helpers: dict[str, Helper]
+    state: dict[str, torch.Tensor]
+    parameter_origins: dict[str, ParameterOrigin]
+    module_origins: dict[str, str]
+    modules: dict[str, nn.Module]
+
+
+@dataclass
+class EmitterState:
+    """What lowering has produced so far, all of which :meth:`Emitter.attempt` undoes when a
+    lowering fails: the lines of ``__init__`` and ``forward``, the helpers copied into ``model.py``,
+    the tensors of the state dict and their origins, the declared layers, and the warnings.
+
+    The containers are changed in place, never replaced: a child emitter shares ``helpers``."""
+
+    init_lines: list[str] = field(default_factory=list)
+    forward_lines: list[EmittedCall] = field(default_factory=list)
+    helpers: dict[str, Helper] = field(default_factory=dict)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)  # the generated module's state dict
+    parameter_origins: dict[str, ParameterOrigin] = field(default_factory=dict)
+    module_origins: dict[str, str] = field(default_factory=dict)  # submodule attribute -> ONNX node name
+    modules: dict[str, nn.Module] = field(default_factory=dict)  # submodule attribute -> layer (meta device)
+    warnings: list[str] = field(default_factory=list)
+
+    def snapshot(self) -> EmitterSnapshot:
+        return EmitterSnapshot(len(self.init_lines), len(self.forward_lines), len(self.warnings), dict(self.helpers),
+                               dict(self.state), dict(self.parameter_origins), dict(self.module_origins),
+                               dict(self.modules))
+
+    def restore(self, snapshot: EmitterSnapshot) -> None:
+        del self.init_lines[snapshot.init_lines:]
+        del self.forward_lines[snapshot.forward_lines:]
+        del self.warnings[snapshot.warnings:]
+        tables: tuple[tuple[dict, dict], ...] = (
+            (self.state, snapshot.state), (self.parameter_origins, snapshot.parameter_origins),
+            (self.module_origins, snapshot.module_origins), (self.modules, snapshot.modules),
+            (self.helpers, snapshot.helpers))
+        for current, saved in tables:
+            current.clear()
+            current.update(saved)
+
+
 @dataclass
 class EmittedModule:
     """Everything needed to render ``model.py`` and to load its weights."""
 
     init_lines: list[str]
-    forward_lines: list[ForwardLine]
+    forward_lines: list[EmittedCall]
     input_names: list[str]
     input_onnx_names: list[str]
     output_codes: list[str]
@@ -161,20 +208,13 @@ class Emitter:
         self.fake_mode = fake_mode or FakeTensorMode(shape_env=ConversionShapeEnv(), allow_non_fake_inputs=True)
         self.attrs = NameScope()
         self.locals = NameScope()
-        self.init_lines: list[str] = []
-        self.forward_lines: list[ForwardLine] = []
-        self.helpers: dict[str, Helper] = {}
-        self.state: dict[str, torch.Tensor] = {}
-        self.parameter_origins: dict[str, ParameterOrigin] = {}
-        self.module_origins: dict[str, str] = {}
-        self.warnings: list[str] = []
+        self.generated = EmitterState()
         self.node: NodeInfo | None = None
         self._initializer_attr: dict[str, str] = {}
         self._namespace: dict[str, Any] = {"torch": torch, "nn": nn, "F": F, "math": math}
         # id(constant) -> (the constant, its fake). The constant is kept so that its id cannot be
         # reused by a later tensor, which would otherwise be given this one's shape.
         self._fake_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._modules: dict[str, nn.Module] = {}
         self.nodes: dict[str, NodeInfo] = {}
         self.scope: Any = None  # set by lowering while a node is lowered (for subgraphs)
         # In a generated function (a loop body): constants that became its parameters, with their values.
@@ -207,7 +247,7 @@ class Emitter:
 
     def warn(self, message: str) -> None:
         prefix = f"node {self.node.name!r} ({self.node.op_type}): " if self.node else ""
-        self.warnings.append(prefix + message)
+        self.generated.warnings.append(prefix + message)
 
     # ----------------------------------------------------------------------------- values
     def input(self, onnx_name: str, fake: torch.Tensor | None) -> Value:
@@ -320,13 +360,13 @@ class Emitter:
             return v.code
         attr = self.attrs.fresh(v.origin_initializer or v.onnx_name, "const")
         if t.is_floating_point():
-            self.init_lines.append(
+            self.generated.init_lines.append(
                 f"self.{attr} = nn.Parameter(torch.empty({tuple(t.shape)!r}, dtype={t.dtype}))")
         else:
-            self.init_lines.append(
+            self.generated.init_lines.append(
                 f"self.register_buffer({attr!r}, torch.empty({tuple(t.shape)!r}, dtype={t.dtype}))")
-        self.state[attr] = t
-        self.parameter_origins[attr] = ParameterOrigin(v.origin_initializer)
+        self.generated.state[attr] = t
+        self.generated.parameter_origins[attr] = ParameterOrigin(v.origin_initializer)
         if v.origin_initializer is not None:
             self._initializer_attr[v.origin_initializer] = attr
         v.code = f"self.{attr}"
@@ -350,10 +390,10 @@ class Emitter:
         """
         name = fn.__name__.lstrip("_")
         name = f"_{name}"
-        if name not in self.helpers:
+        if name not in self.generated.helpers:
             source = textwrap.dedent(inspect.getsource(fn))
             source = source.replace(f"def {fn.__name__}(", f"def {name}(", 1)
-            self.helpers[name] = Helper(name, source, fn, leaf)
+            self.generated.helpers[name] = Helper(name, source, fn, leaf)
             self._namespace[name] = fn
         return name
 
@@ -364,26 +404,23 @@ class Emitter:
         added; the function is also compiled here, for conversion-time evaluation."""
         name = f"_{sanitize_identifier(hint)}"
         counter = 1
-        while name in self.helpers or name in self._namespace:
+        while name in self.generated.helpers or name in self._namespace:
             name = f"_{sanitize_identifier(hint)}_{counter}"
             counter += 1
         text = source.replace("{name}", name)
         exec(compile(text, f"<onnx2fx {name}>", "exec"), self._namespace)  # noqa: S102 - code built by lowerings
-        self.helpers[name] = Helper(name, text, self._namespace[name], leaf)
+        self.generated.helpers[name] = Helper(name, text, self._namespace[name], leaf)
         return name
 
     def child(self) -> Emitter:
         """An emitter for the body of a generated function: its own local names, the same fake
         tensor mode, helpers and namespace as this one."""
         child = Emitter(self.fake_mode)
-        child.helpers, child._namespace = self.helpers, self._namespace
+        child.generated.helpers, child._namespace = self.generated.helpers, self._namespace
         child.node = self.node
         child.lifted = []
         child.dynamic_dims, child.specialised = self.dynamic_dims, self.specialised
         return child
-
-    def body_lines(self) -> list[str]:
-        return [line.text for line in self.forward_lines]
 
     # ----------------------------------------------------------------------------- emission
     def call(self, fn: str, *args: Any, n_outputs: int = 1, fold: bool = True,
@@ -421,16 +458,11 @@ class Emitter:
     def attempt(self) -> Iterator[None]:
         """Undo everything emitted inside the block when it raises (the exception propagates), so a
         handler can try one lowering and fall back to another."""
-        saved = (len(self.init_lines), len(self.forward_lines), dict(self.state), dict(self.parameter_origins),
-                 dict(self.module_origins), dict(self._modules), dict(self.helpers), len(self.warnings))
+        snapshot = self.generated.snapshot()
         try:
             yield
         except Exception:
-            del self.init_lines[saved[0]:], self.forward_lines[saved[1]:], self.warnings[saved[7]:]
-            for current, old in zip((self.state, self.parameter_origins, self.module_origins, self._modules,
-                                     self.helpers), saved[2:7]):
-                current.clear()
-                current.update(old)
+            self.generated.restore(snapshot)
             raise
 
     def method(self, obj: Value, name: str, *args: Any, n_outputs: int = 1, **kwargs: Any) -> Any:
@@ -478,12 +510,12 @@ class Emitter:
         """
         attr = self.attrs.fresh(self._layer_name(hint), "layer")
         call = f"{ctor}({self._format_args(ctor_args, ctor_kwargs)})"
-        self.init_lines.append(f"self.{attr} = {call}")
+        self.generated.init_lines.append(f"self.{attr} = {call}")
         with torch.device("meta"):
             module = eval(call, dict(self._namespace))  # noqa: S307 - code built from literals above
-        self._modules[attr] = module
+        self.generated.modules[attr] = module
         if self.node is not None:
-            self.module_origins[attr] = self.node.name
+            self.generated.module_origins[attr] = self.node.name
         return attr
 
     def _layer_name(self, hint: str) -> str:
@@ -503,13 +535,13 @@ class Emitter:
                        initializer: str | None, transform: str | None = None) -> None:
         """Give a declared submodule's parameter (or buffer) its real tensor."""
         qualified = f"{module_attr}.{param}"
-        module = self._modules[module_attr]
+        module = self.generated.modules[module_attr]
         current = getattr(module, param)
         if tuple(current.shape) != tuple(value.shape):
             raise self.error(f"{param} of shape {tuple(value.shape)} does not fit {type(module).__name__} "
                              f"expecting {tuple(current.shape)}")
-        self.state[qualified] = value.to(current.dtype) if value.dtype != current.dtype else value
-        self.parameter_origins[qualified] = ParameterOrigin(initializer, transform)
+        self.generated.state[qualified] = value.to(current.dtype) if value.dtype != current.dtype else value
+        self.generated.parameter_origins[qualified] = ParameterOrigin(initializer, transform)
 
     def call_module(self, attr: str, *args: Any, n_outputs: int = 1, unpack: str | None = None,
                     out_spec: Sequence[OutSpec] | None = None) -> Any:
@@ -520,7 +552,7 @@ class Emitter:
         gives the results' sizes for a module that is not to be evaluated on fake tensors (the
         recurrent layers: their decompositions iterate over the time steps, which fixes a dynamic
         sequence length to its hint and costs a traced step per hint)."""
-        module = self._modules[attr].eval()
+        module = self.generated.modules[attr].eval()
         if out_spec is None and isinstance(module, nn.Linear) and len(args) == 1 and isinstance(args[0], Value) \
                 and args[0].const is None and _symbolic(self.fake(args[0])) \
                 and self._static_last(args[0]) == module.in_features:
@@ -533,7 +565,7 @@ class Emitter:
         names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
         with self.fake_mode:  # parameters only lend their shapes: fresh fakes, not copies of the real ones
             fakes = {n: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
-                     for n in names if (t := self.state.get(f"{attr}.{n}")) is not None}
+                     for n in names if (t := self.generated.state.get(f"{attr}.{n}")) is not None}
 
         def run(*inputs: torch.Tensor) -> Any:
             result = torch.func.functional_call(module, fakes, inputs)
@@ -584,10 +616,7 @@ class Emitter:
         else:
             code = f"{fn_code}({self._format_args(args, kwargs)})"
         names = [self.locals.fresh(self._output_name(i), "v") for i in range(len(results))]
-        lhs = names[0] if n_outputs == 1 else ", ".join(names) + ("," if len(names) == 1 else "")
-        if unpack is not None:
-            lhs = unpack.format(*names)
-        self.forward_lines.append(ForwardLine(f"{lhs} = {code}", self.node.name if self.node else None, names))
+        self.generated.forward_lines.append(EmittedCall(code, self.node.name if self.node else None, names, unpack))
         values = [Value(self._output_name(i), fake, code=name) for i, (fake, name) in enumerate(zip(results, names))]
         return values[0] if n_outputs == 1 else tuple(values)
 
@@ -637,11 +666,11 @@ class Emitter:
                 node = self.node
                 special = Specialisation(dim, value, node.name if node else None, node.op_type if node else None)
                 self.specialised[symbol] = special
-                self.warnings.append(special.describe())
+                self.generated.warnings.append(special.describe())
 
     def _assign(self, code: str, onnx_name: str) -> str:
         name = self.locals.fresh(onnx_name, "v")
-        self.forward_lines.append(ForwardLine(f"{name} = {code}", self.node.name if self.node else None, [name]))
+        self.generated.forward_lines.append(EmittedCall(code, self.node.name if self.node else None, [name]))
         return name
 
     def _output_name(self, index: int) -> str:
@@ -702,30 +731,30 @@ class Emitter:
         self.node = None
         output_codes = [self.ref(v) for v in outputs]
         self._check_layers_complete()
-        checks = [ForwardLine(s.check_line(), s.node) for s in self.specialised.values()]
+        checks = [EmittedCall(s.check_line(), s.node) for s in self.specialised.values()]
         return EmittedModule(
-            init_lines=self.init_lines,
-            forward_lines=checks + self.forward_lines,
+            init_lines=self.generated.init_lines,
+            forward_lines=checks + self.generated.forward_lines,
             input_names=[v.code or "" for v in inputs],
             input_onnx_names=input_onnx,
             output_codes=output_codes,
             output_onnx_names=output_onnx,
-            helpers=list(self.helpers.values()),
-            state=self.state,
-            parameter_origins=self.parameter_origins,
-            module_origins=self.module_origins,
+            helpers=list(self.generated.helpers.values()),
+            state=self.generated.state,
+            parameter_origins=self.generated.parameter_origins,
+            module_origins=self.generated.module_origins,
             nodes=self.nodes,
             tensor_codes={name: v.code or "" for name, v in env.items()},
-            warnings=self.warnings,
+            warnings=self.generated.warnings,
             specialisations=list(self.specialised.values()),
         )
 
     def _check_layers_complete(self) -> None:
         """Every parameter and buffer of a declared layer must have been bound to a tensor."""
-        for attr, module in self._modules.items():
+        for attr, module in self.generated.modules.items():
             for name, _ in [*module.named_parameters(), *module.named_buffers()]:
                 qualified = f"{attr}.{name}"
-                if qualified not in self.state:
+                if qualified not in self.generated.state:
                     raise ConversionError(f"layer {attr} ({type(module).__name__}) has no value for {name}")
 
 

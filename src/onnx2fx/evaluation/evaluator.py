@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic_folder import atomic_folder
 from ..errors import EvaluationError
 from .comparison import compare_evaluations, comparison_markdown, write_comparison
 from .datasets import Dataset, load_dataset
@@ -219,11 +218,10 @@ def _write_result(result: EvaluationResult, folder: Path) -> None:
 
 
 def _write(run: EvaluationRun, out_dir: Path) -> dict[str, Path]:
-    """Write into a staging folder beside ``out_dir`` and rename it into place."""
+    """Write into a staging folder beside ``out_dir`` and move it into place, replacing an older
+    folder there only then."""
     out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as staging:
         files: dict[str, Path] = {}
         if len(run.results) == 1:
             _write_result(run.results[0], staging)
@@ -236,14 +234,4 @@ def _write(run: EvaluationRun, out_dir: Path) -> dict[str, Path]:
             write_comparison(run.comparison, staging / "comparison.json")
             (staging / "comparison.md").write_text(comparison_markdown(run.comparison) + "\n")
             files["comparison"] = out_dir / "comparison.json"
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            out_dir.rename(old / out_dir.name)
-            staging.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return files

@@ -115,6 +115,7 @@ class TorchRunner(Runner):
     def __init__(self, path: Path, names_from: Path | None) -> None:
         import torch
 
+        from ..conversion_record import find_conversion_record
         from ..validator import load_torch_model
 
         try:
@@ -122,7 +123,8 @@ class TorchRunner(Runner):
         except Exception as exc:  # a pickle can fail in many ways; the file is the user's
             raise EvaluationError(f"{path} cannot be loaded as a torch model: {exc}") from None
         self.torch = torch
-        source = names_from or Path(getattr(self.module, "onnx_source", "") or "")
+        record = find_conversion_record(self.module)
+        source = names_from or Path((record.source if record is not None else None) or "")
         if not source.is_file():
             raise EvaluationError(f"{path}: no ONNX file gives its input and output names (none beside it, and the "
                                   "source recorded at conversion is missing)")

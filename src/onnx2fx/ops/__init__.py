@@ -17,6 +17,7 @@ from . import (  # noqa: F401
     recurrent,
     reduce,
     resample,
+    resize,
     sequence,
     shape,
     spectral,

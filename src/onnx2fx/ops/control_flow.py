@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..codegen.emitter import Emitter
+from ..codegen.render import statement
 from ..codegen.values import Value
 from ..errors import UnsupportedOperatorError
 from .registry import onnx_op
@@ -292,12 +293,12 @@ def _body_function(g: Emitter, graph: Any, hint: str, formals: list[Value]) -> t
     inputs = [_formal(child, vi.name, template, varies=True) for vi, template in zip(graph.inputs, formals)]
     results = lower_subgraph(child, graph, inputs)
     returned = [child.ref(r) for r in results]
-    if child.init_lines or child.state:
+    if child.generated.init_lines or child.generated.state:
         raise g.unsupported(None, "a loop body using a layer with weights")
     for param, value in child.lifted or []:  # constants the body uses: passed in like outer values
         params.append(param)
         captured.append(Value(value.onnx_name, None, const=value.const, origin_initializer=value.origin_initializer))
-    lines = "\n".join(f"    {line}" for line in child.body_lines())
+    lines = "\n".join(f"    {statement(call)}" for call in child.generated.forward_lines)
     signature = ", ".join([v.code for v in inputs] + params)
     source = f"def {{name}}({signature}):\n{lines}\n    return ({', '.join(returned)},)\n"
     return g.generated_helper(hint, source), captured, results

@@ -22,6 +22,8 @@ _UNARY = {
     "Acosh": "torch.acosh", "Atanh": "torch.atanh", "Sign": "torch.sign", "Round": "torch.round",
     "Not": "torch.logical_not", "IsNaN": "torch.isnan", "Softsign": "F.softsign", "Mish": "F.mish",
 }
+# Unary ops whose torch functions lack uint16/32/64 kernels (see ``OpImpl.widened_for_unsigned``).
+_UNARY_WIDENED_FOR_UNSIGNED = frozenset({"Neg", "Abs", "Sign"})
 
 
 def _register_unary(op_type: str, fn: str) -> None:
@@ -30,7 +32,7 @@ def _register_unary(op_type: str, fn: str) -> None:
 
     lower.__name__ = f"lower_{op_type.lower()}"
     lower.__doc__ = f"{op_type}(x) -> {fn}(x)"
-    onnx_op(op_type, 1)(lower)
+    onnx_op(op_type, 1, widened_for_unsigned=op_type in _UNARY_WIDENED_FOR_UNSIGNED)(lower)
 
 
 for _op, _fn in _UNARY.items():
@@ -75,12 +77,12 @@ def _trunc_div(x: SymElem, y: SymElem) -> SymElem:
     return x // y  # run-time sizes are non-negative, where floor and truncation agree
 
 
-@onnx_op("Add", 1)
+@onnx_op("Add", 1, widened_for_unsigned=True)
 def add(g: Emitter, a: Value, b: Value, **legacy: object) -> Value:
     return _elementwise_on_elements(g, a, b, lambda x, y: x + y) or _infix(g, "+", a, b)
 
 
-@onnx_op("Sub", 1)
+@onnx_op("Sub", 1, widened_for_unsigned=True)
 def sub(g: Emitter, a: Value, b: Value, **legacy: object) -> Value:
     return _elementwise_on_elements(g, a, b, lambda x, y: x - y) or _infix(g, "-", a, b)
 
@@ -90,7 +92,7 @@ def mul(g: Emitter, a: Value, b: Value, **legacy: object) -> Value:
     return _elementwise_on_elements(g, a, b, lambda x, y: x * y) or _infix(g, "*", a, b)
 
 
-@onnx_op("Div", 1)
+@onnx_op("Div", 1, widened_for_unsigned=True)
 def div(g: Emitter, a: Value, b: Value, **legacy: object) -> Value:
     if a.dtype.is_floating_point or a.dtype.is_complex:
         return _infix(g, "/", a, b)
@@ -135,7 +137,7 @@ def pow_(g: Emitter, x: Value, y: Value) -> Value:
     return result if result.dtype == x.dtype else g.method(result, "to", x.dtype)
 
 
-@onnx_op("Mod", 10)
+@onnx_op("Mod", 10, widened_for_unsigned=True)
 def mod(g: Emitter, a: Value, b: Value, *, fmod: int = 0) -> Value:
     return g.call("torch.fmod" if fmod else "torch.remainder", a, b)
 
@@ -148,6 +150,8 @@ _COMPARE = {"Equal": "torch.eq", "Less": "torch.lt", "Greater": "torch.gt", "Les
 
 _SHAPE_COMPARE = {"Equal": operator.eq, "Less": operator.lt, "Greater": operator.gt,
                   "LessOrEqual": operator.le, "GreaterOrEqual": operator.ge}
+# Comparisons whose torch functions lack uint16/32/64 kernels (see ``OpImpl.widened_for_unsigned``).
+_COMPARE_WIDENED_FOR_UNSIGNED = frozenset({"Less", "Greater", "LessOrEqual", "GreaterOrEqual"})
 
 
 def _register_binary(op_type: str, fn: str) -> None:
@@ -163,7 +167,7 @@ def _register_binary(op_type: str, fn: str) -> None:
 
     lower.__name__ = f"lower_{op_type.lower()}"
     lower.__doc__ = f"{op_type}(a, b) -> {fn}(a, b), decided at conversion time on shape elements"
-    onnx_op(op_type, 1)(lower)
+    onnx_op(op_type, 1, widened_for_unsigned=op_type in _COMPARE_WIDENED_FOR_UNSIGNED)(lower)
 
 
 for _op, _fn in _COMPARE.items():
@@ -177,22 +181,22 @@ def _variadic(g: Emitter, fn: str, inputs: tuple[Value, ...]) -> Value:
     return result
 
 
-@onnx_op("Max", 1)
+@onnx_op("Max", 1, widened_for_unsigned=True)
 def max_(g: Emitter, *inputs: Value, **legacy: object) -> Value:
     return _variadic(g, "torch.maximum", inputs)
 
 
-@onnx_op("Min", 1)
+@onnx_op("Min", 1, widened_for_unsigned=True)
 def min_(g: Emitter, *inputs: Value, **legacy: object) -> Value:
     return _variadic(g, "torch.minimum", inputs)
 
 
-@onnx_op("Sum", 1)
+@onnx_op("Sum", 1, widened_for_unsigned=True)
 def sum_(g: Emitter, *inputs: Value, **legacy: object) -> Value:
     return _variadic(g, "torch.add", inputs)
 
 
-@onnx_op("Mean", 1)
+@onnx_op("Mean", 1, widened_for_unsigned=True)
 def mean(g: Emitter, *inputs: Value, **legacy: object) -> Value:
     return g.operator("/", _variadic(g, "torch.add", inputs), float(len(inputs)))
 
@@ -282,13 +286,13 @@ def gelu(g: Emitter, x: Value, *, approximate: str = "none") -> Value:
     return g.call("F.gelu", x)
 
 
-@onnx_op("Clip", 1)
+@onnx_op("Clip", 1, widened_for_unsigned=True)
 def clip_legacy(g: Emitter, x: Value, *, min: float = float("-inf"), max: float = float("inf"),
                 **legacy: object) -> Value:
     return _clamp(g, x, min if min != float("-inf") else None, max if max != float("inf") else None)
 
 
-@onnx_op("Clip", 11)
+@onnx_op("Clip", 11, widened_for_unsigned=True)
 def clip(g: Emitter, x: Value, lo: Value | None = None, hi: Value | None = None) -> Value:
     def bound(v: Value | None) -> object:
         if v is None:
@@ -342,7 +346,7 @@ def cast(g: Emitter, x: Value, *, to: int, saturate: int = 1, round_mode: str = 
     return g.method(x, "to", dtype)
 
 
-@onnx_op("CastLike", 15)
+@onnx_op("CastLike", 15, sub_byte_aware=True)
 def cast_like(g: Emitter, x: Value, target: Value, *, saturate: int = 1, round_mode: str = "up") -> Value:
     if x.dtype != target.dtype and (target.dtype in casting.FLOAT8 or target.dtype == torch.float8_e8m0fnu):
         return casting.to_float8(g, x, target.dtype, saturate, round_mode)

@@ -159,12 +159,12 @@ def _top_k(x: torch.Tensor, k: torch.Tensor, axis: int, largest: bool) -> tuple[
     return values.narrow(axis, 0, n), index.narrow(axis, 0, n)
 
 
-@onnx_op("TopK", 1)
+@onnx_op("TopK", 1, widened_for_unsigned=True)
 def top_k_legacy(g: Emitter, x: Value, *, axis: int = -1, k: int) -> tuple[Value, Value]:
     return _topk(g, x, k, axis, 1, 1)
 
 
-@onnx_op("TopK", 10)
+@onnx_op("TopK", 10, widened_for_unsigned=True)
 def top_k(g: Emitter, x: Value, k: Value, *, axis: int = -1, largest: int = 1, sorted: int = 1) -> tuple[Value, Value]:
     count = _const_int(g, k)
     if count is None:
@@ -187,7 +187,7 @@ def _topk(g: Emitter, x: Value, k: int, axis: int, largest: int, sort: int) -> t
 
 
 # ------------------------------------------------------------------------------ data-dependent sizes
-@onnx_op("NonZero", 9)
+@onnx_op("NonZero", 9, widened_for_unsigned=True, narrowed_outputs=())  # int64 indices
 def non_zero(g: Emitter, x: Value) -> Value:
     """``torch.nonzero(x).t()``: one column per non-zero element (their number is run-time data)."""
     found = g.call("torch.nonzero", x, out_spec=[([None, x.rank], torch.int64)])

@@ -22,7 +22,7 @@ def _const_int(g: Emitter, v: Value | None) -> int | None:
 
 
 # ------------------------------------------------------------------------------ bits
-@onnx_op("BitShift", 11)
+@onnx_op("BitShift", 11, widened_for_unsigned=True)
 def bit_shift(g: Emitter, x: Value, y: Value, *, direction: str) -> Value:
     """``torch.bitwise_left_shift`` / ``bitwise_right_shift``. Shift amounts outside ``[0, bits)``
     give 0 (or -1 for a right shift of a negative value), as ONNX defines, where they can occur."""
@@ -40,7 +40,7 @@ def bit_shift(g: Emitter, x: Value, y: Value, *, direction: str) -> Value:
     return g.call("torch.where", in_range, shifted, g.method(fill, "to", x.dtype))
 
 
-@onnx_op("BitwiseNot", 18)
+@onnx_op("BitwiseNot", 18, widened_for_unsigned=True)
 def bitwise_not(g: Emitter, x: Value) -> Value:
     return g.call("torch.bitwise_not", x)
 
@@ -150,7 +150,7 @@ def _cumulative(g: Emitter, fn: str, x: Value, axis: Value, exclusive: int, reve
     return g.call("torch.flip", y, [a]) if reverse else y
 
 
-@onnx_op("CumSum", 11)
+@onnx_op("CumSum", 11, widened_for_unsigned=True)
 def cumsum(g: Emitter, x: Value, axis: Value, *, exclusive: int = 0, reverse: int = 0) -> Value:
     return _cumulative(g, "torch.cumsum", x, axis, exclusive, reverse)
 

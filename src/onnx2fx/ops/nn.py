@@ -1,6 +1,6 @@
-"""Neural-network layers. Where ONNX matches a standard torch layer, the standard layer is used
-(Conv -> nn.Conv2d, Gemm with constant B -> nn.Linear, BatchNormalization -> nn.BatchNorm2d, ...)
-so quantization tools and readers recognise it."""
+"""Convolution, dense layers and softmax. Where ONNX matches a standard torch layer, the standard
+layer is used (Conv -> nn.Conv2d, Gemm with constant B -> nn.Linear) so quantization tools and
+readers recognise it. Pooling, normalization and attention have their own modules."""
 
 from __future__ import annotations
 
@@ -8,64 +8,9 @@ import torch
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import SymElem, Value
-from . import normalization, pooling
 from .registry import onnx_op
 from .shape import torch_pads
-
-
-def _tuple(values: list[int]) -> tuple[int, ...] | int:
-    return values[0] if len(set(values)) == 1 else tuple(values)
-
-
-def _same_pads(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
-               auto_pad: str, allow_run_time: bool = False) -> list[int] | None:
-    """Explicit ONNX pads for auto_pad SAME_UPPER / SAME_LOWER. With stride 1 the total is
-    ``(k - 1) * d`` whatever the size; with a larger stride over a size known only at run time it
-    depends on that size: ``None`` (pad at run time, see :func:`_same_pad`) where the caller can."""
-    spatial = x.static_shape()[2:]
-    begins, ends = [], []
-    for size, k, s, d in zip(spatial, kernel, strides, dilations):
-        if size is None and s != 1:
-            if allow_run_time:
-                return None
-            raise g.unsupported("auto_pad", f"{auto_pad} over a spatial dimension of run-time size")
-        total = (k - 1) * d if size is None else max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
-        small, large = total // 2, total - total // 2
-        begins.append(small if auto_pad == "SAME_UPPER" else large)
-        ends.append(large if auto_pad == "SAME_UPPER" else small)
-    return begins + ends
-
-
-def _same_pad(x: torch.Tensor, kernel: list[int], strides: list[int], dilations: list[int], upper: bool,
-              value: float) -> torch.Tensor:
-    """ONNX auto_pad SAME over spatial sizes known only at run time (SAME_UPPER puts the odd
-    element at the end, SAME_LOWER at the start)."""
-    pads: list[int] = []
-    for axis in range(len(kernel) - 1, -1, -1):  # F.pad takes the last dim first
-        size, k, s, d = x.shape[2 + axis], kernel[axis], strides[axis], dilations[axis]
-        # ceil(size / s) written with non-negative operands: exported to ONNX, // becomes a Div
-        # that truncates, which equals floor only when neither side is negative.
-        total = torch.sym_max(((size + s - 1) // s - 1) * s + (k - 1) * d + 1 - size, 0)
-        small, large = total // 2, total - total // 2
-        pads += [small, large] if upper else [large, small]
-    return torch.nn.functional.pad(x, pads, value=value)
-
-
-def _pad_same_at_run_time(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
-                          auto_pad: str, value: float) -> Value:
-    return g.call(g.helper(_same_pad, leaf=True), x, list(kernel), list(strides), list(dilations),
-                  auto_pad == "SAME_UPPER", value)
-
-
-def _resolve_pads(g: Emitter, x: Value, nd: int, kernel: list[int], strides: list[int], dilations: list[int],
-                  auto_pad: str, pads: list[int] | None, allow_run_time: bool = False) -> list[int] | None:
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        return _same_pads(g, x, kernel, strides, dilations, auto_pad, allow_run_time)
-    if auto_pad == "VALID":
-        return [0] * (2 * nd)
-    if auto_pad not in ("NOTSET", ""):
-        raise g.unsupported("auto_pad", f"unknown value {auto_pad!r}")
-    return list(pads) if pads else [0] * (2 * nd)
+from .sliding_window import int_or_tuple, pad_same_at_run_time, resolve_pads
 
 
 def _split_padding(g: Emitter, x: Value, pads: list[int], nd: int, value: float = 0.0) -> tuple[Value, tuple]:
@@ -89,22 +34,22 @@ def conv(g: Emitter, x: Value, w: Value, b: Value | None = None, *, auto_pad: st
     kernel = list(w.static_shape()[2:])
     strides = list(strides or [1] * nd)
     dilations = list(dilations or [1] * nd)
-    resolved = _resolve_pads(g, x, nd, kernel, strides, dilations, auto_pad, pads, allow_run_time=True)
+    resolved = resolve_pads(g, x, nd, kernel, strides, dilations, auto_pad, pads, allow_run_time=True)
     if resolved is None:
-        x, resolved = _pad_same_at_run_time(g, x, kernel, strides, dilations, auto_pad, 0.0), [0] * (2 * nd)
+        x, resolved = pad_same_at_run_time(g, x, kernel, strides, dilations, auto_pad, 0.0), [0] * (2 * nd)
     x, padding = _split_padding(g, x, resolved, nd)
     if w.const is None or (b is not None and b.const is None):
         fn = f"F.conv{nd}d"
-        return g.call(fn, x, w, b, stride=_tuple(strides), padding=_tuple(list(padding)),
-                      dilation=_tuple(dilations), groups=group)
+        return g.call(fn, x, w, b, stride=int_or_tuple(strides), padding=int_or_tuple(list(padding)),
+                      dilation=int_or_tuple(dilations), groups=group)
     out_channels, in_per_group = w.const.shape[0], w.const.shape[1]
-    kwargs: dict[str, object] = {"kernel_size": _tuple(kernel)}
+    kwargs: dict[str, object] = {"kernel_size": int_or_tuple(kernel)}
     if any(s != 1 for s in strides):
-        kwargs["stride"] = _tuple(strides)
+        kwargs["stride"] = int_or_tuple(strides)
     if any(padding):
-        kwargs["padding"] = _tuple(list(padding))
+        kwargs["padding"] = int_or_tuple(list(padding))
     if any(d != 1 for d in dilations):
-        kwargs["dilation"] = _tuple(dilations)
+        kwargs["dilation"] = int_or_tuple(dilations)
     if group != 1:
         kwargs["groups"] = group
     if b is None:
@@ -150,17 +95,17 @@ def conv_transpose(g: Emitter, x: Value, w: Value, b: Value | None = None, *, au
         pads = [0] * (2 * nd)
     begin, end = list(pads[:nd]), list(pads[nd:])
     symmetric = begin == end and all(p >= 0 for p in begin)
-    kwargs: dict[str, object] = {"kernel_size": _tuple(kernel)}
+    kwargs: dict[str, object] = {"kernel_size": int_or_tuple(kernel)}
     if any(s != 1 for s in strides):
-        kwargs["stride"] = _tuple(strides)
+        kwargs["stride"] = int_or_tuple(strides)
     if symmetric and any(begin):
-        kwargs["padding"] = _tuple(begin)
+        kwargs["padding"] = int_or_tuple(begin)
     if any(out_pad):
-        kwargs["output_padding"] = _tuple(out_pad)
+        kwargs["output_padding"] = int_or_tuple(out_pad)
     if group != 1:
         kwargs["groups"] = group
     if any(d != 1 for d in dilations):
-        kwargs["dilation"] = _tuple(dilations)
+        kwargs["dilation"] = int_or_tuple(dilations)
     if b is None:
         kwargs["bias"] = False
     if w.const is None or (b is not None and b.const is None):  # weights computed at run time
@@ -225,123 +170,6 @@ def matmul(g: Emitter, a: Value, b: Value) -> Value:
     return g.call("torch.matmul", a, b)
 
 
-# ------------------------------------------------------------------------------ attention
-@onnx_op("Attention", 23)
-def attention(g: Emitter, q: Value, k: Value, v: Value, attn_mask: Value | None = None,
-              past_key: Value | None = None, past_value: Value | None = None,
-              nonpad_kv_seqlen: Value | None = None, *, is_causal: int = 0, kv_num_heads: int | None = None,
-              q_num_heads: int | None = None, qk_matmul_output_mode: int = 0, scale: float | None = None,
-              softcap: float = 0.0, softmax_precision: int | None = None, left_window_size: int = -1,
-              right_window_size: int = -1) -> Value:
-    """Attention -> ``F.scaled_dot_product_attention`` (3-D inputs are split into heads first).
-
-    Without a key/value cache ONNX's bottom-right causal alignment is torch's ``is_causal``.
-    """
-    assert g.node is not None
-    if past_key is not None or past_value is not None or nonpad_kv_seqlen is not None:
-        raise g.unsupported(None, "Attention with a key/value cache (past_key, past_value, nonpad_kv_seqlen)")
-    if any(g.node.outputs[1:]):
-        raise g.unsupported(None, "Attention's present_key, present_value and qk_matmul_output outputs")
-    if softcap:
-        raise g.unsupported("softcap", f"{softcap} (torch's attention has no soft-capping)")
-    if left_window_size != -1 or right_window_size != -1:
-        raise g.unsupported("left_window_size", "sliding-window attention")
-    if is_causal and attn_mask is not None:
-        raise g.unsupported("is_causal", "1 together with attn_mask")
-    packed = q.rank == 3  # (batch, seq, heads * size)
-    if packed:
-        if q_num_heads is None or kv_num_heads is None:
-            raise g.error("3-D Attention inputs need q_num_heads and kv_num_heads")
-        q, k, v = _split_heads(g, q, q_num_heads), _split_heads(g, k, kv_num_heads), _split_heads(g, v, kv_num_heads)
-    kwargs: dict[str, object] = {}
-    if attn_mask is not None:
-        kwargs["attn_mask"] = attn_mask
-    if is_causal:
-        kwargs["is_causal"] = True
-    if scale is not None:
-        kwargs["scale"] = scale
-    if g.dim(q, 1).code != g.dim(k, 1).code:
-        kwargs["enable_gqa"] = True
-    dtype = q.dtype
-    if dtype in (torch.float16, torch.bfloat16):  # computed in float32, as ONNX's reference does
-        q, k, v = (g.method(t, "float") for t in (q, k, v))
-        if attn_mask is not None and attn_mask.dtype == dtype:
-            kwargs["attn_mask"] = g.method(attn_mask, "float")
-    y = g.call("F.scaled_dot_product_attention", q, k, v, **kwargs)
-    if y.dtype != dtype:
-        y = g.method(y, "to", dtype)
-    return g.call("torch.flatten", g.method(y, "transpose", 1, 2), 2) if packed else y
-
-
-def _split_heads(g: Emitter, x: Value, heads: int) -> Value:
-    """(batch, seq, heads * size) -> (batch, heads, seq, size)."""
-    b, s, _ = g.shape(x)
-    return g.method(g.method(x, "reshape", [b, s, heads, -1]), "transpose", 1, 2)
-
-
-# ------------------------------------------------------------------------------ normalization
-@onnx_op("BatchNormalization", 1)
-def batch_norm(g: Emitter, x: Value, scale: Value, bias: Value, mean: Value, var: Value, *,
-               epsilon: float = 1e-5, momentum: float = 0.9, training_mode: int = 0,
-               spatial: int = 1, is_test: int = 1, consumed_inputs: list[int] | None = None) -> Value:
-    if training_mode:
-        return normalization.batch_norm_training(g, x, scale, bias, mean, var, epsilon, momentum)
-    if not spatial:
-        raise g.unsupported("spatial", "0 (per-activation statistics)")
-    params = (scale, bias, mean, var)
-    if any(p.const is None for p in params) or x.rank not in (2, 3, 4, 5):
-        return g.call("F.batch_norm", x, mean, var, scale, bias, False, 0.0, epsilon)
-    kind = {2: 1, 3: 1, 4: 2, 5: 3}[x.rank]
-    channels = scale.const.numel()  # type: ignore[union-attr]
-    kwargs: dict[str, object] = {}
-    if abs(epsilon - 1e-5) > 1e-12:
-        kwargs["eps"] = epsilon
-    if abs((1.0 - momentum) - 0.1) > 1e-7:
-        kwargs["momentum"] = round(1.0 - momentum, 7)
-    if scale.dtype != torch.float32:
-        kwargs["dtype"] = scale.dtype
-    attr = g.add_module("bn", f"nn.BatchNorm{kind}d", channels, **kwargs)
-    for name, p in zip(("weight", "bias", "running_mean", "running_var"), params):
-        g.bind_parameter(attr, name, p.const, p.origin_initializer)  # type: ignore[arg-type]
-    g.bind_parameter(attr, "num_batches_tracked", torch.tensor(0, dtype=torch.int64), None)
-    return g.call_module(attr, x)
-
-
-@onnx_op("LayerNormalization", 17)
-def layer_norm(g: Emitter, x: Value, scale: Value, bias: Value | None = None, *, axis: int = -1,
-               epsilon: float = 1e-5, stash_type: int = 1) -> tuple[Value, ...]:
-    rank = x.rank
-    axis = axis + rank if axis < 0 else axis
-    normalized = g.shape(x)[axis:]
-    static = [d.value for d in normalized if d.is_static]
-    affine_fits = (scale.const is not None and list(scale.const.shape) == static
-                   and (bias is None or (bias.const is not None and list(bias.const.shape) == static)))
-    if len(static) == len(normalized) and affine_fits:
-        kwargs: dict[str, object] = {}
-        if abs(epsilon - 1e-5) > 1e-12:
-            kwargs["eps"] = epsilon
-        if bias is None:
-            kwargs["bias"] = False
-        if scale.dtype != torch.float32:
-            kwargs["dtype"] = scale.dtype
-        shape_arg = static[0] if len(static) == 1 else tuple(static)
-        attr = g.add_module("layer_norm", "nn.LayerNorm", shape_arg, **kwargs)
-        g.bind_parameter(attr, "weight", scale.const, scale.origin_initializer)  # type: ignore[arg-type]
-        if bias is not None:
-            g.bind_parameter(attr, "bias", bias.const, bias.origin_initializer)  # type: ignore[arg-type]
-        return g.call_module(attr, x), None, None  # type: ignore[return-value]
-    y = g.call("F.layer_norm", x, normalized, None, None, epsilon)
-    y = g.operator("*", y, scale)
-    if bias is not None:
-        y = g.operator("+", y, bias)
-    return y, None, None  # type: ignore[return-value]
-
-
-@onnx_op("InstanceNormalization", 1)
-def instance_norm(g: Emitter, x: Value, scale: Value, bias: Value, *, epsilon: float = 1e-5) -> Value:
-    return g.call("F.instance_norm", x, None, None, scale, bias, eps=epsilon)
-
-
 # ------------------------------------------------------------------------------ softmax
 def _softmax(g: Emitter, fn: str, x: Value, axis: int, legacy: bool) -> Value:
     rank = x.rank
@@ -370,212 +198,3 @@ def log_softmax_legacy(g: Emitter, x: Value, *, axis: int = 1) -> Value:
 @onnx_op("LogSoftmax", 13)
 def log_softmax(g: Emitter, x: Value, *, axis: int = -1) -> Value:
     return _softmax(g, "torch.log_softmax", x, axis, legacy=False)
-
-
-# ------------------------------------------------------------------------------ pooling
-def _pool_geometry(g: Emitter, x: Value, kernel_shape: list[int], strides: list[int] | None,
-                   dilations: list[int] | None, auto_pad: str, pads: list[int] | None,
-                   allow_run_time: bool = False) -> tuple:
-    nd = len(kernel_shape)
-    if nd not in (1, 2, 3):
-        raise g.unsupported("kernel_shape", f"{nd}-D pooling")
-    strides = list(strides or [1] * nd)
-    dilations = list(dilations or [1] * nd)
-    pads = _resolve_pads(g, x, nd, list(kernel_shape), strides, dilations, auto_pad, pads, allow_run_time)
-    return nd, strides, dilations, pads
-
-
-@onnx_op("MaxPool", 1)
-def max_pool(g: Emitter, x: Value, *, kernel_shape: list[int], auto_pad: str = "NOTSET", ceil_mode: int = 0,
-             dilations: list[int] | None = None, pads: list[int] | None = None, storage_order: int = 0,
-             strides: list[int] | None = None) -> Value:
-    assert g.node is not None
-    with_indices = len([o for o in g.node.outputs if o]) > 1
-    nd, strides, dilations, pads = _pool_geometry(g, x, kernel_shape, strides, dilations, auto_pad, pads,
-                                                  allow_run_time=not with_indices)
-    if pads is None:  # SAME over a run-time size: padded with -inf, which no window maximum picks
-        x = _pad_same_at_run_time(g, x, list(kernel_shape), strides, dilations, auto_pad, float("-inf"))
-        pads = [0] * (2 * nd)
-    if with_indices:
-        return pooling.max_pool_with_indices(g, x, list(kernel_shape), strides, dilations, pads, ceil_mode,
-                                             storage_order)
-    begin = pads[:nd]
-    if pads[:nd] != pads[nd:] or any(2 * p > k for p, k in zip(begin, kernel_shape)):
-        x = g.call("F.pad", x, torch_pads(pads, nd + 2, list(range(2, nd + 2))), value=float("-inf"))
-        begin = [0] * nd
-    kwargs: dict[str, object] = {}
-    if strides != list(kernel_shape):
-        kwargs["stride"] = _tuple(strides)
-    if any(begin):
-        kwargs["padding"] = _tuple(begin)
-    if any(d != 1 for d in dilations):
-        kwargs["dilation"] = _tuple(dilations)
-    if ceil_mode:
-        kwargs["ceil_mode"] = True
-    attr = g.add_module("max_pool", f"nn.MaxPool{nd}d", _tuple(list(kernel_shape)), **kwargs)
-    return g.call_module(attr, x)
-
-
-@onnx_op("AveragePool", 1)
-def average_pool(g: Emitter, x: Value, *, kernel_shape: list[int], auto_pad: str = "NOTSET",
-                 ceil_mode: int = 0, count_include_pad: int = 0, dilations: list[int] | None = None,
-                 pads: list[int] | None = None, strides: list[int] | None = None) -> Value:
-    nd, strides, dilations, pads = _pool_geometry(g, x, kernel_shape, strides, dilations, auto_pad, pads)
-    if any(d != 1 for d in dilations):  # torch's average pooling has no dilation
-        return pooling.average_pool(g, x, list(kernel_shape), strides, dilations, pads, ceil_mode, count_include_pad)
-    begin = pads[:nd]
-    if pads[:nd] != pads[nd:] or any(2 * p > k for p, k in zip(begin, kernel_shape)):
-        padded = g.call("F.pad", x, torch_pads(pads, nd + 2, list(range(2, nd + 2))))
-        if not count_include_pad:
-            return _average_of_unpadded(g, x, padded, pads, kernel_shape, strides, ceil_mode)
-        x, begin = padded, [0] * nd
-    kwargs: dict[str, object] = {}
-    if strides != list(kernel_shape):
-        kwargs["stride"] = _tuple(strides)
-    if any(begin):
-        kwargs["padding"] = _tuple(begin)
-    if ceil_mode:
-        kwargs["ceil_mode"] = True
-    if any(begin) and not count_include_pad:
-        kwargs["count_include_pad"] = False
-    attr = g.add_module("avg_pool", f"nn.AvgPool{nd}d", _tuple(list(kernel_shape)), **kwargs)
-    return g.call_module(attr, x)
-
-
-def _average_of_unpadded(g: Emitter, x: Value, padded: Value, pads: list[int], kernel: list[int],
-                         strides: list[int], ceil_mode: int) -> Value:
-    """Average pooling over explicitly padded ``x`` that counts only ``x``'s own elements: the
-    window means of the padded input divided by the window means of a padded all-ones mask."""
-    nd = len(kernel)
-    kwargs: dict[str, object] = {"stride": _tuple(strides)}
-    if ceil_mode:
-        kwargs["ceil_mode"] = True
-    fn = f"F.avg_pool{nd}d"
-    mask = g.call("torch.ones_like", g.getitem(x, [slice(None, SymElem.of(1))] * 2))
-    fraction = g.call(fn, g.call("F.pad", mask, torch_pads(pads, nd + 2, list(range(2, nd + 2)))),
-                      _tuple(kernel), **kwargs)
-    return g.operator("/", g.call(fn, padded, _tuple(kernel), **kwargs), fraction)
-
-
-@onnx_op("GlobalAveragePool", 1)
-def global_average_pool(g: Emitter, x: Value) -> Value:
-    return g.call("torch.mean", x, list(range(2, x.rank)), keepdim=True)
-
-
-@onnx_op("GlobalMaxPool", 1)
-def global_max_pool(g: Emitter, x: Value) -> Value:
-    return g.call("torch.amax", x, list(range(2, x.rank)), keepdim=True)
-
-
-# ------------------------------------------------------------------------------ resampling
-_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-# The largest denominator and numerator of a scale whose output size is computed exactly as
-# ``n * p // q`` for dynamic sizes: onnxruntime's float32 product ``scale * n`` is exact while
-# ``n * p`` stays below 2**24, which these bounds keep for every n below 2**24 / MAX_NUMERATOR.
-MAX_SCALE_DENOMINATOR = 1 << 8
-MAX_SCALE_NUMERATOR = 1 << 10
-
-
-def scaled_size(g: Emitter, x: Value, axis: int, scale: float) -> SymElem | None:
-    """``floor(n * scale)`` for a dynamic size ``n``, as an expression of it, when the scale is a
-    small binary fraction ``p / q`` (then it is exactly ``n * p // q``, in float32 as onnxruntime
-    computes it and in float64 as :func:`_resize` does); else ``None`` (known only at run time)."""
-    if scale <= 0:
-        return None
-    p, q = float(scale).as_integer_ratio()  # scales are float32 values: q is a power of two
-    if q > MAX_SCALE_DENOMINATOR or p > MAX_SCALE_NUMERATOR:
-        return None
-    size = g.dim(x, axis)
-    return size if (p, q) == (1, 1) else size * p // q
-
-
-# Registered through ops/resample.py, which falls back to the general implementation.
-def resize(g: Emitter, x: Value, roi: Value | None = None, scales: Value | None = None,
-           sizes: Value | None = None, *, antialias: int = 0, axes: list[int] | None = None,
-           coordinate_transformation_mode: str = "half_pixel", cubic_coeff_a: float = -0.75,
-           exclude_outside: int = 0, extrapolation_value: float = 0.0,
-           keep_aspect_ratio_policy: str = "stretch", mode: str = "nearest",
-           nearest_mode: str = "round_prefer_floor") -> Value:
-    assert g.node is not None
-    if g.node.opset < 11:  # Resize-10 has (X, scales) and asymmetric coordinates
-        scales, roi, coordinate_transformation_mode, nearest_mode = roi, None, "asymmetric", "floor"
-    rank = x.rank
-    nd = rank - 2
-    if axes is not None and sorted(a + rank if a < 0 else a for a in axes) != list(range(2, rank)):
-        raise g.unsupported("axes", f"{axes}: only the spatial axes can be resized")
-    if antialias:
-        raise g.unsupported("antialias", "1")
-    if keep_aspect_ratio_policy != "stretch" and sizes is not None:
-        raise g.unsupported("keep_aspect_ratio_policy", repr(keep_aspect_ratio_policy))
-    size_list = g.int_list(sizes) if sizes is not None and (sizes.const is None or sizes.const.numel()) else None
-    scale_list = g.static_floats(scales, "scales") if scales is not None and (
-        scales.const is None or scales.const.numel()) else None
-    kwargs: dict[str, object] = {}
-    if size_list is not None:
-        kwargs["size"] = size_list[-nd:]
-    elif scale_list is not None:
-        if any(s != 1.0 for s in scale_list[:-nd]) and len(scale_list) == rank:
-            raise g.unsupported(None, f"Resize scales {scale_list} change the batch or channel dimension")
-        kwargs["scale_factor"] = scale_list[-nd:]
-    else:
-        raise g.unsupported(None, "Resize needs constant scales or sizes")
-    ctm = coordinate_transformation_mode
-    if mode == "nearest":
-        # torch's nearest-exact rounds half-pixel coordinates with ties up; integer upscaling has no ties.
-        exact = nearest_mode == "round_prefer_ceil" or (
-            nearest_mode == "round_prefer_floor" and _integer_upscale(x, nd, scale_list, size_list))
-        if (ctm, nearest_mode) == ("asymmetric", "floor"):
-            kwargs["mode"] = "nearest"
-        elif ctm in ("half_pixel", "pytorch_half_pixel") and exact:
-            kwargs["mode"] = "nearest-exact"
-        else:
-            raise g.unsupported("coordinate_transformation_mode",
-                                f"{ctm!r} with nearest_mode {nearest_mode!r} for mode 'nearest'")
-    elif mode == "linear":
-        kwargs["mode"] = _LINEAR_MODES.get(nd, "linear")
-        if ctm == "align_corners":
-            kwargs["align_corners"] = True
-        elif ctm in ("half_pixel", "pytorch_half_pixel"):
-            kwargs["align_corners"] = False
-        else:
-            raise g.unsupported("coordinate_transformation_mode", f"{ctm!r} for mode 'linear'")
-    elif mode == "cubic" and nd == 2 and ctm in ("half_pixel", "align_corners") and cubic_coeff_a == -0.75 \
-            and not exclude_outside:
-        kwargs["mode"] = "bicubic"
-        kwargs["align_corners"] = ctm == "align_corners"
-    else:
-        raise g.unsupported("mode", f"{mode!r} with coordinate_transformation_mode {ctm!r} on a {rank}-D input")
-    # The result's sizes, written out where they are expressions of the input's: evaluating
-    # F.interpolate on symbolic sizes runs its Python decomposition, which is slow.
-    if size_list is not None:
-        out: list[SymElem | None] = list(size_list[-nd:])
-    else:
-        assert scale_list is not None
-        out = [scaled_size(g, x, rank - nd + i, f) for i, f in enumerate(scale_list[-nd:])]
-    spec = None
-    if None not in out and any(not d.is_static for d in g.shape(x)):
-        spec = [([*g.shape(x)[:2], *out], x.dtype)]
-    return g.call("F.interpolate", x, out_spec=spec, **kwargs)
-
-
-def _integer_upscale(x: Value, nd: int, scales: list[float] | None, sizes: list[SymElem] | None) -> bool:
-    """Whether every spatial axis is enlarged by a whole factor (known at conversion time)."""
-    if scales is not None:
-        return all(float(s).is_integer() and s >= 1 for s in scales[-nd:])
-    spatial = x.static_shape()[2:]
-    return sizes is not None and all(isinstance(n, int) and n > 0 and s.is_static and int(s.value) % n == 0
-                                     for n, s in zip(spatial, sizes[-nd:]))
-
-
-# Registered through ops/resample.py, which falls back to the general implementation.
-def upsample(g: Emitter, x: Value, scales: Value | None = None, *, mode: str = "nearest",
-             **attrs: object) -> Value:
-    """Upsample's coordinates are asymmetric: only nearest maps exactly onto torch."""
-    if mode != "nearest":
-        raise g.unsupported("mode", f"{mode!r} (asymmetric linear upsampling has no torch equivalent)")
-    given = attrs.get("scales")
-    scale_list = [float(s) for s in given] if isinstance(given, list) else g.static_floats(scales, "scales")
-    assert scale_list is not None
-    return g.call("F.interpolate", x, scale_factor=scale_list[-(x.rank - 2):], mode="nearest")

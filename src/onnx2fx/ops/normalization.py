@@ -1,5 +1,8 @@
-"""Normalizations beyond BatchNorm / LayerNorm / InstanceNorm: GroupNormalization, RMSNormalization,
-LpNormalization, LRN, MeanVarianceNormalization, and BatchNormalization in training mode."""
+"""Normalizations: BatchNormalization (``nn.BatchNorm*d``, or the batch statistics in training
+mode), LayerNormalization (``nn.LayerNorm`` where it matches), InstanceNormalization,
+GroupNormalization, RMSNormalization, LpNormalization, LRN, MeanVarianceNormalization, and
+onnxruntime's layer normalizations (LayerNormalization before opset 17,
+SimplifiedLayerNormalization, and the com.microsoft Skip* forms; semantics of its CPU kernels)."""
 
 from __future__ import annotations
 
@@ -9,11 +12,94 @@ from ..codegen.emitter import Emitter
 from ..codegen.values import Value
 from .registry import onnx_op
 
+MS = "com.microsoft"
+
 
 def _axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
 
+# ------------------------------------------------------------------------------ batch, layer, instance
+@onnx_op("BatchNormalization", 1)
+def batch_norm(g: Emitter, x: Value, scale: Value, bias: Value, mean: Value, var: Value, *,
+               epsilon: float = 1e-5, momentum: float = 0.9, training_mode: int = 0,
+               spatial: int = 1, is_test: int = 1, consumed_inputs: list[int] | None = None) -> Value:
+    if training_mode:
+        return _batch_norm_training(g, x, scale, bias, mean, var, epsilon, momentum)
+    if not spatial:
+        raise g.unsupported("spatial", "0 (per-activation statistics)")
+    params = (scale, bias, mean, var)
+    if any(p.const is None for p in params) or x.rank not in (2, 3, 4, 5):
+        return g.call("F.batch_norm", x, mean, var, scale, bias, False, 0.0, epsilon)
+    kind = {2: 1, 3: 1, 4: 2, 5: 3}[x.rank]
+    channels = scale.const.numel()  # type: ignore[union-attr]
+    kwargs: dict[str, object] = {}
+    if abs(epsilon - 1e-5) > 1e-12:
+        kwargs["eps"] = epsilon
+    if abs((1.0 - momentum) - 0.1) > 1e-7:
+        kwargs["momentum"] = round(1.0 - momentum, 7)
+    if scale.dtype != torch.float32:
+        kwargs["dtype"] = scale.dtype
+    attr = g.add_module("bn", f"nn.BatchNorm{kind}d", channels, **kwargs)
+    for name, p in zip(("weight", "bias", "running_mean", "running_var"), params):
+        g.bind_parameter(attr, name, p.const, p.origin_initializer)  # type: ignore[arg-type]
+    g.bind_parameter(attr, "num_batches_tracked", torch.tensor(0, dtype=torch.int64), None)
+    return g.call_module(attr, x)
+
+
+def _batch_norm_training(g: Emitter, x: Value, scale: Value, bias: Value, mean: Value, var: Value,
+                         epsilon: float, momentum: float) -> tuple[Value, Value, Value]:
+    """BatchNormalization with ``training_mode=1``: normalized with the batch statistics; also the
+    running statistics updated with ``momentum`` (ONNX: ``running * momentum + batch * (1 - momentum)``)."""
+    dims = [0] + list(range(2, x.rank))
+    shape = [1, -1] + [1] * (x.rank - 2)
+    batch_mean = g.call("torch.mean", x, dims)
+    batch_var = g.call("torch.var", x, dims, correction=0)
+    normalized = g.operator("/", g.operator("-", x, g.method(batch_mean, "reshape", shape)),
+                            g.call("torch.sqrt", g.operator("+", g.method(batch_var, "reshape", shape), epsilon)))
+    y = g.operator("+", g.operator("*", normalized, g.method(scale, "reshape", shape)),
+                   g.method(bias, "reshape", shape))
+    running_mean = g.operator("+", g.operator("*", mean, momentum), g.operator("*", batch_mean, 1.0 - momentum))
+    running_var = g.operator("+", g.operator("*", var, momentum), g.operator("*", batch_var, 1.0 - momentum))
+    return y, running_mean, running_var
+
+
+@onnx_op("LayerNormalization", 17)
+def layer_norm(g: Emitter, x: Value, scale: Value, bias: Value | None = None, *, axis: int = -1,
+               epsilon: float = 1e-5, stash_type: int = 1) -> tuple[Value, ...]:
+    rank = x.rank
+    axis = axis + rank if axis < 0 else axis
+    normalized = g.shape(x)[axis:]
+    static = [d.value for d in normalized if d.is_static]
+    affine_fits = (scale.const is not None and list(scale.const.shape) == static
+                   and (bias is None or (bias.const is not None and list(bias.const.shape) == static)))
+    if len(static) == len(normalized) and affine_fits:
+        kwargs: dict[str, object] = {}
+        if abs(epsilon - 1e-5) > 1e-12:
+            kwargs["eps"] = epsilon
+        if bias is None:
+            kwargs["bias"] = False
+        if scale.dtype != torch.float32:
+            kwargs["dtype"] = scale.dtype
+        shape_arg = static[0] if len(static) == 1 else tuple(static)
+        attr = g.add_module("layer_norm", "nn.LayerNorm", shape_arg, **kwargs)
+        g.bind_parameter(attr, "weight", scale.const, scale.origin_initializer)  # type: ignore[arg-type]
+        if bias is not None:
+            g.bind_parameter(attr, "bias", bias.const, bias.origin_initializer)  # type: ignore[arg-type]
+        return g.call_module(attr, x), None, None  # type: ignore[return-value]
+    y = g.call("F.layer_norm", x, normalized, None, None, epsilon)
+    y = g.operator("*", y, scale)
+    if bias is not None:
+        y = g.operator("+", y, bias)
+    return y, None, None  # type: ignore[return-value]
+
+
+@onnx_op("InstanceNormalization", 1)
+def instance_norm(g: Emitter, x: Value, scale: Value, bias: Value, *, epsilon: float = 1e-5) -> Value:
+    return g.call("F.instance_norm", x, None, None, scale, bias, eps=epsilon)
+
+
+# ------------------------------------------------------------------------------ other normalizations
 @onnx_op("GroupNormalization", 18)
 def group_norm(g: Emitter, x: Value, scale: Value, bias: Value, *, epsilon: float = 1e-5, num_groups: int,
                stash_type: int = 1) -> Value:
@@ -91,18 +177,72 @@ def mean_variance_norm(g: Emitter, x: Value, *, axes: list[int] | None = None) -
     return g.operator("/", centered, g.call("torch.sqrt", g.operator("+", var, 1e-9)))
 
 
-def batch_norm_training(g: Emitter, x: Value, scale: Value, bias: Value, mean: Value, var: Value,
-                        epsilon: float, momentum: float) -> tuple[Value, Value, Value]:
-    """BatchNormalization with ``training_mode=1``: normalized with the batch statistics; also the
-    running statistics updated with ``momentum`` (ONNX: ``running * momentum + batch * (1 - momentum)``)."""
-    dims = [0] + list(range(2, x.rank))
-    shape = [1, -1] + [1] * (x.rank - 2)
-    batch_mean = g.call("torch.mean", x, dims)
-    batch_var = g.call("torch.var", x, dims, correction=0)
-    normalized = g.operator("/", g.operator("-", x, g.method(batch_mean, "reshape", shape)),
-                            g.call("torch.sqrt", g.operator("+", g.method(batch_var, "reshape", shape), epsilon)))
-    y = g.operator("+", g.operator("*", normalized, g.method(scale, "reshape", shape)),
-                   g.method(bias, "reshape", shape))
-    running_mean = g.operator("+", g.operator("*", mean, momentum), g.operator("*", batch_mean, 1.0 - momentum))
-    running_var = g.operator("+", g.operator("*", var, momentum), g.operator("*", batch_var, 1.0 - momentum))
-    return y, running_mean, running_var
+# ------------------------------------------------------------------------------ onnxruntime's layer normalizations
+def _layer_norm(g: Emitter, x: Value, scale: Value, bias: Value | None, axis: int, epsilon: float,
+                simplified: bool) -> tuple[Value, Value, Value]:
+    """(y, mean, inverse standard deviation) over the dimensions from ``axis`` on; the statistics
+    keep those dimensions with size 1, as onnxruntime returns them."""
+    axis = axis + x.rank if axis < 0 else axis
+    dims = list(range(axis, x.rank))
+    xf = g.method(x, "float") if x.dtype in (torch.float16, torch.bfloat16) else x
+    if simplified:
+        mean = None
+        centered = xf
+    else:
+        mean = g.call("torch.mean", xf, dims, keepdim=True)
+        centered = g.operator("-", xf, mean)
+    variance = g.call("torch.mean", g.call("torch.square", centered), dims, keepdim=True)
+    inv_std = g.call("torch.rsqrt", g.operator("+", variance, epsilon))
+    y = g.operator("*", centered, inv_std)
+    if y.dtype != x.dtype:
+        y = g.method(y, "to", x.dtype)
+    y = g.operator("*", y, scale)
+    if bias is not None:
+        y = g.operator("+", y, bias)
+    return y, mean, inv_std  # type: ignore[return-value]
+
+
+@onnx_op("LayerNormalization", 1)  # onnxruntime's, in models of opsets before 17 (ONNX's own)
+def layer_norm_before_17(g: Emitter, x: Value, scale: Value, bias: Value | None = None, *, axis: int = -1,
+               epsilon: float = 1e-5, stash_type: int = 1) -> tuple[Value, ...]:
+    return _layer_norm(g, x, scale, bias, axis, epsilon, simplified=False)
+
+
+onnx_op("LayerNormalization", 1, MS)(layer_norm_before_17)
+
+
+@onnx_op("SimplifiedLayerNormalization", 1)
+def simplified_layer_norm(g: Emitter, x: Value, scale: Value, *, axis: int = -1, epsilon: float = 1e-5,
+                          stash_type: int = 1) -> tuple[Value, ...]:
+    """RMS normalization (onnxruntime registers it in the default domain): ``F.rms_norm`` when
+    only the normalized output is used."""
+    assert g.node is not None
+    if len([o for o in g.node.outputs if o]) == 1 and x.dtype == torch.float32:
+        dims = g.shape(x)[(axis + x.rank if axis < 0 else axis):]
+        return (g.operator("*", g.call("F.rms_norm", x, dims, None, epsilon), scale),)
+    y, _, inv_std = _layer_norm(g, x, scale, None, axis, epsilon, simplified=True)
+    return y, inv_std
+
+
+onnx_op("SimplifiedLayerNormalization", 1, MS)(simplified_layer_norm)
+
+
+@onnx_op("SkipLayerNormalization", 1, MS)
+def skip_layer_norm(g: Emitter, x: Value, skip: Value, gamma: Value, beta: Value | None = None,
+                    bias: Value | None = None, *, epsilon: float = 1e-12) -> tuple[Value, ...]:
+    """LayerNorm of ``x + skip + bias``; outputs y, mean, inverse std, and the sum itself."""
+    total = g.operator("+", x, skip)
+    if bias is not None:
+        total = g.operator("+", total, bias)
+    y, mean, inv_std = _layer_norm(g, total, gamma, beta, -1, epsilon, simplified=False)
+    return y, mean, inv_std, total
+
+
+@onnx_op("SkipSimplifiedLayerNormalization", 1, MS)
+def skip_simplified_layer_norm(g: Emitter, x: Value, skip: Value, gamma: Value, bias: Value | None = None, *,
+                               epsilon: float = 1e-12) -> tuple[Value, ...]:
+    total = g.operator("+", x, skip)
+    if bias is not None:
+        total = g.operator("+", total, bias)
+    y, _, inv_std = _layer_norm(g, total, gamma, None, -1, epsilon, simplified=True)
+    return y, None, inv_std, total  # type: ignore[return-value]

@@ -1,7 +1,7 @@
 """onnxruntime's quantized com.microsoft operators: what ``onnxruntime.quantization`` writes
 (QLinear* in the QOperator format, QGemm, QAttention, DynamicQuantizeLSTM), what its graph
 optimizer fuses (DynamicQuantizeMatMul, MatMulIntegerToFloat), and the transformer set's
-MatMulNBits and GroupQueryAttention.
+MatMulNBits (its GroupQueryAttention is in :mod:`.attention`).
 
 Each lowering reproduces the arithmetic of onnxruntime's x86-64 CPU kernel, not just the formula in
 the operator's documentation, so that integer outputs are equal and float outputs agree to float
@@ -29,10 +29,10 @@ import torch
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import Value
-from . import contrib
-from . import nn as nn_ops
-from .quant import _INTEGER_RANGES, _centered, _ort_dynamic_quantize, dequantize, quantize
-from .recurrent import _attrs, _lower
+from . import pooling
+from .attention import attend, key_mask_bias, merge_heads, split_heads
+from .quant import INTEGER_RANGES, _ort_dynamic_quantize, centered, dequantize, quantize
+from .recurrent import lower_recurrent, recurrent_attributes
 from .registry import onnx_op
 
 MS = "com.microsoft"
@@ -145,7 +145,7 @@ def _zero_point(g: Emitter, v: Value | None, like: Value) -> Value:
 def _range(g: Emitter, dtype: torch.dtype) -> tuple[int, int]:
     if dtype not in (torch.uint8, torch.int8):
         raise g.unsupported(None, f"quantized type {dtype} (uint8 and int8 are supported)")
-    return _INTEGER_RANGES[dtype]
+    return INTEGER_RANGES[dtype]
 
 
 def _same_encoding(a_scale: Value, a_zp: Value | None, b_scale: Value, b_zp: Value | None) -> bool:
@@ -168,7 +168,7 @@ def _requantize(g: Emitter, x: Value, scale: Value, zero_point: Value | None, y_
 
 def _integer_product(g: Emitter, a: Value, a_zero_point: Value | None, b: Value, b_zero_point: Value | None) -> Value:
     """``(a - zA) @ (b - zB)`` exactly, in float64 (zero point of b per column when it has N)."""
-    lhs = _centered(g, a, _scalar(g, a_zero_point) if a_zero_point is not None else None, torch.float64)
+    lhs = centered(g, a, _scalar(g, a_zero_point) if a_zero_point is not None else None, torch.float64)
     return g.call("torch.matmul", lhs, _centered_weight(g, b, b_zero_point))
 
 
@@ -176,7 +176,7 @@ def _centered_weight(g: Emitter, b: Value, b_zero_point: Value | None) -> Value:
     """``b - zB`` in float64, the zero point per column when it has one value per column."""
     per_column = b_zero_point is not None and b_zero_point.rank == 1 and b_zero_point.static_shape()[0] not in (1, None)
     zero_point = b_zero_point if per_column or b_zero_point is None else _scalar(g, b_zero_point)
-    return _centered(g, b, zero_point, torch.float64, axis=-1 if per_column else None)
+    return centered(g, b, zero_point, torch.float64, axis=-1 if per_column else None)
 
 
 # ------------------------------------------------------------------------------ elementwise
@@ -245,7 +245,7 @@ def qlinear_concat(g: Emitter, y_scale: Value, y_zero_point: Value, *inputs: Val
 # ------------------------------------------------------------------------------ pooling and softmax
 @onnx_op("QLinearGlobalAveragePool", 1, MS)
 def qlinear_global_average_pool(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value | None, y_scale: Value,
-                                y_zero_point: Value | None = None, *, channels_last: int = 0) -> Value:
+                                y_zero_point: Value, *, channels_last: int = 0) -> Value:
     lo, hi = _range(g, x.dtype)
     return g.call(g.helper(_qlinear_global_average_pool), x, _scalar(g, x_scale), _zero_point(g, x_zero_point, x),
                   _scalar(g, y_scale), _zero_point(g, y_zero_point, x),
@@ -262,7 +262,7 @@ def qlinear_average_pool(g: Emitter, x: Value, x_scale: Value, x_zero_point: Val
     xf = dequantize(g, x, x_scale, x_zero_point)
     if channels_last:
         xf = g.call("torch.movedim", xf, -1, 1)
-    y = nn_ops.average_pool(g, xf, kernel_shape=list(kernel_shape), auto_pad=auto_pad, ceil_mode=ceil_mode,
+    y = pooling.average_pool(g, xf, kernel_shape=list(kernel_shape), auto_pad=auto_pad, ceil_mode=ceil_mode,
                             count_include_pad=count_include_pad, pads=pads, strides=strides)
     if channels_last:
         y = g.call("torch.movedim", y, 1, -1)
@@ -273,10 +273,11 @@ def qlinear_average_pool(g: Emitter, x: Value, x_scale: Value, x_zero_point: Val
 
 @onnx_op("QLinearSoftmax", 1, MS)
 def qlinear_softmax(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value | None, y_scale: Value,
-                    y_zero_point: Value | None = None, *, opset: int, axis: int | None = None) -> Value:
+                    y_zero_point: Value | None = None, *, opset: int, axis: int = -1) -> Value:
+    """Below ``opset`` 13 the input is flattened from ``axis`` on (Softmax-1's rule); the default
+    axis is -1 whatever the opset, as onnxruntime's kernel reads it."""
     _range(g, x.dtype)
     legacy = opset < 13
-    axis = (1 if legacy else -1) if axis is None else axis
     axis = axis + x.rank if axis < 0 else axis
     return g.call(g.helper(_qlinear_softmax), x, _scalar(g, x_scale), _scalar(g, y_scale),
                   _zero_point(g, y_zero_point, x), axis, legacy, x.dtype == torch.int8)
@@ -362,7 +363,7 @@ def dynamic_quantize_lstm(g: Emitter, x: Value, w: Value, r: Value, b: Value | N
     if any(v is None for v in (w_scale, w_zero_point, r_scale, r_zero_point)):
         raise g.error("DynamicQuantizeLSTM needs W_scale, W_zero_point, R_scale and R_zero_point")
     hidden = hidden_size or r.static_shape()[1]
-    return _lower(g, "LSTM", x, w, r, b, None, initial_h, initial_c, p, _attrs(
+    return lower_recurrent(g, "LSTM", x, w, r, b, None, initial_h, initial_c, p, recurrent_attributes(
         activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations, clip=clip,
         direction=direction, hidden_size=hidden, input_forget=input_forget),
         quantized=[w_scale, w_zero_point, r_scale, r_zero_point])  # type: ignore[list-item]
@@ -384,67 +385,6 @@ def qattention(g: Emitter, x: Value, weight: Value, bias: Value, input_scale: Va
     qkv = _integer_to_float(g, acc, g.operator("*", _scalar(g, input_scale), weight_scale), bias)
     hidden = weight.static_shape()[1] // 3
     q, k, v = g.call("torch.split", qkv, [hidden] * 3, -1, n_outputs=3)
-    q, k, v = (contrib._heads(g, t, num_heads) for t in (q, k, v))
-    mask = contrib._key_mask(g, mask_index, mask_filter_value, qkv) if mask_index is not None else None
-    return contrib._merge_heads(g, contrib._attend(g, q, k, v, mask, bool(unidirectional), scale))
-
-
-def _group_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past_k: torch.Tensor | None,
-                           past_v: torch.Tensor | None, seqlens_k: torch.Tensor, heads: int, kv_heads: int,
-                           scale: float, softcap: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Causal attention of (batch, seq, heads * size) queries over the past and new keys, each
-    key/value head serving ``heads / kv_heads`` query heads; returns the output and the present
-    key/value caches, (batch, kv_heads, past + seq, size). Every row's ``seqlens_k`` must be the
-    total length - 1 (no padding), which is checked."""
-    batch, seq = q.shape[0], q.shape[1]
-    size = q.shape[2] // heads
-    q = q.reshape(batch, seq, heads, size).transpose(1, 2)
-    k = k.reshape(batch, seq, kv_heads, size).transpose(1, 2)
-    v = v.reshape(batch, seq, kv_heads, size).transpose(1, 2)
-    if past_k is not None and past_v is not None:
-        k, v = torch.cat([past_k, k], 2), torch.cat([past_v, v], 2)
-    total = k.shape[2]
-    torch._assert_async((seqlens_k.to(torch.int64) == total - 1).all(),
-                        "GroupQueryAttention: seqlens_k must be past + new length - 1 in every row (padded batches "
-                        "are not supported)")
-    rep_k = k.repeat_interleave(heads // kv_heads, 1)
-    rep_v = v.repeat_interleave(heads // kv_heads, 1)
-    scores = (q @ rep_k.transpose(-1, -2)) * (scale if scale else size ** -0.5)
-    if softcap > 0:
-        scores = softcap * torch.tanh(scores / softcap)
-    positions = torch.arange(seq).reshape(-1, 1) + (total - seq)
-    scores = scores.masked_fill(torch.arange(total).reshape(1, -1) > positions, float("-inf"))
-    y = torch.softmax(scores, -1) @ rep_v
-    return y.transpose(1, 2).reshape(batch, seq, heads * size), k, v
-
-
-@onnx_op("GroupQueryAttention", 1, MS)
-def group_query_attention(g: Emitter, query: Value, key: Value | None, value: Value | None,
-                          past_key: Value | None = None, past_value: Value | None = None,
-                          seqlens_k: Value | None = None, total_sequence_length: Value | None = None,
-                          cos_cache: Value | None = None, sin_cache: Value | None = None,
-                          position_ids: Value | None = None, attention_bias: Value | None = None,
-                          head_sink: Value | None = None, *, num_heads: int, kv_num_heads: int, scale: float = 0.0,
-                          softcap: float = 0.0, local_window_size: int = -1, do_rotary: int = 0,
-                          rotary_interleaved: int = 0, smooth_softmax: int = 0,
-                          qk_output: int = 0) -> tuple[Value, ...]:
-    """Causal grouped-query attention with a key/value cache, for batches whose sequences all have
-    the cache's length plus the new tokens (``seqlens_k`` = total - 1 in every row, the
-    no-padding case; other values stop the model with an error at run time); outputs and present
-    caches."""
-    unsupported = [name for name, on in (("key (packed QKV)", key is None), ("do_rotary", do_rotary),
-                                         ("local_window_size", local_window_size != -1),
-                                         ("smooth_softmax", smooth_softmax), ("attention_bias", attention_bias),
-                                         ("head_sink", head_sink), ("qk_output", qk_output),
-                                         ("position_ids", position_ids)) if on]
-    if unsupported:
-        raise g.unsupported(None, f"GroupQueryAttention with {', '.join(unsupported)}")
-    spec = [([g.dim(query, 0), g.dim(query, 1), g.dim(query, 2)], query.dtype)]
-    kv_size = key.static_shape()[2] // kv_num_heads  # type: ignore[union-attr,operator]
-    past = g.dim(past_key, 2) if past_key is not None else 0
-    cache = [g.dim(query, 0), kv_num_heads, g.dim(key, 1) + past, kv_size]  # type: ignore[arg-type]
-    spec += [(cache, query.dtype), (cache, query.dtype)]
-    if seqlens_k is None:
-        raise g.error("GroupQueryAttention needs seqlens_k")
-    return g.call(g.helper(_group_query_attention, leaf=True), query, key, value, past_key, past_value, seqlens_k,
-                  num_heads, kv_num_heads, scale, softcap, n_outputs=3, out_spec=spec)
+    q, k, v = (split_heads(g, t, num_heads) for t in (q, k, v))
+    mask = key_mask_bias(g, mask_index, mask_filter_value, qkv) if mask_index is not None else None
+    return merge_heads(g, attend(g, q, k, v, mask, bool(unidirectional), scale))

@@ -1,4 +1,5 @@
-"""Pooling beyond torch's pooling layers: LpPool, dilated average pooling, MaxPool's indices and
+"""Pooling: MaxPool and AveragePool (torch's pooling layers where they match, explicit window
+sums where they do not: dilated averages, MaxPool's indices), the global pools, LpPool and
 MaxUnpool. Window sums are depthwise convolutions with a kernel of ones (which have dilation)."""
 
 from __future__ import annotations
@@ -9,18 +10,114 @@ from ..codegen.emitter import Emitter
 from ..codegen.values import SymElem, Value
 from .registry import onnx_op
 from .shape import torch_pads
+from .sliding_window import int_or_tuple, pad_same_at_run_time, resolve_pads
 
 
 def _resolve(g: Emitter, x: Value, kernel: list[int], strides: list[int] | None, dilations: list[int] | None,
              pads: list[int] | None, auto_pad: str) -> tuple[list[int], list[int], list[int]]:
-    from .nn import _resolve_pads
-
     nd = len(kernel)
     strides = list(strides or [1] * nd)
     dilations = list(dilations or [1] * nd)
-    return strides, dilations, _resolve_pads(g, x, nd, list(kernel), strides, dilations, auto_pad, pads)
+    return strides, dilations, resolve_pads(g, x, nd, list(kernel), strides, dilations, auto_pad, pads)
 
 
+# ------------------------------------------------------------------------------ MaxPool, AveragePool, global pools
+def _pool_geometry(g: Emitter, x: Value, kernel_shape: list[int], strides: list[int] | None,
+                   dilations: list[int] | None, auto_pad: str, pads: list[int] | None,
+                   allow_run_time: bool = False) -> tuple:
+    nd = len(kernel_shape)
+    if nd not in (1, 2, 3):
+        raise g.unsupported("kernel_shape", f"{nd}-D pooling")
+    strides = list(strides or [1] * nd)
+    dilations = list(dilations or [1] * nd)
+    pads = resolve_pads(g, x, nd, list(kernel_shape), strides, dilations, auto_pad, pads, allow_run_time)
+    return nd, strides, dilations, pads
+
+
+@onnx_op("MaxPool", 1)
+def max_pool(g: Emitter, x: Value, *, kernel_shape: list[int], auto_pad: str = "NOTSET", ceil_mode: int = 0,
+             dilations: list[int] | None = None, pads: list[int] | None = None, storage_order: int = 0,
+             strides: list[int] | None = None) -> Value:
+    assert g.node is not None
+    with_indices = len([o for o in g.node.outputs if o]) > 1
+    nd, strides, dilations, pads = _pool_geometry(g, x, kernel_shape, strides, dilations, auto_pad, pads,
+                                                  allow_run_time=not with_indices)
+    if pads is None:  # SAME over a run-time size: padded with -inf, which no window maximum picks
+        x = pad_same_at_run_time(g, x, list(kernel_shape), strides, dilations, auto_pad, float("-inf"))
+        pads = [0] * (2 * nd)
+    if with_indices:
+        return _max_pool_with_indices(g, x, list(kernel_shape), strides, dilations, pads, ceil_mode,
+                                      storage_order)
+    begin = pads[:nd]
+    if pads[:nd] != pads[nd:] or any(2 * p > k for p, k in zip(begin, kernel_shape)):
+        x = g.call("F.pad", x, torch_pads(pads, nd + 2, list(range(2, nd + 2))), value=float("-inf"))
+        begin = [0] * nd
+    kwargs: dict[str, object] = {}
+    if strides != list(kernel_shape):
+        kwargs["stride"] = int_or_tuple(strides)
+    if any(begin):
+        kwargs["padding"] = int_or_tuple(begin)
+    if any(d != 1 for d in dilations):
+        kwargs["dilation"] = int_or_tuple(dilations)
+    if ceil_mode:
+        kwargs["ceil_mode"] = True
+    attr = g.add_module("max_pool", f"nn.MaxPool{nd}d", int_or_tuple(list(kernel_shape)), **kwargs)
+    return g.call_module(attr, x)
+
+
+@onnx_op("AveragePool", 1)
+def average_pool(g: Emitter, x: Value, *, kernel_shape: list[int], auto_pad: str = "NOTSET",
+                 ceil_mode: int = 0, count_include_pad: int = 0, dilations: list[int] | None = None,
+                 pads: list[int] | None = None, strides: list[int] | None = None) -> Value:
+    nd, strides, dilations, pads = _pool_geometry(g, x, kernel_shape, strides, dilations, auto_pad, pads)
+    if any(d != 1 for d in dilations):  # torch's average pooling has no dilation
+        return _dilated_average_pool(g, x, list(kernel_shape), strides, dilations, pads, ceil_mode,
+                                     count_include_pad)
+    begin = pads[:nd]
+    if pads[:nd] != pads[nd:] or any(2 * p > k for p, k in zip(begin, kernel_shape)):
+        padded = g.call("F.pad", x, torch_pads(pads, nd + 2, list(range(2, nd + 2))))
+        if not count_include_pad:
+            return _average_of_unpadded(g, x, padded, pads, kernel_shape, strides, ceil_mode)
+        x, begin = padded, [0] * nd
+    kwargs: dict[str, object] = {}
+    if strides != list(kernel_shape):
+        kwargs["stride"] = int_or_tuple(strides)
+    if any(begin):
+        kwargs["padding"] = int_or_tuple(begin)
+    if ceil_mode:
+        kwargs["ceil_mode"] = True
+    if any(begin) and not count_include_pad:
+        kwargs["count_include_pad"] = False
+    attr = g.add_module("avg_pool", f"nn.AvgPool{nd}d", int_or_tuple(list(kernel_shape)), **kwargs)
+    return g.call_module(attr, x)
+
+
+def _average_of_unpadded(g: Emitter, x: Value, padded: Value, pads: list[int], kernel: list[int],
+                         strides: list[int], ceil_mode: int) -> Value:
+    """Average pooling over explicitly padded ``x`` that counts only ``x``'s own elements: the
+    window means of the padded input divided by the window means of a padded all-ones mask."""
+    nd = len(kernel)
+    kwargs: dict[str, object] = {"stride": int_or_tuple(strides)}
+    if ceil_mode:
+        kwargs["ceil_mode"] = True
+    fn = f"F.avg_pool{nd}d"
+    mask = g.call("torch.ones_like", g.getitem(x, [slice(None, SymElem.of(1))] * 2))
+    fraction = g.call(fn, g.call("F.pad", mask, torch_pads(pads, nd + 2, list(range(2, nd + 2)))),
+                      int_or_tuple(kernel), **kwargs)
+    return g.operator("/", g.call(fn, padded, int_or_tuple(kernel), **kwargs), fraction)
+
+
+@onnx_op("GlobalAveragePool", 1)
+def global_average_pool(g: Emitter, x: Value) -> Value:
+    return g.call("torch.mean", x, list(range(2, x.rank)), keepdim=True)
+
+
+@onnx_op("GlobalMaxPool", 1)
+def global_max_pool(g: Emitter, x: Value) -> Value:
+    return g.call("torch.amax", x, list(range(2, x.rank)), keepdim=True)
+
+
+# ------------------------------------------------------------------------------ window sums, LpPool, MaxUnpool
 def _ceil_extra(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
                 pads: list[int]) -> list[int]:
     """Extra end padding so that ``ceil_mode`` windows that start inside the input are computed."""
@@ -51,8 +148,8 @@ def _window_sum(g: Emitter, x: Value, kernel: list[int], strides: list[int], dil
     return g.call(f"F.conv{nd}d", x, ones, **kwargs)
 
 
-def average_pool(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int], pads: list[int],
-                 ceil_mode: int, count_include_pad: int) -> Value:
+def _dilated_average_pool(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
+                          pads: list[int], ceil_mode: int, count_include_pad: int) -> Value:
     """Average pooling with dilations: window sums divided by the number of elements counted."""
     nd = len(kernel)
     extra = _ceil_extra(g, x, kernel, strides, dilations, pads) if ceil_mode else [0] * nd
@@ -93,8 +190,8 @@ def global_lp_pool(g: Emitter, x: Value, *, p: int = 2) -> Value:
     return g.call("torch.linalg.vector_norm", x, float(p), dims, keepdim=True)
 
 
-def max_pool_with_indices(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
-                          pads: list[int], ceil_mode: int, storage_order: int) -> tuple[Value, Value]:
+def _max_pool_with_indices(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
+                           pads: list[int], ceil_mode: int, storage_order: int) -> tuple[Value, Value]:
     """``F.max_poolNd(return_indices=True)``; torch's indices count within each (batch, channel)
     plane, ONNX's over the whole tensor (row-major, or column-major with ``storage_order``)."""
     nd = len(kernel)

@@ -16,7 +16,7 @@ from . import casting
 from . import nn as nn_ops
 from .registry import onnx_op
 
-_INTEGER_RANGES = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535),
+INTEGER_RANGES = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535),
                    torch.int16: (-32768, 32767), torch.int32: (-(2**31), 2**31 - 1)}
 
 
@@ -66,7 +66,7 @@ def quantize(g: Emitter, x: Value, scale: Value, zero_point: Value | None, dtype
     y = g.operator("/", x, s)
     if dtype in casting.FLOAT8:
         return casting.to_float8(g, y, dtype, saturate)
-    if dtype not in _INTEGER_RANGES and dtype not in SUB_BYTE_STORAGE:
+    if dtype not in INTEGER_RANGES and dtype not in SUB_BYTE_STORAGE:
         raise g.unsupported(None, f"quantization to {dtype}")
     y = g.call("torch.round", y)
     if zero_point is not None:
@@ -78,19 +78,19 @@ def quantize(g: Emitter, x: Value, scale: Value, zero_point: Value | None, dtype
         lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         clamped = g.method(g.call("torch.clamp", y, lo, hi), "to", SUB_BYTE_STORAGE[dtype])
         return g.method(clamped, "view", dtype)
-    lo, hi = _INTEGER_RANGES[dtype]
+    lo, hi = INTEGER_RANGES[dtype]
     return g.method(g.call("torch.clamp", y, lo, hi), "to", dtype)
 
 
 # ------------------------------------------------------------------------------ Quantize / Dequantize
-@onnx_op("DequantizeLinear", 10)
+@onnx_op("DequantizeLinear", 10, sub_byte_aware=True)
 def dequantize_linear(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value | None = None, *, axis: int = 1,
                       block_size: int = 0, output_dtype: int = 0) -> Value:
     return dequantize(g, x, x_scale, x_zero_point, axis, block_size,
                       torch_dtype(output_dtype) if output_dtype else None)
 
 
-@onnx_op("QuantizeLinear", 10)
+@onnx_op("QuantizeLinear", 10, sub_byte_aware=True)
 def quantize_linear(g: Emitter, x: Value, y_scale: Value, y_zero_point: Value | None = None, *, axis: int = 1,
                     saturate: int = 1, block_size: int = 0, output_dtype: int = 0,
                     precision: int = 0) -> Value:
@@ -103,7 +103,7 @@ def quantize_linear(g: Emitter, x: Value, y_scale: Value, y_zero_point: Value | 
 
 
 # ------------------------------------------------------------------------------ integer matmul and conv
-def _centered(g: Emitter, x: Value, zero_point: Value | None, dtype: torch.dtype, axis: int | None = None) -> Value:
+def centered(g: Emitter, x: Value, zero_point: Value | None, dtype: torch.dtype, axis: int | None = None) -> Value:
     """``x - zero_point`` in a wider type (a per-row/per-channel zero point along ``axis``)."""
     y = g.method(x, "to", dtype)
     if zero_point is None or (zero_point.const is not None and not zero_point.const.any()):
@@ -118,9 +118,9 @@ def _centered(g: Emitter, x: Value, zero_point: Value | None, dtype: torch.dtype
 def matmul_integer(g: Emitter, a: Value, b: Value, a_zero_point: Value | None = None,
                    b_zero_point: Value | None = None) -> Value:
     """int32 ``(a - a_zero_point) @ (b - b_zero_point)`` (zero points per row of a / column of b)."""
-    lhs = _centered(g, a, a_zero_point, torch.int32, axis=-2 if a_zero_point is not None
+    lhs = centered(g, a, a_zero_point, torch.int32, axis=-2 if a_zero_point is not None
                     and a_zero_point.rank == 1 and a_zero_point.static_shape()[0] not in (1, None) else None)
-    rhs = _centered(g, b, b_zero_point, torch.int32, axis=-1 if b_zero_point is not None
+    rhs = centered(g, b, b_zero_point, torch.int32, axis=-1 if b_zero_point is not None
                     and b_zero_point.rank == 1 and b_zero_point.static_shape()[0] not in (1, None) else None)
     return g.call("torch.matmul", lhs, rhs)
 
@@ -129,7 +129,7 @@ def matmul_integer(g: Emitter, a: Value, b: Value, a_zero_point: Value | None = 
 def qlinear_matmul(g: Emitter, a: Value, a_scale: Value, a_zero_point: Value, b: Value, b_scale: Value,
                    b_zero_point: Value, y_scale: Value, y_zero_point: Value) -> Value:
     """Integer matmul of the centred inputs, rescaled by ``a_scale * b_scale / y_scale``, requantized."""
-    acc = g.call("torch.matmul", _centered(g, a, a_zero_point, torch.float64), _centered(g, b, b_zero_point,
+    acc = g.call("torch.matmul", centered(g, a, a_zero_point, torch.float64), centered(g, b, b_zero_point,
                                                                                          torch.float64))
     return _requantize(g, acc, [a_scale, b_scale], y_scale, y_zero_point, a.dtype)
 
@@ -146,16 +146,16 @@ def _requantize(g: Emitter, acc: Value, scales: list[Value], y_scale: Value, y_z
     dtype = y_zero_point.dtype if y_zero_point is not None else fallback
     if y_zero_point is not None and not (y_zero_point.const is not None and not y_zero_point.const.any()):
         y = g.operator("+", y, y_zero_point)
-    lo, hi = _INTEGER_RANGES[dtype]
+    lo, hi = INTEGER_RANGES[dtype]
     return g.method(g.call("torch.clamp", y, lo, hi), "to", dtype)
 
 
 def _integer_conv(g: Emitter, x: Value, w: Value, x_zero_point: Value | None, w_zero_point: Value | None,
                   attrs: dict) -> Value:
     """The int32 convolution of the centred inputs, computed in float64 (exact)."""
-    xc = _centered(g, x, x_zero_point, torch.float64)
+    xc = centered(g, x, x_zero_point, torch.float64)
     per_channel = w_zero_point is not None and w_zero_point.rank == 1 and w_zero_point.static_shape()[0] not in (1,)
-    wc = _centered(g, w, w_zero_point, torch.float64, axis=0 if per_channel else None)
+    wc = centered(g, w, w_zero_point, torch.float64, axis=0 if per_channel else None)
     return nn_ops.conv(g, xc, wc, None, **attrs)
 
 
@@ -171,7 +171,7 @@ def conv_integer(g: Emitter, x: Value, w: Value, x_zero_point: Value | None = No
 
 @onnx_op("QLinearConv", 10)
 def qlinear_conv(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value, w: Value, w_scale: Value,
-                 w_zero_point: Value, y_scale: Value, y_zero_point: Value | None = None, b: Value | None = None, *,
+                 w_zero_point: Value, y_scale: Value, y_zero_point: Value, b: Value | None = None, *,
                  auto_pad: str = "NOTSET", dilations: list[int] | None = None, group: int = 1,
                  kernel_shape: list[int] | None = None, pads: list[int] | None = None,
                  strides: list[int] | None = None) -> Value:
@@ -184,6 +184,8 @@ def qlinear_conv(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value, w: V
 
 
 # ------------------------------------------------------------------------------ onnxruntime's dynamic quantization
+# Both functions are copied into model.py (``Emitter.helper``) under these names, which the
+# recurrent layers' helper (ops/recurrent.py) calls them by: they keep their leading underscore.
 def _ort_dynamic_quantize(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """uint8 values (as float32), scale and zero point of ``x`` as onnxruntime's kernels quantize an
     activation on the fly (one range over the tensor, or one per row): the range includes zero, its

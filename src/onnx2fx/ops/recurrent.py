@@ -150,7 +150,7 @@ def _recurrent(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: 
     return (y, y_h, y_c) if kind == "LSTM" else (y, y_h)
 
 
-def _lower(g: Emitter, kind: str, x: Value, w: Value, r: Value, b: Value | None, lengths: Value | None,
+def lower_recurrent(g: Emitter, kind: str, x: Value, w: Value, r: Value, b: Value | None, lengths: Value | None,
            h0: Value | None, c0: Value | None, p: Value | None, attrs: dict,
            quantized: list[Value] | None = None) -> tuple[Value, ...]:
     direction = attrs.get("direction", "forward")
@@ -256,7 +256,7 @@ def _state(g: Emitter, v: Value, layout: int) -> Value:
     return g.method(v, "transpose", 0, 1) if layout else v
 
 
-def _attrs(**kwargs: object) -> dict:
+def recurrent_attributes(**kwargs: object) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
@@ -266,7 +266,7 @@ def lstm(g: Emitter, x: Value, w: Value, r: Value, b: Value | None = None, seque
          activation_alpha: list[float] | None = None, activation_beta: list[float] | None = None,
          activations: list[str] | None = None, clip: float | None = None, direction: str = "forward",
          hidden_size: int | None = None, input_forget: int = 0, layout: int = 0) -> tuple[Value, ...]:
-    return _lower(g, "LSTM", x, w, r, b, sequence_lens, initial_h, initial_c, p, _attrs(
+    return lower_recurrent(g, "LSTM", x, w, r, b, sequence_lens, initial_h, initial_c, p, recurrent_attributes(
         activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations, clip=clip,
         direction=direction, hidden_size=hidden_size, input_forget=input_forget, layout=layout))
 
@@ -277,7 +277,7 @@ def gru(g: Emitter, x: Value, w: Value, r: Value, b: Value | None = None, sequen
         activation_beta: list[float] | None = None, activations: list[str] | None = None, clip: float | None = None,
         direction: str = "forward", hidden_size: int | None = None, linear_before_reset: int = 0,
         layout: int = 0) -> tuple[Value, ...]:
-    return _lower(g, "GRU", x, w, r, b, sequence_lens, initial_h, None, None, _attrs(
+    return lower_recurrent(g, "GRU", x, w, r, b, sequence_lens, initial_h, None, None, recurrent_attributes(
         activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations, clip=clip,
         direction=direction, hidden_size=hidden_size, linear_before_reset=linear_before_reset, layout=layout))
 
@@ -287,6 +287,6 @@ def rnn(g: Emitter, x: Value, w: Value, r: Value, b: Value | None = None, sequen
         initial_h: Value | None = None, *, activation_alpha: list[float] | None = None,
         activation_beta: list[float] | None = None, activations: list[str] | None = None, clip: float | None = None,
         direction: str = "forward", hidden_size: int | None = None, layout: int = 0) -> tuple[Value, ...]:
-    return _lower(g, "RNN", x, w, r, b, sequence_lens, initial_h, None, None, _attrs(
+    return lower_recurrent(g, "RNN", x, w, r, b, sequence_lens, initial_h, None, None, recurrent_attributes(
         activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations, clip=clip,
         direction=direction, hidden_size=hidden_size, layout=layout))

@@ -17,6 +17,8 @@ _REDUCTIONS = {
     "ReduceL2": ("l2", 18), "ReduceSumSquare": ("sumsquare", 18), "ReduceLogSum": ("logsum", 18),
     "ReduceLogSumExp": ("torch.logsumexp", 18),
 }
+# Reductions whose torch functions lack uint16/32/64 kernels (see ``OpImpl.widened_for_unsigned``).
+_WIDENED_FOR_UNSIGNED = frozenset({"ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd"})
 
 
 def _pad_with_identity(x: torch.Tensor, dims: list[int], largest: bool) -> torch.Tensor:
@@ -86,8 +88,9 @@ def _register(op_type: str, fn: str, axes_input_since: int) -> None:
             return dynamic.reduce(g, fn, x, axes, keepdims, noop_with_empty_axes)
         return _reduce(g, fn, x, g.static_ints(axes, "axes"), keepdims, noop_with_empty_axes)
 
-    onnx_op(op_type, 1)(with_attribute)
-    onnx_op(op_type, axes_input_since)(with_input)
+    widened = op_type in _WIDENED_FOR_UNSIGNED
+    onnx_op(op_type, 1, widened_for_unsigned=widened)(with_attribute)
+    onnx_op(op_type, axes_input_since, widened_for_unsigned=widened)(with_input)
 
 
 for _op, (_fn, _since) in _REDUCTIONS.items():
@@ -102,11 +105,11 @@ def _arg(g: Emitter, fn: str, x: Value, axis: int, keepdims: int, select_last_in
     return g.call(fn, x, axis, keepdim=bool(keepdims))
 
 
-@onnx_op("ArgMax", 1)
+@onnx_op("ArgMax", 1, widened_for_unsigned=True, narrowed_outputs=())  # int64 indices
 def argmax(g: Emitter, x: Value, *, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> Value:
     return _arg(g, "torch.argmax", x, axis, keepdims, select_last_index)
 
 
-@onnx_op("ArgMin", 1)
+@onnx_op("ArgMin", 1, widened_for_unsigned=True, narrowed_outputs=())  # int64 indices
 def argmin(g: Emitter, x: Value, *, axis: int = 0, keepdims: int = 1, select_last_index: int = 0) -> Value:
     return _arg(g, "torch.argmin", x, axis, keepdims, select_last_index)

@@ -5,6 +5,11 @@ inputs positionally (``None`` for an omitted optional input; a ``*inputs`` param
 ones), then the attributes as keyword-only parameters with the specification's defaults. The
 implementation chosen for a model is the newest one whose ``since_version`` is at most the
 model's opset for that domain, so a new opset never breaks an old op.
+
+A registration also declares what the table does around the call, where an op needs it:
+``widened_for_unsigned`` (torch has no kernel for uint16/32/64 inputs: they are computed as int64
+and the outputs listed in ``narrowed_outputs`` cast back) and ``sub_byte_aware`` (the lowering
+takes 4/2-bit inputs in their own dtype instead of the int8/uint8 storage view).
 """
 
 from __future__ import annotations
@@ -29,6 +34,14 @@ class OpImpl:
     domain: str
     since_version: int
     fn: Lowering
+    # Inputs of uint16/uint32/uint64 are widened to int64 before the call (torch implements few ops
+    # for them); the results at ``narrowed_outputs`` are cast back to the input's type. Exact,
+    # except that uint64 values of 2**63 and more compare, divide and shift as negative int64 values.
+    widened_for_unsigned: bool = False
+    narrowed_outputs: tuple[int, ...] = (0,)
+    # 4/2-bit inputs are passed as they are (the lowering needs the type's range), not viewed as
+    # their int8/uint8 storage as for every other op.
+    sub_byte_aware: bool = False
 
     # The signature is read for every node lowered; computing it once per lowering (not per node)
     # saves a tenth of a second on a model of a thousand nodes.
@@ -52,17 +65,21 @@ def normalize_domain(domain: str) -> str:
     return _DOMAIN_ALIASES.get(domain, domain)
 
 
-def onnx_op(op_type: str, since_version: int = 1, domain: str = DEFAULT_DOMAIN) -> Callable[[Lowering], Lowering]:
+def onnx_op(op_type: str, since_version: int = 1, domain: str = DEFAULT_DOMAIN, *,
+            widened_for_unsigned: bool = False, narrowed_outputs: tuple[int, ...] = (0,),
+            sub_byte_aware: bool = False) -> Callable[[Lowering], Lowering]:
     """Register ``fn`` as the lowering of ``op_type`` from ``since_version`` on.
 
     Registering the same (domain, op, version) again replaces the earlier function, which is how
-    users override a built-in lowering.
+    users override a built-in lowering; the replacement declares its own ``widened_for_unsigned``,
+    ``narrowed_outputs`` and ``sub_byte_aware`` (see :class:`OpImpl`).
     """
 
     def register(fn: Lowering) -> Lowering:
         key = (normalize_domain(domain), op_type)
         impls = [i for i in _TABLE.get(key, []) if i.since_version != since_version]
-        impls.append(OpImpl(op_type, key[0], since_version, fn))
+        impls.append(OpImpl(op_type, key[0], since_version, fn, widened_for_unsigned, tuple(narrowed_outputs),
+                            sub_byte_aware))
         _TABLE[key] = sorted(impls, key=lambda i: i.since_version)
         return fn
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 from .config import QuantConfig, QuantSpec
 from .grid import Encoding, QuantGrid
 from .ptq import PTQResult, ptq
+from .ptq_options import PtqOptions
+from .ptq_report import PtqReport
 from .qft import QFTResult, qft
 
-__all__ = ["Encoding", "PTQResult", "QFTResult", "QuantConfig", "QuantGrid", "QuantSpec", "ptq", "qft"]
+__all__ = ["Encoding", "PTQResult", "PtqOptions", "PtqReport", "QFTResult", "QuantConfig", "QuantGrid", "QuantSpec",
+           "ptq", "qft"]

@@ -29,7 +29,6 @@ would change too); the changed initializers are listed so that the QDQ export wr
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 import torch.fx
 
+from ..conversion_record import copy_converted
 from .initializers import get_tensor, sole_tensor, torch_names
 from .placement import OnnxGraphView, OnnxNodeInfo, Placement
 
@@ -69,13 +69,8 @@ def equalized_copy(gm: torch.fx.GraphModule, graph: OnnxGraphView,
                    placement: Placement) -> tuple[torch.fx.GraphModule, dict[str, Any]]:
     """A copy of ``gm`` with cross-layer equalization applied, and what was done (for the report).
 
-    The copy carries the ONNX origin attributes, so it can stand in for the float model."""
-    from .fake_quant import ORIGIN_ATTRIBUTES
-
-    copied = copy.deepcopy(gm)
-    for attr in ORIGIN_ATTRIBUTES:
-        if hasattr(gm, attr):
-            setattr(copied, attr, copy.deepcopy(getattr(gm, attr)))
+    The copy carries the conversion record, so it can stand in for the float model."""
+    copied = copy_converted(gm)
     return copied, equalize(copied, graph, placement)
 
 

@@ -14,9 +14,9 @@ it is meant to predict.
   placeholder); every user of that node is rewired to the quantizer.
 - A weight quantizer of a standard layer (``nn.Conv*d``, ``nn.ConvTranspose*d``, ``nn.Linear``)
   lives inside the layer: the layer's class is swapped for a subclass whose ``forward`` quantizes
-  ``self.weight`` on the fly. Parameter names stay the same, so ``onnx_parameters`` and
-  ``weights.safetensors`` still line up, the graph keeps its ``call_module`` nodes and the
-  weights stay trainable (straight-through gradients). A parameter read by ``get_attr`` (MatMul
+  ``self.weight`` on the fly. Parameter names stay the same, so the conversion record's
+  ``parameters`` and ``weights.safetensors`` still line up, the graph keeps its ``call_module``
+  nodes and the weights stay trainable (straight-through gradients). A parameter read by ``get_attr`` (MatMul
   with a constant operand) gets a quantizer node after the ``get_attr``.
 - A bias the QDQ export stores as int32 (Conv, ConvTranspose, Gemm) gets a bias quantizer the same
   way (``bias_quantizer`` inside a standard layer, a node after a ``get_attr`` otherwise). Its
@@ -28,7 +28,6 @@ The modules are plain classes of this package, so the simulated model pickles li
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +38,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..conversion_record import conversion_record, copy_converted
 from ..errors import QuantizationError
 from .calibrators import Calibrator
 from .config import QuantSpec
@@ -229,17 +229,10 @@ class SimModel:
         return list(seen.values())
 
 
-ORIGIN_ATTRIBUTES = ("onnx_source", "onnx_parameters", "onnx_origins")
-
-
 def insert_fake_quant(gm: torch.fx.GraphModule, graph: OnnxGraphView, placement: Placement) -> SimModel:
     """A copy of ``gm`` with fake-quant modules at the places ``placement`` names (not yet calibrated)."""
-    sim_gm = copy.deepcopy(gm)
-    for attr in ORIGIN_ATTRIBUTES:  # deepcopy of a GraphModule keeps only modules and the graph
-        if hasattr(gm, attr):
-            setattr(sim_gm, attr, copy.deepcopy(getattr(gm, attr)))
-    if not isinstance(getattr(sim_gm, "onnx_origins", None), dict):
-        sim_gm.onnx_origins = {}
+    sim_gm = copy_converted(gm)
+    record = conversion_record(sim_gm)
     sim_gm.add_module("quantizers", nn.Module())
     sim = SimModel(sim_gm)
     producers = _tensor_producers(sim_gm, graph)
@@ -259,8 +252,7 @@ def insert_fake_quant(gm: torch.fx.GraphModule, graph: OnnxGraphView, placement:
         by_node[node] = quantizer
         sim.activations[site.tensor] = quantizer
 
-    parameters = {o["initializer"]: (name, o.get("transform")) for name, o in
-                  (getattr(gm, "onnx_parameters", None) or {}).items() if o.get("initializer")}
+    parameters = {o.initializer: (name, o.transform) for name, o in record.parameters.items() if o.initializer}
     for site in placement.weights:
         if site.initializer not in parameters:
             sim.unmapped.append(site.initializer)
@@ -299,7 +291,7 @@ def _insert_after(gm: torch.fx.GraphModule, node: torch.fx.Node, quantizer: Fake
     node.replace_all_uses_with(qnode, delete_user_cb=lambda user: user is not qnode)
     origin = {"quantizes": onnx_name, "quantizer_kind": kind}
     qnode.meta.update(origin)
-    gm.onnx_origins[qnode.name] = origin
+    conversion_record(gm).node_origins[qnode.name] = origin
     return qnode
 
 

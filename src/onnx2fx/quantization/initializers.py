@@ -9,13 +9,13 @@ tensor holds, or it would silently change another layer too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.fx
 
+from ..conversion_record import conversion_record
 from ..errors import QuantizationError
 from .placement import FLOAT, OnnxGraphView
 
@@ -23,9 +23,9 @@ from .placement import FLOAT, OnnxGraphView
 def torch_names(gm: torch.fx.GraphModule) -> dict[str, list[str]]:
     """ONNX initializer -> the torch parameters and buffers made from it (usually one)."""
     names: dict[str, list[str]] = {}
-    for name, origin in (getattr(gm, "onnx_parameters", None) or {}).items():
-        if origin.get("initializer"):
-            names.setdefault(origin["initializer"], []).append(name)
+    for name, origin in conversion_record(gm).parameters.items():
+        if origin.initializer:
+            names.setdefault(origin.initializer, []).append(name)
     return names
 
 
@@ -48,8 +48,7 @@ def sole_tensor(gm: torch.fx.GraphModule, graph: OnnxGraphView, names: dict[str,
     held = names.get(initializer, [])
     if len(held) != 1:
         return None
-    origin = (getattr(gm, "onnx_parameters", None) or {}).get(held[0]) or {}
-    if transform_free and origin.get("transform") is not None:
+    if transform_free and conversion_record(gm).transform_of(held[0]) is not None:
         return None
     try:
         tensor = get_tensor(gm, held[0])
@@ -66,22 +65,22 @@ def initializer_values(gm: torch.fx.GraphModule, graph: OnnxGraphView, initializ
     """The current values of the torch tensors made from ``initializers``, in the ONNX layout
     (undoing the ``transpose`` / ``reshape`` that made the torch tensor)."""
     names = torch_names(gm)
-    origins = getattr(gm, "onnx_parameters", None) or {}
+    record = conversion_record(gm)
     values: dict[str, np.ndarray] = {}
     for initializer in initializers:
         held = names.get(initializer)
         if not held:
             raise QuantizationError(f"initializer {initializer!r} has no torch parameter to export")
         value = get_tensor(gm, held[0]).detach().float().cpu()
-        values[initializer] = onnx_layout(value, held[0], initializer, origins, graph)
+        values[initializer] = onnx_layout(value, held[0], initializer, record.transform_of(held[0]), graph)
     return values
 
 
-def onnx_layout(value: torch.Tensor, param: str, initializer: str, origins: Mapping[str, Any],
+def onnx_layout(value: torch.Tensor, param: str, initializer: str, transform: str | None,
                 graph: OnnxGraphView) -> np.ndarray:
     """``value`` (torch parameter ``param``) back in ``initializer``'s ONNX layout, undoing the
-    ``transpose`` / ``reshape`` recorded when the parameter was made; QuantizationError if it cannot."""
-    transform = (origins.get(param) or {}).get("transform")
+    ``transform`` (``transpose`` / ``reshape``) recorded when the parameter was made;
+    QuantizationError if it cannot."""
     dims = list(graph.initializers[initializer][1])
     if transform == "transpose":
         value = value.t()

@@ -18,21 +18,20 @@ an error leaves no partial output.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.fx
 
+from ..conversion_record import conversion_record
 from ..errors import Onnx2FxError, QuantizationError
 from .adaround import SAMPLES as ADAROUND_SAMPLES
 from .adaround import adaround as adaround_weights
@@ -42,16 +41,21 @@ from .bias_correction import correct_biases, keep_batches
 from .calibrators import make_calibrator
 from .cle import equalized_copy
 from .config import ENCODING_VERSIONS, QuantConfig
-from .data import CalibrationSource, ImageOptions, calibration_source, input_specs
+from .converted_model import base_report, load_converted_model, source_onnx
+from .data import CalibrationSource, calibration_source, input_specs
 from .encodings import build_encodings, encoded_names
 from .fake_quant import FakeQuantize, SimModel, insert_fake_quant, set_bias_encodings, strip_calibrators
-from .grid import Encoding, QuantGrid, bias_encoding
+from .grid import Encoding, QuantGrid
 from .initializers import get_tensor, initializer_values
 from .integer import INTEGER_FORMATS, check_formats, compare_integer, integer_plan, onnx_file_name, write_integer_model
 from .integer import integer_model as convert_integer_model
 from .metrics import evaluate, weight_errors
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
+from .progress import CountProgress, show_progress
+from .ptq_options import PtqOptions
+from .ptq_report import PtqReport
 from .qdq import build_plan, compare_with_sim, write_qdq_model
+from .simulation import concat_shared_input, follow_shared, graph_order, int32_bias_encodings, run_model, weight_param
 from .weight_search import LayerInputs, weight_encoding
 
 OUTPUT_FILES = ("model_ptq.pt", "encodings.json", "model_ptq.onnx", "report.json", "report.md", "report.html")
@@ -69,7 +73,7 @@ class PTQResult:
     activation_encodings: dict[str, Encoding]  # every encoded tensor, incl. ones sharing an encoding
     param_encodings: dict[str, Encoding]  # weights and int32 biases
     plan: dict[str, Any]  # the QDQ writer's plan
-    report: dict[str, Any]  # quantization.ptq of report.json
+    report: MutableMapping[str, Any]  # quantization.<stage> of report.json (a PtqReport for PTQ)
     encoding_version: str = "1.0.0"
     eval_batches: list[tuple[torch.Tensor, ...]] = field(default_factory=list, repr=False)
     input_names: list[str] = field(default_factory=list)
@@ -93,14 +97,12 @@ class PTQResult:
 
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write the output folder atomically (see the module docstring)."""
-        from ..converter import _replace_folder_contents
+        from ..atomic_folder import atomic_folder
         from ..reports import write_report
 
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         model_file, onnx_file = f"model_{self.STAGE}.pt", f"model_{self.STAGE}.onnx"
-        try:
+        with atomic_folder(out, merge=True) as staging:
             torch.save(self.sim_model, staging / model_file)
             document = self.encodings()
             (staging / "encodings.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -120,12 +122,9 @@ class PTQResult:
                                     staging / onnx_file if "qdq" in self.formats else None)
             report = dict(self.base_report or {})
             report.setdefault("quantization", {"ptq": None, "qft": None})
-            report["quantization"] = {**report["quantization"], self.STAGE: self.report}
+            report["quantization"] = {**report["quantization"], self.STAGE: dict(self.report)}
             write_report(report, staging)
             written = sorted(p.name for p in staging.iterdir())
-            _replace_folder_contents(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         self.files = {name: out / name for name in written}
         return self.files
 
@@ -164,16 +163,8 @@ class PTQResult:
         return {}
 
 
-def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLike[str] | None = None,
-        onnx_path: str | os.PathLike[str] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-        config: QuantConfig | str | os.PathLike[str] | None = None, scheme: str | None = None,
-        weight_bits: int | None = None, activation_bits: int | None = None, per_channel: bool | None = None,
-        samples: int = 512, batch_size: int = 16, encoding_version: str = "1.0.0",
-        random_calibration: bool = False, eval_data: Any = None, eval_samples: int = 64, seed: int = 0,
-        image_options: ImageOptions | None = None, progress: bool | None = None, cle: bool | None = None,
-        bias_correction: bool | None = None, adaround: bool | None = None,
-        adaround_iterations: int | None = None, formats: str | Sequence[str] = ("qdq",),
-        float_islands: bool = False) -> PTQResult:
+def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None = None,
+        **keywords: Any) -> PTQResult:
     """Quantize a converted model after training.
 
     Args:
@@ -181,51 +172,28 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
             ``model_full.pt`` path.
         calibration_data: a DataLoader or any iterable of input batches, a ``.npy``/``.npz`` file,
             or a folder of ``.npy``/``.npz``/image files (see :mod:`.data`).
-        output_dir: when given, write the output folder (atomically).
-        onnx_path: the source ONNX model; defaults to the one recorded at conversion.
-        input_shapes: input name -> full shape (batch first), for checks and random data;
-            ``""`` names the only input.
-        config: a :class:`QuantConfig` or a YAML/JSON file; ``scheme``, ``weight_bits``,
-            ``activation_bits`` and ``per_channel`` override it.
-        samples: at most this many calibration samples.
-        random_calibration: calibrate on random data when no data is given (recorded as a warning).
-        eval_data: inputs for the accuracy figures; defaults to the first ``eval_samples``
-            calibration samples.
-        cle: cross-layer equalization of consecutive convolutions before calibration
-            (:mod:`.cle`; overrides the config's ``cle``). The float reference of the figures is
-            then the equalized model, which computes the same outputs, so per-layer figures
-            compare like with like.
-        bias_correction: empirical bias correction after calibration (:mod:`.bias_correction`;
-            overrides the config's ``bias_correction``), estimated on the first calibration samples.
-            The initializers either changes are written into the QDQ model.
-        adaround: learned rounding of the weights after calibration (:mod:`.adaround`; overrides
-            the config's ``adaround``), on the first calibration samples: the weight encodings
-            stay as calibrated and each weight moves onto the grid point, the nearest one or its
-            neighbour, that best reconstructs its layer's output. It runs before bias correction,
-            which then corrects what is left of the error against the float weights.
-        adaround_iterations: optimisation steps per layer (overrides the config's
-            ``adaround_iterations``).
-        formats: the ONNX forms :meth:`PTQResult.save` writes, any of ``qdq`` (``model_ptq.onnx``),
-            ``qoperator`` and ``fixed-point`` (``model_ptq_qoperator.onnx``,
-            ``model_ptq_fixed_point.onnx``; :mod:`.integer`).
-        float_islands: in the integer forms, run nodes that have no integer form in float between
-            DequantizeLinear and QuantizeLinear (listed in the report) instead of failing.
+        options: how to quantize and where to write (:class:`PtqOptions`); the defaults when
+            not given.
+        **keywords: fields of :class:`PtqOptions` (``output_dir=``, ``scheme=``, ``samples=``,
+            ...), each replacing the value in ``options``.
     """
-    from ..validator import load_torch_model
-
     started = time.perf_counter()
-    formats = check_formats(formats)
-    if encoding_version not in ENCODING_VERSIONS:
-        raise QuantizationError(f"encoding version {encoding_version!r} is not one of {list(ENCODING_VERSIONS)}")
-    gm, model_path = _load_model(model, load_torch_model)
-    source = _source_onnx(gm, onnx_path)
-    cfg = _config(config).with_overrides(scheme=scheme, weight_bits=weight_bits, activation_bits=activation_bits,
-                                         per_channel=per_channel, cle=cle, bias_correction=bias_correction,
-                                         adaround=adaround, adaround_iterations=adaround_iterations)
+    opts = (options or PtqOptions()).with_keywords(keywords)
+    samples, batch_size, seed, eval_data = opts.samples, opts.batch_size, opts.seed, opts.eval_data
+    formats = check_formats(opts.formats)
+    if opts.encoding_version not in ENCODING_VERSIONS:
+        raise QuantizationError(f"encoding version {opts.encoding_version!r} is not one of "
+                                f"{list(ENCODING_VERSIONS)}")
+    gm, model_path = load_converted_model(model)
+    source = source_onnx(gm, opts.onnx_path)
+    cfg = _config(opts.config).with_overrides(
+        scheme=opts.scheme, weight_bits=opts.weight_bits, activation_bits=opts.activation_bits,
+        per_channel=opts.per_channel, cle=opts.cle, bias_correction=opts.bias_correction, adaround=opts.adaround,
+        adaround_iterations=opts.adaround_iterations)
     graph = OnnxGraphView.load(source)
-    specs = input_specs(graph.inputs, graph.input_types, input_shapes)
+    specs = input_specs(graph.inputs, graph.input_types, opts.input_shapes)
     data = calibration_source(calibration_data, specs, samples=samples, batch_size=batch_size,
-                              random=random_calibration, seed=seed, image_options=image_options)
+                              random=opts.random_calibration, seed=seed, image_options=opts.image_options)
     placement = plan_placement(graph, cfg)
     check_names(graph, _fx_onnx_names(gm))
     reference, equalization = equalized_copy(gm, graph, placement) if cfg.cle else (gm, None)
@@ -236,14 +204,14 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     if kept_samples:
         data.batches, kept_batches = keep_batches(data.batches, min(samples, kept_samples))
 
-    keep = eval_samples if eval_data is None else 0
+    keep = opts.eval_samples if eval_data is None else 0
     # the searched weight ranges weigh each weight error by the layer's input statistics
     layer_inputs = LayerInputs.of_weights(sim.gm, sim.weight_params) if cfg.resolved_weight_scheme == "mse" else None
     with layer_inputs or contextlib.nullcontext():
-        calibration = _calibrate(sim, cfg, placement, data, samples, keep, _show_progress(progress))
+        calibration = _calibrate(sim, cfg, placement, data, samples, keep, show_progress(opts.progress))
     activation_encodings, shared, dropped = _activation_encodings(sim, placement, graph)
     weight_encodings = _weight_encodings(sim, cfg, layer_inputs)
-    bias_encodings = _bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
+    bias_encodings = int32_bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
     set_bias_encodings(sim, bias_encodings)  # the simulation adds the int32 biases the export stores
     quantized = {t: activation_encodings[t] for t in sim.activations if t in activation_encodings}
     strip_calibrators(sim)
@@ -251,14 +219,14 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     rounding = None
     if cfg.adaround:
         quantized_weights = sum(q.enabled and q.initialized for q in sim.weights.values())
-        with _progress(_show_progress(progress), quantized_weights, "AdaRound", "weights") as advance:
-            rounding = _run_model("AdaRound", lambda: adaround_weights(
+        with CountProgress(show_progress(opts.progress), quantized_weights, "AdaRound", "weights") as advance:
+            rounding = run_model("AdaRound", lambda: adaround_weights(
                 sim, graph, placement, first_samples(kept_batches, ADAROUND_SAMPLES), cfg.adaround_iterations, seed,
                 advance))
     # the float weights AdaRound replaced: the reference of bias correction and of the weight figures
     float_weights = {init: get_tensor(reference, sim.weight_params[init])
                      for init in (rounding or {}).get("initializers", [])}
-    correction = _run_model("bias correction", lambda: correct_biases(
+    correction = run_model("bias correction", lambda: correct_biases(
         sim, graph, placement, first_samples(kept_batches, BIAS_CORRECTION_SAMPLES), float_weights)) \
         if cfg.bias_correction else None
     changed = sorted({*(equalization or {}).get("initializers", []), *(rounding or {}).get("initializers", []),
@@ -268,96 +236,56 @@ def ptq(model: Any, calibration_data: Any = None, *, output_dir: str | os.PathLi
     if eval_data is None:
         eval_batches, eval_description = calibration.pop("kept"), "the first calibration samples"
     else:
-        eval_source = calibration_source(eval_data, specs, samples=eval_samples, batch_size=batch_size)
+        eval_source = calibration_source(eval_data, specs, samples=opts.eval_samples, batch_size=batch_size)
         eval_batches, eval_description = list(eval_source.batches), eval_source.description.get("source", "eval data")
         calibration.pop("kept")
     float_nodes = _float_nodes(gm, graph)
-    evaluation = _run_model("evaluating", lambda: evaluate(
+    evaluation = run_model("evaluating", lambda: evaluate(
         reference, sim.gm, eval_batches, graph.outputs, float_nodes,
         {t: q for t, q in sim.activations.items() if t in activation_encodings}))
-    weights = weight_errors({init: (float_weights.get(init, _param(sim, init)), q) for init, q in sim.weights.items()},
-                            {init: _param(sim, init) for init in float_weights})
+    weights = weight_errors({init: (float_weights.get(init, weight_param(sim, init)), q)
+                             for init, q in sim.weights.items()},
+                            {init: weight_param(sim, init) for init in float_weights})
 
     output_rows = evaluation["outputs"]
     sqnrs = [r["sqnr_db"] for r in output_rows if r.get("sqnr_db") is not None]
-    report: dict[str, Any] = {
-        "status": "ok",
-        "source_onnx": str(source),
-        "model": str(model_path) if model_path else None,
-        "settings": {**cfg.to_dict(), "encoding_version": encoding_version},
-        "calibration": {**data.description, **calibration},
-        "evaluation": {"samples": evaluation["samples"], "data": eval_description},
-        "counts": {**placement.counts(), "activation_quantizers": len({id(q) for q in sim.activations.values()}),
-                   "weight_quantizers": len(sim.weights), "bias_encodings": len(bias_encodings),
-                   "encoded_activations": len(activation_encodings), "shared": len(shared)},
-        "sqnr_db": min(sqnrs) if sqnrs else None,
-        "outputs": output_rows,
-        "per_layer": evaluation["per_layer"],
-        "weights": weights,
-        "fused": dict(placement.fused),
-        "shared": shared,
-        "excluded_nodes": sorted(set(cfg.float_nodes)),
-        "unmapped": sim.unmapped,
-        "not_float": dropped,
-        "equalization": equalization,
-        "adaround": rounding,
-        "bias_correction": correction,
-        "changed_initializers": changed,
-        "qdq": None,
-        "warnings": [*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped]],
-        "seconds": 0.0,
-    }
-    report["seconds"] = round(time.perf_counter() - started, 3)
+    report = PtqReport(
+        status="ok",
+        source_onnx=str(source),
+        model=str(model_path) if model_path else None,
+        settings={**cfg.to_dict(), "encoding_version": opts.encoding_version},
+        calibration={**data.description, **calibration},
+        evaluation={"samples": evaluation["samples"], "data": eval_description},
+        counts={**placement.counts(), "activation_quantizers": len({id(q) for q in sim.activations.values()}),
+                "weight_quantizers": len(sim.weights), "bias_encodings": len(bias_encodings),
+                "encoded_activations": len(activation_encodings), "shared": len(shared)},
+        sqnr_db=min(sqnrs) if sqnrs else None,
+        outputs=output_rows,
+        per_layer=evaluation["per_layer"],
+        weights=weights,
+        fused=dict(placement.fused),
+        shared=shared,
+        excluded_nodes=sorted(set(cfg.float_nodes)),
+        unmapped=sim.unmapped,
+        not_float=dropped,
+        equalization=equalization,
+        adaround=rounding,
+        bias_correction=correction,
+        changed_initializers=changed,
+        qdq=None,
+        warnings=[*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped]],
+        seconds=0.0,
+    )
+    report.seconds = round(time.perf_counter() - started, 3)
     result = PTQResult(sim.gm, cfg, source, activation_encodings, {**weight_encodings, **bias_encodings}, plan, report,
-                       encoding_version, eval_batches, list(graph.inputs), list(graph.outputs),
-                       _base_report(model_path, source), graph.opset, formats=formats, float_islands=float_islands)
-    if output_dir is not None:
-        result.save(output_dir)
+                       opts.encoding_version, eval_batches, list(graph.inputs), list(graph.outputs),
+                       base_report(model_path, source), graph.opset, formats=formats, float_islands=opts.float_islands)
+    if opts.output_dir is not None:
+        result.save(opts.output_dir)
     return result
 
 
 # ---------------------------------------------------------------------------------- inputs
-def _load_model(model: Any, loader: Any) -> tuple[torch.fx.GraphModule, Path | None]:
-    path = None
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.is_file():
-            raise QuantizationError(f"model {path} does not exist")
-        try:
-            model = loader(path)
-        except (Onnx2FxError, OSError, RuntimeError, EOFError, ValueError) as exc:
-            raise QuantizationError(f"{path} cannot be loaded as a converted model: {exc}") from None
-    if not isinstance(model, torch.fx.GraphModule):
-        raise QuantizationError(f"expected a torch.fx.GraphModule converted by onnx2fx, got {type(model).__name__}")
-    if not any("onnx_outputs" in n.meta for n in model.graph.nodes):
-        from ..fx_tracer import restore_origins
-
-        restore_origins(model)
-    if not any("onnx_outputs" in n.meta for n in model.graph.nodes):
-        raise QuantizationError("the GraphModule carries no ONNX origins (node.meta['onnx_outputs']): convert the "
-                                "model with onnx2fx and load model_full.pt with onnx2fx.validator.load_torch_model")
-    if any(isinstance(m, FakeQuantize) for m in model.modules()):
-        raise QuantizationError("the model is already quantized (it contains fake-quant modules)")
-    return model, path
-
-
-def _source_onnx(gm: torch.fx.GraphModule, onnx_path: Any) -> Path:
-    if onnx_path is not None:
-        path = Path(onnx_path)
-        if not path.is_file():
-            raise QuantizationError(f"source ONNX model {path} does not exist")
-        return path.resolve()
-    recorded = getattr(gm, "onnx_source", None)
-    if not recorded:
-        raise QuantizationError("the model does not record its source ONNX file (it was converted from an "
-                                "in-memory model): pass it with --onnx / onnx_path")
-    path = Path(recorded)
-    if not path.is_file():
-        raise QuantizationError(f"the model's source ONNX {path} (recorded at conversion) does not exist: "
-                                "pass its new location with --onnx / onnx_path")
-    return path
-
-
 def _config(config: Any) -> QuantConfig:
     if config is None:
         return QuantConfig()
@@ -369,13 +297,9 @@ def _config(config: Any) -> QuantConfig:
     return QuantConfig.load(config)
 
 
-def _show_progress(progress: bool | None) -> bool:
-    return sys.stderr.isatty() if progress is None else progress
-
-
 # ---------------------------------------------------------------------------------- calibration
 def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: CalibrationSource, samples: int,
-               keep: int, show_progress: bool) -> dict[str, Any]:
+               keep: int, visible: bool) -> dict[str, Any]:
     """Run every calibration batch through the model with the activation quantizers observing
     (with the config's scheme; outputs of ``minmax_ops`` with minmax)."""
     full_range = {id(q) for site in placement.activations if site.op_type in config.minmax_ops
@@ -387,11 +311,11 @@ def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: C
     kept: list[tuple[torch.Tensor, ...]] = []
     kept_count = seen = batches = 0
     started = time.perf_counter()
-    with _progress(show_progress, samples) as advance, torch.no_grad():
+    with CountProgress(visible, samples) as advance, torch.no_grad():
         for batch in data.batches:
             n = int(batch[0].shape[0]) if batch[0].dim() else 1
-            _run_model(f"running calibration batch {batches + 1} ({n} samples; a model converted with a fixed "
-                       "batch size needs a matching --batch-size)", lambda batch=batch: sim.gm(*batch))
+            run_model(f"running calibration batch {batches + 1} ({n} samples; a model converted with a fixed "
+                       "batch size needs a matching --batch-size)", functools.partial(sim.gm, *batch))
             if kept_count < keep:
                 take = min(n, keep - kept_count)
                 kept.append(tuple(t[:take].clone() for t in batch))
@@ -401,49 +325,6 @@ def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: C
             advance(n)
     return {"scheme": config.scheme, "minmax_tensors": len(full_range), "samples": seen, "batches": batches,
             "seconds": round(time.perf_counter() - started, 3), "kept": kept}
-
-
-class _progress:
-    """A rich progress bar over calibration samples, or another count (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, label: str = "calibrating", unit: str = "samples") -> None:
-        self.enabled, self.total, self.label, self.unit = enabled, total, label, unit
-        self.bar: Any = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(SpinnerColumn(), TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn(self.unit), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=False)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _run_model(what: str, fn: Any) -> Any:
-    try:
-        return fn()
-    except Onnx2FxError:
-        raise
-    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QuantizationError(f"{what} failed: {type(exc).__name__}: {message}") from exc
 
 
 # ---------------------------------------------------------------------------------- encodings
@@ -473,8 +354,8 @@ def _activation_encodings(sim: SimModel, placement: Placement,
     shared = dict(placement.shared)
     _share_concats(sim, placement, graph, encodings, shared)
     ordered: dict[str, Encoding] = {}
-    for tensor in _graph_order(graph):
-        enc = encodings.get(tensor) or _follow(tensor, shared, encodings)
+    for tensor in graph_order(graph):
+        enc = encodings.get(tensor) or follow_shared(tensor, shared, encodings)
         if enc is not None:
             ordered[tensor] = enc
     return ordered, {t: s for t, s in shared.items() if t in ordered}, dropped
@@ -487,15 +368,13 @@ def _share_concats(sim: SimModel, placement: Placement, graph: OnnxGraphView, en
     for tensor in sorted(placement.concats):
         if tensor not in encodings or tensor not in sim.activations:
             continue
-        inputs = [i for i in producers[tensor].inputs if i]
-        input_encodings = [encodings.get(i) or _follow(i, shared, encodings) for i in inputs]
-        first = input_encodings[0] if input_encodings else None
-        if first is None or not all(first.same_as(e) for e in input_encodings[1:]):
+        source = concat_shared_input(producers[tensor], encodings, shared)
+        if source is None:
             continue
         quantizer = sim.activations.pop(tensor)
         _remove_quantizer_node(sim.gm, quantizer)
         del encodings[tensor]
-        shared[tensor] = inputs[0]
+        shared[tensor] = source
 
 
 def _remove_quantizer_node(gm: torch.fx.GraphModule, quantizer: FakeQuantize) -> None:
@@ -503,31 +382,17 @@ def _remove_quantizer_node(gm: torch.fx.GraphModule, quantizer: FakeQuantize) ->
         if node.op == "call_module" and gm.get_submodule(node.target) is quantizer:
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
-            gm.onnx_origins.pop(node.name, None)
+            conversion_record(gm).node_origins.pop(node.name, None)
             container, _, key = node.target.rpartition(".")
             delattr(gm.get_submodule(container), key)
     gm.recompile()
-
-
-def _follow(tensor: str, shared: Mapping[str, str], encodings: Mapping[str, Encoding]) -> Encoding | None:
-    seen = set()
-    while tensor in shared and tensor not in seen:
-        seen.add(tensor)
-        tensor = shared[tensor]
-        if tensor in encodings:
-            return encodings[tensor]
-    return None
-
-
-def _graph_order(graph: OnnxGraphView) -> list[str]:
-    return [*graph.inputs, *(o for n in graph.nodes for o in n.outputs if o)]
 
 
 def _weight_encodings(sim: SimModel, config: QuantConfig,
                       layer_inputs: LayerInputs | None = None) -> dict[str, Encoding]:
     encodings = {}
     for initializer, quantizer in sim.weights.items():
-        param = _param(sim, initializer)
+        param = weight_param(sim, initializer)
         encoding = weight_encoding(param, quantizer.axis, quantizer.onnx_axis, quantizer.bits, quantizer.symmetric,
                                    config.resolved_weight_scheme, config.weight_symmetry,
                                    layer_inputs.moments.get(initializer) if layer_inputs else None)
@@ -537,30 +402,10 @@ def _weight_encodings(sim: SimModel, config: QuantConfig,
     return encodings
 
 
-def _bias_encodings(sim: SimModel, placement: Placement, activations: Mapping[str, Encoding],
-                    weights: Mapping[str, Encoding], graph: OnnxGraphView) -> dict[str, Encoding]:
-    encodings = {}
-    for site in placement.weights:
-        if not site.bias or site.initializer not in weights or site.input_tensor not in activations:
-            continue
-        weight = weights[site.initializer]
-        channels = graph.initializers[site.bias][1]
-        encodings[site.bias] = bias_encoding(activations[site.input_tensor], weight, int(np.prod(channels)),
-                                             site.bias_axis)
-    return encodings
-
-
-def _param(sim: SimModel, initializer: str) -> torch.Tensor:
-    name = sim.weight_params[initializer]
-    module_path, _, attr = name.rpartition(".")
-    owner = sim.gm.get_submodule(module_path) if module_path else sim.gm
-    return getattr(owner, attr)
-
-
 def _fx_onnx_names(gm: torch.fx.GraphModule) -> list[str]:
     """The ONNX tensor and initializer names the GraphModule refers to (all must be in the source)."""
     names = [t for n in gm.graph.nodes for t in (n.meta.get("onnx_outputs") or [])]
-    names += [o["initializer"] for o in (getattr(gm, "onnx_parameters", None) or {}).values() if o.get("initializer")]
+    names += [o.initializer for o in conversion_record(gm).parameters.values() if o.initializer]
     return names
 
 
@@ -574,33 +419,6 @@ def _float_nodes(gm: torch.fx.GraphModule, graph: OnnxGraphView) -> dict[str, st
 
 
 # ---------------------------------------------------------------------------------- report
-def _base_report(model_path: Path | None, source: Path) -> dict[str, Any]:
-    """The model's own report.json when it sits beside model_full.pt, else a fresh one."""
-    from ..reports import new_report
-
-    if model_path is not None and (model_path.parent / "report.json").is_file():
-        try:
-            existing = json.loads((model_path.parent / "report.json").read_text())
-            if isinstance(existing, dict) and "quantization" in existing:
-                return existing
-        except (OSError, json.JSONDecodeError):
-            pass
-    report = new_report(source)
-    conversion = {"status": "ok", "error": None, "seconds": 0.0}
-    record = model_path.parent / "conversion.json" if model_path is not None else None
-    if record is not None and record.is_file():
-        try:
-            info = json.loads(record.read_text())
-            conversion.update(seconds=float(info.get("conversion_seconds", 0.0)),
-                              node_count=int(info.get("node_count", 0)), op_counts=info.get("op_counts", {}))
-            report["model"].update(opset=info.get("opset_imports", {}).get(""), ir_version=info.get("ir_version"),
-                                   producer=info.get("producer") or None)
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass
-    report["conversion"] = conversion
-    return report
-
-
 def encodings_names_exist(document: Mapping[str, Any], graph: OnnxGraphView) -> list[str]:
     """Names in an encodings document that the graph does not have (empty when all exist)."""
     known = graph.tensor_names()

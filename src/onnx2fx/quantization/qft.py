@@ -35,7 +35,6 @@ initializers holding values in the 4-bit range; ``encodings.json`` records bit w
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -50,10 +49,12 @@ import torch
 import torch.fx
 from torch import nn
 
+from ..conversion_record import conversion_record, copy_converted, find_conversion_record
 from ..errors import Onnx2FxError, QuantizationError
 from . import distributed
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
 from .config import ENCODING_VERSIONS, QuantConfig
+from .converted_model import base_report, load_converted_model, source_onnx
 from .data import input_specs
 from .encodings import encoded_names
 from .fake_quant import FakeQuantize, SimModel, set_bias_encodings
@@ -64,19 +65,11 @@ from .learnable import freeze_ranges, make_learnable, project_ranges
 from .losses import Objective, choose_objective
 from .metrics import evaluate, flatten_outputs
 from .placement import OnnxGraphView, Placement, plan_placement
-from .ptq import (
-    PTQResult,
-    _base_report,
-    _bias_encodings,
-    _follow,
-    _graph_order,
-    _load_model,
-    _run_model,
-    _show_progress,
-    _source_onnx,
-    ptq,
-)
+from .progress import EpochProgress, show_progress
+from .ptq import PTQResult, ptq
+from .ptq_options import PtqOptions
 from .qdq import build_plan, ort_session
+from .simulation import concat_shared_input, follow_shared, graph_order, int32_bias_encodings, run_model, weight_param
 from .training_data import TrainBatch, TrainingData, stack_labels, training_data
 
 INT4_STORAGE = ("auto", "int4", "int8")
@@ -171,16 +164,16 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
         raise QuantizationError(f"nothing to resume: checkpoint {checkpoint_path} does not exist")
     ctx = distributed.setup(device)
     try:
-        teacher, model_path = _load_model(model, load_torch_model)
+        teacher, model_path = load_converted_model(model)
         start = None if from_ptq is None else _from_result(from_ptq) if isinstance(from_ptq, PTQResult) else \
             _load_ptq_folder(Path(from_ptq), load_torch_model)
         if start is not None:
-            source = Path(onnx_path).resolve() if onnx_path is not None else _source_onnx(start["sim"], None)
+            source = Path(onnx_path).resolve() if onnx_path is not None else source_onnx(start["sim"], None)
             if not source.is_file():
                 raise QuantizationError(f"source ONNX model {source} does not exist")
             _check_same_model(teacher, start["sim"])
         else:
-            source = _source_onnx(teacher, onnx_path)
+            source = source_onnx(teacher, onnx_path)
         graph = OnnxGraphView.load(source)
         specs = input_specs(graph.inputs, graph.input_types, input_shapes)
         data = training_data(train_data, specs, labels=labels, batch_size=batch_size, seed=seed, shuffle=shuffle)
@@ -204,12 +197,13 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
             version = encoding_version or start["encoding_version"]
             activation_names = [n for n in encoded_names(start["document"]) if n not in graph.initializers]
         else:
+            ptq_options = PtqOptions(onnx_path=source, input_shapes=input_shapes, config=config, scheme=scheme,
+                                     weight_bits=weight_bits, activation_bits=activation_bits,
+                                     per_channel=per_channel, samples=calibration_samples, batch_size=batch_size,
+                                     encoding_version=encoding_version or "1.0.0", eval_data=eval_inputs, seed=seed,
+                                     progress=show_progress(progress) and ctx.main)
             ptq_result = ptq(model if model_path is None else model_path, data.calibration(calibration_samples),
-                             onnx_path=source, input_shapes=input_shapes, config=config, scheme=scheme,
-                             weight_bits=weight_bits, activation_bits=activation_bits, per_channel=per_channel,
-                             samples=calibration_samples,
-                             batch_size=batch_size, encoding_version=encoding_version or "1.0.0",
-                             eval_data=eval_inputs, seed=seed, progress=_show_progress(progress) and ctx.main)
+                             options=ptq_options)
             cfg, sim_gm, ptq_report = ptq_result.config, ptq_result.sim_model, ptq_result.report
             calibration = ptq_report["calibration"]  # PTQ read the training data through our loader
             calibration.pop("type", None)
@@ -231,7 +225,7 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
                        "quantizers": sorted(n for n, m in sim.gm.named_modules() if isinstance(m, FakeQuantize))}
         training = _train(sim, teacher, data, objective, trainable, range_params, ctx, epochs=epochs, lr=lr,
                           range_lr=range_lr, seed=seed, resume=resume, checkpoint=checkpoint_path,
-                          fingerprint=fingerprint, progress=_show_progress(progress) and ctx.main)
+                          fingerprint=fingerprint, progress=show_progress(progress) and ctx.main)
 
         frozen = freeze_ranges(sim.gm)
         sim.gm.eval()
@@ -249,9 +243,9 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
                          range_learning=range_learning, batch_size=batch_size, seed=seed, epochs=epochs,
                          trainable=trainable, frozen=frozen, storage=storage, plan=plan,
                          weight_encodings=weight_encodings, started=started)
-        base = _base_report(model_path, source)
+        base = base_report(model_path, source)
         base.setdefault("quantization", {"ptq": None, "qft": None})
-        base["quantization"] = {**base["quantization"], "ptq": ptq_report}
+        base["quantization"] = {**base["quantization"], "ptq": dict(ptq_report)}
         result = QFTResult(sim.gm, cfg, source, activation_encodings, {**weight_encodings, **bias_encodings}, plan,
                            report, version, eval_inputs, list(graph.inputs), list(graph.outputs), base, graph.opset,
                            formats=formats, float_islands=float_islands,
@@ -335,23 +329,22 @@ def _load_ptq_folder(folder: Path, loader: Any) -> dict[str, Any]:
 def _from_result(result: PTQResult) -> dict[str, Any]:
     """Start from an in-memory PTQ result (its simulated model is copied, not trained in place)."""
     from ..fx_tracer import restore_origins
-    from .fake_quant import ORIGIN_ATTRIBUTES
 
-    sim = copy.deepcopy(result.sim_model)
-    for attr in ORIGIN_ATTRIBUTES:
-        if hasattr(result.sim_model, attr):
-            setattr(sim, attr, copy.deepcopy(getattr(result.sim_model, attr)))
+    sim = copy_converted(result.sim_model)
     restore_origins(sim)
     return {"sim": sim, "document": result.encodings(), "config": result.config,
             "encoding_version": result.encoding_version, "ptq_report": result.report, "where": "the PTQ result"}
 
 
 def _check_same_model(teacher: torch.fx.GraphModule, sim: torch.fx.GraphModule) -> None:
-    ours = {n: o.get("initializer") for n, o in (getattr(teacher, "onnx_parameters", None) or {}).items()}
-    theirs = {n: o.get("initializer") for n, o in (getattr(sim, "onnx_parameters", None) or {}).items()}
-    if ours != theirs:
+    if _initializers_by_parameter(teacher) != _initializers_by_parameter(sim):
         raise QuantizationError("the PTQ model in --from was not made from this float model (their parameters and "
                                 "ONNX initializers differ)")
+
+
+def _initializers_by_parameter(gm: torch.fx.GraphModule) -> dict[str, str | None]:
+    record = find_conversion_record(gm)
+    return {name: origin.initializer for name, origin in (record.parameters if record is not None else {}).items()}
 
 
 def _check_encodings(document: Mapping[str, Any], current: tuple[dict[str, Encoding], ...], where: str) -> None:
@@ -398,8 +391,7 @@ def _sim_model(gm: torch.fx.GraphModule, graph: OnnxGraphView, activation_names:
             module = gm.get_submodule(node.target)
             if isinstance(module, FakeQuantize) and module.kind == "activation" and node.args:
                 after[node.args[0]] = module  # type: ignore[index]
-    parameters = {o["initializer"]: name for name, o in (getattr(gm, "onnx_parameters", None) or {}).items()
-                  if o.get("initializer")}
+    parameters = {o.initializer: name for name, o in conversion_record(gm).parameters.items() if o.initializer}
     for module in gm.modules():
         if not isinstance(module, FakeQuantize):
             continue
@@ -427,40 +419,33 @@ def _encodings(sim: SimModel, placement: Placement, graph: OnnxGraphView, names:
     for tensor in placement.concats:
         if tensor in own or tensor not in producers:
             continue
-        inputs = [i for i in producers[tensor].inputs if i]
-        encodings = [own.get(i) or _follow(i, shared, own) for i in inputs]
-        if encodings and encodings[0] is not None and all(encodings[0].same_as(e) for e in encodings[1:]):
-            shared[tensor] = inputs[0]
+        source = concat_shared_input(producers[tensor], own, shared)
+        if source is not None:
+            shared[tensor] = source
     wanted = set(names)
     activations: dict[str, Encoding] = {}
-    for tensor in _graph_order(graph):
+    for tensor in graph_order(graph):
         if tensor in wanted:
-            encoding = own.get(tensor) or _follow(tensor, shared, own)
+            encoding = own.get(tensor) or follow_shared(tensor, shared, own)
             if encoding is not None:
                 activations[tensor] = encoding
     weights = {name: q.encoding() for name, q in sim.weights.items() if q.enabled and q.initialized}
-    biases = _bias_encodings(sim, placement, activations, weights, graph)
+    biases = int32_bias_encodings(sim, placement, activations, weights, graph)
     set_bias_encodings(sim, biases)  # learned ranges move the int32 bias scales the export uses
     quantized = {t: activations[t] for t in sim.activations if t in activations}
     return activations, weights, biases, quantized
-
-
-def _param(sim: SimModel, initializer: str) -> nn.Parameter:
-    module_path, _, attr = sim.weight_params[initializer].rpartition(".")
-    owner = sim.gm.get_submodule(module_path) if module_path else sim.gm
-    return getattr(owner, attr)
 
 
 @torch.no_grad()
 def _weight_values(sim: SimModel, graph: OnnxGraphView) -> dict[str, np.ndarray]:
     """The fine-tuned weights on their grids, in the ONNX initializers' layout (undoing the
     ``transpose`` / ``reshape`` that made the torch parameter)."""
-    origins = getattr(sim.gm, "onnx_parameters", None) or {}
+    record = conversion_record(sim.gm)
     values = {}
     for initializer, quantizer in sim.weights.items():
         name = sim.weight_params[initializer]
-        weight = quantizer(_param(sim, initializer).detach().float().cpu())
-        values[initializer] = onnx_layout(weight, name, initializer, origins, graph)
+        weight = quantizer(weight_param(sim, initializer).detach().float().cpu())
+        values[initializer] = onnx_layout(weight, name, initializer, record.transform_of(name), graph)
     return values
 
 
@@ -471,11 +456,11 @@ def _trainable(sim: SimModel, range_learning: bool) -> tuple[list[nn.Parameter],
         param.requires_grad_(False)
     weights: list[nn.Parameter] = []
     for initializer, quantizer in sim.weights.items():
-        param = _param(sim, initializer)
-        if quantizer.enabled and quantizer.initialized and isinstance(param, nn.Parameter) and \
-                all(param is not p for p in weights):
-            param.requires_grad_(True)
-            weights.append(param)
+        weight = weight_param(sim, initializer)
+        if quantizer.enabled and quantizer.initialized and isinstance(weight, nn.Parameter) and \
+                all(weight is not p for p in weights):
+            weight.requires_grad_(True)
+            weights.append(weight)
     if not weights and not range_learning:
         raise QuantizationError("the model has no quantized weights to fine-tune")
     ranges = make_learnable(sim.quantizers()) if range_learning else []
@@ -485,7 +470,7 @@ def _trainable(sim: SimModel, range_learning: bool) -> tuple[list[nn.Parameter],
 def _objective(teacher: torch.fx.GraphModule, batches: Sequence[tuple[torch.Tensor, ...]], supervised: bool,
                output_names: Sequence[str]) -> Objective:
     with torch.no_grad():
-        outputs = flatten_outputs(_run_model("running the float model", lambda: teacher(*batches[0])))
+        outputs = flatten_outputs(run_model("running the float model", lambda: teacher(*batches[0])))
     return choose_objective(outputs, supervised, output_names)
 
 
@@ -494,7 +479,7 @@ def _measure(teacher: torch.fx.GraphModule, sim_gm: torch.fx.GraphModule, batche
              labels: torch.Tensor | None, output_names: Sequence[str], with_float: bool) -> dict[str, Any]:
     """Output SQNR of the simulated model against the float model, and accuracies with labels."""
     sim_gm.eval()
-    rows = _run_model("evaluating", lambda: evaluate(teacher, sim_gm, batches, output_names, {}, {}))["outputs"]
+    rows = run_model("evaluating", lambda: evaluate(teacher, sim_gm, batches, output_names, {}, {}))["outputs"]
     sqnrs = [r["sqnr_db"] for r in rows if r.get("sqnr_db") is not None]
     result: dict[str, Any] = {"sqnr_db": min(sqnrs) if sqnrs else None, "outputs": rows}
     if labels is not None:
@@ -539,7 +524,7 @@ def _train(sim: SimModel, teacher: torch.fx.GraphModule, data: TrainingData, obj
     checkpoints = 0
     started = time.perf_counter()
     steps_per_epoch = data.steps(ctx.world)
-    with _Progress(progress, steps_per_epoch) as bar:
+    with EpochProgress(progress, steps_per_epoch) as bar:
         for epoch in range(first_epoch, epochs):
             bar.start_epoch(epoch, epochs)
             total, count = 0.0, 0
@@ -580,7 +565,7 @@ def _step(model: nn.Module, teacher: nn.Module, objective: Objective, optimizer:
           batch: TrainBatch, ctx: distributed.DistContext, step: int) -> float:
     inputs = tuple(t.to(ctx.device) for t in batch.inputs)
     labels = batch.labels.to(ctx.device) if batch.labels is not None else None
-    outputs = flatten_outputs(_run_model(f"training step {step + 1} ({batch.size} samples)", lambda: model(*inputs)))
+    outputs = flatten_outputs(run_model(f"training step {step + 1} ({batch.size} samples)", lambda: model(*inputs)))
     target = None
     if objective.needs_teacher:
         with torch.no_grad():
@@ -590,48 +575,6 @@ def _step(model: nn.Module, teacher: nn.Module, objective: Objective, optimizer:
     loss.backward()
     optimizer.step()
     return float(loss.detach())
-
-
-class _Progress:
-    """A rich progress bar over the steps of each epoch with the running mean loss (no-op when off)."""
-
-    def __init__(self, enabled: bool, steps: int | None) -> None:
-        self.enabled, self.steps = enabled, steps
-        self.bar: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                                MofNCompleteColumn(), TextColumn("steps  loss {task.fields[loss]}"),
-                                TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
-            self.bar.start()
-        return self
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        if self.bar is not None:
-            if self.task is not None:
-                self.bar.stop_task(self.task)
-            self.task = self.bar.add_task(f"fine-tuning epoch {epoch + 1}/{epochs}", total=self.steps, loss="—")
-
-    def advance(self, running_loss: float) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=1, loss=f"{running_loss:.5g}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 # ---------------------------------------------------------------------------------- report

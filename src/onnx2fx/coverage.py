@@ -1,4 +1,4 @@
-"""Operator gap analysis: which nodes of a model onnx2fx converts, and why the others are not.
+"""Operator coverage (gap analysis): which nodes of a model onnx2fx converts, and why the others are not.
 
 :func:`scan_onnx_operators` lowers the model node by node with the same emitter and op table as
 :class:`~onnx2fx.OnnxToFxConverter`, on fake tensors, so the answer is exactly what ``convert``
@@ -266,8 +266,8 @@ def scan_onnx_operators(model: Any, input_shapes: Mapping[str, Sequence[int]] | 
 
 def _lower(emitter: Emitter, status: NodeStatus, node: Any, index: int, opsets: Mapping[str, int],
            env: dict[str, Value]) -> None:
-    warnings_before = len(emitter.warnings)
-    lines_before = len(emitter.forward_lines)
+    warnings_before = len(emitter.generated.warnings)
+    lines_before = len(emitter.generated.forward_lines)
     try:
         lower_node(emitter, node, index, opsets, env)
     except (UnsupportedOperatorError, ConversionError) as exc:
@@ -276,12 +276,12 @@ def _lower(emitter: Emitter, status: NodeStatus, node: Any, index: int, opsets: 
         status.status = UNSUPPORTED
         status.reason = _reason(node, exc, prefix=f"conversion fails with {type(exc).__name__}: ")
     else:
-        new = emitter.warnings[warnings_before:]
+        new = emitter.generated.warnings[warnings_before:]
         if new:
             status.status = CAVEAT
             status.reason = "; ".join(_strip_node_prefix(w) for w in new)
     if status.status == UNSUPPORTED:
-        del emitter.forward_lines[lines_before:]
+        del emitter.generated.forward_lines[lines_before:]
 
 
 def _check_statically(status: NodeStatus, node: Any, missing: list[str]) -> None:
