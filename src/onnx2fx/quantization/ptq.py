@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.fx
 
+from .._core import QdqPlan
 from ..errors import Onnx2FxError, QuantizationError
 from .adaround import SAMPLES as ADAROUND_SAMPLES
 from .adaround import adaround as adaround_weights
@@ -68,7 +69,7 @@ class PTQResult:
     source_onnx: Path
     activation_encodings: dict[str, Encoding]  # every encoded tensor, incl. ones sharing an encoding
     param_encodings: dict[str, Encoding]  # weights and int32 biases
-    plan: dict[str, Any]  # the QDQ writer's plan
+    plan: QdqPlan  # the QDQ writer's plan
     report: dict[str, Any]  # quantization.ptq of report.json
     encoding_version: str = "1.0.0"
     eval_batches: list[tuple[torch.Tensor, ...]] = field(default_factory=list, repr=False)
