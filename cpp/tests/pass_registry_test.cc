@@ -1,5 +1,7 @@
 // The pass registry: the passes of cpp/passes/ register themselves, the pass manager runs them by
 // name, and a name no pass registered is an error.
+#include <algorithm>
+#include <cstddef>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -33,16 +35,18 @@ Graph unsorted_graph() {
   return graph;
 }
 
+// Other passes may be registered too: this test must not change when one is added.
 void lists_the_passes_sorted_by_name() {
-  std::vector<std::string> names, methods;
+  std::vector<std::string> names;
   for (const PassInfo& pass : registered_passes()) {
     names.emplace_back(pass.name);
-    methods.emplace_back(pass.method);
-    CHECK(!pass.summary.empty() && pass.run);
+    CHECK(!pass.method.empty() && !pass.summary.empty() && pass.run);
   }
-  CHECK((names == std::vector<std::string>{"check_graph", "dead_code_elimination", "topological_sort"}));
-  CHECK((methods == std::vector<std::string>{"check", "eliminate_dead_code", "topological_sort"}));
+  CHECK(std::ranges::is_sorted(names));
+  CHECK(registered_pass("check_graph").method == "check");
   CHECK(registered_pass("check_graph").kind == PassKind::Check);
+  CHECK(registered_pass("dead_code_elimination").method == "eliminate_dead_code");
+  CHECK(registered_pass("topological_sort").method == "topological_sort");
   CHECK(registered_pass("topological_sort").kind == PassKind::Transform);
 }
 
@@ -58,13 +62,14 @@ void runs_registered_passes_by_name() {
 }
 
 void refuses_unknown_names_and_second_registrations() {
+  const std::size_t registered = registered_passes().size();
   CHECK_THROWS(std::out_of_range, PassManager().add("constant_folding"),
                "no graph pass is registered as 'constant_folding'");
   CHECK_THROWS(std::logic_error,
                PassRegistration({.name = "topological_sort", .method = "sort_again", .summary = "again",
                                  .run = [](Graph&) { return false; }}),
                "graph pass 'topological_sort' takes the name or method of pass 'topological_sort'");
-  CHECK(registered_passes().size() == 3);
+  CHECK(registered_passes().size() == registered);
 }
 
 }  // namespace
