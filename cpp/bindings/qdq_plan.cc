@@ -163,7 +163,7 @@ QdqActivation make_activation(std::string tensor, nb::handle scale, nb::handle z
 QdqWeight make_weight(std::string initializer, nb::handle scale, nb::handle zero_point, nb::handle dtype,
                       nb::handle axis, nb::handle values) {
   const std::string what = weight_label(initializer);
-  return {std::move(initializer), plan_scales(scale, what),        plan_zero_points(zero_point, what),
+  return {std::move(initializer), plan_scales(scale, what), plan_zero_points(zero_point, what),
           plan_quant_type(dtype, what), plan_axis(axis, what), plan_optional_values(values, what)};
 }
 
@@ -218,44 +218,52 @@ std::vector<Entry> entries_from_dict(const nb::dict& plan, const char* key, Read
   return entries;
 }
 
+// Each entry's items are looked up before any is converted, so a missing key is reported first.
+
+QdqActivation activation_from_dict(const nb::dict& entry, const std::string& label) {
+  check_keys(entry, {"tensor", "scale", "zero_point", "dtype"}, label);
+  const std::string tensor = plan_string(item(entry, "tensor", label), label + "['tensor']");
+  const std::string what = activation_label(tensor);
+  const nb::object scale = item(entry, "scale", what), zero_point = item(entry, "zero_point", what),
+                   dtype = item(entry, "dtype", what);
+  return make_activation(tensor, scale, zero_point, dtype);
+}
+
+QdqWeight weight_from_dict(const nb::dict& entry, const std::string& label) {
+  check_keys(entry, {"initializer", "scale", "zero_point", "dtype", "axis", "values"}, label);
+  const std::string name = plan_string(item(entry, "initializer", label), label + "['initializer']");
+  const std::string what = weight_label(name);
+  const nb::object scale = item(entry, "scale", what), zero_point = item(entry, "zero_point", what),
+                   dtype = item(entry, "dtype", what), axis = item(entry, "axis", what, false),
+                   values = item(entry, "values", what, false);
+  return make_weight(name, scale, zero_point, dtype, axis, values);
+}
+
+QdqBias bias_from_dict(const nb::dict& entry, const std::string& label) {
+  check_keys(entry, {"initializer", "scale", "axis", "values"}, label);
+  const std::string name = plan_string(item(entry, "initializer", label), label + "['initializer']");
+  const std::string what = bias_label(name);
+  const nb::object scale = item(entry, "scale", what), axis = item(entry, "axis", what, false),
+                   values = item(entry, "values", what, false);
+  return make_bias(name, scale, axis, values);
+}
+
+QdqFloat float_from_dict(const nb::dict& entry, const std::string& label) {
+  check_keys(entry, {"initializer", "values"}, label);
+  const std::string name = plan_string(item(entry, "initializer", label), label + "['initializer']");
+  return make_float(name, item(entry, "values", float_label(name)));
+}
+
 QdqPlan plan_from_dict(nb::handle plan_object) {
   const nb::dict plan = as_dict(plan_object, "plan");
   check_keys(plan, {"min_opset", "activations", "weights", "biases", "floats"}, "plan");
   QdqPlan parsed;
   if (const nb::object opset = item(plan, "min_opset", "plan", false); !opset.is_none())
     parsed.min_opset = plan_int(opset, "plan['min_opset']");
-  // Each entry's items are read before any is converted, so a missing key is reported first.
-  parsed.activations = entries_from_dict<QdqActivation>(plan, "activations", [](const nb::dict& entry,
-                                                                                const std::string& label) {
-    check_keys(entry, {"tensor", "scale", "zero_point", "dtype"}, label);
-    const std::string tensor = plan_string(item(entry, "tensor", label), label + "['tensor']");
-    const std::string what = activation_label(tensor);
-    const nb::object scale = item(entry, "scale", what), zero_point = item(entry, "zero_point", what),
-                     dtype = item(entry, "dtype", what);
-    return make_activation(tensor, scale, zero_point, dtype);
-  });
-  parsed.weights = entries_from_dict<QdqWeight>(plan, "weights", [](const nb::dict& entry, const std::string& label) {
-    check_keys(entry, {"initializer", "scale", "zero_point", "dtype", "axis", "values"}, label);
-    const std::string name = plan_string(item(entry, "initializer", label), label + "['initializer']");
-    const std::string what = weight_label(name);
-    const nb::object scale = item(entry, "scale", what), zero_point = item(entry, "zero_point", what),
-                     dtype = item(entry, "dtype", what), axis = item(entry, "axis", what, false),
-                     values = item(entry, "values", what, false);
-    return make_weight(name, scale, zero_point, dtype, axis, values);
-  });
-  parsed.biases = entries_from_dict<QdqBias>(plan, "biases", [](const nb::dict& entry, const std::string& label) {
-    check_keys(entry, {"initializer", "scale", "axis", "values"}, label);
-    const std::string name = plan_string(item(entry, "initializer", label), label + "['initializer']");
-    const std::string what = bias_label(name);
-    const nb::object scale = item(entry, "scale", what), axis = item(entry, "axis", what, false),
-                     values = item(entry, "values", what, false);
-    return make_bias(name, scale, axis, values);
-  });
-  parsed.floats = entries_from_dict<QdqFloat>(plan, "floats", [](const nb::dict& entry, const std::string& label) {
-    check_keys(entry, {"initializer", "values"}, label);
-    const std::string name = plan_string(item(entry, "initializer", label), label + "['initializer']");
-    return make_float(name, item(entry, "values", float_label(name)));
-  });
+  parsed.activations = entries_from_dict<QdqActivation>(plan, "activations", activation_from_dict);
+  parsed.weights = entries_from_dict<QdqWeight>(plan, "weights", weight_from_dict);
+  parsed.biases = entries_from_dict<QdqBias>(plan, "biases", bias_from_dict);
+  parsed.floats = entries_from_dict<QdqFloat>(plan, "floats", float_from_dict);
   return parsed;
 }
 
