@@ -1,4 +1,5 @@
-// The Python module onnx2fx._core: the model reader, the IR, and the graph passes.
+// The Python module onnx2fx._core: the model reader, the IR, the graph passes (every registered
+// pass is a method of Graph), the writers of quantized models and their plan (bindings/qdq_plan.cc).
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/filesystem.h>
@@ -10,8 +11,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <initializer_list>
-#include <string_view>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -20,16 +19,15 @@
 #include <system_error>
 #include <thread>
 
+#include "bindings/qdq_plan.h"
 #include "ir/data_type.h"
 #include "ir/ir.h"
 #include "onnx/errors.h"
 #include "onnx/mapped_file.h"
 #include "onnx/model_reader.h"
 #include "onnx/parallel_copy.h"
-#include "passes/check_graph.h"
-#include "passes/dead_code_elimination.h"
 #include "passes/pass_manager.h"
-#include "passes/topological_sort.h"
+#include "passes/pass_registry.h"
 #include "quant/histogram.h"
 #include "writer/integer_writer.h"
 #include "writer/qdq_writer.h"
@@ -40,16 +38,7 @@ using namespace onnx2fx;
 namespace {
 
 // Sorts and checks the main graph and, recursively, its subgraphs.
-void run_load_passes(Model& model) {
-  PassManager()
-      .add("topological_sort", topological_sort)
-      .add("check_graph",
-           [](Graph& graph) {
-             check_graph(graph);
-             return false;
-           })
-      .run(*model.graph);
-}
+void run_load_passes(Model& model) { PassManager().add("topological_sort").add("check_graph").run(*model.graph); }
 
 // Runs `load` without the GIL; an unreadable model file raises the matching OSError.
 template <class Load>
@@ -210,14 +199,18 @@ std::size_t tensor_nbytes(const Tensor& tensor) {
                          [](std::size_t total, const std::string& text) { return total + text.size(); });
 }
 
-// Raises the class of onnx2fx.errors matching each core exception.
+// Raises the Python exception matching each core exception: a class of onnx2fx.errors for the
+// reader's and the passes' errors, ValueError for a plan or size the writers refuse, and
+// NotImplementedError for a node without an integer form.
 void translate_error(const std::exception_ptr& exception, void*) {
   // Messages quote names from the file and paths, so undecodable bytes are escaped, not fatal.
-  const auto raise = [](const char* class_name, const char* message) {
+  const auto set_error = [](PyObject* error_class, const char* message) {
+    nb::object text = nb::steal(PyUnicode_DecodeUTF8(message, std::strlen(message), "backslashreplace"));
+    if (text.is_valid()) PyErr_SetObject(error_class, text.ptr());
+  };
+  const auto raise = [&](const char* class_name, const char* message) {
     try {
-      nb::object error_class = nb::module_::import_("onnx2fx.errors").attr(class_name);
-      nb::object text = nb::steal(PyUnicode_DecodeUTF8(message, std::strlen(message), "backslashreplace"));
-      PyErr_SetObject(error_class.ptr(), text.ptr());
+      set_error(nb::module_::import_("onnx2fx.errors").attr(class_name).ptr(), message);
     } catch (nb::python_error& error) {
       error.restore();
     }
@@ -230,167 +223,15 @@ void translate_error(const std::exception_ptr& exception, void*) {
     raise("ModelFormatError", error.what());
   } catch (const GraphError& error) {
     raise("GraphStructureError", error.what());
+  } catch (const QdqPlanError& error) {
+    set_error(PyExc_ValueError, error.what());
+  } catch (const QdqSizeError& error) {
+    set_error(PyExc_ValueError, error.what());
+  } catch (const IntegerLoweringError& error) {
+    set_error(PyExc_NotImplementedError, error.what());
   } catch (const std::bad_alloc&) {
     PyErr_NoMemory();
   }
-}
-
-// --- the plan of write_qdq_model ------------------------------------------------------------------
-
-// Checks the keys of a plan dict; `what` names it in errors.
-void check_keys(const nb::dict& dict, std::initializer_list<std::string_view> allowed, const std::string& what) {
-  for (const auto& [key, value] : dict) {
-    const bool known = nb::isinstance<nb::str>(key) &&
-                       std::ranges::find(allowed, std::string_view(nb::cast<std::string>(key))) != allowed.end();
-    if (known) continue;
-    std::string expected;
-    for (std::string_view name : allowed) expected += (expected.empty() ? "" : ", ") + std::string(name);
-    throw QdqPlanError(what + ": unknown key " + nb::cast<std::string>(nb::repr(key)) + " (expected " + expected + ")");
-  }
-}
-
-nb::dict as_dict(nb::handle value, const std::string& what) {
-  if (!nb::isinstance<nb::dict>(value)) throw QdqPlanError(what + " must be a dict");
-  return nb::borrow<nb::dict>(value);
-}
-
-// dict[key]; None when absent and optional.
-nb::object item(const nb::dict& dict, const char* key, const std::string& what, bool required = true) {
-  if (dict.contains(key)) return dict[key];
-  if (required) throw QdqPlanError(what + " lacks '" + key + "'");
-  return nb::none();
-}
-
-std::string plan_string(nb::handle value, const std::string& what) {
-  if (!nb::isinstance<nb::str>(value)) throw QdqPlanError(what + " must be a str");
-  return nb::cast<std::string>(value);
-}
-
-std::int64_t plan_int(nb::handle value, const std::string& what) {
-  const nb::object index = nb::steal(PyNumber_Index(value.ptr()));
-  const long long number = index.is_valid() ? PyLong_AsLongLong(index.ptr()) : -1;
-  if (PyErr_Occurred()) {
-    PyErr_Clear();
-    throw QdqPlanError(what + " must be an integer that fits in 64 bits, got " + nb::cast<std::string>(nb::repr(value)));
-  }
-  return number;
-}
-
-double plan_float(nb::handle value, const std::string& what) {
-  const double number = PyFloat_AsDouble(value.ptr());
-  if (number == -1.0 && PyErr_Occurred()) {
-    PyErr_Clear();
-    throw QdqPlanError(what + " must be a number, got " + nb::cast<std::string>(nb::repr(value)));
-  }
-  return number;
-}
-
-// A list (or any iterable, or a single number) of numbers converted by `convert`.
-template <class T, class Convert>
-std::vector<T> plan_numbers(nb::handle value, const std::string& what, Convert convert) {
-  std::vector<T> numbers;
-  const nb::object iterator = nb::steal(PyObject_GetIter(value.ptr()));
-  if (!iterator.is_valid()) {
-    PyErr_Clear();
-    numbers.push_back(convert(value, what));
-    return numbers;
-  }
-  while (true) {
-    const nb::object element = nb::steal(PyIter_Next(iterator.ptr()));
-    if (!element.is_valid()) break;
-    numbers.push_back(convert(element, what + "[" + std::to_string(numbers.size()) + "]"));
-  }
-  if (PyErr_Occurred()) {
-    PyErr_Clear();
-    throw QdqPlanError(what + " cannot be iterated");
-  }
-  return numbers;
-}
-
-std::optional<std::int64_t> plan_axis(nb::handle value, const std::string& what) {
-  if (value.is_none()) return std::nullopt;
-  return plan_int(value, what + ": axis");
-}
-
-// Reads the plan dict; `keep_alive` holds the float32 arrays that weights' values point into.
-QdqPlan parse_qdq_plan(nb::handle plan_object, std::vector<nb::object>& keep_alive) {
-  const nb::dict plan = as_dict(plan_object, "plan");
-  check_keys(plan, {"min_opset", "activations", "weights", "biases", "floats"}, "plan");
-  QdqPlan parsed;
-  if (const nb::object opset = item(plan, "min_opset", "plan", false); !opset.is_none())
-    parsed.min_opset = plan_int(opset, "plan['min_opset']");
-  const auto entries = [&](const char* key) {
-    std::vector<nb::dict> list;
-    const nb::object value = item(plan, key, "plan", false);
-    if (value.is_none()) return list;
-    if (!nb::isinstance<nb::list>(value) && !nb::isinstance<nb::tuple>(value))
-      throw QdqPlanError(std::string("plan['") + key + "'] must be a list");
-    for (nb::handle entry : value)
-      list.push_back(as_dict(entry, std::string("plan['") + key + "'][" + std::to_string(list.size()) + "]"));
-    return list;
-  };
-  const auto label = [](const char* key, std::size_t index) {
-    return std::string("plan['") + key + "'][" + std::to_string(index) + "]";
-  };
-  // A C-order float32 view of `values`, kept alive by `keep_alive`; its shape goes to `shape`.
-  const auto float_values = [&](nb::handle values, const std::string& what, std::vector<std::int64_t>& shape) {
-    nb::object array;
-    try {
-      const nb::module_ numpy = nb::module_::import_("numpy");
-      array = numpy.attr("asarray")(values, nb::arg("dtype") = numpy.attr("float32"), nb::arg("order") = "C");
-    } catch (const nb::python_error& error) {
-      throw QdqPlanError(what + ": values cannot be converted to a float32 array: " + error.what());
-    }
-    const auto view = nb::cast<nb::ndarray<const float, nb::c_contig, nb::device::cpu>>(array);
-    for (std::size_t d = 0; d < view.ndim(); ++d) shape.push_back(static_cast<std::int64_t>(view.shape(d)));
-    const std::span<const float> data(view.data(), view.size());
-    keep_alive.push_back(std::move(array));
-    return data;
-  };
-
-  for (const nb::dict& entry : entries("activations")) {
-    std::string what = label("activations", parsed.activations.size());
-    check_keys(entry, {"tensor", "scale", "zero_point", "dtype"}, what);
-    QdqActivation& activation = parsed.activations.emplace_back();
-    activation.tensor = plan_string(item(entry, "tensor", what), what + "['tensor']");
-    what = "activation '" + activation.tensor + "'";
-    activation.scale = plan_numbers<double>(item(entry, "scale", what), what + ": scale", plan_float);
-    activation.zero_point = plan_numbers<std::int64_t>(item(entry, "zero_point", what), what + ": zero_point", plan_int);
-    activation.dtype = plan_string(item(entry, "dtype", what), what + ": dtype");
-  }
-  for (const nb::dict& entry : entries("weights")) {
-    std::string what = label("weights", parsed.weights.size());
-    check_keys(entry, {"initializer", "scale", "zero_point", "dtype", "axis", "values"}, what);
-    QdqWeight& weight = parsed.weights.emplace_back();
-    weight.initializer = plan_string(item(entry, "initializer", what), what + "['initializer']");
-    what = "weight '" + weight.initializer + "'";
-    weight.scale = plan_numbers<double>(item(entry, "scale", what), what + ": scale", plan_float);
-    weight.zero_point = plan_numbers<std::int64_t>(item(entry, "zero_point", what), what + ": zero_point", plan_int);
-    weight.dtype = plan_string(item(entry, "dtype", what), what + ": dtype");
-    weight.axis = plan_axis(item(entry, "axis", what, false), what);
-    if (const nb::object values = item(entry, "values", what, false); !values.is_none())
-      weight.values = float_values(values, what, weight.values_shape);
-  }
-  for (const nb::dict& entry : entries("biases")) {
-    std::string what = label("biases", parsed.biases.size());
-    check_keys(entry, {"initializer", "scale", "axis", "values"}, what);
-    QdqBias& bias = parsed.biases.emplace_back();
-    bias.initializer = plan_string(item(entry, "initializer", what), what + "['initializer']");
-    what = "bias '" + bias.initializer + "'";
-    bias.scale = plan_numbers<double>(item(entry, "scale", what), what + ": scale", plan_float);
-    bias.axis = plan_axis(item(entry, "axis", what, false), what);
-    if (const nb::object values = item(entry, "values", what, false); !values.is_none())
-      bias.values = float_values(values, what, bias.values_shape);
-  }
-  for (const nb::dict& entry : entries("floats")) {
-    std::string what = label("floats", parsed.floats.size());
-    check_keys(entry, {"initializer", "values"}, what);
-    QdqFloat& replaced = parsed.floats.emplace_back();
-    replaced.initializer = plan_string(item(entry, "initializer", what), what + "['initializer']");
-    what = "float initializer '" + replaced.initializer + "'";
-    replaced.values = float_values(item(entry, "values", what), what, replaced.values_shape);
-  }
-  return parsed;
 }
 
 // Raises the OSError matching `code` for `path`.
@@ -402,8 +243,8 @@ QdqPlan parse_qdq_plan(nb::handle plan_object, std::vector<nb::object>& keep_ali
 
 nb::dict write_qdq_model_binding(const std::filesystem::path& source, const std::filesystem::path& output,
                                  nb::handle plan) {
-  std::vector<nb::object> keep_alive;  // outlives the GIL-free part below
-  const QdqPlan parsed = parse_qdq_plan(plan, keep_alive);
+  std::optional<QdqPlan> converted;
+  const QdqPlan& parsed = bindings::plan_argument(plan, converted);
   QdqStats stats;
   std::error_code source_error, output_error;
   std::filesystem::path output_path;
@@ -435,30 +276,23 @@ nb::dict write_integer_model_binding(const std::filesystem::path& source, const 
                                      nb::handle plan, const std::string& format, bool float_islands) {
   if (format != "fixed-point" && format != "qoperator")
     throw QdqPlanError("format '" + format + "' is not 'fixed-point' or 'qoperator'");
-  std::vector<nb::object> keep_alive;
-  const QdqPlan parsed = parse_qdq_plan(plan, keep_alive);
+  std::optional<QdqPlan> converted;
+  const QdqPlan& parsed = bindings::plan_argument(plan, converted);
   IntegerStats stats;
   std::error_code source_error, output_error;
   std::filesystem::path output_path;
-  std::string lowering_error;
   {
     nb::gil_scoped_release release;
     try {
       stats = write_integer_model(source, output, parsed,
                                   format == "fixed-point" ? IntegerFormat::FixedPoint : IntegerFormat::QOperator,
                                   float_islands);
-    } catch (const IntegerLoweringError& error) {
-      lowering_error = error.what();
     } catch (const std::filesystem::filesystem_error& error) {
       output_error = error.code();
       output_path = error.path1();
     } catch (const std::system_error& error) {
       source_error = error.code();
     }
-  }
-  if (!lowering_error.empty()) {
-    PyErr_SetString(PyExc_NotImplementedError, lowering_error.c_str());
-    throw nb::python_error();
   }
   if (output_error) raise_os_error(output_error, output_path);
   if (source_error) raise_os_error(source_error, source);
@@ -499,6 +333,7 @@ std::int64_t add_to_histogram_binding(nb::ndarray<const float, nb::ndim<1>, nb::
 NB_MODULE(_core, m) {
   m.doc() = "Native core of onnx2fx: reads ONNX files into a graph IR, runs graph passes, writes QDQ models.";
   nb::register_exception_translator(translate_error);
+  bindings::bind_qdq_plan(m);
 
   nb::class_<Tensor>(m, "Tensor")
       .def_ro("name", &Tensor::name)
@@ -557,18 +392,21 @@ NB_MODULE(_core, m) {
         return nb::str("Node(name={!r}, op_type={!r})").format(node.name, node.op_type);
       });
 
-  nb::class_<Graph>(m, "Graph")
-      .def_ro("name", &Graph::name)
+  nb::class_<Graph> graph_class(m, "Graph");
+  graph_class.def_ro("name", &Graph::name)
       .def_ro("doc_string", &Graph::doc_string)
       .def_ro("nodes", &Graph::nodes)
       .def_ro("inputs", &Graph::inputs)
       .def_ro("outputs", &Graph::outputs)
       .def_ro("value_info", &Graph::value_info)
       .def_ro("initializers", &Graph::initializers)
-      .def_ro("sparse_initializers", &Graph::sparse_initializers)
-      .def("topological_sort", topological_sort)
-      .def("eliminate_dead_code", eliminate_dead_code)
-      .def("check", check_graph);
+      .def_ro("sparse_initializers", &Graph::sparse_initializers);
+  for (const PassInfo& pass : registered_passes()) {
+    if (pass.kind == PassKind::Check)
+      graph_class.def(pass.method.data(), [run = pass.run](Graph& graph) { run(graph); }, pass.summary.data());
+    else
+      graph_class.def(pass.method.data(), [run = pass.run](Graph& graph) { return run(graph); }, pass.summary.data());
+  }
 
   nb::class_<Function>(m, "Function")
       .def_ro("name", &Function::name)

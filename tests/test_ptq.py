@@ -110,7 +110,7 @@ def test_qdq_matches_simulation_within_one_step(tiny: SimpleNamespace, tiny_ptq:
     # the QDQ graph keeps the original names and quantizes what the plan says
     model = onnx.load(str(onnx_path))
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count("QuantizeLinear") == len(tiny_ptq.result.plan["activations"])
+    assert ops.count("QuantizeLinear") == len(tiny_ptq.result.plan.activations)
     assert [o.name for o in model.graph.output] == ["logits"]
 
 
@@ -198,7 +198,7 @@ def test_attention_block_qdq_matches_simulation(tmp_path: Path, opset: int) -> N
     held_out = rng.normal(size=(256, 3, 8, 8)).astype(np.float32)
     result = ptq(convert_and_save(tmp_path / "block.onnx", tmp_path / "converted"), calib, output_dir=tmp_path / "q",
                  samples=64, eval_data=held_out, eval_samples=256, progress=False)
-    assert {b["initializer"] for b in result.plan["biases"]} == {"patch.bias", "head.bias"}
+    assert {b.initializer for b in result.plan.biases} == {"patch.bias", "head.bias"}
     assert result.report["qdq"]["within_one_step"] >= 0.999
     ort_out = ort_session(tmp_path / "q" / "model_ptq.onnx", optimized=False).run(None, {"x": held_out})[0]
     with torch.no_grad():
@@ -266,13 +266,13 @@ def test_placement_fuses_shares_and_quantizes_inputs(tiny_ptq: SimpleNamespace) 
     assert report["shared"] == {"/pool/MaxPool_output_0": "/Relu_output_0"}
     encodings = tiny_ptq.result.activation_encodings
     assert encodings["/pool/MaxPool_output_0"].same_as(encodings["/Relu_output_0"])
-    planned = {a["tensor"] for a in tiny_ptq.result.plan["activations"]}
+    planned = {a.tensor for a in tiny_ptq.result.plan.activations}
     assert "image" in planned and "/pool/MaxPool_output_0" not in planned and "/Add_output_0" not in planned
-    biases = {b["initializer"]: b for b in tiny_ptq.result.plan["biases"]}
+    biases = {b.initializer: b for b in tiny_ptq.result.plan.biases}
     weights = tiny_ptq.result.param_encodings
     image_scale = np.float32(encodings["image"].scale[0])
     expected = image_scale * weights["onnx::Conv_35"].scale
-    assert np.allclose(biases["onnx::Conv_36"]["scale"], expected, rtol=1e-6)
+    assert np.allclose(biases["onnx::Conv_36"].scale, expected, rtol=1e-6)
 
 
 def test_conv_batchnorm_relu_group_when_batchnorm_stays() -> None:
@@ -334,7 +334,7 @@ def test_matmul_and_transposed_gemm_weights_use_the_onnx_channel_axis(mlp: Simpl
     # the fused MatMul+Relu output has no quantizer; the Gemm output and the input do
     assert set(result.activation_encodings) == {"x", "r", "y"}
     assert result.activation_encodings["y"].grid.dtype == f"uint{bits}"
-    assert result.plan["min_opset"] == (13 if bits == 8 else 21)
+    assert result.plan.required_opset == (13 if bits == 8 else 21)
     ort_out = ort_session(tmp_path / "q" / "model_ptq.onnx", optimized=False).run(None, {"x": mlp.x})[0]
     with torch.no_grad():
         sim_out = result.sim_model(torch.from_numpy(mlp.x)).numpy()
@@ -350,7 +350,7 @@ def test_config_file_bits_and_float_nodes(tiny: SimpleNamespace, tmp_path: Path)
     assert encodings["image"].grid.dtype == "uint16" and encodings["/Relu_output_0"].grid.dtype == "uint8"
     assert "logits" not in encodings and "head.weight" not in result.param_encodings
     assert all(e.axis is None for e in result.param_encodings.values())
-    assert result.plan["min_opset"] == 21 and result.report["calibration"]["scheme"] == "percentile"
+    assert result.plan.required_opset == 21 and result.report["calibration"]["scheme"] == "percentile"
     # 16-bit QDQ needs opset 21; this opset-17 model has a ReduceMean whose axes moved to an input
     with pytest.raises(QuantizationError, match="re-export it at a newer opset"):
         result.save(tmp_path / "q")
@@ -371,7 +371,7 @@ def test_concat_shares_only_when_its_inputs_agree_and_fixed_batch_models(tmp_pat
     data = np.random.default_rng(0).normal(size=(7, 4)).astype(np.float32)
     result = ptq(model, data, samples=7, progress=False)
     assert result.report["shared"]["same"] == "r" and "mixed" not in result.report["shared"]
-    assert {a["tensor"] for a in result.plan["activations"]} == {"x", "r", "s", "mixed", "y"}
+    assert {a.tensor for a in result.plan.activations} == {"x", "r", "s", "mixed", "y"}
     # the graph fixes the batch size to 2: calibration runs on full batches of 2 only
     assert result.report["calibration"]["samples"] == 6 and result.report["calibration"]["batches"] == 3
 

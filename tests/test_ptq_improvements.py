@@ -187,7 +187,7 @@ def test_bias_correction_of_a_matmul_writes_its_float_add_constant(matmul_add: S
                  output_dir=out, progress=False)
     assert [(layer["node"], layer["bias"]) for layer in result.report["bias_correction"]["layers"]] == \
         [("mm", "b"), ("gemm", "c")]
-    assert [entry["initializer"] for entry in result.plan["floats"]] == ["b"]  # the Add constant stays float
+    assert [entry.initializer for entry in result.plan.floats] == ["b"]  # the Add constant stays float
     model = onnx.load(str(out / "model_ptq.onnx"))
     written = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     assert np.array_equal(written["b"], result.sim_model.b.detach().numpy())

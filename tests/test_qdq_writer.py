@@ -660,3 +660,76 @@ def test_in_place_and_empty_plan(conv, tmp_path: Path):
     _core.write_qdq_model(source, source, {})  # the metadata entry is replaced, not repeated
     assert [p.key for p in onnx.load(str(source)).metadata_props].count("onnx2fx.quantized") == 1
     assert_no_temporaries(tmp_path, {"conv.onnx", "reference.onnx"})
+
+
+# --- the typed plan --------------------------------------------------------------------------------
+
+
+def typed_plan(plan: dict) -> _core.QdqPlan:
+    """The dict plan of the fixtures built from the plan's classes."""
+    return _core.QdqPlan(
+        activations=[_core.QdqActivation(**entry) for entry in plan.get("activations", [])],
+        weights=[_core.QdqWeight(**entry) for entry in plan.get("weights", [])],
+        biases=[_core.QdqBias(**entry) for entry in plan.get("biases", [])],
+        floats=[_core.QdqFloat(**entry) for entry in plan.get("floats", [])],
+        min_opset=plan.get("min_opset", 0),
+    )
+
+
+def test_typed_plan_writes_what_the_dict_plan_writes(conv, tmp_path: Path):
+    plan = conv["plan"]
+    w2 = conv["w"]["W2"] * 2
+    plan["weights"][1]["values"] = w2
+    typed = typed_plan(plan)
+    assert np.shares_memory(typed.weights[1].values, w2)  # a C-order float32 array is kept, not copied
+    assert typed.weights[1].values.shape == (5, 144) and not typed.weights[1].values.flags.writeable
+    assert [a.dtype for a in typed.activations] == [_core.QuantType.uint8] * 2
+    np.testing.assert_array_equal(typed.weights[0].zero_point, np.zeros(4, np.int64))
+    _core.write_qdq_model(conv["source"], tmp_path / "typed.onnx", typed)
+    _core.write_qdq_model(conv["source"], tmp_path / "dict.onnx", plan)
+    assert (tmp_path / "typed.onnx").read_bytes() == (tmp_path / "dict.onnx").read_bytes()
+    assert _core.QdqPlan.from_dict(plan).required_opset == typed.required_opset == 13
+
+
+@pytest.mark.parametrize(
+    ("entries", "min_opset", "expected"),
+    [
+        ({}, 0, 0),  # nothing to insert: the writer leaves the opset alone
+        ({}, 17, 17),
+        ({"activations": [("x", "uint8")]}, 0, 10),
+        ({"activations": [("x", "int8")], "biases": [("B", 0)]}, 0, 13),
+        ({"weights": [("W", "int8", None)], "biases": [("B", None)]}, 0, 10),
+        ({"weights": [("W", "int8", 0)]}, 0, 13),
+        ({"weights": [("W", "uint4", None)]}, 0, 21),
+        ({"activations": [("x", _core.QuantType.int16)]}, 18, 21),
+        ({"activations": [("x", "uint8")]}, 18, 18),
+    ],
+)
+def test_required_opset_is_the_core_rule(entries, min_opset, expected):
+    plan = _core.QdqPlan(
+        activations=[_core.QdqActivation(name, [0.1], [0], dtype) for name, dtype in entries.get("activations", [])],
+        weights=[_core.QdqWeight(name, [0.1], [0], dtype, axis) for name, dtype, axis in entries.get("weights", [])],
+        biases=[_core.QdqBias(name, [0.1], axis) for name, axis in entries.get("biases", [])],
+        min_opset=min_opset,
+    )
+    assert plan.required_opset == expected
+
+
+def test_typed_plan_entries_convert_when_made():
+    activation = _core.QdqActivation("x", np.float32(0.5), [np.int64(3)], "int8")
+    assert activation.scale.tolist() == [0.5] and activation.zero_point.tolist() == [3]
+    activation.dtype = "uint16"
+    assert activation.dtype is _core.QuantType.uint16
+    with pytest.raises(ValueError, match=r"activation 'x': zero_point\[0\] must be an integer"):
+        activation.zero_point = [1.5]
+    with pytest.raises(ValueError, match="weight 'w': unknown dtype 'int32'"):
+        _core.QdqWeight("w", [0.1], [0], "int32")
+    with pytest.raises(ValueError, match="float initializer 'f': values cannot be converted to a float32 array"):
+        _core.QdqFloat("f", ["not a number"])
+    plan = _core.QdqPlan(activations=[activation])
+    with pytest.raises(AttributeError):
+        plan.activations.append(activation)  # a tuple of copies: the plan changes by assignment only
+    plan.activations = [*plan.activations, _core.QdqActivation("y", [0.1], [0], "uint8")]
+    assert [a.tensor for a in plan.activations] == ["x", "y"]
+    with pytest.raises(TypeError, match="QdqPlan.weights holds dict"):
+        plan.weights = [{"initializer": "w"}]

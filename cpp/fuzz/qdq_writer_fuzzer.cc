@@ -14,6 +14,7 @@
 #include "fuzz/fuzz_support.h"
 #include "onnx/errors.h"
 #include "onnx/model_reader.h"
+#include "onnx/schema.h"
 #include "writer/qdq_writer.h"
 #include "tests/model_builder.h"
 #include "writer/wire_writer.h"
@@ -21,15 +22,16 @@
 namespace {
 
 using namespace onnx2fx;
+using namespace onnx2fx::onnx_schema;
 using namespace onnx2fx::test_models;
 namespace fs = std::filesystem;
 
 wire::Writer float_tensor(std::string_view name, std::initializer_list<std::int64_t> dims, const std::vector<float>& values) {
   wire::Writer tensor;
-  for (std::int64_t dim : dims) tensor.int64(1, dim);
-  tensor.varint(2, 1);
-  tensor.string(8, name);
-  tensor.string(9, std::string_view(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
+  for (std::int64_t dim : dims) tensor.int64(TensorProto::dims, dim);
+  tensor.varint(TensorProto::data_type, 1);
+  tensor.string(TensorProto::name, name);
+  tensor.string(TensorProto::raw_data, std::string_view(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
   return tensor;
 }
 
@@ -37,39 +39,39 @@ wire::Writer float_tensor(std::string_view name, std::initializer_list<std::int6
 const fs::path& source_model() {
   static const fs::path path = [] {
     wire::Writer body;  // Loop body: (i, cond) -> (cond, m + 1 captured from the outer graph)
-    body.message(1, node("Identity", {"cond_in"}, "cond_out"));
-    body.message(1, node("Identity", {"m"}, "scan_out"));
-    body.string(2, "body");
-    body.message(11, value_info("i"));
-    body.message(11, value_info("cond_in"));
-    body.message(12, value_info("cond_out"));
-    body.message(12, value_info("scan_out"));
+    body.message(GraphProto::node, node("Identity", {"cond_in"}, "cond_out"));
+    body.message(GraphProto::node, node("Identity", {"m"}, "scan_out"));
+    body.string(GraphProto::name, "body");
+    body.message(GraphProto::input, value_info("i"));
+    body.message(GraphProto::input, value_info("cond_in"));
+    body.message(GraphProto::output, value_info("cond_out"));
+    body.message(GraphProto::output, value_info("scan_out"));
     wire::Writer attribute;
-    attribute.string(1, "body");
-    attribute.message(6, std::move(body));
-    attribute.varint(20, 5);  // GRAPH
+    attribute.string(AttributeProto::name, "body");
+    attribute.message(AttributeProto::g, std::move(body));
+    attribute.varint(AttributeProto::type, 5);  // GRAPH
     wire::Writer loop = node("Loop", {"trip", "cond"}, "loop_out");
-    loop.message(5, std::move(attribute));
+    loop.message(NodeProto::attribute, std::move(attribute));
 
     wire::Writer graph;
-    graph.message(1, node("Mul", {"x", "w"}, "m"));
-    graph.message(1, node("Add", {"m", "b"}, "a"));
-    graph.message(1, node("Relu", {"a"}, "y"));
-    graph.message(1, std::move(loop));
-    graph.string(2, "g");
-    graph.message(5, float_tensor("w", {2, 3}, {0.5f, -1.0f, 2.0f, 0.25f, 3.0f, -0.75f}));
-    graph.message(5, float_tensor("b", {3}, {0.1f, -0.2f, 0.3f}));
-    graph.message(11, value_info("x"));
-    graph.message(11, value_info("trip"));
-    graph.message(11, value_info("cond"));
-    graph.message(12, value_info("y"));
-    graph.message(12, value_info("loop_out"));
+    graph.message(GraphProto::node, node("Mul", {"x", "w"}, "m"));
+    graph.message(GraphProto::node, node("Add", {"m", "b"}, "a"));
+    graph.message(GraphProto::node, node("Relu", {"a"}, "y"));
+    graph.message(GraphProto::node, std::move(loop));
+    graph.string(GraphProto::name, "g");
+    graph.message(GraphProto::initializer, float_tensor("w", {2, 3}, {0.5f, -1.0f, 2.0f, 0.25f, 3.0f, -0.75f}));
+    graph.message(GraphProto::initializer, float_tensor("b", {3}, {0.1f, -0.2f, 0.3f}));
+    graph.message(GraphProto::input, value_info("x"));
+    graph.message(GraphProto::input, value_info("trip"));
+    graph.message(GraphProto::input, value_info("cond"));
+    graph.message(GraphProto::output, value_info("y"));
+    graph.message(GraphProto::output, value_info("loop_out"));
     wire::Writer opset;
-    opset.int64(2, 13);
+    opset.int64(OperatorSetIdProto::version, 13);
     wire::Writer model;
-    model.int64(1, 7);
-    model.message(7, std::move(graph));
-    model.message(8, std::move(opset));
+    model.int64(ModelProto::ir_version, 7);
+    model.message(ModelProto::graph, std::move(graph));
+    model.message(ModelProto::opset_import, std::move(opset));
     const std::vector<std::byte> bytes = model.to_bytes();
     const fs::path file = fuzz::scratch_folder() / "source.onnx";
     std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
@@ -82,10 +84,9 @@ const fs::path& source_model() {
 
 const char* const kNames[] = {"x", "w", "b", "m", "a", "y", "trip", "cond", "loop_out", "cond_out", "scan_out",
                               "missing", "", "w_scale", "m_quantized", "y_float"};
-const char* const kTypes[] = {"uint8", "int8", "uint16", "int16", "uint4", "int4", "int32", "float", ""};
 
 std::string pick_name(FuzzedDataProvider& in) { return in.PickValueInArray(kNames); }
-std::string pick_type(FuzzedDataProvider& in) { return in.PickValueInArray(kTypes); }
+QuantType pick_type(FuzzedDataProvider& in) { return in.PickValueInArray(kQuantTypes); }
 
 std::vector<double> pick_scales(FuzzedDataProvider& in) {
   std::vector<double> scales(in.ConsumeIntegralInRange<std::size_t>(0, 4));
@@ -107,10 +108,9 @@ std::optional<std::int64_t> pick_axis(FuzzedDataProvider& in) {
 }
 
 // New values with a shape that is usually, but not always, the initializer's.
-void pick_values(FuzzedDataProvider& in, std::vector<float>& storage, std::optional<std::span<const float>>& values,
-                 std::vector<std::int64_t>& shape) {
-  if (!in.ConsumeBool()) return;
-  shape.resize(in.ConsumeIntegralInRange<std::size_t>(0, 3));
+std::optional<FloatValues> pick_values(FuzzedDataProvider& in, std::vector<float>& storage) {
+  if (!in.ConsumeBool()) return std::nullopt;
+  std::vector<std::int64_t> shape(in.ConsumeIntegralInRange<std::size_t>(0, 3));
   std::size_t count = 1;
   for (std::int64_t& dim : shape) {
     dim = in.ConsumeIntegralInRange<std::int64_t>(-1, 4);
@@ -119,7 +119,7 @@ void pick_values(FuzzedDataProvider& in, std::vector<float>& storage, std::optio
   if (in.ConsumeBool()) count = in.ConsumeIntegralInRange<std::size_t>(0, 8);
   storage.resize(count);
   for (float& value : storage) value = in.ConsumeFloatingPoint<float>();
-  values = std::span<const float>(storage);
+  return FloatValues{storage, std::move(shape), nullptr};
 }
 
 }  // namespace
@@ -136,22 +136,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     plan.activations.push_back(std::move(activation));
   }
   for (std::size_t n = in.ConsumeIntegralInRange<std::size_t>(0, 3); n > 0; --n) {
-    QdqWeight weight{pick_name(in), pick_scales(in), {}, pick_type(in), std::nullopt, std::nullopt, {}};
+    QdqWeight weight{pick_name(in), pick_scales(in), {}, pick_type(in), std::nullopt, std::nullopt};
     weight.zero_point = pick_zero_points(in, weight.scale.size());
     weight.axis = pick_axis(in);
-    pick_values(in, storage.emplace_back(), weight.values, weight.values_shape);
+    weight.values = pick_values(in, storage.emplace_back());
     plan.weights.push_back(std::move(weight));
   }
   for (std::size_t n = in.ConsumeIntegralInRange<std::size_t>(0, 2); n > 0; --n) {
-    QdqBias bias{pick_name(in), pick_scales(in), pick_axis(in), std::nullopt, {}};
-    pick_values(in, storage.emplace_back(), bias.values, bias.values_shape);
+    QdqBias bias{pick_name(in), pick_scales(in), pick_axis(in), std::nullopt};
+    bias.values = pick_values(in, storage.emplace_back());
     plan.biases.push_back(std::move(bias));
   }
   if (in.ConsumeBool()) {
-    QdqFloat replaced{pick_name(in), {}, {}};
-    std::optional<std::span<const float>> values;
-    pick_values(in, storage.emplace_back(), values, replaced.values_shape);
-    if (values) replaced.values = *values;
+    QdqFloat replaced{pick_name(in), {}};
+    if (auto values = pick_values(in, storage.emplace_back())) replaced.values = std::move(*values);
     plan.floats.push_back(std::move(replaced));
   }
 

@@ -1,4 +1,6 @@
-// Typed exceptions of the core. The Python bindings translate each to a class of onnx2fx.errors.
+// Typed exceptions of the core. The Python bindings translate each to a Python exception: the
+// reader's and the passes' to classes of onnx2fx.errors, the writers' to ValueError (a plan or a
+// size that does not fit) and NotImplementedError (an operator without an integer form).
 #pragma once
 
 #include <stdexcept>
@@ -50,6 +52,25 @@ class CycleError : public ErrorOf<CycleError, GraphError> {
 };
 
 class UndefinedValueError : public ErrorOf<UndefinedValueError, GraphError> {
+ public:
+  using ErrorOf::ErrorOf;
+};
+
+// A quantization plan does not fit the model: a name it lacks, a bad scale or zero point, a shape
+// mismatch. The writers check the whole plan before they write anything.
+class QdqPlanError : public ErrorOf<QdqPlanError, Error> {
+ public:
+  using ErrorOf::ErrorOf;
+};
+
+// A quantized model would not fit in one protobuf message (2 GiB).
+class QdqSizeError : public ErrorOf<QdqSizeError, Error> {
+ public:
+  using ErrorOf::ErrorOf;
+};
+
+// A node has no integer form in the requested format (or its operands are not quantized).
+class IntegerLoweringError : public ErrorOf<IntegerLoweringError, Error> {
  public:
   using ErrorOf::ErrorOf;
 };

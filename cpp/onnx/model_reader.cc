@@ -24,8 +24,6 @@ namespace {
 using wire::Reader;
 using namespace onnx_schema;  // the message types of onnx.proto
 
-constexpr std::int32_t kDataLocationExternal = 1;
-
 // The data fields of a TensorProto, gathered before the dims and type they depend on are known.
 struct TensorData {
   std::optional<std::span<const std::byte>> raw_data;
@@ -75,22 +73,22 @@ class ModelReader {
  private:
   void read_model(Reader reader, Model& model) {
     while (reader.next()) switch (reader.tag()) {
-        case 1: model.ir_version = reader.get_int64(); break;
-        case 2: model.producer_name = reader.get_string(); break;
-        case 3: model.producer_version = reader.get_string(); break;
-        case 4: model.domain = reader.get_string(); break;
-        case 5: model.model_version = reader.get_int64(); break;
-        case 6: model.doc_string = reader.get_string(); break;
-        case 7: read_graph(reader.get_message(kGraphProto), merge_into(model.graph), 1); break;
-        case 8:
+        case ModelProto::ir_version: model.ir_version = reader.get_int64(); break;
+        case ModelProto::producer_name: model.producer_name = reader.get_string(); break;
+        case ModelProto::producer_version: model.producer_version = reader.get_string(); break;
+        case ModelProto::domain: model.domain = reader.get_string(); break;
+        case ModelProto::model_version: model.model_version = reader.get_int64(); break;
+        case ModelProto::doc_string: model.doc_string = reader.get_string(); break;
+        case ModelProto::graph: read_graph(reader.get_message(kGraphProto), merge_into(model.graph), 1); break;
+        case ModelProto::opset_import:
           model.opset_imports.push_back(
               read_opset(reader.get_message(kOperatorSetIdProto, model.opset_imports.size())));
           break;
-        case 14:
+        case ModelProto::metadata_props:
           model.metadata_props.push_back(
               read_entry(reader.get_message(kStringStringEntryProto, model.metadata_props.size())));
           break;
-        case 25:
+        case ModelProto::functions:
           model.functions.push_back(read_function(reader.get_message(kFunctionProto, model.functions.size())));
           break;
         default: reader.skip();
@@ -102,8 +100,8 @@ class ModelReader {
   OperatorSetId read_opset(Reader reader) {
     OperatorSetId opset;
     while (reader.next()) switch (reader.tag()) {
-        case 1: opset.domain = reader.get_string(); break;
-        case 2: opset.version = reader.get_int64(); break;
+        case OperatorSetIdProto::domain: opset.domain = reader.get_string(); break;
+        case OperatorSetIdProto::version: opset.version = reader.get_int64(); break;
         default: reader.skip();
       }
     if (opset.version < 1 || opset.version > kMaxOpsetVersion)
@@ -115,8 +113,8 @@ class ModelReader {
   std::pair<std::string, std::string> read_entry(Reader reader) {
     std::pair<std::string, std::string> entry;
     while (reader.next()) switch (reader.tag()) {
-        case 1: entry.first = reader.get_string(); break;
-        case 2: entry.second = reader.get_string(); break;
+        case StringStringEntryProto::key: entry.first = reader.get_string(); break;
+        case StringStringEntryProto::value: entry.second = reader.get_string(); break;
         default: reader.skip();
       }
     return entry;
@@ -133,22 +131,24 @@ class ModelReader {
     if (depth > kMaxGraphDepth)
       throw ParseError("graphs nested deeper than " + std::to_string(kMaxGraphDepth) + " levels at " + reader.where());
     while (reader.next()) switch (reader.tag()) {
-        case 1: graph.nodes.push_back(read_node(reader.get_message(kNodeProto, graph.nodes.size()), depth)); break;
-        case 2: graph.name = reader.get_string(); break;
-        case 5:
+        case GraphProto::node:
+          graph.nodes.push_back(read_node(reader.get_message(kNodeProto, graph.nodes.size()), depth));
+          break;
+        case GraphProto::name: graph.name = reader.get_string(); break;
+        case GraphProto::initializer:
           graph.initializers.push_back(read_tensor(reader.get_message(kTensorProto, graph.initializers.size())));
           break;
-        case 10: graph.doc_string = reader.get_string(); break;
-        case 11:
+        case GraphProto::doc_string: graph.doc_string = reader.get_string(); break;
+        case GraphProto::input:
           graph.inputs.push_back(read_value_info(reader.get_message(kValueInfoProto, graph.inputs.size())));
           break;
-        case 12:
+        case GraphProto::output:
           graph.outputs.push_back(read_value_info(reader.get_message(kValueInfoProto, graph.outputs.size())));
           break;
-        case 13:
+        case GraphProto::value_info:
           graph.value_info.push_back(read_value_info(reader.get_message(kValueInfoProto, graph.value_info.size())));
           break;
-        case 15:
+        case GraphProto::sparse_initializer:
           graph.sparse_initializers.push_back(
               read_sparse_tensor(reader.get_message(kSparseTensorProto, graph.sparse_initializers.size())));
           break;
@@ -161,17 +161,17 @@ class ModelReader {
       throw ParseError("model has more than " + std::to_string(kMaxNodes) + " nodes at " + reader.where());
     auto node = std::make_shared<Node>();
     while (reader.next()) switch (reader.tag()) {
-        case 1: node->inputs.push_back(reader.get_string()); break;
-        case 2: node->outputs.push_back(reader.get_string()); break;
-        case 3: node->name = reader.get_string(); break;
-        case 4: node->op_type = reader.get_string(); break;
-        case 5:
+        case NodeProto::input: node->inputs.push_back(reader.get_string()); break;
+        case NodeProto::output: node->outputs.push_back(reader.get_string()); break;
+        case NodeProto::name: node->name = reader.get_string(); break;
+        case NodeProto::op_type: node->op_type = reader.get_string(); break;
+        case NodeProto::attribute:
           node->attributes.push_back(
               read_attribute(reader.get_message(kAttributeProto, node->attributes.size()), depth));
           break;
-        case 6: node->doc_string = reader.get_string(); break;
-        case 7: node->domain = reader.get_string(); break;
-        case 8: node->overload = reader.get_string(); break;
+        case NodeProto::doc_string: node->doc_string = reader.get_string(); break;
+        case NodeProto::domain: node->domain = reader.get_string(); break;
+        case NodeProto::overload: node->overload = reader.get_string(); break;
         default: reader.skip();
       }
     return node;
@@ -182,40 +182,45 @@ class ModelReader {
     Attribute attribute;
     bool has_type = false, has_f = false, has_i = false, has_s = false;
     while (reader.next()) switch (reader.tag()) {
-        case 1: attribute.name = reader.get_string(); break;
-        case 2:
+        case AttributeProto::name: attribute.name = reader.get_string(); break;
+        case AttributeProto::f:
           has_f = true;
           attribute.f = reader.get_float();
           break;
-        case 3:
+        case AttributeProto::i:
           has_i = true;
           attribute.i = reader.get_int64();
           break;
-        case 4:
+        case AttributeProto::s:
           has_s = true;
           attribute.s = reader.get_byte_string();
           break;
-        case 5: attribute.t = read_tensor(reader.get_message(kTensorProto)); break;
-        case 6: read_graph(reader.get_message(kGraphProto), merge_into(attribute.g), depth + 1); break;
-        case 7: reader.get_repeated_fixed(attribute.floats); break;
-        case 8: reader.get_repeated_varints(attribute.ints); break;
-        case 9: attribute.strings.push_back(reader.get_byte_string()); break;
-        case 10:
+        case AttributeProto::t: attribute.t = read_tensor(reader.get_message(kTensorProto)); break;
+        case AttributeProto::g: read_graph(reader.get_message(kGraphProto), merge_into(attribute.g), depth + 1); break;
+        case AttributeProto::floats: reader.get_repeated_fixed(attribute.floats); break;
+        case AttributeProto::ints: reader.get_repeated_varints(attribute.ints); break;
+        case AttributeProto::strings: attribute.strings.push_back(reader.get_byte_string()); break;
+        case AttributeProto::tensors:
           attribute.tensors.push_back(read_tensor(reader.get_message(kTensorProto, attribute.tensors.size())));
           break;
-        case 11:
+        case AttributeProto::graphs:
           read_graph(reader.get_message(kGraphProto, attribute.graphs.size()),
                      *attribute.graphs.emplace_back(std::make_shared<Graph>()), depth + 1);
           break;
-        case 13: attribute.doc_string = reader.get_string(); break;
-        case 14: attribute.tp = read_type(reader.get_message(kTypeProto), 1); break;
-        case 15:
+        case AttributeProto::doc_string: attribute.doc_string = reader.get_string(); break;
+        case AttributeProto::tp: attribute.tp = read_type(reader.get_message(kTypeProto), 1); break;
+        case AttributeProto::type_protos:
           attribute.type_protos.push_back(read_type(reader.get_message(kTypeProto, attribute.type_protos.size()), 1));
           break;
-        case 20: attribute.type = static_cast<AttributeType>(reader.get_int32()), has_type = true; break;
-        case 21: attribute.ref_attr_name = reader.get_string(); break;
-        case 22: attribute.sparse_tensor = read_sparse_tensor(reader.get_message(kSparseTensorProto)); break;
-        case 23:
+        case AttributeProto::type:
+          attribute.type = static_cast<AttributeType>(reader.get_int32());
+          has_type = true;
+          break;
+        case AttributeProto::ref_attr_name: attribute.ref_attr_name = reader.get_string(); break;
+        case AttributeProto::sparse_tensor:
+          attribute.sparse_tensor = read_sparse_tensor(reader.get_message(kSparseTensorProto));
+          break;
+        case AttributeProto::sparse_tensors:
           attribute.sparse_tensors.push_back(
               read_sparse_tensor(reader.get_message(kSparseTensorProto, attribute.sparse_tensors.size())));
           break;
@@ -253,9 +258,9 @@ class ModelReader {
   ValueInfo read_value_info(Reader reader) {
     ValueInfo info;
     while (reader.next()) switch (reader.tag()) {
-        case 1: info.name = reader.get_string(); break;
-        case 2: info.type = read_type(reader.get_message(kTypeProto), 1); break;
-        case 3: info.doc_string = reader.get_string(); break;
+        case ValueInfoProto::name: info.name = reader.get_string(); break;
+        case ValueInfoProto::type: info.type = read_type(reader.get_message(kTypeProto), 1); break;
+        case ValueInfoProto::doc_string: info.doc_string = reader.get_string(); break;
         default: reader.skip();
       }
     return info;
@@ -266,27 +271,27 @@ class ModelReader {
       throw ParseError("types nested deeper than " + std::to_string(kMaxTypeDepth) + " levels at " + reader.where());
     TypeInfo type;
     while (reader.next()) switch (reader.tag()) {
-        case 1:
+        case TypeProto::tensor_type:
           type.kind = "tensor";
           read_tensor_type(reader.get_message(kTensorTypeProto), type);
           break;
-        case 4:
+        case TypeProto::sequence_type:
           type.kind = "sequence";
           type.element = read_element_type(reader.get_message(kSequenceTypeProto), depth);
           break;
-        case 5:
+        case TypeProto::map_type:
           type.kind = "map";
           read_map_type(reader.get_message(kMapTypeProto), type, depth);
           break;
-        case 7:
+        case TypeProto::opaque_type:
           type.kind = "opaque";
           reader.skip();
           break;
-        case 8:
+        case TypeProto::sparse_tensor_type:
           type.kind = "sparse_tensor";
           read_tensor_type(reader.get_message(kSparseTensorTypeProto), type);
           break;
-        case 9:
+        case TypeProto::optional_type:
           type.kind = "optional";
           type.element = read_element_type(reader.get_message(kOptionalTypeProto), depth);
           break;
@@ -297,8 +302,8 @@ class ModelReader {
 
   void read_tensor_type(Reader reader, TypeInfo& type) {
     while (reader.next()) switch (reader.tag()) {
-        case 1: type.elem_type = reader.get_int32(); break;
-        case 2: type.shape = read_shape(reader.get_message(kTensorShapeProto)); break;
+        case TensorTypeProto::elem_type: type.elem_type = reader.get_int32(); break;
+        case TensorTypeProto::shape: type.shape = read_shape(reader.get_message(kTensorShapeProto)); break;
         default: reader.skip();
       }
   }
@@ -307,7 +312,9 @@ class ModelReader {
   std::shared_ptr<const TypeInfo> read_element_type(Reader reader, int depth) {
     std::shared_ptr<const TypeInfo> element;
     while (reader.next()) switch (reader.tag()) {
-        case 1: element = std::make_shared<TypeInfo>(read_type(reader.get_message(kTypeProto), depth + 1)); break;
+        case SequenceTypeProto::elem_type:  // OptionalTypeProto::elem_type too
+          element = std::make_shared<TypeInfo>(read_type(reader.get_message(kTypeProto), depth + 1));
+          break;
         default: reader.skip();
       }
     return element;
@@ -315,8 +322,10 @@ class ModelReader {
 
   void read_map_type(Reader reader, TypeInfo& type, int depth) {
     while (reader.next()) switch (reader.tag()) {
-        case 1: type.elem_type = reader.get_int32(); break;
-        case 2: type.element = std::make_shared<TypeInfo>(read_type(reader.get_message(kTypeProto), depth + 1)); break;
+        case MapTypeProto::key_type: type.elem_type = reader.get_int32(); break;
+        case MapTypeProto::value_type:
+          type.element = std::make_shared<TypeInfo>(read_type(reader.get_message(kTypeProto), depth + 1));
+          break;
         default: reader.skip();
       }
   }
@@ -324,7 +333,7 @@ class ModelReader {
   std::vector<Dimension> read_shape(Reader reader) {
     std::vector<Dimension> shape;
     while (reader.next()) switch (reader.tag()) {
-        case 1:
+        case TensorShapeProto::dim:
           if (shape.size() == kMaxRank)
             throw ParseError("shape has more than " + std::to_string(kMaxRank) + " dimensions at " + reader.where());
           shape.push_back(read_dimension(reader.get_message(kDimensionProto, shape.size())));
@@ -337,8 +346,8 @@ class ModelReader {
   Dimension read_dimension(Reader reader) {
     Dimension dimension;
     while (reader.next()) switch (reader.tag()) {
-        case 1: dimension = reader.get_int64(); break;
-        case 2: dimension = reader.get_string(); break;
+        case DimensionProto::dim_value: dimension = reader.get_int64(); break;
+        case DimensionProto::dim_param: dimension = reader.get_string(); break;
         default: reader.skip();
       }
     return dimension;
@@ -347,22 +356,24 @@ class ModelReader {
   Function read_function(Reader reader) {
     Function function;
     while (reader.next()) switch (reader.tag()) {
-        case 1: function.name = reader.get_string(); break;
-        case 4: function.inputs.push_back(reader.get_string()); break;
-        case 5: function.outputs.push_back(reader.get_string()); break;
-        case 6: function.attributes.push_back(reader.get_string()); break;
-        case 7: function.nodes.push_back(read_node(reader.get_message(kNodeProto, function.nodes.size()), 1)); break;
-        case 8: function.doc_string = reader.get_string(); break;
-        case 9:
+        case FunctionProto::name: function.name = reader.get_string(); break;
+        case FunctionProto::input: function.inputs.push_back(reader.get_string()); break;
+        case FunctionProto::output: function.outputs.push_back(reader.get_string()); break;
+        case FunctionProto::attribute: function.attributes.push_back(reader.get_string()); break;
+        case FunctionProto::node:
+          function.nodes.push_back(read_node(reader.get_message(kNodeProto, function.nodes.size()), 1));
+          break;
+        case FunctionProto::doc_string: function.doc_string = reader.get_string(); break;
+        case FunctionProto::opset_import:
           function.opset_imports.push_back(
               read_opset(reader.get_message(kOperatorSetIdProto, function.opset_imports.size())));
           break;
-        case 10: function.domain = reader.get_string(); break;
-        case 11:
+        case FunctionProto::domain: function.domain = reader.get_string(); break;
+        case FunctionProto::attribute_proto:
           function.attribute_defaults.push_back(
               read_attribute(reader.get_message(kAttributeProto, function.attribute_defaults.size()), 1));
           break;
-        case 13: function.overload = reader.get_string(); break;
+        case FunctionProto::overload: function.overload = reader.get_string(); break;
         default: reader.skip();
       }
     return function;
@@ -371,9 +382,9 @@ class ModelReader {
   SparseTensor read_sparse_tensor(Reader reader) {
     SparseTensor sparse;
     while (reader.next()) switch (reader.tag()) {
-        case 1: sparse.values = read_tensor(reader.get_message(kTensorProto)); break;
-        case 2: sparse.indices = read_tensor(reader.get_message(kTensorProto)); break;
-        case 3: reader.get_repeated_varints(sparse.dims); break;
+        case SparseTensorProto::values: sparse.values = read_tensor(reader.get_message(kTensorProto)); break;
+        case SparseTensorProto::indices: sparse.indices = read_tensor(reader.get_message(kTensorProto)); break;
+        case SparseTensorProto::dims: reader.get_repeated_varints(sparse.dims); break;
         default: reader.skip();
       }
     if (std::ranges::any_of(sparse.dims, [](std::int64_t dim) { return dim < 0; }))
@@ -388,20 +399,22 @@ class ModelReader {
     tensor.proto_offset = static_cast<std::int64_t>(reader.offset_of(reader.message_bytes().data()));
     tensor.proto_size = reader.message_bytes().size();
     while (reader.next()) switch (reader.tag()) {
-        case 1: reader.get_repeated_varints(tensor.dims); break;
-        case 2: tensor.data_type = reader.get_int32(); break;
-        case 3: reader.fail("unsupported", "segmented tensors are not supported");
-        case 4: reader.get_repeated_fixed(data.float_data); break;
-        case 5: reader.get_repeated_varints(data.int32_data); break;
-        case 6: tensor.strings.push_back(reader.get_byte_string()); break;
-        case 7: reader.get_repeated_varints(data.int64_data); break;
-        case 8: tensor.name = reader.get_string(); break;
-        case 9: data.raw_data = reader.get_bytes(); break;
-        case 10: reader.get_repeated_fixed(data.double_data); break;
-        case 11: reader.get_repeated_varints(data.uint64_data); break;
-        case 12: tensor.doc_string = reader.get_string(); break;
-        case 13: add_external_entry(read_entry(reader.get_message(kStringStringEntryProto)), data); break;
-        case 14: data.data_location = reader.get_int32(); break;
+        case TensorProto::dims: reader.get_repeated_varints(tensor.dims); break;
+        case TensorProto::data_type: tensor.data_type = reader.get_int32(); break;
+        case TensorProto::segment: reader.fail("unsupported", "segmented tensors are not supported");
+        case TensorProto::float_data: reader.get_repeated_fixed(data.float_data); break;
+        case TensorProto::int32_data: reader.get_repeated_varints(data.int32_data); break;
+        case TensorProto::string_data: tensor.strings.push_back(reader.get_byte_string()); break;
+        case TensorProto::int64_data: reader.get_repeated_varints(data.int64_data); break;
+        case TensorProto::name: tensor.name = reader.get_string(); break;
+        case TensorProto::raw_data: data.raw_data = reader.get_bytes(); break;
+        case TensorProto::double_data: reader.get_repeated_fixed(data.double_data); break;
+        case TensorProto::uint64_data: reader.get_repeated_varints(data.uint64_data); break;
+        case TensorProto::doc_string: tensor.doc_string = reader.get_string(); break;
+        case TensorProto::external_data:
+          add_external_entry(read_entry(reader.get_message(kStringStringEntryProto)), data);
+          break;
+        case TensorProto::data_location: data.data_location = reader.get_int32(); break;
         default: reader.skip();
       }
     attach_data(tensor, data, reader);

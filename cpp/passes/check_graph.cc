@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "onnx/errors.h"
+#include "passes/pass_registry.h"
 
 namespace onnx2fx {
 namespace {
@@ -62,5 +63,20 @@ void check_in_scope(const Graph& graph, const Scope* outer) {
 }  // namespace
 
 void check_graph(const Graph& graph) { check_in_scope(graph, nullptr); }
+
+namespace {
+const PassRegistration registration({
+    .name = "check_graph",
+    .method = "check",
+    .kind = PassKind::Check,
+    .summary = "Checks that every node input and graph output is defined before it is used (inside subgraphs, "
+               "outer values count) and that no value is defined twice; raises GraphStructureError naming the "
+               "value otherwise.",
+    .run = [](Graph& graph) {
+      check_graph(graph);
+      return false;
+    },
+});
+}  // namespace
 
 }  // namespace onnx2fx

@@ -4,6 +4,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "passes/pass_registry.h"
 #include "passes/value_uses.h"
 
 namespace onnx2fx {
@@ -38,5 +39,16 @@ bool eliminate_dead_code(Graph& graph) {
   graph.nodes.resize(kept);
   return true;
 }
+
+namespace {
+const PassRegistration registration({
+    .name = "dead_code_elimination",
+    .method = "eliminate_dead_code",
+    .kind = PassKind::Transform,
+    .summary = "Removes the nodes none of whose outputs reach a graph output (subgraph captures count as uses), "
+               "in subgraphs too. Returns whether any were removed.",
+    .run = eliminate_dead_code,
+});
+}  // namespace
 
 }  // namespace onnx2fx

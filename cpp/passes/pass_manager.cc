@@ -9,6 +9,11 @@ PassManager& PassManager::add(std::string name, GraphPass pass) {
   return *this;
 }
 
+PassManager& PassManager::add(std::string_view name) {
+  const PassInfo& pass = registered_pass(name);
+  return add(std::string(pass.name), pass.run);
+}
+
 bool PassManager::run(Graph& graph) const {
   bool changed = false;
   for (const auto& [name, pass] : passes_) {

@@ -1,21 +1,21 @@
 // Runs graph passes in order, naming the failing pass in errors.
 #pragma once
 
-#include <functional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 #include "ir/ir.h"
+#include "passes/pass_registry.h"
 
 namespace onnx2fx {
-
-// A pass transforms or checks a graph and returns whether it changed it.
-using GraphPass = std::function<bool(Graph&)>;
 
 class PassManager {
  public:
   PassManager& add(std::string name, GraphPass pass);
+  // Adds the registered pass called `name` (std::out_of_range when there is none).
+  PassManager& add(std::string_view name);
 
   // Runs the passes in the order added; returns whether any changed the graph. An onnx2fx::Error
   // thrown by a pass is rethrown with the same type and "pass '<name>': " before its message.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "onnx/errors.h"
+#include "passes/pass_registry.h"
 #include "passes/value_uses.h"
 
 namespace onnx2fx {
@@ -86,5 +87,17 @@ bool topological_sort(Graph& graph) {
   graph.nodes = std::move(sorted);
   return true;
 }
+
+namespace {
+const PassRegistration registration({
+    .name = "topological_sort",
+    .method = "topological_sort",
+    .kind = PassKind::Transform,
+    .summary = "Orders the nodes (and, recursively, those of subgraphs) so that each follows the producers of "
+               "what it reads; a stable sort, so a valid order is kept. Returns whether any order changed; a "
+               "cycle raises GraphStructureError naming its nodes.",
+    .run = topological_sort,
+});
+}  // namespace
 
 }  // namespace onnx2fx

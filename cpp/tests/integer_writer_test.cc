@@ -10,6 +10,7 @@
 
 #include "ir/data_type.h"
 #include "onnx/model_reader.h"
+#include "onnx/schema.h"
 #include "passes/check_graph.h"
 #include "tests/check.h"
 #include "writer/integer_writer.h"
@@ -19,6 +20,7 @@
 namespace {
 
 using namespace onnx2fx;
+using namespace onnx2fx::onnx_schema;
 using namespace onnx2fx::test_models;
 namespace fs = std::filesystem;
 
@@ -26,25 +28,25 @@ namespace fs = std::filesystem;
 std::vector<std::byte> matmul_model(std::string_view last) {
   const float weights[] = {0.5f, -1.0f, 2.0f, 0.25f};
   wire::Writer tensor;
-  tensor.int64(1, 2);
-  tensor.int64(1, 2);
-  tensor.varint(2, 1);
-  tensor.string(8, "w");
-  tensor.string(9, std::string_view(reinterpret_cast<const char*>(weights), sizeof weights));
+  tensor.int64(TensorProto::dims, 2);
+  tensor.int64(TensorProto::dims, 2);
+  tensor.varint(TensorProto::data_type, 1);
+  tensor.string(TensorProto::name, "w");
+  tensor.string(TensorProto::raw_data, std::string_view(reinterpret_cast<const char*>(weights), sizeof weights));
   wire::Writer graph;
-  graph.message(1, node("MatMul", {"x", "w"}, "m"));
-  graph.message(1, node("Relu", {"m"}, last.empty() ? "y" : "r"));
-  if (!last.empty()) graph.message(1, node(last, {"r"}, "y"));
-  graph.string(2, "g");
-  graph.message(5, std::move(tensor));
-  graph.message(11, value_info("x"));
-  graph.message(12, value_info("y"));
+  graph.message(GraphProto::node, node("MatMul", {"x", "w"}, "m"));
+  graph.message(GraphProto::node, node("Relu", {"m"}, last.empty() ? "y" : "r"));
+  if (!last.empty()) graph.message(GraphProto::node, node(last, {"r"}, "y"));
+  graph.string(GraphProto::name, "g");
+  graph.message(GraphProto::initializer, std::move(tensor));
+  graph.message(GraphProto::input, value_info("x"));
+  graph.message(GraphProto::output, value_info("y"));
   wire::Writer opset;
-  opset.int64(2, 17);
+  opset.int64(OperatorSetIdProto::version, 17);
   wire::Writer model;
-  model.int64(1, 8);
-  model.message(7, std::move(graph));
-  model.message(8, std::move(opset));
+  model.int64(ModelProto::ir_version, 8);
+  model.message(ModelProto::graph, std::move(graph));
+  model.message(ModelProto::opset_import, std::move(opset));
   return model.to_bytes();
 }
 
@@ -58,13 +60,13 @@ struct Folder {
 // x: uint8 scale 0.02 zp 128; w: int8 per column, scales 0.02, 0.01; relu output y: uint8 scale 0.05 zp 0.
 QdqPlan plan(std::string_view output = "y") {
   QdqPlan plan;
-  plan.activations.push_back({"x", {0.02}, {128}, "uint8"});
-  plan.activations.push_back({std::string(output), {0.05}, {0}, "uint8"});
+  plan.activations.push_back({"x", {0.02}, {128}, QuantType::Uint8});
+  plan.activations.push_back({std::string(output), {0.05}, {0}, QuantType::Uint8});
   QdqWeight weight;
   weight.initializer = "w";
   weight.scale = {0.02, 0.01};
   weight.zero_point = {0, 0};
-  weight.dtype = "int8";
+  weight.dtype = QuantType::Int8;
   weight.axis = 1;
   plan.weights.push_back(weight);
   return plan;
@@ -111,7 +113,7 @@ void stops_at_an_op_without_integer_form() {
   Folder folder;
   write_file(folder.path / "model.onnx", matmul_model("Softmax"));
   QdqPlan softmax = plan("r");
-  softmax.activations.push_back({"y", {1.0 / 255}, {0}, "uint8"});
+  softmax.activations.push_back({"y", {1.0 / 255}, {0}, QuantType::Uint8});
   CHECK_THROWS(IntegerLoweringError,
                write_integer_model(folder.path / "model.onnx", folder.path / "out.onnx", softmax,
                                    IntegerFormat::FixedPoint, false),
@@ -124,7 +126,7 @@ void stops_at_an_op_without_integer_form() {
   const auto ops = op_types(*model->graph);
   CHECK(ops.size() == 14 && ops[10] == "DequantizeLinear" && ops[11] == "Softmax" && ops[12] == "QuantizeLinear");
   QdqPlan bad = plan();
-  bad.activations[0].dtype = "int16";
+  bad.activations[0].dtype = QuantType::Int16;
   CHECK_THROWS(QdqPlanError,
                write_integer_model(folder.path / "model.onnx", folder.path / "out2.onnx", bad,
                                    IntegerFormat::FixedPoint, false),

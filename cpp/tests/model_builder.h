@@ -10,24 +10,28 @@
 #include <vector>
 
 #include "ir/ir.h"
+#include "onnx/schema.h"
 #include "writer/wire_writer.h"
 
 namespace onnx2fx::test_models {
 
-// ValueInfoProto with only a name (field 1).
+using onnx_schema::NodeProto;
+using onnx_schema::ValueInfoProto;
+
+// ValueInfoProto with only a name.
 inline wire::Writer value_info(std::string_view name) {
   wire::Writer info;
-  info.string(1, name);
+  info.string(ValueInfoProto::name, name);
   return info;
 }
 
-// NodeProto: inputs (1), one output (2), op_type (4).
+// NodeProto with inputs, one output and an op_type.
 inline wire::Writer node(std::string_view op_type, std::initializer_list<std::string_view> inputs,
                          std::string_view output) {
   wire::Writer message;
-  for (std::string_view input : inputs) message.string(1, input);
-  message.string(2, output);
-  message.string(4, op_type);
+  for (std::string_view input : inputs) message.string(NodeProto::input, input);
+  message.string(NodeProto::output, output);
+  message.string(NodeProto::op_type, op_type);
   return message;
 }
 

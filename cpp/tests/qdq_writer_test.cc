@@ -10,6 +10,7 @@
 #include "ir/data_type.h"
 #include "onnx/errors.h"
 #include "onnx/model_reader.h"
+#include "onnx/schema.h"
 #include "passes/check_graph.h"
 #include "tests/check.h"
 #include "writer/qdq_writer.h"
@@ -19,6 +20,7 @@
 namespace {
 
 using namespace onnx2fx;
+using namespace onnx2fx::onnx_schema;
 using namespace onnx2fx::test_models;
 namespace fs = std::filesystem;
 
@@ -26,24 +28,24 @@ namespace fs = std::filesystem;
 std::vector<std::byte> mul_relu_model() {
   const float weights[] = {0.5f, -1.0f, 2.0f};
   wire::Writer tensor;
-  tensor.int64(1, 3);
-  tensor.varint(2, 1);
-  tensor.string(8, "w");
-  tensor.string(9, std::string_view(reinterpret_cast<const char*>(weights), sizeof weights));
+  tensor.int64(TensorProto::dims, 3);
+  tensor.varint(TensorProto::data_type, 1);
+  tensor.string(TensorProto::name, "w");
+  tensor.string(TensorProto::raw_data, std::string_view(reinterpret_cast<const char*>(weights), sizeof weights));
   wire::Writer graph;
-  graph.message(1, node("Mul", {"x", "w"}, "m"));
-  graph.message(1, node("Relu", {"m"}, "y"));
-  graph.string(2, "g");
-  graph.message(5, std::move(tensor));
-  graph.message(11, value_info("x"));
-  graph.message(12, value_info("y"));
+  graph.message(GraphProto::node, node("Mul", {"x", "w"}, "m"));
+  graph.message(GraphProto::node, node("Relu", {"m"}, "y"));
+  graph.string(GraphProto::name, "g");
+  graph.message(GraphProto::initializer, std::move(tensor));
+  graph.message(GraphProto::input, value_info("x"));
+  graph.message(GraphProto::output, value_info("y"));
   wire::Writer opset;
-  opset.int64(2, 11);
+  opset.int64(OperatorSetIdProto::version, 11);
   wire::Writer model;
-  model.int64(1, 6);
-  model.string(6, "keep me");
-  model.message(7, std::move(graph));
-  model.message(8, std::move(opset));
+  model.int64(ModelProto::ir_version, 6);
+  model.string(ModelProto::doc_string, "keep me");
+  model.message(ModelProto::graph, std::move(graph));
+  model.message(ModelProto::opset_import, std::move(opset));
   return model.to_bytes();
 }
 
@@ -62,12 +64,12 @@ const Tensor* initializer(const Graph& graph, std::string_view name) {
 
 QdqPlan mul_plan() {
   QdqPlan plan;
-  plan.activations.push_back({"m", {0.05}, {128}, "uint8"});
+  plan.activations.push_back({"m", {0.05}, {128}, QuantType::Uint8});
   QdqWeight weight;
   weight.initializer = "w";
   weight.scale = {0.01, 0.02, 0.03};
   weight.zero_point = {0, 0, 0};
-  weight.dtype = "int8";
+  weight.dtype = QuantType::Int8;
   weight.axis = 0;
   plan.weights.push_back(weight);
   return plan;
@@ -114,7 +116,7 @@ void keeps_graph_output_names() {
   Folder folder;
   write_file(folder.path / "model.onnx", mul_relu_model());
   QdqPlan plan;
-  plan.activations.push_back({"y", {0.1}, {-3}, "int4"});
+  plan.activations.push_back({"y", {0.1}, {-3}, QuantType::Int4});
   write_qdq_model(folder.path / "model.onnx", folder.path / "model.onnx", plan);  // in place
   const auto model = load_model(folder.path / "model.onnx");
   check_graph(*model->graph);
@@ -136,25 +138,23 @@ void rejects_bad_plans_without_writing() {
     write_qdq_model(folder.path / "model.onnx", folder.path / "out.onnx", plan);
   };
   QdqPlan plan;
-  plan.activations.push_back({"nowhere", {0.1}, {0}, "uint8"});
+  plan.activations.push_back({"nowhere", {0.1}, {0}, QuantType::Uint8});
   CHECK_THROWS(QdqPlanError, attempt(plan), "'nowhere' is not produced or consumed");
-  plan.activations[0] = {"m", {0.0}, {0}, "uint8"};
+  plan.activations[0] = {"m", {0.0}, {0}, QuantType::Uint8};
   CHECK_THROWS(QdqPlanError, attempt(plan), "activation 'm': scale 0 is not a finite float32 > 0");
-  plan.activations[0] = {"m", {0.1}, {256}, "uint8"};
+  plan.activations[0] = {"m", {0.1}, {256}, QuantType::Uint8};
   CHECK_THROWS(QdqPlanError, attempt(plan), "zero point 256 is outside the range of uint8 [0, 255]");
   plan = mul_plan();
   plan.weights[0].scale.pop_back();
   CHECK_THROWS(QdqPlanError, attempt(plan), "weight 'w': 2 scales given, expected 3");
   plan = mul_plan();
   const float values[] = {1, 2};
-  plan.weights[0].values = std::span<const float>(values);
-  plan.weights[0].values_shape = {2};
+  plan.weights[0].values = FloatValues{values, {2}, nullptr};
   CHECK_THROWS(QdqPlanError, attempt(plan), "weight 'w': values have shape [2] but the initializer has dims [3]");
   // Found by cpp/fuzz/qdq_writer_fuzzer.cc: a shape that matches but a span of another length was
   // written as raw_data of the wrong size, so the output did not read back.
   const float eight[] = {1, 2, 3, 4, 5, 6, 7, 8};
-  plan.weights[0].values = std::span<const float>(eight);
-  plan.weights[0].values_shape = {3};
+  plan.weights[0].values = FloatValues{eight, {3}, nullptr};
   CHECK_THROWS(QdqPlanError, attempt(plan), "weight 'w': values hold 8 floats but dims [3] need 3");
   CHECK(folder.entries() == 1);  // no output, no temporary file
   CHECK_THROWS(std::filesystem::filesystem_error,
@@ -167,7 +167,7 @@ void replaces_float_initializer_data() {
   write_file(folder.path / "model.onnx", mul_relu_model());
   QdqPlan plan;
   const float values[] = {4, 5, 6};
-  plan.floats.push_back({"w", std::span<const float>(values), {3}});
+  plan.floats.push_back({"w", {values, {3}, nullptr}});
   const QdqStats stats = write_qdq_model(folder.path / "model.onnx", folder.path / "out.onnx", plan);
   CHECK(stats.quantized_weights == 0 && stats.quantized_activations == 0);
   const auto model = load_model(folder.path / "out.onnx");
@@ -176,11 +176,11 @@ void replaces_float_initializer_data() {
   if (w && w->data.size() == sizeof(values)) CHECK(std::memcmp(w->data.data(), values, sizeof(values)) == 0);
   CHECK((op_types(*model->graph) == std::vector<std::string>{"Mul", "Relu"}));
 
-  plan.floats[0].values_shape = {1, 3};
+  plan.floats[0].values.shape = {1, 3};
   CHECK_THROWS(QdqPlanError, write_qdq_model(folder.path / "model.onnx", folder.path / "bad.onnx", plan),
                "float initializer 'w': values have shape [1, 3] but the initializer has dims [3]");
   plan = mul_plan();
-  plan.floats.push_back({"w", std::span<const float>(values), {3}});
+  plan.floats.push_back({"w", {values, {3}, nullptr}});
   CHECK_THROWS(QdqPlanError, write_qdq_model(folder.path / "model.onnx", folder.path / "bad.onnx", plan),
                "initializer 'w' appears more than once in the plan");
   CHECK(!fs::exists(folder.path / "bad.onnx"));

@@ -11,38 +11,40 @@
 #include <string>
 
 #include "onnx/model_reader.h"
+#include "onnx/schema.h"
 #include "tests/check.h"
 #include "writer/wire_writer.h"
 
 namespace {
 
 using namespace onnx2fx;
+using namespace onnx2fx::onnx_schema;
 namespace fs = std::filesystem;
 
 // Identity(w) with w = float32 [1, 2, 3, 4] in raw_data.
 std::vector<std::byte> model_bytes() {
   const float weights[] = {1, 2, 3, 4};
   wire::Writer tensor;
-  tensor.int64(1, 4);
-  tensor.varint(2, 1);
-  tensor.string(8, "w");
-  tensor.string(9, std::string_view(reinterpret_cast<const char*>(weights), sizeof weights));
+  tensor.int64(TensorProto::dims, 4);
+  tensor.varint(TensorProto::data_type, 1);
+  tensor.string(TensorProto::name, "w");
+  tensor.string(TensorProto::raw_data, std::string_view(reinterpret_cast<const char*>(weights), sizeof weights));
   wire::Writer node;
-  node.string(1, "w");
-  node.string(2, "y");
-  node.string(4, "Identity");
+  node.string(NodeProto::input, "w");
+  node.string(NodeProto::output, "y");
+  node.string(NodeProto::op_type, "Identity");
   wire::Writer output;
-  output.string(1, "y");
+  output.string(ValueInfoProto::name, "y");
   wire::Writer graph;
-  graph.message(1, std::move(node));
-  graph.message(5, std::move(tensor));
-  graph.message(12, std::move(output));
+  graph.message(GraphProto::node, std::move(node));
+  graph.message(GraphProto::initializer, std::move(tensor));
+  graph.message(GraphProto::output, std::move(output));
   wire::Writer opset;
-  opset.int64(2, 18);
+  opset.int64(OperatorSetIdProto::version, 18);
   wire::Writer model;
-  model.int64(1, 8);
-  model.message(7, std::move(graph));
-  model.message(8, std::move(opset));
+  model.int64(ModelProto::ir_version, 8);
+  model.message(ModelProto::graph, std::move(graph));
+  model.message(ModelProto::opset_import, std::move(opset));
   return model.to_bytes();
 }
 

@@ -37,9 +37,6 @@ constexpr std::int64_t kMinOpset = 13;  // integer Clip (12), per-axis Dequantiz
 constexpr int kMultiplierBits = 31;     // multipliers in [2^30, 2^31]: |int32 acc x multiplier| < 2^62
 constexpr std::uint64_t kMaxModelBytes = INT32_MAX;
 
-// AttributeProto.AttributeType
-constexpr std::int64_t kFloatAttribute = 1, kIntAttribute = 2;
-
 // Ops whose output is their first input's integers rearranged or selected: they run on uint8/int8
 // as they are and their output shares the input's encoding.
 const std::unordered_set<std::string_view> kDataMovement = {
@@ -53,7 +50,7 @@ const std::unordered_set<std::string_view> kTableOps = {"Sigmoid", "Tanh", "Hard
 struct Grid {
   float scale = 0;
   std::int64_t zero_point = 0;
-  const QuantType* type = nullptr;
+  const QuantTypeInfo* type = nullptr;
   bool same_as(const Grid& other) const {
     return scale == other.scale && zero_point == other.zero_point && type == other.type;
   }
@@ -67,17 +64,17 @@ struct IntegerValue {
 
 wire::Writer int_attribute(std::string_view name, std::int64_t value) {
   wire::Writer attribute;
-  attribute.string(1, name);
-  attribute.int64(3, value);
-  attribute.varint(20, kIntAttribute);
+  attribute.string(AttributeProto::name, name);
+  attribute.int64(AttributeProto::i, value);
+  attribute.varint(AttributeProto::type, static_cast<std::uint64_t>(AttributeType::Int));
   return attribute;
 }
 
 wire::Writer float_attribute(std::string_view name, float value) {
   wire::Writer attribute;
-  attribute.string(1, name);
-  attribute.float32(2, value);
-  attribute.varint(20, kFloatAttribute);
+  attribute.string(AttributeProto::name, name);
+  attribute.float32(AttributeProto::f, value);
+  attribute.varint(AttributeProto::type, static_cast<std::uint64_t>(AttributeType::Float));
   return attribute;
 }
 
@@ -168,19 +165,19 @@ class IntegerLowering {
     for (const Tensor& tensor : graph.initializers) by_offset.emplace(tensor.proto_offset, &tensor);
     Reader reader(file_.bytes(), file_.bytes().data(), kModelProto);
     while (reader.next()) {
-      if (reader.tag() != 7) {
+      if (reader.tag() != ModelProto::graph) {
         reader.skip();
         continue;
       }
       Reader body = reader.get_message(kGraphProto);
       std::size_t node_index = 0;
       while (body.next()) switch (body.tag()) {
-          case 1: {
+          case GraphProto::node: {
             Reader node = body.get_message(kNodeProto, node_index++);
             auto& views = attribute_views_.emplace_back();
             std::size_t attribute_index = 0;
             while (node.next()) {
-              if (node.tag() == 5) {
+              if (node.tag() == NodeProto::attribute) {
                 node.get_message(kAttributeProto, attribute_index++);
                 views.push_back(node.field_bytes());
               } else {
@@ -189,18 +186,21 @@ class IntegerLowering {
             }
             break;
           }
-          case 5: {
+          case GraphProto::initializer: {
             Reader tensor = body.get_message(kTensorProto);
             const auto offset = static_cast<std::int64_t>(tensor.offset_of(tensor.message_bytes().data()));
             if (const auto found = by_offset.find(offset); found != by_offset.end())
               initializer_fields_.emplace(found->second->name, body.field_bytes());
             break;
           }
-          case 2: case 10: case 11: case 12:  // name, doc_string, input, output
+          case GraphProto::name:
+          case GraphProto::doc_string:
+          case GraphProto::input:
+          case GraphProto::output:
             body.skip();
             graph_fields_.push_back(body.field_bytes());
             break;
-          case 15:
+          case GraphProto::sparse_initializer:
             throw IntegerLoweringError("sparse initializers are not supported by the integer writers");
           default: body.skip();
         }
@@ -213,9 +213,10 @@ class IntegerLowering {
     for (const QdqActivation& activation : plan.activations) {
       const std::string what = "activation '" + activation.tensor + "'";
       Grid grid;
-      grid.type = find_quant_type(activation.dtype);
-      if (!grid.type || grid.type->bits != 8)
-        throw QdqPlanError(what + ": the integer writers need 8-bit activations, got '" + activation.dtype + "'");
+      grid.type = &quant_type_info(activation.dtype);
+      if (grid.type->bits != 8)
+        throw QdqPlanError(what + ": the integer writers need 8-bit activations, got '" + std::string(grid.type->name) +
+                           "'");
       if (activation.scale.size() != 1 || activation.zero_point.size() != 1)
         throw QdqPlanError(what + ": activations need one scale and one zero point");
       grid.scale = static_cast<float>(activation.scale[0]);
@@ -230,27 +231,28 @@ class IntegerLowering {
     }
     for (const QdqWeight& weight : plan.weights) {
       const Tensor* tensor = float_initializer("weight", weight.initializer);
-      const QuantType* type = find_quant_type(weight.dtype);
-      if (!type || type->bits != 8)
+      const QuantTypeInfo& type = quant_type_info(weight.dtype);
+      if (type.bits != 8)
         throw QdqPlanError("weight '" + weight.initializer + "': the integer writers need 8-bit weights, got '" +
-                           weight.dtype + "'");
-      if (weight.values && weight.values_shape != tensor->dims)
-        throw QdqPlanError("weight '" + weight.initializer + "': values have shape " + format_list(weight.values_shape) +
-                           " but the initializer has dims " + format_list(tensor->dims));
+                           std::string(type.name) + "'");
+      if (weight.values && weight.values->shape != tensor->dims)
+        throw QdqPlanError("weight '" + weight.initializer + "': values have shape " +
+                           format_list(weight.values->shape) + " but the initializer has dims " +
+                           format_list(tensor->dims));
       weights_.emplace(weight.initializer, &weight);
     }
     for (const QdqBias& bias : plan.biases) {
       const Tensor* tensor = float_initializer("bias", bias.initializer);
-      if (bias.values && bias.values_shape != tensor->dims)
-        throw QdqPlanError("bias '" + bias.initializer + "': values have shape " + format_list(bias.values_shape) +
+      if (bias.values && bias.values->shape != tensor->dims)
+        throw QdqPlanError("bias '" + bias.initializer + "': values have shape " + format_list(bias.values->shape) +
                            " but the initializer has dims " + format_list(tensor->dims));
       biases_.emplace(bias.initializer, &bias);
     }
     for (const QdqFloat& replaced : plan.floats) {
       const Tensor* tensor = float_initializer("float", replaced.initializer);
-      if (replaced.values_shape != tensor->dims)
+      if (replaced.values.shape != tensor->dims)
         throw QdqPlanError("float initializer '" + replaced.initializer + "': values have shape " +
-                           format_list(replaced.values_shape) + " but the initializer has dims " +
+                           format_list(replaced.values.shape) + " but the initializer has dims " +
                            format_list(tensor->dims));
       floats_.emplace(replaced.initializer, &replaced);
     }
@@ -266,8 +268,8 @@ class IntegerLowering {
   }
 
   // The float values of an initializer (new ones from the plan, or its stored data), C order.
-  std::vector<float> float_values(const Tensor& tensor, const std::optional<std::span<const float>>& values) const {
-    if (values) return {values->begin(), values->end()};
+  std::vector<float> float_values(const Tensor& tensor, const std::optional<FloatValues>& values) const {
+    if (values) return {values->data.begin(), values->data.end()};
     std::vector<float> out(tensor.data.size() / sizeof(float));
     if (!out.empty()) std::memcpy(out.data(), tensor.data.data(), out.size() * sizeof(float));
     std::size_t count = 1;
@@ -293,14 +295,14 @@ class IntegerLowering {
             std::vector<wire::Writer> attributes = {}, std::string_view domain = "",
             std::span<const std::span<const std::byte>> attribute_views = {}, std::string name = "") {
     wire::Writer node;
-    for (const std::string& input : inputs) node.string(1, input);
-    for (const std::string& output : outputs) node.string(2, output);
-    node.string(3, name.empty() ? names_.fresh(outputs.front() + "_" + std::string(op)) : name);
-    node.string(4, op);
-    for (wire::Writer& attribute : attributes) node.message(5, std::move(attribute));
+    for (const std::string& input : inputs) node.string(NodeProto::input, input);
+    for (const std::string& output : outputs) node.string(NodeProto::output, output);
+    node.string(NodeProto::name, name.empty() ? names_.fresh(outputs.front() + "_" + std::string(op)) : name);
+    node.string(NodeProto::op_type, op);
+    for (wire::Writer& attribute : attributes) node.message(NodeProto::attribute, std::move(attribute));
     for (std::span<const std::byte> view : attribute_views) node.view(view);
     if (!domain.empty()) {
-      node.string(7, domain);
+      node.string(NodeProto::domain, domain);
       uses_microsoft_ |= domain == kMicrosoft;
     }
     nodes_.push_back(std::move(node));
@@ -326,7 +328,7 @@ class IntegerLowering {
     return constant(base + "_scale", DataType::Float, {}, std::move(bytes));
   }
 
-  std::string zero_point_constant(const std::string& base, const QuantType& type, std::int64_t zero_point) {
+  std::string zero_point_constant(const std::string& base, const QuantTypeInfo& type, std::int64_t zero_point) {
     return constant(base + "_zero_point", type.type, {}, {eight_bits(zero_point)});
   }
 
@@ -336,9 +338,9 @@ class IntegerLowering {
     if (!initializers_.contains(name) || !copied_.insert(name).second) return;
     const Tensor& tensor = *initializers_.at(name);
     if (const auto found = floats_.find(name); found != floats_.end()) {
-      initializers_out_.push_back(tensor_message(name, DataType::Float, tensor.dims,
-                                                 std::vector<std::byte>(std::as_bytes(found->second->values).begin(),
-                                                                        std::as_bytes(found->second->values).end())));
+      const std::span<const std::byte> bytes = std::as_bytes(found->second->values.data);
+      initializers_out_.push_back(
+          tensor_message(name, DataType::Float, tensor.dims, std::vector<std::byte>(bytes.begin(), bytes.end())));
       return;
     }
     if (tensor.is_external())
@@ -551,7 +553,7 @@ class IntegerLowering {
     if (weight.scale.size() != 1 && weight.scale.size() != channels)
       throw QdqPlanError("weight '" + weight.initializer + "': " + std::to_string(weight.scale.size()) +
                          " scales for " + std::to_string(channels) + " channels");
-    const QuantType& w_type = *find_quant_type(weight.dtype);
+    const QuantTypeInfo& w_type = quant_type_info(weight.dtype);
     std::vector<float> w_scales;
     for (double scale : weight.scale) w_scales.push_back(static_cast<float>(scale));
     const auto w_scale = [&](std::size_t c) { return w_scales[w_scales.size() == 1 ? 0 : c]; };
@@ -603,7 +605,7 @@ class IntegerLowering {
 
     // Fixed point: the op stores unsigned weights offset by 128 when they are signed and
     // symmetric, which every onnxruntime build runs (ConvInteger has only u8 x u8 kernels).
-    const QuantType& u8 = *find_quant_type("uint8");
+    const QuantTypeInfo& u8 = quant_type_info(QuantType::Uint8);
     const bool offset = w_type.min < 0;
     for (std::size_t c = 0; c < channels; ++c)
       if (offset && w_zero(c) != 0) unsupported(node, "signed weights with a zero point other than 0");
@@ -628,7 +630,7 @@ class IntegerLowering {
     std::string sum = acc;
     if (bias) {
       std::vector<std::byte> b_bytes(channels * 4);
-      for (std::size_t c = 0; c < channels; ++c) store(kInt32, b_bytes.data(), c, bias_int[c]);
+      for (std::size_t c = 0; c < channels; ++c) store(kInt32Info, b_bytes.data(), c, bias_int[c]);
       const std::string b_name = constant(bias->initializer + "_int32", DataType::Int32, channel_dims, std::move(b_bytes));
       sum = names_.fresh(base + "_biased");
       emit("Add", {acc, b_name}, {sum});
@@ -901,7 +903,7 @@ class IntegerLowering {
       count *= k;
       dims.push_back(k);
     }
-    const QuantType& u8 = *find_quant_type("uint8");
+    const QuantTypeInfo& u8 = quant_type_info(QuantType::Uint8);
     const std::string ones = constant(base + "_ones", DataType::Uint8, dims,
                                       std::vector<std::byte>(static_cast<std::size_t>(channels * count), std::byte{1}));
     std::vector<wire::Writer> attributes;
@@ -1040,7 +1042,7 @@ class IntegerLowering {
     emit("Cast", {x.name}, {index}, vec(int_attribute("to", static_cast<std::int64_t>(DataType::Int32))));
     if (x.grid.type->min != 0) {
       std::vector<std::byte> offset(4);
-      store(kInt32, offset.data(), 0, -x.grid.type->min);
+      store(kInt32Info, offset.data(), 0, -x.grid.type->min);
       const std::string shifted = names_.fresh(base + "_index_offset");
       emit("Add", {index, constant(base + "_offset", DataType::Int32, {}, std::move(offset))}, {shifted});
       index = shifted;
@@ -1052,7 +1054,7 @@ class IntegerLowering {
 
   // QLinearConv / QLinearMatMul / com.microsoft QGemm with the weight as stored integers.
   void lower_qlinear(const Node& node, std::size_t index, const IntegerValue& x, const QdqWeight& weight,
-                     const QuantType& w_type, const std::vector<std::int64_t>& w_dims,
+                     const QuantTypeInfo& w_type, const std::vector<std::int64_t>& w_dims,
                      const std::vector<std::int64_t>& w_int, const std::vector<std::int64_t>& bias_int, const Tail& tail,
                      const Grid& y, const std::string& base, std::size_t channels) {
     std::vector<std::byte> w_bytes(w_int.size());
@@ -1072,7 +1074,7 @@ class IntegerLowering {
     std::string b_name;
     if (!bias_int.empty()) {
       std::vector<std::byte> b_bytes(channels * 4);
-      for (std::size_t c = 0; c < channels; ++c) store(kInt32, b_bytes.data(), c, bias_int[c]);
+      for (std::size_t c = 0; c < channels; ++c) store(kInt32Info, b_bytes.data(), c, bias_int[c]);
       b_name = constant(base + "_bias", DataType::Int32, {static_cast<std::int64_t>(channels)}, std::move(b_bytes));
     }
     const std::string x_scale = scale_constant(base + "_x", x.grid.scale);
@@ -1117,13 +1119,13 @@ class IntegerLowering {
     wire::Writer out;
     bool saw_microsoft = false;
     while (reader.next()) switch (reader.tag()) {
-        case 1: reader.skip(); break;  // ir_version, written below
-        case 7: reader.skip(); break;  // the graph, written below
-        case 8: {
+        case ModelProto::ir_version: reader.skip(); break;  // ir_version, written below
+        case ModelProto::graph: reader.skip(); break;  // the graph, written below
+        case ModelProto::opset_import: {
           std::string domain;
           Reader entry = reader.get_message(kOperatorSetIdProto);
           while (entry.next()) {
-            if (entry.tag() == 1)
+            if (entry.tag() == OperatorSetIdProto::domain)
               domain = entry.get_string();
             else
               entry.skip();
@@ -1133,11 +1135,11 @@ class IntegerLowering {
           out.view(reader.field_bytes());
           break;
         }
-        case 14: {
+        case ModelProto::metadata_props: {
           std::string key;
           Reader entry = reader.get_message(kStringStringEntryProto);
           while (entry.next()) {
-            if (entry.tag() == 1)
+            if (entry.tag() == StringStringEntryProto::key)
               key = entry.get_string();
             else
               entry.skip();
@@ -1149,31 +1151,31 @@ class IntegerLowering {
           reader.skip();
           out.view(reader.field_bytes());
       }
-    out.int64(1, std::max(model_.ir_version, min_ir_version(opset)));
+    out.int64(ModelProto::ir_version, std::max(model_.ir_version, min_ir_version(opset)));
     wire::Writer default_opset;
-    default_opset.string(1, "");
-    default_opset.int64(2, opset);
-    out.message(8, std::move(default_opset));
+    default_opset.string(OperatorSetIdProto::domain, "");
+    default_opset.int64(OperatorSetIdProto::version, opset);
+    out.message(ModelProto::opset_import, std::move(default_opset));
     if (uses_microsoft_ && !saw_microsoft) {
       wire::Writer microsoft;
-      microsoft.string(1, kMicrosoft);
-      microsoft.int64(2, 1);
-      out.message(8, std::move(microsoft));
+      microsoft.string(OperatorSetIdProto::domain, kMicrosoft);
+      microsoft.int64(OperatorSetIdProto::version, 1);
+      out.message(ModelProto::opset_import, std::move(microsoft));
     }
     wire::Writer graph;
-    for (wire::Writer& node : nodes_) graph.message(1, std::move(node));
+    for (wire::Writer& node : nodes_) graph.message(GraphProto::node, std::move(node));
     for (std::size_t i = 0; i < initializers_out_.size(); ++i) {
       if (raw_initializer_fields_.contains(i))
         graph.append(std::move(initializers_out_[i]));  // a whole field of the source
       else
-        graph.message(5, std::move(initializers_out_[i]));
+        graph.message(GraphProto::initializer, std::move(initializers_out_[i]));
     }
     for (std::span<const std::byte> field : graph_fields_) graph.view(field);
-    out.message(7, std::move(graph));
+    out.message(ModelProto::graph, std::move(graph));
     wire::Writer entry;
-    entry.string(1, kMetadataKey);
-    entry.string(2, format_ == IntegerFormat::FixedPoint ? "fixed-point" : "qoperator");
-    out.message(14, std::move(entry));
+    entry.string(StringStringEntryProto::key, kMetadataKey);
+    entry.string(StringStringEntryProto::value, format_ == IntegerFormat::FixedPoint ? "fixed-point" : "qoperator");
+    out.message(ModelProto::metadata_props, std::move(entry));
     return out;
   }
 

@@ -20,11 +20,11 @@
 
 #include <cstdint>
 #include <filesystem>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
-#include "writer/qdq_writer.h"
+#include "onnx/errors.h"
+#include "writer/qdq_plan.h"
 
 namespace onnx2fx {
 
@@ -47,15 +47,9 @@ struct IntegerStats {
   std::uint64_t bytes_written = 0;
 };
 
-// A node that has no integer form in the requested format (or whose operands are not quantized).
-class IntegerLoweringError : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
-};
-
 // Writes the integer model to `output` (atomically). Throws QdqPlanError for a plan that does not
-// fit the model, IntegerLoweringError naming the first node that cannot be lowered, and the
-// reader's and output errors as write_qdq_model does.
+// fit the model, IntegerLoweringError naming the first node that cannot be lowered (both in
+// onnx/errors.h), and the reader's and output errors as write_qdq_model does.
 IntegerStats write_integer_model(const std::filesystem::path& source, const std::filesystem::path& output,
                                  const QdqPlan& plan, IntegerFormat format, bool allow_float_islands);
 

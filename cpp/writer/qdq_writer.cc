@@ -42,7 +42,6 @@ using namespace quant_writer;
 constexpr std::string_view kMetadataKey = "onnx2fx.quantized";
 constexpr std::string_view kMetadataValue = "qdq";
 constexpr std::uint64_t kMaxModelBytes = INT32_MAX;  // protobuf refuses larger messages
-constexpr std::int64_t kAttributeTypeInt = 2;
 
 // --- external data -------------------------------------------------------------------------------
 
@@ -113,7 +112,7 @@ class ExternalTensors {
 
 struct ActivationEntry {
   std::string tensor;
-  const QuantType* type = nullptr;
+  const QuantTypeInfo* type = nullptr;
   float scale = 0;
   std::int64_t zero_point = 0;
   bool has_producer = false;
@@ -127,7 +126,7 @@ struct ActivationEntry {
 struct InitializerEntry {
   std::string_view kind;  // "weight" or "bias", for messages
   const Tensor* tensor = nullptr;
-  const QuantType* type = nullptr;
+  const QuantTypeInfo* type = nullptr;
   std::vector<float> scales;
   std::vector<std::int64_t> zero_points;
   std::optional<std::int64_t> axis;  // normalized
@@ -143,7 +142,7 @@ struct FloatEntry {
 
 // saturate(round_half_to_even(x / scale) + zero_point), in float32 as QuantizeLinear computes it.
 std::vector<std::byte> quantize(const InitializerEntry& entry) {
-  const QuantType& type = *entry.type;
+  const QuantTypeInfo& type = *entry.type;
   const std::size_t count = entry.values.size() / sizeof(float);
   const std::size_t channels = entry.scales.size();
   std::size_t inner = 1;  // elements per step along the axis
@@ -172,16 +171,16 @@ std::vector<std::byte> quantize(const InitializerEntry& entry) {
 wire::Writer node_message(std::string_view name, std::string_view op_type, std::initializer_list<std::string_view> inputs,
                           std::string_view output, std::optional<std::int64_t> axis) {
   wire::Writer node;
-  for (std::string_view input : inputs) node.string(1, input);
-  node.string(2, output);
-  node.string(3, name);
-  node.string(4, op_type);
+  for (std::string_view input : inputs) node.string(NodeProto::input, input);
+  node.string(NodeProto::output, output);
+  node.string(NodeProto::name, name);
+  node.string(NodeProto::op_type, op_type);
   if (axis) {
     wire::Writer attribute;
-    attribute.string(1, "axis");
-    attribute.int64(3, *axis);
-    attribute.varint(20, kAttributeTypeInt);
-    node.message(5, std::move(attribute));
+    attribute.string(AttributeProto::name, "axis");
+    attribute.int64(AttributeProto::i, *axis);
+    attribute.varint(AttributeProto::type, static_cast<std::uint64_t>(AttributeType::Int));
+    node.message(NodeProto::attribute, std::move(attribute));
   }
   return node;
 }
@@ -197,9 +196,9 @@ struct MessageBuilder {
   // The field `reader` just read or skipped, unchanged.
   void keep(const Reader& reader) { out.view(reader.field_bytes()); }
   // The message field `reader` just read: rewritten as `body`, or unchanged when `body` is empty.
-  void put(std::uint32_t field, const Reader& reader, std::optional<wire::Writer> body) {
+  void put(const Reader& reader, std::optional<wire::Writer> body) {
     if (!body) return keep(reader);
-    out.message(field, std::move(*body));
+    out.message(reader.tag(), std::move(*body));
     changed = true;
   }
   std::optional<wire::Writer> result() {
@@ -220,25 +219,27 @@ class QdqRewriter {
     wire::Writer out;
     bool saw_ir_version = false, saw_default_opset = false;
     while (reader.next()) switch (reader.tag()) {
-        case 1:
+        case ModelProto::ir_version:
           saw_ir_version = true;
           if (reader.get_int64() < target_ir_version_)
-            out.int64(1, target_ir_version_);
+            out.int64(ModelProto::ir_version, target_ir_version_);
           else
             out.view(reader.field_bytes());
           break;
-        case 7: out.message(7, rewrite_main_graph(reader.get_message(kGraphProto))); break;
-        case 8: {
+        case ModelProto::graph:
+          out.message(ModelProto::graph, rewrite_main_graph(reader.get_message(kGraphProto)));
+          break;
+        case ModelProto::opset_import: {
           MessageBuilder builder;
-          builder.put(8, reader, rewrite_opset(reader.get_message(kOperatorSetIdProto), saw_default_opset));
+          builder.put(reader, rewrite_opset(reader.get_message(kOperatorSetIdProto), saw_default_opset));
           out.append(std::move(builder.out));
           break;
         }
-        case 14: {
+        case ModelProto::metadata_props: {
           std::string key;
           Reader entry = reader.get_message(kStringStringEntryProto);
           while (entry.next()) {
-            if (entry.tag() == 1)
+            if (entry.tag() == StringStringEntryProto::key)
               key = entry.get_string();
             else
               entry.skip();
@@ -246,10 +247,10 @@ class QdqRewriter {
           if (key != kMetadataKey) out.view(reader.field_bytes());  // an older entry is replaced below
           break;
         }
-        case 25: {
+        case ModelProto::functions: {
           Reader function = reader.get_message(kFunctionProto);
           MessageBuilder builder;
-          builder.put(25, reader, rewrite_function(function));
+          builder.put(reader, rewrite_function(function));
           out.append(std::move(builder.out));
           break;
         }
@@ -257,12 +258,13 @@ class QdqRewriter {
           reader.skip();
           out.view(reader.field_bytes());
       }
-    if (!saw_ir_version && target_ir_version_ > 0) out.int64(1, target_ir_version_);
-    if (!saw_default_opset && target_opset_ > 0) out.message(8, opset_message("", target_opset_));
+    if (!saw_ir_version && target_ir_version_ > 0) out.int64(ModelProto::ir_version, target_ir_version_);
+    if (!saw_default_opset && target_opset_ > 0)
+      out.message(ModelProto::opset_import, opset_message("", target_opset_));
     wire::Writer entry;
-    entry.string(1, kMetadataKey);
-    entry.string(2, kMetadataValue);
-    out.message(14, std::move(entry));
+    entry.string(StringStringEntryProto::key, kMetadataKey);
+    entry.string(StringStringEntryProto::value, kMetadataValue);
+    out.message(ModelProto::metadata_props, std::move(entry));
     return out;
   }
 
@@ -292,9 +294,6 @@ class QdqRewriter {
     for (const ValueInfo& info : graph.inputs) inputs.insert(info.name);
     for (const ValueInfo& info : graph.outputs) outputs.insert(info.name);
 
-    std::int64_t required_opset = 0;
-    const auto require_opset = [&](std::int64_t opset) { required_opset = std::max(required_opset, opset); };
-
     // Weights and biases first: activations may not name them.
     std::unordered_set<std::string_view> quantized_initializers;
     const auto check_initializer = [&](std::string_view kind, const std::string& name) -> const Tensor* {
@@ -319,28 +318,21 @@ class QdqRewriter {
       entry.kind = "weight";
       entry.tensor = check_initializer("weight", weight.initializer);
       const std::string what = "weight '" + weight.initializer + "'";
-      entry.type = find_quant_type(weight.dtype);
-      if (!entry.type)
-        throw QdqPlanError(what + ": unknown dtype '" + weight.dtype +
-                           "' (expected uint8, int8, uint16, int16, uint4 or int4)");
+      entry.type = &quant_type_info(weight.dtype);
       fill_scales(entry, what, weight.scale, weight.zero_point, weight.axis);
-      entry.values = weight.values ? replacement(what, *entry.tensor, *weight.values, weight.values_shape)
+      entry.values = weight.values ? replacement(what, *entry.tensor, *weight.values)
                                    : std::as_bytes(std::span(entry.tensor->data));
-      require_opset(entry.type->min_opset);
-      if (entry.axis) require_opset(13);
       initializers_.push_back(std::move(entry));
     }
     for (const QdqBias& bias : plan.biases) {
       InitializerEntry entry;
       entry.kind = "bias";
       entry.tensor = check_initializer("bias", bias.initializer);
-      entry.type = &kInt32;
+      entry.type = &kInt32Info;
       const std::string what = "bias '" + bias.initializer + "'";
       fill_scales(entry, what, bias.scale, std::vector<std::int64_t>(bias.scale.size(), 0), bias.axis);
-      entry.values = bias.values ? replacement(what, *entry.tensor, *bias.values, bias.values_shape)
+      entry.values = bias.values ? replacement(what, *entry.tensor, *bias.values)
                                  : std::as_bytes(std::span(entry.tensor->data));
-      require_opset(kInt32.min_opset);
-      if (entry.axis) require_opset(13);
       initializers_.push_back(std::move(entry));
     }
 
@@ -373,18 +365,14 @@ class QdqRewriter {
 
       ActivationEntry entry;
       entry.tensor = name;
-      entry.type = find_quant_type(activation.dtype);
+      entry.type = &quant_type_info(activation.dtype);
       entry.has_producer = has_producer;
-      if (!entry.type)
-        throw QdqPlanError(what + ": unknown dtype '" + activation.dtype +
-                           "' (expected uint8, int8, uint16, int16, uint4 or int4)");
       if (activation.scale.size() != 1 || activation.zero_point.size() != 1)
         throw QdqPlanError(what + ": activations are quantized per tensor and need one scale and one zero point, got " +
                            std::to_string(activation.scale.size()) + " and " +
                            std::to_string(activation.zero_point.size()));
       entry.scale = check_scale(what, activation.scale[0]);
       entry.zero_point = check_zero_point(what, *entry.type, activation.zero_point[0]);
-      require_opset(entry.type->min_opset);
 
       entry.quantized = names_.fresh(name + "_quantized");
       entry.scale_name = names_.fresh(name + "_scale");
@@ -410,8 +398,7 @@ class QdqRewriter {
     for (const QdqFloat& replaced : plan.floats) {
       FloatEntry& entry = floats_.emplace_back();
       entry.tensor = check_initializer("float", replaced.initializer);
-      entry.values = replacement("float initializer '" + replaced.initializer + "'", *entry.tensor, replaced.values,
-                                 replaced.values_shape);
+      entry.values = replacement("float initializer '" + replaced.initializer + "'", *entry.tensor, replaced.values);
       float_by_offset_.emplace(entry.tensor->proto_offset, &entry);
     }
 
@@ -428,22 +415,22 @@ class QdqRewriter {
     std::int64_t current_opset = 0;
     for (const OperatorSetId& opset : model_.opset_imports)
       if (is_default_domain(opset.domain)) current_opset = std::max(current_opset, opset.version);
-    target_opset_ = std::max(plan.min_opset, required_opset);
+    target_opset_ = required_opset(plan);
     if (target_opset_ > 0)
       target_ir_version_ = std::max(model_.ir_version, min_ir_version(std::max(target_opset_, current_opset)));
   }
 
   // New float values for `tensor`, which must have its shape.
   static std::span<const std::byte> replacement(const std::string& what, const Tensor& tensor,
-                                                std::span<const float> values, const std::vector<std::int64_t>& shape) {
-    if (shape != tensor.dims)
-      throw QdqPlanError(what + ": values have shape " + format_list(shape) + " but the initializer has dims " +
+                                                const FloatValues& values) {
+    if (values.shape != tensor.dims)
+      throw QdqPlanError(what + ": values have shape " + format_list(values.shape) + " but the initializer has dims " +
                          format_list(tensor.dims));
     // The shape is the caller's claim about `values`; the count is what the span holds.
-    if (values.size() != tensor.data.size() / sizeof(float))
-      throw QdqPlanError(what + ": values hold " + std::to_string(values.size()) + " floats but dims " +
+    if (values.data.size() != tensor.data.size() / sizeof(float))
+      throw QdqPlanError(what + ": values hold " + std::to_string(values.data.size()) + " floats but dims " +
                          format_list(tensor.dims) + " need " + std::to_string(tensor.data.size() / sizeof(float)));
-    return std::as_bytes(values);
+    return std::as_bytes(values.data);
   }
 
   static float check_scale(const std::string& what, double scale) {
@@ -452,7 +439,7 @@ class QdqRewriter {
     return static_cast<float>(scale);
   }
 
-  static std::int64_t check_zero_point(const std::string& what, const QuantType& type, std::int64_t zero_point) {
+  static std::int64_t check_zero_point(const std::string& what, const QuantTypeInfo& type, std::int64_t zero_point) {
     if (zero_point < type.min || zero_point > type.max)
       throw QdqPlanError(what + ": zero point " + std::to_string(zero_point) + " is outside the range of " +
                          std::string(type.name) + " [" + std::to_string(type.min) + ", " + std::to_string(type.max) +
@@ -490,13 +477,13 @@ class QdqRewriter {
     const bool first = !main_graph_seen_;  // a graph field given twice is merged by readers
     main_graph_seen_ = true;
     while (reader.next()) switch (reader.tag()) {
-        case 1: {
+        case GraphProto::node: {
           if (!prologue_written_) write_prologue(out);
           const std::size_t index = main_node_index_++;
           const Node& node = *model_.graph->nodes.at(index);  // the IR keeps file order
           if (needs_rewrite(node)) {
             MessageBuilder builder;
-            builder.put(1, reader, rewrite_node(reader.get_message(kNodeProto, index), consumer_renames_, &output_renames_));
+            builder.put(reader, rewrite_node(reader.get_message(kNodeProto, index), consumer_renames_, &output_renames_));
             out.append(std::move(builder.out));
           } else {
             reader.skip();
@@ -507,22 +494,22 @@ class QdqRewriter {
               write_qdq_nodes(out, *found->second);
           break;
         }
-        case 5: {
+        case GraphProto::initializer: {
           Reader tensor = reader.get_message(kTensorProto);
           const auto offset = static_cast<std::int64_t>(tensor.offset_of(tensor.message_bytes().data()));
           MessageBuilder builder;
           if (const auto found = by_offset_.find(offset); found != by_offset_.end())
-            builder.put(5, reader, rewrite_quantized_initializer(tensor, *found->second));
+            builder.put(reader, rewrite_quantized_initializer(tensor, *found->second));
           else if (const auto replaced = float_by_offset_.find(offset); replaced != float_by_offset_.end())
-            builder.put(5, reader, rewrite_float_initializer(tensor, *replaced->second));
+            builder.put(reader, rewrite_float_initializer(tensor, *replaced->second));
           else
-            builder.put(5, reader, rewrite_tensor(std::move(tensor)));
+            builder.put(reader, rewrite_tensor(std::move(tensor)));
           out.append(std::move(builder.out));
           break;
         }
-        case 15: {
+        case GraphProto::sparse_initializer: {
           MessageBuilder builder;
-          builder.put(15, reader, rewrite_sparse_tensor(reader.get_message(kSparseTensorProto)));
+          builder.put(reader, rewrite_sparse_tensor(reader.get_message(kSparseTensorProto)));
           out.append(std::move(builder.out));
           break;
         }
@@ -550,7 +537,7 @@ class QdqRewriter {
   void write_prologue(wire::Writer& out) {
     prologue_written_ = true;
     for (const InitializerEntry& entry : initializers_)
-      out.message(1, node_message(entry.dequantize_node, "DequantizeLinear",
+      out.message(GraphProto::node, node_message(entry.dequantize_node, "DequantizeLinear",
                                   {entry.quantized, entry.scale_name, entry.zero_point_name}, entry.tensor->name,
                                   entry.axis));
     for (const ActivationEntry& entry : activations_)
@@ -558,25 +545,27 @@ class QdqRewriter {
   }
 
   void write_qdq_nodes(wire::Writer& out, const ActivationEntry& entry) {
-    out.message(1, node_message(entry.quantize_node, "QuantizeLinear",
+    out.message(GraphProto::node, node_message(entry.quantize_node, "QuantizeLinear",
                                 {entry.source, entry.scale_name, entry.zero_point_name}, entry.quantized,
                                 std::nullopt));
-    out.message(1, node_message(entry.dequantize_node, "DequantizeLinear",
+    out.message(GraphProto::node, node_message(entry.dequantize_node, "DequantizeLinear",
                                 {entry.quantized, entry.scale_name, entry.zero_point_name}, entry.dequantized,
                                 std::nullopt));
   }
 
   void write_new_initializers(wire::Writer& out) {
     for (const ActivationEntry& entry : activations_) {
-      out.message(5, tensor_message(entry.scale_name, DataType::Float, {}, encode_floats({entry.scale})));
-      out.message(5, tensor_message(entry.zero_point_name, entry.type->type, {},
+      out.message(GraphProto::initializer,
+                  tensor_message(entry.scale_name, DataType::Float, {}, encode_floats({entry.scale})));
+      out.message(GraphProto::initializer, tensor_message(entry.zero_point_name, entry.type->type, {},
                                     encode_integers(*entry.type, {entry.zero_point})));
     }
     for (const InitializerEntry& entry : initializers_) {
       std::vector<std::int64_t> dims;
       if (entry.axis) dims.push_back(static_cast<std::int64_t>(entry.scales.size()));
-      out.message(5, tensor_message(entry.scale_name, DataType::Float, dims, encode_floats(entry.scales)));
-      out.message(5, tensor_message(entry.zero_point_name, entry.type->type, dims,
+      out.message(GraphProto::initializer,
+                  tensor_message(entry.scale_name, DataType::Float, dims, encode_floats(entry.scales)));
+      out.message(GraphProto::initializer, tensor_message(entry.zero_point_name, entry.type->type, dims,
                                     encode_integers(*entry.type, entry.zero_points)));
     }
   }
@@ -586,7 +575,8 @@ class QdqRewriter {
     wire::Writer out = tensor_message(entry.quantized, entry.type->type, entry.tensor->dims, quantize(entry));
     while (reader.next()) {
       reader.skip();
-      if (reader.tag() == 12 || reader.tag() == 16) out.view(reader.field_bytes());
+      if (reader.tag() == TensorProto::doc_string || reader.tag() == TensorProto::metadata_props)
+        out.view(reader.field_bytes());
     }
     return std::optional<wire::Writer>(std::move(out));
   }
@@ -598,7 +588,8 @@ class QdqRewriter {
                                       std::vector<std::byte>(values.begin(), values.end()));
     while (reader.next()) {
       reader.skip();
-      if (reader.tag() == 12 || reader.tag() == 16) out.view(reader.field_bytes());
+      if (reader.tag() == TensorProto::doc_string || reader.tag() == TensorProto::metadata_props)
+        out.view(reader.field_bytes());
     }
     return std::optional<wire::Writer>(std::move(out));
   }
@@ -611,10 +602,10 @@ class QdqRewriter {
     MessageBuilder builder;
     std::size_t attribute_index = 0;
     while (reader.next()) switch (reader.tag()) {
-        case 1:
-        case 2: {
+        case NodeProto::input:
+        case NodeProto::output: {
           const std::uint32_t field = reader.tag();
-          const Renames* renames = field == 1 ? &inputs : outputs;
+          const Renames* renames = field == NodeProto::input ? &inputs : outputs;
           const std::string name = reader.get_string();
           const auto found = renames ? renames->find(name) : Renames::const_iterator{};
           if (renames && found != renames->end()) {
@@ -625,8 +616,8 @@ class QdqRewriter {
           }
           break;
         }
-        case 5:
-          builder.put(5, reader, rewrite_attribute(reader.get_message(kAttributeProto, attribute_index++), inputs));
+        case NodeProto::attribute:
+          builder.put(reader, rewrite_attribute(reader.get_message(kAttributeProto, attribute_index++), inputs));
           break;
         default:
           reader.skip();
@@ -638,12 +629,18 @@ class QdqRewriter {
   std::optional<wire::Writer> rewrite_attribute(Reader&& reader, const Renames& renames) {
     MessageBuilder builder;
     while (reader.next()) switch (reader.tag()) {
-        case 5: builder.put(5, reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
-        case 6: builder.put(6, reader, rewrite_subgraph(reader.get_message(kGraphProto), renames)); break;
-        case 10: builder.put(10, reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
-        case 11: builder.put(11, reader, rewrite_subgraph(reader.get_message(kGraphProto), renames)); break;
-        case 22: builder.put(22, reader, rewrite_sparse_tensor(reader.get_message(kSparseTensorProto))); break;
-        case 23: builder.put(23, reader, rewrite_sparse_tensor(reader.get_message(kSparseTensorProto))); break;
+        case AttributeProto::t: builder.put(reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
+        case AttributeProto::g: builder.put(reader, rewrite_subgraph(reader.get_message(kGraphProto), renames)); break;
+        case AttributeProto::tensors: builder.put(reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
+        case AttributeProto::graphs:
+          builder.put(reader, rewrite_subgraph(reader.get_message(kGraphProto), renames));
+          break;
+        case AttributeProto::sparse_tensor:
+          builder.put(reader, rewrite_sparse_tensor(reader.get_message(kSparseTensorProto)));
+          break;
+        case AttributeProto::sparse_tensors:
+          builder.put(reader, rewrite_sparse_tensor(reader.get_message(kSparseTensorProto)));
+          break;
         default:
           reader.skip();
           builder.keep(reader);
@@ -668,10 +665,16 @@ class QdqRewriter {
     MessageBuilder builder;
     std::size_t node_index = 0;
     while (reader.next()) switch (reader.tag()) {
-        case 1: builder.put(1, reader, rewrite_node(reader.get_message(kNodeProto, node_index++), *renames, nullptr)); break;
-        case 5: builder.put(5, reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
-        case 12: builder.put(12, reader, rewrite_value_info(reader.get_message(kValueInfoProto), *renames)); break;
-        case 15: builder.put(15, reader, rewrite_sparse_tensor(reader.get_message(kSparseTensorProto))); break;
+        case GraphProto::node:
+          builder.put(reader, rewrite_node(reader.get_message(kNodeProto, node_index++), *renames, nullptr));
+          break;
+        case GraphProto::initializer: builder.put(reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
+        case GraphProto::output:
+          builder.put(reader, rewrite_value_info(reader.get_message(kValueInfoProto), *renames));
+          break;
+        case GraphProto::sparse_initializer:
+          builder.put(reader, rewrite_sparse_tensor(reader.get_message(kSparseTensorProto)));
+          break;
         default:
           reader.skip();
           builder.keep(reader);
@@ -692,14 +695,14 @@ class QdqRewriter {
       }
     };
     while (reader.next()) switch (reader.tag()) {
-        case 1: read_name(reader.get_message(kNodeProto), 2); break;
-        case 5: read_name(reader.get_message(kTensorProto), 8); break;
-        case 11: read_name(reader.get_message(kValueInfoProto), 1); break;
-        case 15: {
+        case GraphProto::node: read_name(reader.get_message(kNodeProto), NodeProto::output); break;
+        case GraphProto::initializer: read_name(reader.get_message(kTensorProto), TensorProto::name); break;
+        case GraphProto::input: read_name(reader.get_message(kValueInfoProto), ValueInfoProto::name); break;
+        case GraphProto::sparse_initializer: {
           Reader sparse = reader.get_message(kSparseTensorProto);
           while (sparse.next()) {
-            if (sparse.tag() == 1)
-              read_name(sparse.get_message(kTensorProto), 8);
+            if (sparse.tag() == SparseTensorProto::values)
+              read_name(sparse.get_message(kTensorProto), TensorProto::name);
             else
               sparse.skip();
           }
@@ -714,10 +717,10 @@ class QdqRewriter {
   std::optional<wire::Writer> rewrite_value_info(Reader&& reader, const Renames& renames) {
     MessageBuilder builder;
     while (reader.next()) {
-      if (reader.tag() == 1) {
+      if (reader.tag() == ValueInfoProto::name) {
         const std::string name = reader.get_string();
         if (const auto found = renames.find(name); found != renames.end()) {
-          builder.out.string(1, found->second);
+          builder.out.string(ValueInfoProto::name, found->second);
           builder.changed = true;
           continue;
         }
@@ -734,8 +737,8 @@ class QdqRewriter {
     std::string domain;
     std::int64_t version = 0;
     while (reader.next()) switch (reader.tag()) {
-        case 1: domain = reader.get_string(); break;
-        case 2: version = reader.get_int64(); break;
+        case OperatorSetIdProto::domain: domain = reader.get_string(); break;
+        case OperatorSetIdProto::version: version = reader.get_int64(); break;
         default: reader.skip();
       }
     if (!is_default_domain(domain)) return std::nullopt;
@@ -752,9 +755,15 @@ class QdqRewriter {
     std::size_t node_index = 0;
     bool saw_default_opset = false;
     while (reader.next()) switch (reader.tag()) {
-        case 9: builder.put(9, reader, rewrite_opset(reader.get_message(kOperatorSetIdProto), saw_default_opset)); break;
-        case 7: builder.put(7, reader, rewrite_node(reader.get_message(kNodeProto, node_index++), kNoRenames, nullptr)); break;
-        case 11: builder.put(11, reader, rewrite_attribute(reader.get_message(kAttributeProto), kNoRenames)); break;
+        case FunctionProto::opset_import:
+          builder.put(reader, rewrite_opset(reader.get_message(kOperatorSetIdProto), saw_default_opset));
+          break;
+        case FunctionProto::node:
+          builder.put(reader, rewrite_node(reader.get_message(kNodeProto, node_index++), kNoRenames, nullptr));
+          break;
+        case FunctionProto::attribute_proto:
+          builder.put(reader, rewrite_attribute(reader.get_message(kAttributeProto), kNoRenames));
+          break;
         default:
           reader.skip();
           builder.keep(reader);
@@ -771,9 +780,10 @@ class QdqRewriter {
     wire::Writer out;
     while (reader.next()) {
       reader.skip();
-      if (reader.tag() != 13 && reader.tag() != 14) out.view(reader.field_bytes());  // external_data, data_location
+      if (reader.tag() != TensorProto::external_data && reader.tag() != TensorProto::data_location)
+        out.view(reader.field_bytes());
     }
-    out.bytes_view(9, tensor->data);  // raw_data, straight from the external file's map
+    out.bytes_view(TensorProto::raw_data, tensor->data);  // straight from the external file's map
     return std::optional<wire::Writer>(std::move(out));
   }
 
@@ -781,8 +791,8 @@ class QdqRewriter {
     if (external_.empty()) return std::nullopt;
     MessageBuilder builder;
     while (reader.next()) switch (reader.tag()) {
-        case 1: builder.put(1, reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
-        case 2: builder.put(2, reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
+        case SparseTensorProto::values: builder.put(reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
+        case SparseTensorProto::indices: builder.put(reader, rewrite_tensor(reader.get_message(kTensorProto))); break;
         default:
           reader.skip();
           builder.keep(reader);
@@ -792,8 +802,8 @@ class QdqRewriter {
 
   wire::Writer opset_message(std::string_view domain, std::int64_t version) {
     wire::Writer opset;
-    opset.string(1, domain);
-    opset.int64(2, version);
+    opset.string(OperatorSetIdProto::domain, domain);
+    opset.int64(OperatorSetIdProto::version, version);
     return opset;
   }
 

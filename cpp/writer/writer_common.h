@@ -1,5 +1,5 @@
-// Pieces shared by the writers of quantized models (QDQ, fixed-point, QOperator): the integer
-// types values are quantized to, unique names, raw tensor messages, and the atomic output file.
+// Pieces shared by the writers of quantized models (QDQ, fixed-point, QOperator): integers stored
+// in quantized types, unique names, raw tensor messages, and the atomic output file.
 #pragma once
 
 #include <fcntl.h>
@@ -23,33 +23,13 @@
 
 #include "ir/data_type.h"
 #include "ir/ir.h"
+#include "onnx/schema.h"
+#include "writer/qdq_plan.h"
 #include "writer/wire_writer.h"
 
 namespace onnx2fx::quant_writer {
 
 namespace fs = std::filesystem;
-
-// An integer type that values are quantized to.
-struct QuantType {
-  std::string_view name;
-  DataType type;
-  std::int64_t min, max;
-  unsigned bits;
-  std::int64_t min_opset;  // of QuantizeLinear / DequantizeLinear with this type
-};
-
-constexpr QuantType kQuantTypes[] = {
-    {"uint8", DataType::Uint8, 0, 255, 8, 10},          {"int8", DataType::Int8, -128, 127, 8, 10},
-    {"uint16", DataType::Uint16, 0, 65535, 16, 21},     {"int16", DataType::Int16, -32768, 32767, 16, 21},
-    {"uint4", DataType::Uint4, 0, 15, 4, 21},           {"int4", DataType::Int4, -8, 7, 4, 21},
-};
-constexpr QuantType kInt32{"int32", DataType::Int32, INT32_MIN, INT32_MAX, 32, 10};
-
-inline const QuantType* find_quant_type(std::string_view name) {
-  for (const QuantType& type : kQuantTypes)
-    if (type.name == name) return &type;
-  return nullptr;
-}
 
 // The lowest IR version that allows opset `opset` of the default domain.
 inline std::int64_t min_ir_version(std::int64_t opset) {
@@ -118,12 +98,12 @@ class NameTable {
 };
 
 // Bytes of `count` elements of `type` (4-bit types packed two to a byte).
-inline std::size_t storage_size(const QuantType& type, std::size_t count) {
+inline std::size_t storage_size(const QuantTypeInfo& type, std::size_t count) {
   return type.bits == 4 ? (count + 1) / 2 : count * (type.bits / 8);
 }
 
 // Stores `value` (within the range of `type`) as element `index` of `out`, little-endian.
-inline void store(const QuantType& type, std::byte* out, std::size_t index, std::int64_t value) {
+inline void store(const QuantTypeInfo& type, std::byte* out, std::size_t index, std::int64_t value) {
   switch (type.bits) {
     case 4: out[index / 2] |= static_cast<std::byte>((value & 0xf) << (4 * (index % 2))); break;
     case 8: out[index] = static_cast<std::byte>(static_cast<std::uint8_t>(value)); break;
@@ -139,7 +119,7 @@ inline void store(const QuantType& type, std::byte* out, std::size_t index, std:
   }
 }
 
-inline std::vector<std::byte> encode_integers(const QuantType& type, const std::vector<std::int64_t>& values) {
+inline std::vector<std::byte> encode_integers(const QuantTypeInfo& type, const std::vector<std::int64_t>& values) {
   std::vector<std::byte> out(storage_size(type, values.size()));
   for (std::size_t i = 0; i < values.size(); ++i) store(type, out.data(), i, values[i]);
   return out;
@@ -153,11 +133,12 @@ inline std::vector<std::byte> encode_floats(const std::vector<float>& values) {
 
 inline wire::Writer tensor_message(std::string_view name, DataType type, std::span<const std::int64_t> dims,
                             std::vector<std::byte> raw_data) {
+  using onnx_schema::TensorProto;
   wire::Writer tensor;
-  for (std::int64_t dim : dims) tensor.int64(1, dim);  // unpacked, as onnx.proto (proto2) has it
-  tensor.varint(2, static_cast<std::uint64_t>(type));
-  tensor.string(8, name);
-  tensor.bytes(9, std::move(raw_data));
+  for (std::int64_t dim : dims) tensor.int64(TensorProto::dims, dim);  // unpacked, as onnx.proto (proto2) has it
+  tensor.varint(TensorProto::data_type, static_cast<std::uint64_t>(type));
+  tensor.string(TensorProto::name, name);
+  tensor.bytes(TensorProto::raw_data, std::move(raw_data));
   return tensor;
 }
 

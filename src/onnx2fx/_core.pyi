@@ -1,4 +1,4 @@
-"""Native core of onnx2fx: reads ONNX files into a graph IR, runs graph passes, and writes QDQ models.
+"""Native core of onnx2fx: reads ONNX files into a graph IR, runs graph passes, and writes quantized models.
 
 The reader parses the protobuf wire format directly from a private, copy-on-write memory map of the
 file. Tensor data in ``raw_data`` or external data is never copied: :meth:`Tensor.numpy` returns a
@@ -6,10 +6,13 @@ writable view whose writes stay in memory. Errors are raised as the classes of
 :mod:`onnx2fx.errors` (``ModelFormatError``, ``ExternalDataError``, ``GraphStructureError``).
 """
 
+import enum
 import os
-from typing import Literal, TypeAlias, TypedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeAlias, TypedDict
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 AttributeValue: TypeAlias = (
     float
@@ -159,7 +162,10 @@ class Node:
 
 class Graph:
     """A GraphProto. Lists are built from the current state at each access, so they reflect passes
-    run since; nodes removed by a pass stay valid while Python holds them."""
+    run since; nodes removed by a pass stay valid while Python holds them.
+
+    Each graph pass registered in ``cpp/passes/`` is a method (the module adds one per registered
+    pass); those below are the passes of this version."""
 
     @property
     def name(self) -> str: ...
@@ -293,43 +299,158 @@ def elem_size(data_type: int) -> int:
         ValueError: for an unknown data type.
     """
 
-# Types of the plan and result of write_qdq_model, for type checkers only (not in the module).
-_QuantDType: TypeAlias = Literal["uint8", "int8", "uint16", "int16", "uint4", "int4"]
+class QuantType(enum.Enum):
+    """The integer types values are quantized to: QuantizeLinear's output type. Plans also accept
+    the names ("uint8", ...) wherever they take a QuantType."""
 
-class _QdqActivation(TypedDict):
+    uint8 = ...
+    int8 = ...
+    uint16 = ...
+    int16 = ...
+    uint4 = ...
+    int4 = ...
+
+_Numbers: TypeAlias = ArrayLike  # a number, a sequence of numbers or a 1-D array
+_QuantTypeLike: TypeAlias = QuantType | Literal["uint8", "int8", "uint16", "int16", "uint4", "int4"]
+
+class QdqActivation:
+    """Quantize an activation per tensor: ``QuantizeLinear(tensor) -> <tensor>_quantized`` and
+    ``DequantizeLinear -> <tensor>_dequantized`` right after its producer.
+
+    Arguments are converted when the entry is made (and when an attribute is set): numbers element
+    by element, so a float where an integer is expected raises ValueError naming the entry, as does
+    an unknown dtype name. ``scale`` and ``zero_point`` read back as read-only float64 / int64
+    arrays."""
+
+    def __init__(self, tensor: str, scale: _Numbers, zero_point: _Numbers, dtype: _QuantTypeLike) -> None: ...
     tensor: str
-    scale: list[float]
-    zero_point: list[int]
-    dtype: _QuantDType
+    @property
+    def scale(self) -> NDArray[np.float64]:
+        """One value (a finite float32 > 0, checked by the writer)."""
+    @scale.setter
+    def scale(self, value: _Numbers) -> None: ...
+    @property
+    def zero_point(self) -> NDArray[np.int64]:
+        """One value, within the range of ``dtype``."""
+    @zero_point.setter
+    def zero_point(self, value: _Numbers) -> None: ...
+    @property
+    def dtype(self) -> QuantType: ...
+    @dtype.setter
+    def dtype(self, value: _QuantTypeLike) -> None: ...
 
-class _QdqWeightRequired(TypedDict):
+class QdqWeight:
+    """Replace a FLOAT initializer by ``<name>_quantized`` =
+    ``saturate(round_half_to_even(w / scale) + zero_point)`` (per axis along ``axis``, with
+    ``dims[axis]`` scales and zero points), read by ``DequantizeLinear(axis=axis)`` whose output
+    has the original name, so consumers are unchanged. ``values`` (converted to a C-order float32
+    array, which the entry keeps without copying when it already is one) are quantized instead of
+    the stored data and must have the initializer's shape."""
+
+    def __init__(
+        self,
+        initializer: str,
+        scale: _Numbers,
+        zero_point: _Numbers,
+        dtype: _QuantTypeLike,
+        axis: int | None = None,
+        values: ArrayLike | None = None,
+    ) -> None: ...
     initializer: str
-    scale: list[float]
-    zero_point: list[int]
-    dtype: _QuantDType
-
-class _QdqWeight(_QdqWeightRequired, total=False):
+    @property
+    def scale(self) -> NDArray[np.float64]: ...
+    @scale.setter
+    def scale(self, value: _Numbers) -> None: ...
+    @property
+    def zero_point(self) -> NDArray[np.int64]: ...
+    @zero_point.setter
+    def zero_point(self, value: _Numbers) -> None: ...
+    @property
+    def dtype(self) -> QuantType: ...
+    @dtype.setter
+    def dtype(self, value: _QuantTypeLike) -> None: ...
     axis: int | None
-    values: np.ndarray | None
+    @property
+    def values(self) -> NDArray[np.float32] | None:
+        """A read-only view of the new values."""
+    @values.setter
+    def values(self, value: ArrayLike | None) -> None: ...
 
-class _QdqBiasRequired(TypedDict):
+class QdqBias:
+    """Like a weight, INT32 with zero point 0 (``scale`` is input scale x weight scale)."""
+
+    def __init__(
+        self, initializer: str, scale: _Numbers, axis: int | None = None, values: ArrayLike | None = None
+    ) -> None: ...
     initializer: str
-    scale: list[float]
-
-class _QdqBias(_QdqBiasRequired, total=False):
+    @property
+    def scale(self) -> NDArray[np.float64]: ...
+    @scale.setter
+    def scale(self, value: _Numbers) -> None: ...
     axis: int | None
-    values: np.ndarray | None
+    @property
+    def values(self) -> NDArray[np.float32] | None: ...
+    @values.setter
+    def values(self, value: ArrayLike | None) -> None: ...
 
-class _QdqFloat(TypedDict):
+class QdqFloat:
+    """A FLOAT initializer that stays in float gets ``values`` (of its shape) as its data, under
+    its own name (for parameters of float ops that a transformation of the model changed)."""
+
+    def __init__(self, initializer: str, values: ArrayLike) -> None: ...
     initializer: str
-    values: np.ndarray
+    @property
+    def values(self) -> NDArray[np.float32]: ...
+    @values.setter
+    def values(self, value: ArrayLike) -> None: ...
 
-class _QdqPlan(TypedDict, total=False):
+class QdqPlan:
+    """What :func:`write_qdq_model` and :func:`write_integer_model` do to a model: the C++ plan
+    itself (``cpp/writer/qdq_plan.h``), not a copy made at each call.
+
+    The lists read back as tuples of copies: assign a new sequence to change one."""
+
+    def __init__(
+        self,
+        activations: Sequence[QdqActivation] = (),
+        weights: Sequence[QdqWeight] = (),
+        biases: Sequence[QdqBias] = (),
+        floats: Sequence[QdqFloat] = (),
+        min_opset: int = 0,
+    ) -> None: ...
+    @staticmethod
+    def from_dict(plan: Mapping[str, Any]) -> QdqPlan:
+        """The plan written as a dict: ``{"min_opset", "activations", "weights", "biases",
+        "floats"}`` (each optional), every entry a dict of its class's keyword arguments.
+
+        Raises:
+            ValueError: an unknown or missing key, or a value that does not convert, naming the
+                entry (``activation 'x' lacks 'dtype'``).
+        """
+    @property
+    def activations(self) -> tuple[QdqActivation, ...]: ...
+    @activations.setter
+    def activations(self, value: Sequence[QdqActivation]) -> None: ...
+    @property
+    def weights(self) -> tuple[QdqWeight, ...]: ...
+    @weights.setter
+    def weights(self, value: Sequence[QdqWeight]) -> None: ...
+    @property
+    def biases(self) -> tuple[QdqBias, ...]: ...
+    @biases.setter
+    def biases(self, value: Sequence[QdqBias]) -> None: ...
+    @property
+    def floats(self) -> tuple[QdqFloat, ...]: ...
+    @floats.setter
+    def floats(self, value: Sequence[QdqFloat]) -> None: ...
     min_opset: int
-    activations: list[_QdqActivation]
-    weights: list[_QdqWeight]
-    biases: list[_QdqBias]
-    floats: list[_QdqFloat]
+    """The default-domain opset import is raised to at least this."""
+    @property
+    def required_opset(self) -> int:
+        """The default-domain opset the QDQ model imports at least: ``max(min_opset, what the
+        QuantizeLinear/DequantizeLinear nodes need)`` with 10 for any of them, 13 for a per-axis
+        weight or bias, 21 for 16- and 4-bit types; 0 for a plan with neither. The writer applies
+        the same rule (it never lowers the model's opset)."""
 
 class _QdqStats(TypedDict):
     quantized_activations: int
@@ -337,8 +458,22 @@ class _QdqStats(TypedDict):
     quantized_biases: int
     bytes_written: int
 
+class _IntegerRequantization(TypedDict):
+    node: str
+    tensor: str
+    rescale: list[float]
+    multiplier: list[int]
+    shift: list[int]
+    max_relative_error: float
+
+class _IntegerStats(TypedDict):
+    requantizations: list[_IntegerRequantization]
+    float_islands: list[str]
+    nodes_written: int
+    bytes_written: int
+
 def write_qdq_model(
-    source_path: str | os.PathLike[str], output_path: str | os.PathLike[str], plan: _QdqPlan
+    source_path: str | os.PathLike[str], output_path: str | os.PathLike[str], plan: QdqPlan | Mapping[str, Any]
 ) -> _QdqStats:
     """Writes a post-training-quantized copy of an ONNX model in QDQ form.
 
@@ -347,26 +482,18 @@ def write_qdq_model(
     functions, ...) is copied byte for byte, and only the messages on the path to a change are
     re-encoded. Tensors stored as external data are embedded.
 
-    Plan entries (every key of ``plan`` is optional; unknown keys are errors):
+    ``plan`` is a :class:`QdqPlan` (or the same as a dict, read by :meth:`QdqPlan.from_dict`):
 
-    * ``activations``: ``{"tensor", "scale": [s], "zero_point": [zp], "dtype"}``, per tensor.
-      ``QuantizeLinear(tensor) -> <tensor>_quantized`` and ``DequantizeLinear -> <tensor>_dequantized``
-      are inserted right after the tensor's producer (before the first node for graph inputs and
-      initializers), and every consumer in the main graph and every subgraph node that captures
-      the tensor reads the dequantized value instead (unless the subgraph defines a value of the
-      same name itself). For a graph output the output keeps its name and carries the dequantized
-      value: the producer's output is renamed ``<tensor>_float`` instead.
-    * ``weights``: ``{"initializer", "scale", "zero_point", "dtype", "axis"=None, "values"=None}``.
-      The FLOAT initializer is replaced by ``<name>_quantized``,
-      ``saturate(round_half_to_even(w / scale) + zero_point)`` (per-axis along ``axis``, with
-      ``dims[axis]`` scales and zero points), read by ``DequantizeLinear(axis=axis)`` whose output has
-      the original name, so consumers are unchanged. ``values`` (converted to a C-order float32
-      array of the initializer's shape) are quantized instead of the stored data.
-    * ``biases``: ``{"initializer", "scale", "axis"=None, "values"=None}``: like a weight, INT32 with
-      zero point 0.
-    * ``floats``: ``{"initializer", "values"}``: a FLOAT initializer that stays in float gets ``values``
-      (of its shape) as its data, under its own name (for parameters of float ops that a
-      transformation of the model changed).
+    * ``activations`` (:class:`QdqActivation`): ``QuantizeLinear(tensor) -> <tensor>_quantized``
+      and ``DequantizeLinear -> <tensor>_dequantized`` are inserted right after the tensor's
+      producer (before the first node for graph inputs and initializers), and every consumer in
+      the main graph and every subgraph node that captures the tensor reads the dequantized value
+      instead (unless the subgraph defines a value of the same name itself). For a graph output
+      the output keeps its name and carries the dequantized value: the producer's output is
+      renamed ``<tensor>_float`` instead.
+    * ``weights`` (:class:`QdqWeight`), ``biases`` (:class:`QdqBias`): integer initializers read
+      through DequantizeLinear under the original name.
+    * ``floats`` (:class:`QdqFloat`): new data for FLOAT initializers that stay in float.
 
     Scales become FLOAT initializers ``<name>_scale`` (scalar per tensor, 1-D per axis) and zero
     points ``<name>_zero_point`` of the quantized type; the division ``w / scale`` is done in
@@ -375,10 +502,10 @@ def write_qdq_model(
     ``<name>_DequantizeLinear``.
 
     The default-domain opset import (of the model and of its functions) is raised to
-    ``max(min_opset, what the plan needs)``: 10 for any Q/DQ, 13 for per-axis, 21 for 16- and
-    4-bit types; it is never lowered, and other operators are not converted to the new opset.
-    The IR version is raised to the lowest that allows that opset. A ``metadata_props`` entry
-    ``onnx2fx.quantized = "qdq"`` is added (replacing an older one); everything else is kept.
+    :attr:`QdqPlan.required_opset`; it is never lowered, and other operators are not converted to
+    the new opset. The IR version is raised to the lowest that allows that opset. A
+    ``metadata_props`` entry ``onnx2fx.quantized = "qdq"`` is added (replacing an older one);
+    everything else is kept.
 
     The output is written to a temporary file beside ``output_path`` and renamed over it at the
     end, so nothing is written when anything fails; ``output_path`` may be ``source_path``.
@@ -391,11 +518,29 @@ def write_qdq_model(
             consumed in the main graph, an initializer that is missing or not FLOAT, an activation
             that is not FLOAT, a scale that is not a finite float32 > 0, a zero point outside the
             type's range, mismatched lengths, an axis out of range, ``values`` of the wrong shape
-            or with NaN, an unknown dtype or key, an entry given twice; or the output would exceed
-            2 GB ("models over 2 GB are not supported by the QDQ writer yet").
+            or with NaN, an entry given twice (and, for a dict, an unknown dtype or key); or the
+            output would exceed 2 GB ("models over 2 GB are not supported by the QDQ writer yet").
         FileNotFoundError: (or another OSError) the source cannot be opened or the output cannot
             be written; the error names the file.
         ModelFormatError, ExternalDataError, GraphStructureError: the source model is invalid.
+    """
+
+def write_integer_model(
+    source_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    plan: QdqPlan | Mapping[str, Any],
+    format: Literal["fixed-point", "qoperator"],
+    float_islands: bool = False,
+) -> _IntegerStats:
+    """Writes the fixed-point or QOperator form of a quantized model from the QDQ plan, with every
+    encoded tensor (shared encodings too) listed under ``activations``; see
+    ``cpp/writer/integer_writer.h`` and ``onnx2fx.quantization.integer``.
+
+    Raises:
+        ValueError: the plan does not fit the model (8-bit types only), or an unknown format.
+        NotImplementedError: a node has no integer form in the format (unless ``float_islands``,
+            which keeps it in float and lists it), naming the node.
+        OSError, ModelFormatError, ExternalDataError, GraphStructureError: as write_qdq_model.
     """
 
 def add_to_histogram(values: np.ndarray, lo: float, hi: float, counts: np.ndarray, threads: int = 1) -> int:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._core import QdqActivation, QdqPlan
 from ..errors import QuantizationError
 from .grid import Encoding
 
@@ -64,14 +65,15 @@ def onnx_file_name(stage: str, fmt: str) -> str:
     return f"model_{stage}.onnx" if fmt == "qdq" else f"model_{stage}_{fmt.replace('-', '_')}.onnx"
 
 
-def integer_plan(plan: Mapping[str, Any], activations: Mapping[str, Encoding]) -> dict[str, Any]:
+def integer_plan(plan: QdqPlan, activations: Mapping[str, Encoding]) -> QdqPlan:
     """The QDQ plan with every encoded tensor under ``activations`` (the integer writers read the
     encodings of tensors that share one, such as a MaxPool's output, directly)."""
-    return {**plan, "activations": [{"tensor": name, "scale": [float(e.scale[0])], "zero_point": [int(e.zero_point[0])],
-                                     "dtype": e.grid.dtype} for name, e in activations.items()]}
+    return QdqPlan(activations=[QdqActivation(tensor=name, scale=[float(e.scale[0])], zero_point=[int(e.zero_point[0])],
+                                              dtype=e.grid.dtype) for name, e in activations.items()],
+                   weights=plan.weights, biases=plan.biases, floats=plan.floats, min_opset=plan.min_opset)
 
 
-def write_integer_model(source: Path, output: Path, plan: Mapping[str, Any], fmt: str,
+def write_integer_model(source: Path, output: Path, plan: QdqPlan, fmt: str,
                         float_islands: bool = False) -> dict[str, Any]:
     """Write the ``fmt`` model with the native writer, then check it with ``onnx.checker``."""
     import onnx
@@ -89,7 +91,7 @@ def write_integer_model(source: Path, output: Path, plan: Mapping[str, Any], fmt
         except Exception:  # noqa: BLE001 - inference is an aid; the writer names what it then lacks
             inferred = Path(source)
         try:
-            info = dict(_core.write_integer_model(str(inferred), str(output), dict(plan), fmt, float_islands))
+            info = dict(_core.write_integer_model(str(inferred), str(output), plan, fmt, float_islands))
         except NotImplementedError as exc:
             raise IntegerExportError(f"cannot write the {fmt} model: {exc}") from None
         except ValueError as exc:

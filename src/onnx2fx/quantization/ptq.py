@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import torch
 import torch.fx
 
+from .._core import QdqPlan
 from ..conversion_record import conversion_record
 from ..errors import Onnx2FxError, QuantizationError
 from .adaround import SAMPLES as ADAROUND_SAMPLES
@@ -72,7 +73,7 @@ class PTQResult:
     source_onnx: Path
     activation_encodings: dict[str, Encoding]  # every encoded tensor, incl. ones sharing an encoding
     param_encodings: dict[str, Encoding]  # weights and int32 biases
-    plan: dict[str, Any]  # the QDQ writer's plan
+    plan: QdqPlan  # the QDQ writer's plan
     report: MutableMapping[str, Any]  # quantization.<stage> of report.json (a PtqReport for PTQ)
     encoding_version: str = "1.0.0"
     eval_batches: list[tuple[torch.Tensor, ...]] = field(default_factory=list, repr=False)

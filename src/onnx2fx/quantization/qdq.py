@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._core import QdqActivation, QdqBias, QdqFloat, QdqPlan, QdqWeight
 from ..errors import QuantizationError
 from .grid import Encoding
 from .metrics import flatten_outputs
@@ -23,7 +24,7 @@ from .metrics import flatten_outputs
 
 def build_plan(activations: Mapping[str, Encoding], weights: Mapping[str, Encoding],
                biases: Mapping[str, Encoding], values: Mapping[str, np.ndarray] | None = None,
-               int4_storage: str = "int4") -> dict[str, Any]:
+               int4_storage: str = "int4") -> QdqPlan:
     """The writer's plan. ``activations`` are the tensors that get Q -> DQ (not the ones sharing an
     encoding). ``values`` holds new data for initializers, in their ONNX layout: the model that is
     exported can differ from the source file (fine-tuned weights, equalized layers, corrected
@@ -34,38 +35,38 @@ def build_plan(activations: Mapping[str, Encoding], weights: Mapping[str, Encodi
     ``int4_storage="int8"`` writes 4-bit weights as INT8/UINT8 initializers whose values stay in
     the 4-bit range ([-8, 7] or [0, 15]), which needs no opset 21; their values must then lie on
     the 4-bit grid already (fake-quantized weights), since the writer only clamps to the 8-bit range.
+
+    The plan is the core's own type (``_core.QdqPlan``), so the writer receives it as built; the
+    opset its QuantizeLinear/DequantizeLinear nodes need is ``plan.required_opset``, which the core
+    computes by the same rule the writer applies.
     """
     def stored(e: Encoding) -> str:
         return f"{'int' if e.grid.signed else 'uint'}8" if int4_storage == "int8" and e.grid.bits == 4 \
             else e.grid.dtype
 
-    dtypes = [e.grid.dtype for e in activations.values()] + [stored(e) for e in weights.values()]
-    per_axis = any(e.axis is not None for e in [*weights.values(), *biases.values()])
-    min_opset = 21 if any(d not in ("int8", "uint8") for d in dtypes) else 13 if per_axis else 10
     values = values or {}
-    return {
-        "min_opset": min_opset,
-        "activations": [{"tensor": name, "scale": _floats(e.scale), "zero_point": _ints(e.zero_point),
-                         "dtype": e.grid.dtype} for name, e in activations.items()],
-        "weights": [{"initializer": name, "scale": _floats(e.scale), "zero_point": _ints(e.zero_point),
-                     "dtype": stored(e), "axis": e.axis,
-                     "values": np.ascontiguousarray(values[name], dtype=np.float32) if name in values else None}
-                    for name, e in weights.items()],
-        "biases": [{"initializer": name, "scale": _floats(e.scale), "axis": e.axis,
-                    "values": np.ascontiguousarray(values[name], dtype=np.float32) if name in values else None}
-                   for name, e in biases.items()],
-        "floats": [{"initializer": name, "values": np.ascontiguousarray(v, dtype=np.float32)}
-                   for name, v in values.items() if name not in weights and name not in biases],
-    }
+    return QdqPlan(
+        activations=[QdqActivation(tensor=name, scale=_floats(e.scale), zero_point=_ints(e.zero_point),
+                                   dtype=e.grid.dtype) for name, e in activations.items()],
+        weights=[QdqWeight(initializer=name, scale=_floats(e.scale), zero_point=_ints(e.zero_point),
+                           dtype=stored(e), axis=e.axis,
+                           values=np.ascontiguousarray(values[name], dtype=np.float32) if name in values else None)
+                 for name, e in weights.items()],
+        biases=[QdqBias(initializer=name, scale=_floats(e.scale), axis=e.axis,
+                        values=np.ascontiguousarray(values[name], dtype=np.float32) if name in values else None)
+                for name, e in biases.items()],
+        floats=[QdqFloat(initializer=name, values=np.ascontiguousarray(v, dtype=np.float32))
+                for name, v in values.items() if name not in weights and name not in biases],
+    )
 
 
-def write_qdq_model(source: Path, output: Path, plan: Mapping[str, Any],
+def write_qdq_model(source: Path, output: Path, plan: QdqPlan,
                     source_opset: int | None = None) -> dict[str, Any]:
     """Write the QDQ model with the native writer, then check it with ``onnx.checker``."""
     from .. import _core
 
     try:
-        info = _core.write_qdq_model(str(source), str(output), dict(plan))
+        info = _core.write_qdq_model(str(source), str(output), plan)
     except ValueError as exc:
         raise QuantizationError(f"the QDQ writer rejected the quantization plan: {exc}") from None
     import onnx
@@ -75,8 +76,8 @@ def write_qdq_model(source: Path, output: Path, plan: Mapping[str, Any],
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid model"
         hint = ""
-        if source_opset is not None and plan.get("min_opset", 0) > source_opset:
-            hint = (f" (the plan needs opset {plan['min_opset']} but the source model is opset {source_opset}, and "
+        if source_opset is not None and plan.required_opset > source_opset:
+            hint = (f" (the plan needs opset {plan.required_opset} but the source model is opset {source_opset}, and "
                     "its other operators are not converted: re-export it at a newer opset, or use per-tensor / "
                     "8-bit encodings)")
         raise QuantizationError(f"the QDQ model fails onnx.checker: {first}{hint}") from None

@@ -49,6 +49,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from .._core import QdqPlan
 from ..conversion_record import conversion_record, copy_converted, find_conversion_record
 from ..errors import Onnx2FxError, QuantizationError
 from . import distributed
@@ -582,7 +583,7 @@ def _report(source: Path, model_path: Path | None, start: str | None, cfg: Quant
             data: TrainingData, eval_info: dict[str, Any], objective: Objective, graph: OnnxGraphView,
             training: dict[str, Any], before: dict[str, Any], after: dict[str, Any], ctx: distributed.DistContext, *,
             lr: float, range_lr: float | None, range_learning: bool, batch_size: int, seed: int, epochs: int,
-            trainable: list[nn.Parameter], frozen: int, storage: str, plan: Mapping[str, Any],
+            trainable: list[nn.Parameter], frozen: int, storage: str, plan: QdqPlan,
             weight_encodings: Mapping[str, Encoding], started: float) -> dict[str, Any]:
     steps = training["steps"]
     report: dict[str, Any] = {
@@ -617,7 +618,7 @@ def _report(source: Path, model_path: Path | None, start: str | None, cfg: Quant
                                   f"model is opset {graph.opset}; INT4 initializers need opset 21)")
     if "accuracy" in before:
         report["accuracy"] = {"float": before["float_accuracy"], "ptq": before["accuracy"], "qft": after["accuracy"]}
-    report["min_opset"] = plan["min_opset"]
+    report["min_opset"] = plan.required_opset
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report
 
