@@ -330,3 +330,42 @@ def test_shape_of_a_quantized_tensor(tmp_path: Path) -> None:
     assert float_tensors_inside(path) == []
     np.testing.assert_array_equal(_run(path, x), _run(tmp_path / "q" / "model_ptq.onnx", x))
     assert result.report["fixed_point"]["equal_to_simulation"] == 1.0, result.report["fixed_point"]
+
+
+class AnchorOffset(nn.Module):
+    """A detector head's decode in miniature: a grid of cell centres built from the feature map's
+    width (Shape, Gather, Cast, Range: sizes alone) added to the convolution's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y + (torch.arange(y.shape[3], dtype=torch.float32) + 0.5)
+
+
+def test_tensors_computed_from_sizes_alone_are_not_quantized(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    torch.onnx.export(AnchorOffset().eval(), (torch.zeros(1, 3, 4, 6),), str(tmp_path / "m.onnx"), dynamo=False,
+                      opset_version=17, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}})
+    source = onnx.load(str(tmp_path / "m.onnx"))
+    from_sizes = {o for n in source.graph.node if n.op_type in ("Cast", "Range") for o in n.output}
+    grid = next(n for n in source.graph.node if n.op_type == "Add" and set(n.input) & from_sizes).output[0]
+    add = next(n for n in source.graph.node if n.op_type == "Add" and grid in n.input)
+    model = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted")
+    x = np.random.default_rng(5).standard_normal((16, 3, 4, 6)).astype(np.float32)
+    with pytest.raises(IntegerExportError, match=rf"node '{add.name}' \(Add\): an operand has no encoding \(a float "
+                                                 r"tensor, such as one computed from sizes alone\)"):
+        ptq(model, x, progress=False, output_dir=tmp_path / "q", formats=["fixed-point"])
+    result = ptq(model, x, progress=False, output_dir=tmp_path / "q", formats=FORMATS, float_islands=True)
+    assert not (from_sizes | {grid}) & set(result.activation_encodings)
+    assert set(result.activation_encodings) >= {"x", "y"}
+    for fmt in ("qoperator", "fixed_point"):
+        assert result.report[fmt]["writer"]["float_islands"] == [f"{add.name} (Add)"]
+    qdq = _run(tmp_path / "q" / "model_ptq.onnx", x)
+    step = float(result.activation_encodings["y"].scale[0])
+    for name in ("model_ptq_fixed_point.onnx", "model_ptq_qoperator.onnx"):
+        assert np.mean(np.abs(_run(tmp_path / "q" / name, x) - qdq) <= step * 1.001) >= 0.999, name
+    assert result.report["fixed_point"]["equal_to_simulation"] == 1.0, result.report["fixed_point"]

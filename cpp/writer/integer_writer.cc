@@ -419,6 +419,13 @@ class IntegerLowering {
       const IntegerValue& x = quantized_input(node, 0);
       return copy_node(index, {{node.inputs[0], x.name}}, {});
     }
+    if (standard && (op == "Add" || op == "Mul") && !all_inputs_quantized(node)) {
+      // A float operand (a detector's anchor grid, computed from sizes alone, is not data and has
+      // no encoding): the node runs in float, like any op without an integer form.
+      if (!allow_islands_ && format_ == IntegerFormat::FixedPoint)
+        unsupported(node, "an operand has no encoding (a float tensor, such as one computed from sizes alone)");
+      return float_island(index);
+    }
     if (standard && (op == "Conv" || op == "Gemm" || op == "MatMul")) return lower_linear(index);
     if (standard && op == "Relu") return lower_relu(node);
     if (standard && op == "Add") return lower_add(index);
@@ -436,6 +443,12 @@ class IntegerLowering {
     // onnxruntime's quantizer does; the fixed-point form does so only when asked.
     if (!allow_islands_ && format_ == IntegerFormat::FixedPoint) unsupported(node, "the operator has no integer form");
     float_island(index);
+  }
+
+  bool all_inputs_quantized(const Node& node) const {
+    return std::ranges::all_of(node.inputs, [&](const std::string& input) {
+      return input.empty() || values_.contains(input);
+    });
   }
 
   // The node as it is, with `renamed` inputs/outputs; its initializers are copied.

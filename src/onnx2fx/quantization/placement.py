@@ -11,7 +11,9 @@ Rules, in order, for each output tensor of each node:
 2. Data-movement ops (Reshape, Transpose, MaxPool, ...) share their input's encoding.
 3. Inside a fused group (Conv+Relu, Conv+BatchNormalization(+Relu), Gemm/MatMul+Relu, Add+Relu,
    ...) the producer's output is never materialised by an integer kernel: no quantizer.
-4. Everything else gets an activation quantizer; so does every float graph input.
+4. A tensor computed from sizes alone (Shape/Size and constants: a detector's anchor grid, a
+   position index) is not data and gets no quantizer; it is the same for every input of a size.
+5. Everything else gets an activation quantizer; so does every float graph input.
 
 Weights of Conv, ConvTranspose, Gemm (B) and MatMul (constant operand) are quantized per output
 channel along the ONNX initializer's channel axis; Conv/ConvTranspose/Gemm biases get the int32
@@ -144,6 +146,7 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
             if elem_type in (FLOAT, 0):
                 activations.append(ActivationSite(name, "", "input", config.activations))
 
+    from_data = _data_dependent(graph)
     for node in graph.nodes:
         if config.is_float(node.op_type, node.name):
             floats.extend(o for o in node.outputs if o)
@@ -151,7 +154,7 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
         if node.op_type in _NO_ACTIVATION_OPS:
             continue
         for out in node.outputs:
-            if not out:
+            if not out or out not in from_data:
                 continue
             if node.op_type in shared_ops and node.inputs and node.inputs[0]:
                 shared[out] = node.inputs[0]
@@ -166,6 +169,17 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
                 concats.add(out)
     weights = _weight_sites(graph, config)
     return Placement(activations, weights, shared, fused, floats, concats)
+
+
+def _data_dependent(graph: OnnxGraphView) -> set[str]:
+    """Tensors whose values depend on the graph inputs' values, not only on their sizes."""
+    data = set(graph.inputs)
+    for node in graph.nodes:  # in topological order, as the core sorts them
+        if node.op_type in ("Shape", "Size"):
+            continue
+        if any(name in data for name in node.inputs if name):
+            data.update(o for o in node.outputs if o)
+    return data
 
 
 def _fused_follower(graph: OnnxGraphView, node: OnnxNodeInfo, out: str, outputs: set[str],
