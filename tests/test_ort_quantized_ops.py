@@ -297,31 +297,100 @@ def test_matmul_nbits_with_packed_zero_points_and_a_partial_last_block(bits: int
 
 # ------------------------------------------------------------------------------ recurrent and attention
 class _Lstm(torch.nn.Module):
-    def __init__(self, bidirectional: bool) -> None:
+    def __init__(self, inputs: int, hidden: int, bidirectional: bool) -> None:
         super().__init__()
-        self.lstm = torch.nn.LSTM(6, 12, bidirectional=bidirectional)
+        self.lstm = torch.nn.LSTM(inputs, hidden, bidirectional=bidirectional)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y, (h, c) = self.lstm(x)
         return y, h, c
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_dynamic_quantize_lstm_from_quantize_dynamic(tmp_path: Path, bidirectional: bool) -> None:
+def _quantized_lstm(tmp_path: Path, inputs: int, hidden: int, bidirectional: bool, weight_type: str = "QInt8",
+                    per_channel: bool = False) -> onnx.ModelProto:
+    """An LSTM as onnxruntime's quantize_dynamic writes it: DynamicQuantizeLSTM with 8-bit weights (by
+    default int8 over the full range, -127..127, with one scale per direction)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     torch.manual_seed(1)
-    source = tmp_path / "lstm.onnx"
-    module = _Lstm(bidirectional).eval()
-    torch.onnx.export(module, (torch.randn(5, 2, 6),), str(source), dynamo=False, opset_version=14,
+    source, quantized = tmp_path / "lstm.onnx", tmp_path / "lstm_int8.onnx"
+    module = _Lstm(inputs, hidden, bidirectional).eval()
+    torch.onnx.export(module, (torch.randn(5, 2, inputs),), str(source), dynamo=False, opset_version=14,
                       input_names=["x"], output_names=["y", "h", "c"], dynamic_axes={"x": {0: "seq", 1: "batch"}})
-    quantized = tmp_path / "lstm_int8.onnx"
-    quantize_dynamic(source, quantized, weight_type=QuantType.QInt8)
+    quantize_dynamic(source, quantized, weight_type=QuantType[weight_type], per_channel=per_channel)
     model = onnx.load(str(quantized))
     assert "DynamicQuantizeLSTM" in {n.op_type for n in model.graph.node}
-    feeds = [{"x": RNG.standard_normal((s, b, 6)).astype(np.float32)} for s, b in ((5, 2), (9, 3))]
-    # onnxruntime quantizes the hidden state per batch row when its threads outnumber the rows
-    _compare(model, feeds, exact=False, tolerance_percent=1e-4, threads=4)
+    return model
+
+
+def _sequences(inputs: int, sizes: Sequence[tuple[int, int]]) -> list[dict[str, np.ndarray]]:
+    return [{"x": (RNG.standard_normal((steps, batch, inputs)) * 2).astype(np.float32)} for steps, batch in sizes]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_dynamic_quantize_lstm_from_quantize_dynamic(tmp_path: Path, bidirectional: bool) -> None:
+    """Equal to onnxruntime in every bit: the input sequence quantized once, the hidden state at
+    each step, MLAS's sigmoid and tanh. With hidden size <= 256 onnxruntime quantizes each of 2+
+    batch rows alone when it has a thread per row (4 here)."""
+    model = _quantized_lstm(tmp_path, 6, 12, bidirectional)
+    _compare(model, _sequences(6, [(1, 1), (5, 1), (20, 1), (9, 2), (7, 3), (5, 4)]), threads=4)
+
+
+def test_dynamic_quantize_lstm_with_a_wide_hidden_state(tmp_path: Path) -> None:
+    """Hidden size > 256: onnxruntime quantizes the whole batch's state as one up to 4 rows, and each
+    row alone from 5 rows on (given as many threads)."""
+    model = _quantized_lstm(tmp_path, 16, 300, True)
+    _compare(model, _sequences(16, [(6, 1), (4, 3)]), threads=1)
+    _compare(model, _sequences(16, [(3, 6)]), threads=6)
+
+
+@pytest.mark.parametrize(("weight_type", "per_channel"), [("QUInt8", False), ("QInt8", True)])
+def test_dynamic_quantize_lstm_with_other_weight_quantizations(tmp_path: Path, weight_type: str,
+                                                               per_channel: bool) -> None:
+    """uint8 weights (a zero point other than 0) and one scale per output column."""
+    model = _quantized_lstm(tmp_path, 8, 20, True, weight_type, per_channel)
+    _compare(model, _sequences(8, [(7, 1), (5, 3)]), threads=4)
+
+
+def test_onnxruntime_quantizes_the_lstm_state_per_thread(tmp_path: Path) -> None:
+    """Why the lowering has to pick a row grouping: onnxruntime's own result at batch 3 changes with
+    its thread count (one range over the 3 rows with 1 thread, one per row with 4)."""
+    model = _quantized_lstm(tmp_path, 6, 12, False)
+    feeds = _sequences(6, [(9, 3)])[0]
+    one, four = _ort(model, feeds, threads=1), _ort(model, feeds, threads=4)
+    assert not np.array_equal(one[0], four[0])
+    assert np.array_equal(four[0], _ort(model, feeds, threads=8)[0])
+
+
+def test_mlas_logistic_and_tanh_equal_onnxruntime() -> None:
+    """``mlas._mlas_logistic`` / ``_mlas_tanh`` against onnxruntime's Sigmoid and Tanh, which run the
+    same MLAS kernels: every bit, over [-30, 30] (both clamps included) and a dense normal sample."""
+    from onnx2fx.ops.mlas import _mlas_logistic, _mlas_tanh
+
+    x = np.concatenate([np.linspace(-30, 30, 600_001, dtype=np.float32),
+                        (RNG.standard_normal(200_000) * 4).astype(np.float32)])
+    for op, kernel in (("Sigmoid", _mlas_logistic), ("Tanh", _mlas_tanh)):
+        model = _model([helper.make_node(op, ["x"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+        expected = _ort(model, {"x": x})[0]
+        produced = kernel(torch.from_numpy(x)).numpy()
+        assert int((produced != expected).sum()) == 0, op
+        exact = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh}[op](torch.from_numpy(x)).numpy()
+        assert int((exact != expected).sum()) > 100_000  # torch's functions are not what onnxruntime computes
+
+
+def test_fma32_rounds_once() -> None:
+    """A sum that float64 rounds onto a float32 tie the exact value is not on: 128 + 2^-16 +
+    2^-17 (1 - 2^-33) is below the tie, so the fused result is 128 + 2^-16 (float64 then float32
+    would give 128 + 2^-15)."""
+    from onnx2fx.ops.mlas import _fma32
+
+    x = torch.tensor(2.0 ** -17 * (1 - 2.0 ** -11), dtype=torch.float32)
+    y = torch.tensor(1 + 2.0 ** -11 + 2.0 ** -22, dtype=torch.float32)
+    z = torch.tensor(128 + 2.0 ** -16, dtype=torch.float32)
+    assert float((x.double() * y.double() + z.double()).float()) == 128 + 2.0 ** -15
+    assert float(_fma32(x, y, z)) == 128 + 2.0 ** -16
 
 
 def test_qattention_from_quantize_dynamic(tmp_path: Path) -> None:

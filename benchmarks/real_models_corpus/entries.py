@@ -56,8 +56,14 @@ FLOAT32_NOISE = ("float32 rounding: onnxruntime's own outputs with and without g
 FLOAT32_LEVEL = ("1e-3 %-level difference, 2-4x onnxruntime's own optimisation spread; rapidocr's copies of "
                  "the same PP-OCRv6 det/rec are float32 rounding against a float64 run (onnxruntime as far from "
                  "it as torch, or farther); not yet confirmed for this copy")
-ORT_QUANT_CONTRIB = ("DynamicQuantizeLSTM converts but differs from onnxruntime (0.01 % at w=160, 0.8 % at w=233): "
-                     "onnxruntime quantizes the hidden state per group of rows, which depends on its thread count")
+ORT_SIGMOID_BEFORE_REQUANTIZATION = (
+    "onnxruntime's Sigmoid approximation (MLAS's rational polynomial: up to 1.5e-7 absolute off, where torch is "
+    "within 9e-8 of the exact value) in the 11 x*sigmoid(x) of the convolutional part, whose results are "
+    "requantized by DynamicQuantizeLinear before the next ConvInteger: now and then the last-bit difference "
+    "crosses a rounding boundary and becomes a whole uint8 step. First difference: Sigmoid_1 (1.8e-5 %); at "
+    "w=233 the LSTM's input is 1.6 % off and the output 0.84 % (0.011 % at w=160). Verified: with MLAS's sigmoid "
+    "in those 11 nodes the converted model equals onnxruntime in every bit at both widths, and its "
+    "DynamicQuantizeLSTM alone, fed onnxruntime's input, does too")
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,7 @@ CORPUS: tuple[CorpusFile, ...] = (
     CorpusFile("ddddocr_common_old", "ddddocr==1.6.1", "ddddocr/common_old.onnx", MIT,
                "captcha OCR (CRNN, int8 by onnxruntime's quantizer)", "onnx.quantize", 12,
                {"input1": TextImage((1, 1, 64, "w"), gray=True)}, ({"w": 160}, {"w": 233}),
-               known_failure=ORT_QUANT_CONTRIB, tags=("int8", "DynamicQuantizeLSTM")),
+               reference_limit=ORT_SIGMOID_BEFORE_REQUANTIZATION, tags=("int8", "DynamicQuantizeLSTM")),
     CorpusFile("ddddocr_det", "ddddocr==1.6.1", "ddddocr/common_det.onnx", MIT, "captcha character detection (YOLOX)",
                "pytorch", 11, {"images": Photo((1, 3, 416, 416), scale=1.0)}),
     # --- detection / segmentation ------------------------------------------------------------

@@ -17,10 +17,11 @@ rounding:
   table (``exp((x - max + shift) * scale)`` with ``shift`` keeping the row sum finite) and its
   ``round(e * floor(1 / y_scale) / sum)``;
 - activations that onnxruntime quantizes on the fly (DynamicQuantizeMatMul, DynamicQuantizeLSTM) go
-  through the same range, scale and zero-point computation (``quant._ort_dynamic_quantize``).
-  DynamicQuantizeLSTM's hidden state is quantized per batch row where onnxruntime splits the batch
-  over its threads (batch > 4, or hidden size <= 256), which equals onnxruntime when its intra-op
-  thread count is at least the batch size.
+  through the same range, scale and zero-point computation (``quant._ort_dynamic_quantize``);
+  DynamicQuantizeLSTM is its kernel step for step (:mod:`.ort_lstm`), with MLAS's sigmoid and tanh
+  (:mod:`.mlas`). Its hidden state is quantized per group of batch rows where onnxruntime splits the
+  batch over its threads; the lowering quantizes each row alone, which is onnxruntime whenever its
+  intra-op thread count is at least the batch size.
 """
 
 from __future__ import annotations
@@ -31,19 +32,16 @@ from ..codegen.emitter import Emitter
 from ..codegen.values import Value
 from . import pooling
 from .attention import attend, key_mask_bias, merge_heads, split_heads
-from .quant import INTEGER_RANGES, _ort_dynamic_quantize, centered, dequantize, quantize
-from .recurrent import lower_recurrent, recurrent_attributes
+from .mlas import _fma32, _mlas_logistic, _mlas_tanh
+from .ort_lstm import _ort_lstm_activation, _ort_quantized_lstm
+from .quant import INTEGER_RANGES, _ort_dynamic_quantize, _ort_quantized_gemm, centered, dequantize, quantize
+from .recurrent import _activation, recurrent_attributes, recurrent_output_spec, recurrent_settings
 from .registry import onnx_op
 
 MS = "com.microsoft"
 
 
 # ------------------------------------------------------------------------------ run-time helpers
-def _fma32(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """float32 ``x * y + z`` rounded once (a fused multiply-add), exact in float64 first."""
-    return (x.to(torch.float64) * y.to(torch.float64) + z.to(torch.float64)).to(torch.float32)
-
-
 def _saturate(y: torch.Tensor, lo: int, hi: int, dtype: torch.dtype) -> torch.Tensor:
     """Round half to even, clamp to ``[lo, hi]`` and cast (the kernels' ``cvtps2dq`` + pack)."""
     return torch.clamp(torch.round(y), lo, hi).to(dtype)
@@ -356,17 +354,23 @@ def dynamic_quantize_lstm(g: Emitter, x: Value, w: Value, r: Value, b: Value | N
                           activation_beta: list[float] | None = None, activations: list[str] | None = None,
                           clip: float | None = None, direction: str = "forward", hidden_size: int | None = None,
                           input_forget: int = 0) -> tuple[Value, ...]:
-    """ONNX LSTM with 8-bit (directions, inputs, 4 * hidden) weights, stepped by the LSTM helper."""
+    """ONNX LSTM with 8-bit (directions, inputs, 4 * hidden) weights, computed as onnxruntime's
+    kernel computes it (:mod:`.ort_lstm`), so that the outputs equal its outputs in every bit."""
     if sequence_lens is not None:
         raise g.unsupported(None, "DynamicQuantizeLSTM with sequence_lens (onnxruntime's quantization "
                                   "ranges then depend on which rows are padding)")
     if any(v is None for v in (w_scale, w_zero_point, r_scale, r_zero_point)):
         raise g.error("DynamicQuantizeLSTM needs W_scale, W_zero_point, R_scale and R_zero_point")
-    hidden = hidden_size or r.static_shape()[1]
-    return lower_recurrent(g, "LSTM", x, w, r, b, None, initial_h, initial_c, p, recurrent_attributes(
-        activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations, clip=clip,
-        direction=direction, hidden_size=hidden, input_forget=input_forget),
-        quantized=[w_scale, w_zero_point, r_scale, r_zero_point])  # type: ignore[list-item]
+    settings = recurrent_settings(g, "LSTM", r, recurrent_attributes(
+        activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations,
+        direction=direction, hidden_size=hidden_size or r.static_shape()[1]))
+    spec = recurrent_output_spec(g, "LSTM", x, settings)
+    for helper in (_fma32, _mlas_logistic, _mlas_tanh, _activation, _ort_lstm_activation, _ort_dynamic_quantize,
+                   _ort_quantized_gemm):
+        g.helper(helper)
+    return g.call(g.helper(_ort_quantized_lstm, leaf=True), x, w, r, b, initial_h, initial_c, p, settings.directions,
+                  settings.activations, settings.alphas, settings.betas, clip, bool(input_forget), w_scale,
+                  w_zero_point, r_scale, r_zero_point, n_outputs=len(spec), out_spec=spec)
 
 
 @onnx_op("QAttention", 1, MS)

@@ -8,11 +8,12 @@ uses :func:`_recurrent`, the ONNX equations step by step, copied into ``model.py
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import Value
-from .quant import _ort_dynamic_quantize, _ort_quantized_gemm
 from .registry import onnx_op
 
 _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
@@ -52,20 +53,14 @@ def _recurrent(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: 
                lengths: torch.Tensor | None, h0: torch.Tensor | None, c0: torch.Tensor | None,
                p: torch.Tensor | None, directions: list[str], activations: list[str],
                alphas: list[float | None], betas: list[float | None], clip: float | None, input_forget: bool,
-               linear_before_reset: bool, layout: int,
-               quantized: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
-    """ONNX LSTM / GRU / RNN, one time step after another (outputs Y, Y_h and, for LSTM, Y_c).
-
-    ``quantized`` (W scale, W zero point, R scale, R zero point) is onnxruntime's
-    DynamicQuantizeLSTM: ``w`` / ``r`` are 8-bit (directions, inputs, 4 * hidden), the whole input
-    sequence and each step's hidden state are quantized on the fly as its kernel does (the state
-    row by row where onnxruntime splits the batch over threads, see ``ort_quantized.py``)."""
+               linear_before_reset: bool, layout: int) -> tuple[torch.Tensor, ...]:
+    """ONNX LSTM / GRU / RNN, one time step after another (outputs Y, Y_h and, for LSTM, Y_c)."""
     if layout:
         x = x.transpose(0, 1)
         h0 = h0.transpose(0, 1) if h0 is not None else None
         c0 = c0.transpose(0, 1) if c0 is not None else None
     steps, batch = x.shape[0], x.shape[1]
-    hidden = r.shape[1] if quantized is not None else r.shape[-1]
+    hidden = r.shape[-1]
     gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[kind]
     per_direction = len(activations) // len(directions)
     lengths = lengths.to(torch.int64) if lengths is not None else torch.full((batch,), steps, dtype=torch.int64)
@@ -84,21 +79,12 @@ def _recurrent(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: 
         seq = x
         if direction == "reverse":
             seq = x.gather(0, reverse_order.unsqueeze(-1).expand(x.shape))
-        if quantized is not None:
-            per_row = hidden <= 256 or batch > 4
-            w_scale, w_zero_point, r_scale, r_zero_point = (q[d] for q in quantized)
-            projected = _ort_quantized_gemm(seq.reshape(steps * batch, -1), w[d], w_scale, w_zero_point, False)
-            projected = projected.reshape(steps, batch, -1)
         h = h0[d] if h0 is not None else torch.zeros(batch, hidden, dtype=x.dtype)
         c = c0[d] if c0 is not None else torch.zeros(batch, hidden, dtype=x.dtype)
         outputs = []
         for t in range(steps):
-            if quantized is not None:
-                xw = projected[t] + wb
-                hr = _ort_quantized_gemm(h, r[d], r_scale, r_zero_point, per_row) + rb
-            else:
-                xw = seq[t] @ w[d].t() + wb
-                hr = h @ r[d].t() + rb
+            xw = seq[t] @ w[d].t() + wb
+            hr = h @ r[d].t() + rb
             if kind == "LSTM":
                 pre = xw + hr
                 if clip is not None:
@@ -150,39 +136,55 @@ def _recurrent(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: 
     return (y, y_h, y_c) if kind == "LSTM" else (y, y_h)
 
 
-def lower_recurrent(g: Emitter, kind: str, x: Value, w: Value, r: Value, b: Value | None, lengths: Value | None,
-           h0: Value | None, c0: Value | None, p: Value | None, attrs: dict,
-           quantized: list[Value] | None = None) -> tuple[Value, ...]:
+@dataclass(frozen=True)
+class RecurrentSettings:
+    """A recurrent node's attributes, normalised: one activation (with its alpha and beta) per
+    function and direction, in the order the ONNX equations use them."""
+
+    directions: list[str]
+    activations: list[str]
+    alphas: list[float | None]
+    betas: list[float | None]
+    hidden: int
+    layout: int
+
+
+def recurrent_settings(g: Emitter, kind: str, r: Value, attrs: dict) -> RecurrentSettings:
     direction = attrs.get("direction", "forward")
-    directions = ["forward", "reverse"] if direction == "bidirectional" else [direction]
     if direction not in ("forward", "reverse", "bidirectional"):
         raise g.unsupported("direction", f"value {direction!r}")
-    hidden = attrs.get("hidden_size") or r.static_shape()[-1]
+    directions = ["forward", "reverse"] if direction == "bidirectional" else [direction]
     activations = list(attrs.get("activations") or _DEFAULT_ACTIVATIONS[kind] * len(directions))
     n = len(activations)
     alphas = list(attrs.get("activation_alpha") or [])
     betas = list(attrs.get("activation_beta") or [])
-    alphas = [alphas[i] if i < len(alphas) else None for i in range(n)]
-    betas = [betas[i] if i < len(betas) else None for i in range(n)]
-    layout = attrs.get("layout", 0)
-    module = None if quantized else _as_module(g, kind, x, w, r, b, lengths, h0, c0, p, attrs, directions,
-                                                activations, hidden, layout)
-    if module is not None:
-        return module
+    return RecurrentSettings(directions, activations, [alphas[i] if i < len(alphas) else None for i in range(n)],
+                             [betas[i] if i < len(betas) else None for i in range(n)],
+                             attrs.get("hidden_size") or r.static_shape()[-1], attrs.get("layout", 0))
+
+
+def recurrent_output_spec(g: Emitter, kind: str, x: Value, settings: RecurrentSettings) -> list[tuple[list, object]]:
+    """Sizes and dtypes of Y, Y_h and, for LSTM, Y_c."""
+    layout, hidden, nd = settings.layout, settings.hidden, len(settings.directions)
     steps, batch = (g.dim(x, 1), g.dim(x, 0)) if layout else (g.dim(x, 0), g.dim(x, 1))
-    nd = len(directions)
     y_shape = [batch, steps, nd, hidden] if layout else [steps, nd, batch, hidden]
     h_shape = [batch, nd, hidden] if layout else [nd, batch, hidden]
-    spec = [(y_shape, x.dtype), (h_shape, x.dtype)] + ([(h_shape, x.dtype)] if kind == "LSTM" else [])
+    return [(y_shape, x.dtype), (h_shape, x.dtype)] + ([(h_shape, x.dtype)] if kind == "LSTM" else [])
+
+
+def lower_recurrent(g: Emitter, kind: str, x: Value, w: Value, r: Value, b: Value | None, lengths: Value | None,
+           h0: Value | None, c0: Value | None, p: Value | None, attrs: dict) -> tuple[Value, ...]:
+    settings = recurrent_settings(g, kind, r, attrs)
+    module = _as_module(g, kind, x, w, r, b, lengths, h0, c0, p, attrs, settings.directions, settings.activations,
+                        settings.hidden, settings.layout)
+    if module is not None:
+        return module
+    spec = recurrent_output_spec(g, kind, x, settings)
     g.helper(_activation)
-    extra: tuple[list[Value], ...] = ()
-    if quantized:
-        g.helper(_ort_dynamic_quantize)
-        g.helper(_ort_quantized_gemm)
-        extra = (quantized,)
-    return g.call(g.helper(_recurrent, leaf=True), kind, x, w, r, b, lengths, h0, c0, p, directions, activations,
-                  alphas, betas, attrs.get("clip"), bool(attrs.get("input_forget", 0)),
-                  bool(attrs.get("linear_before_reset", 0)), layout, *extra, n_outputs=len(spec), out_spec=spec)
+    return g.call(g.helper(_recurrent, leaf=True), kind, x, w, r, b, lengths, h0, c0, p, settings.directions,
+                  settings.activations, settings.alphas, settings.betas, attrs.get("clip"),
+                  bool(attrs.get("input_forget", 0)), bool(attrs.get("linear_before_reset", 0)), settings.layout,
+                  n_outputs=len(spec), out_spec=spec)
 
 
 def _as_module(g: Emitter, kind: str, x: Value, w: Value, r: Value, b: Value | None, lengths: Value | None,
