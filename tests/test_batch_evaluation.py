@@ -347,3 +347,24 @@ def test_evaluation_settings_without_a_dataset_warn(tmp_path: Path) -> None:
     assert [r.evaluation for r in summary.results] == [None, None] and summary.to_dict()["evaluation"] is False
     assert not (tmp_path / "out" / "b" / "evaluation").exists()
     assert "## Task metrics" not in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_model_with_a_batch_of_one_gets_one_image_a_call(tmp_path: Path) -> None:
+    import onnx
+
+    from onnx2fx.converter import OnnxToFxConverter
+
+    model = onnx.load(str(make_mlp(tmp_path / "dynamic.onnx")))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # [batch, ...] -> [1, ...]
+    onnx.save(model, str(tmp_path / "one.onnx"))
+    _classification_data(tmp_path / "data.npz", tmp_path / "dynamic.onnx", count=6)
+    converter = OnnxToFxConverter(tmp_path / "one.onnx")
+    converter.convert()
+    converter.save(tmp_path / "folder")
+    task = EvaluationPlanner().task_for("one.onnx", {"dataset": str(tmp_path / "data.npz")})
+    assert task is not None and task.batch_size == 8
+    section = evaluate_model(tmp_path / "one.onnx", tmp_path / "folder", task, {"ptq": None, "qft": None})
+    assert section["status"] == "ok", section["error"]
+    assert [f["metrics"] for f in section["forms"]] == [{"top1": 2 / 6, "top5": 1.0}] * 2
+    assert section["grade"] == "excellent"
