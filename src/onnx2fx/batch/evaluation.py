@@ -27,9 +27,12 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BatchError, EvaluationError
+
+if TYPE_CHECKING:  # the evaluation package (numpy, Pillow, pycocotools) loads only when a batch evaluates
+    from ..evaluation import TaskConfig
 
 __all__ = [
     "EVALUATION_FOLDER",
@@ -50,7 +53,7 @@ class EvaluationTask:
     """What a worker evaluates a model on (sent to the worker process, so it must pickle)."""
 
     dataset: str  # absolute path, read again in the worker
-    task: Any  # TaskConfig, resolved with the dataset's default preset
+    task: TaskConfig  # resolved with the dataset's default preset
     task_source: str  # the preset name or the task config file, as the config gave it
     dataset_record: Mapping[str, Any] = field(default_factory=dict)  # name, source, layout, count (after limit)
     ground_truth_sha256: str = ""
