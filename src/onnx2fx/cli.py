@@ -213,7 +213,8 @@ def batch(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file: `defaults:` for every model "
                                                 "and `models:` entries keyed by path (relative to MODELS_DIR) or "
                                                 "file stem, with input_shapes, tolerance, samples, inputs, skip, "
-                                                "per_layer, sweep, timeout.")] = None,
+                                                "per_layer, sweep, timeout, calibration, formats, dataset, task, "
+                                                "eval_limit, eval_batch_size.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Also redo models whose output folder is up to date "
                                         "(same file, onnx2fx version and options).")] = False,
     ptq: Annotated[bool, typer.Option("--ptq", help="Also quantize each converted model (W8A8 PTQ) into its "
@@ -233,6 +234,18 @@ def batch(
                                            "torch.compile (slow).")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Seconds one model may take; a worker past "
                                                   "it is killed and the model recorded as crashed.")] = None,
+    dataset: Annotated[Path | None, typer.Option("--dataset", "-d", help="Also evaluate every converted model "
+                                                 "on this dataset (COCO .json or folder, dataset.jsonl folder, "
+                                                 "ImageFolder, .npz): the float ONNX, the converted model and the "
+                                                 "PTQ/QFT forms, into each model's evaluation/ folder.")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Task config YAML/JSON for the evaluation, or a preset "
+                                             "(reference004, torchvision, yolo, logits); the config's per-model "
+                                             "`task` entries win.")] = None,
+    eval_limit: Annotated[int | None, typer.Option("--eval-limit", min=1, help="Evaluate the first N images "
+                                                   "only.")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option("--eval-batch-size", min=1, help="Images per model call "
+                                                        "when evaluating (default 8; 1 for a model whose batch "
+                                                        "size is fixed at 1).")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Convert, validate and report every model under MODELS_DIR, each in its own worker process.
@@ -240,6 +253,9 @@ def batch(
     Up-to-date models are skipped, so an interrupted run can simply be started again.
 
     A worker that crashes or exceeds its timeout is recorded as crashed; the others go on.
+
+    With --dataset, each model's forms are also scored with task metrics (COCO mAP, top-1/top-5) and
+    graded against the float model; an evaluation's result does not change the exit code.
 
     Exit code: 0 every model passed or was skipped by the config, 1 some failed or crashed, 2 bad input.
     """
@@ -252,7 +268,8 @@ def batch(
     with _errors(debug):
         settings = load_config(config) if config is not None else BatchConfig()
         settings = settings.with_defaults(tolerance=tolerance, per_layer=True if per_layer else None,
-                                          sweep=True if sweep else None, timeout=timeout)
+                                          sweep=True if sweep else None, timeout=timeout, dataset=dataset,
+                                          task=task, eval_limit=eval_limit, eval_batch_size=eval_batch_size)
         summary = run_batch(models_dir, output, PipelineOptions(compile=compile_), settings, jobs=jobs,
                             force=force, ptq=ptq, qft=qft, console=console)
     for warning in summary.warnings:

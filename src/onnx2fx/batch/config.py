@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import BatchError
+from ..errors import BatchError, EvaluationError
 
 __all__ = ["CONFIG_KEYS", "BatchConfig", "load_config", "parse_config"]
 
@@ -30,6 +30,12 @@ CONFIG_KEYS: dict[str, str] = {
     "sweep": "true or false",
     "timeout": "a number of seconds > 0, or null for none",
     "formats": "the quantized ONNX forms --ptq/--qft write: a list of qdq, qoperator, fixed-point",
+    "dataset": "an evaluation dataset (COCO .json or folder, dataset.jsonl folder, ImageFolder, .npz), relative to "
+               "the config file",
+    "task": "a task config YAML/JSON file relative to the config file, or a preset: reference004, torchvision, "
+            "yolo, logits",
+    "eval_limit": "an integer >= 1 (images evaluated)",
+    "eval_batch_size": "an integer >= 1 (images per model call when evaluating)",
 }
 _TOP_KEYS = ("defaults", "models")
 
@@ -167,7 +173,7 @@ def _check_value(key: str, value: Any, where: str, base: Path, source: str) -> A
         if not is_number(value) or value < 0:
             raise bad()
         return float(value)
-    if key == "samples":
+    if key in ("samples", "eval_limit", "eval_batch_size"):
         if not is_int(value) or value < 1:
             raise bad()
         return value
@@ -201,6 +207,26 @@ def _check_value(key: str, value: Any, where: str, base: Path, source: str) -> A
         path = (base / value).absolute()
         if not path.exists():
             raise BatchError(f"{source}: {where}: calibration data {path} does not exist")
+        return str(path)
+    if key == "dataset":
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise bad()
+        path = (base / value).absolute()
+        if not path.exists():
+            raise BatchError(f"{source}: {where}: dataset {path} does not exist")
+        return str(path)
+    if key == "task":
+        from ..evaluation.task import PRESETS, load_task_config
+
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise bad()
+        if value in PRESETS:
+            return value
+        path = (base / value).absolute()
+        try:
+            load_task_config(path)  # every key checked now, not after the models have run
+        except EvaluationError as exc:
+            raise BatchError(f"{source}: {where}: {exc}") from None
         return str(path)
     if key == "inputs":
         if not isinstance(value, (str, os.PathLike)) or not str(value):

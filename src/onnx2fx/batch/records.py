@@ -21,6 +21,7 @@ from typing import Any
 
 from ..pipeline import PipelineOptions, report_passed
 from ..reports import file_sha256, new_report
+from .evaluation import EvaluationTask, evaluation_record
 
 STATUSES = ("ok", "failed", "crashed", "skipped", "up-to-date")
 BATCH_RECORD_VERSION = 1
@@ -83,6 +84,7 @@ class ModelResult:
     error: dict[str, str] | None = None
     unsupported_ops: list[str] = field(default_factory=list)
     quantization: dict[str, Any] = field(default_factory=lambda: {"ptq": None, "qft": None})
+    evaluation: dict[str, Any] | None = None  # task metrics and grades; None when no dataset was given
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,7 +95,9 @@ def finite(value: Any) -> float | None:
 
 
 def result_from_report(rel: str, out: str, report: Mapping[str, Any], status: str | None = None,
-                       seconds: float | None = None) -> ModelResult:
+                       seconds: float | None = None, evaluation: bool = False) -> ModelResult:
+    """The summary line of a model from its report; ``evaluation``: whether task metrics were
+    requested for it (then the line records them, or why they did not run)."""
     conversion = report.get("conversion") or {}
     accuracy = report.get("accuracy") or {}
     passed = report_passed(report)
@@ -102,13 +106,15 @@ def result_from_report(rel: str, out: str, report: Mapping[str, Any], status: st
         error = {"type": "ToleranceExceeded",
                  "message": f"relative error {accuracy.get('relative_error', float('nan')):.3g} % exceeds the "
                             f"tolerance of {accuracy.get('tolerance_percent')} %"}
+    status = status or ("ok" if passed else "failed")
     return ModelResult(
-        path=rel, output=out, status=status or ("ok" if passed else "failed"), passed=passed,
+        path=rel, output=out, status=status, passed=passed,
         relative_error=finite(accuracy.get("relative_error")), conversion_seconds=finite(conversion.get("seconds")),
         seconds=None if seconds is None else round(seconds, 3),
         error=None if error is None else {"type": str(error.get("type", "")), "message": str(error.get("message", ""))},
         unsupported_ops=list(conversion.get("unsupported_ops") or []),
-        quantization=dict(report.get("quantization") or {"ptq": None, "qft": None}))
+        quantization=dict(report.get("quantization") or {"ptq": None, "qft": None}),
+        evaluation=evaluation_record(report.get("task_metrics"), out, status) if evaluation else None)
 
 
 def fallback_report(model_path: Path, error: dict[str, str], quantization: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +132,8 @@ def fallback_report(model_path: Path, error: dict[str, str], quantization: dict[
     return report
 
 
-def fingerprint(options: PipelineOptions, ptq: bool, qft: bool, hashes: dict[str, str]) -> dict[str, Any]:
+def fingerprint(options: PipelineOptions, ptq: bool, qft: bool, hashes: dict[str, str],
+                evaluation: EvaluationTask | None = None) -> dict[str, Any]:
     """The options a model folder was produced with, as recorded in its ``batch.json``."""
     record = dataclasses.asdict(options)
     record["input_shapes"] = {k: [int(d) for d in v] for k, v in sorted(dict(options.input_shapes).items())}
@@ -138,6 +145,8 @@ def fingerprint(options: PipelineOptions, ptq: bool, qft: bool, hashes: dict[str
     if tuple(options.formats) == ("qdq",):  # the default: folders written before the option keep their record
         del record["formats"]
     record.update(ptq=ptq, qft=qft)
+    if evaluation is not None:  # folders written without an evaluation keep their record
+        record["evaluation"] = evaluation.fingerprint()
     return json.loads(json.dumps(record))
 
 

@@ -20,7 +20,7 @@ from ..errors import BatchError
 from ..reports import regenerate, write_atomic
 from .records import STATUSES, ModelResult, read_json, tool_version, utc_timestamp
 
-SUMMARY_SCHEMA_VERSION = "1.0"
+SUMMARY_SCHEMA_VERSION = "1.1"  # 1.1: task metrics (`evaluation`, and each model's `evaluation`)
 SUMMARY_SCHEMA_PATH = Path(__file__).parent.parent / "reports" / "summary.schema.json"
 
 __all__ = [
@@ -45,6 +45,7 @@ class BatchSummary:
     jobs: int = 1
     ptq: bool = False
     qft: bool = False
+    evaluation: bool = False  # some model was evaluated on a dataset
     warnings: list[str] = field(default_factory=list)
     removed_leftovers: list[str] = field(default_factory=list)
     generated_at: str = field(default_factory=utc_timestamp)
@@ -76,6 +77,7 @@ class BatchSummary:
             "seconds": round(self.seconds, 3),
             "ptq": self.ptq,
             "qft": self.qft,
+            "evaluation": self.evaluation,
             "passed": self.passed,
             "counts": self.counts,
             "warnings": list(self.warnings),
@@ -120,7 +122,46 @@ def render_summary_markdown(summary: Mapping[str, Any]) -> str:
         error = "" if not m["error"] else f"`{m['error']['type']}`: {m['error']['message']}"
         error = error.replace("|", "/").replace("\n", " ")
         lines.append(f"| {name} | {m['status']} | {passed} | {rel} | {conv} | {error} |")
+    lines += _task_metrics_markdown(summary)
     return "\n".join(lines) + "\n"
+
+
+def _task_metrics_markdown(summary: Mapping[str, Any]) -> list[str]:
+    """One table per task (detection, classification): each evaluated form's headline metrics and
+    grade against its float model; then the evaluations that failed or did not run."""
+    from ..evaluation.comparison import HEADLINE_METRICS
+
+    evaluated = [m for m in summary["models"] if m.get("evaluation")]
+    if not evaluated:
+        return []
+    lines = ["", "## Task metrics", "",
+             "Each model's forms on its dataset; grades compare each form with the model's float ONNX "
+             "(|difference| < 0.001 excellent, < 0.01 good, else warning; the worst headline metric counts).", ""]
+    for task, names in HEADLINE_METRICS.items():
+        rows = [(m, e) for m in evaluated if (e := m["evaluation"])["task"] == task and e["forms"]]
+        if not rows:
+            continue
+        lines += [f"| model | dataset | form | runtime | {' | '.join(names)} | grade |",
+                  "|---|---|---|---|" + "---:|" * len(names) + "---|"]
+        for m, e in rows:
+            link = f"[{m['path']}]({e['folder']}/comparison.md)" if e["folder"] and len(
+                [f for f in e["forms"] if f["metrics"]]) > 1 else m["path"]
+            for form in e["forms"]:
+                values = " | ".join("—" if not form["metrics"] else f"{form['metrics'].get(n, float('nan')):.4f}"
+                                    for n in names)
+                grade = form["grade"] or ("failed" if form["error"] else "—")
+                lines.append(f"| {link} | {e['dataset']} ({e['images']}) | {form['label']} ({form['role']}) | "
+                             f"{form['runtime']} | {values} | {grade} |")
+        lines.append("")
+    for m in evaluated:
+        e = m["evaluation"]
+        if e["status"] == "failed":
+            error = e["error"] or {}
+            lines.append(f"- {m['path']}: evaluation failed: `{error.get('type', '')}`: "
+                         f"{str(error.get('message', '')).replace(chr(10), ' ')}")
+        elif e["status"] == "not_run":
+            lines.append(f"- {m['path']}: evaluation not run: {e['message']}")
+    return lines
 
 
 def regenerate_folder(folder: str | os.PathLike[str]) -> list[Path]:

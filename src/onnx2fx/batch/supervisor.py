@@ -4,7 +4,12 @@ A worker that dies (segfault, out-of-memory kill, ``os._exit``) or runs past its
 recorded as *crashed* with the reason, and the others go on. A worker runs in its own process
 group (a timeout also kills what it started) and dies with the parent; its output goes to
 ``worker.log`` and a native crash leaves its Python stack there. An exception the worker raises
-is written to ``error.json`` and recorded as *failed* with its type and message.
+is written to ``error.json`` and recorded as *failed* with its type and message. A worker that
+crashes or times out while it evaluates task metrics has already written its report: the model
+keeps its results and the evaluation is recorded as failed.
+
+While a worker runs, the parent polls the progress file it writes (:class:`.worker.ProgressFile`)
+and shows its latest line.
 
 Each worker fills a :class:`~onnx2fx.atomic_folder.StagedFolder`; when it ends, the parent
 turns what it left into the model's result (:func:`collect`), adds ``batch.json`` and installs
@@ -36,6 +41,7 @@ from typing import Any, Protocol
 from ..atomic_folder import StagedFolder
 from ..pipeline import PipelineOptions
 from ..reports import write_atomic, write_report
+from .evaluation import EVALUATION_FOLDER, EvaluationTask, failed_section
 from .records import (
     ModelResult,
     batch_record,
@@ -44,7 +50,10 @@ from .records import (
     read_json,
     result_from_report,
 )
-from .worker import Worker, WorkerTask
+from .staging import remove_leftovers
+from .worker import EVALUATION_STAGE, ProgressFile, Worker, WorkerTask
+
+PROGRESS_NAME = "progress.json"  # in the staging area, beside the model folder: never installed
 
 __all__ = ["Job", "cpu_count", "run_jobs", "sigterm_as_interrupt"]
 
@@ -60,9 +69,11 @@ class Job:
     options: PipelineOptions
     fingerprint: dict[str, Any]
     timeout: float | None
+    evaluation: EvaluationTask | None = None
     staged: StagedFolder | None = None
     process: Any = None
     started: float = 0.0
+    progress: dict[str, str] | None = None  # the worker's last stage and line of progress
 
     @property
     def built(self) -> Path:
@@ -85,6 +96,8 @@ class Display(Protocol):
 
     def finished(self, result: ModelResult) -> None: ...
 
+    def progress(self, rel: str, text: str) -> None: ...
+
 
 def run_jobs(jobs: list[Job], parallel: int, worker: Worker, ptq: bool, qft: bool, threads: int,
              display: Display) -> list[ModelResult]:
@@ -104,6 +117,8 @@ def run_jobs(jobs: list[Job], parallel: int, worker: Worker, ptq: bool, qft: boo
             wait = min([0.5] + [max(0.0, d - time.monotonic()) for d in deadlines])
             ready = set(multiprocessing.connection.wait([j.process.sentinel for j in running], timeout=wait))
             now = time.monotonic()
+            for job in running:
+                _poll_progress(job, display)
             for job in list(running):
                 if job.process.sentinel in ready:
                     _kill(job.process)  # it has exited: this reaps it and stops anything it left running
@@ -124,11 +139,21 @@ def run_jobs(jobs: list[Job], parallel: int, worker: Worker, ptq: bool, qft: boo
     return results
 
 
+def _poll_progress(job: Job, display: Display) -> None:
+    """Show the worker's latest line of progress, when it changed."""
+    assert job.staged is not None
+    state = ProgressFile.read(job.staged.area / PROGRESS_NAME)
+    if state is not None and state != job.progress:
+        job.progress = state
+        display.progress(job.rel, str(state.get("text", "")))
+
+
 def _start(job: Job, context: Any, worker: Worker, ptq: bool, qft: bool, threads: int) -> None:
     """Spawn the worker of ``job`` on a new staging folder beside the model's final folder."""
     job.staged = StagedFolder(job.final)
     task = WorkerTask(model_path=str(job.model_path), out_dir=str(job.built), options=job.options, ptq=ptq, qft=qft,
-                      threads=threads)
+                      threads=threads, evaluation=job.evaluation, final_dir=str(job.final),
+                      progress_file=str(job.staged.area / PROGRESS_NAME))
     job.process = context.Process(
         target=_worker_main, name=f"onnx2fx-batch {job.rel}",
         args=(worker, task, str(job.staged.area / "worker.log"), str(job.staged.area / "error.json"), os.getpid()))
@@ -165,6 +190,10 @@ def _collect(job: Job, ptq: bool, qft: bool, timed_out: bool) -> ModelResult:
         crash = f"worker exited with code {code}"
     else:
         crash = "worker exited without writing report.json"
+    if crash is not None and report is None:
+        report = _keep_results_of_failed_evaluation(job, crash, timed_out)
+        if report is not None:
+            crash = None
     if report is None:
         shutil.rmtree(built, ignore_errors=True)
         failure = error or {"type": "WorkerTimeout" if timed_out else "WorkerCrashed", "message": crash or ""}
@@ -173,11 +202,40 @@ def _collect(job: Job, ptq: bool, qft: bool, timed_out: bool) -> ModelResult:
     log = job.staged.area / "worker.log"
     if log.is_file() and log.stat().st_size:
         os.replace(log, built / "worker.log")
-    result = result_from_report(job.rel, job.out, report, status="crashed" if crash else None, seconds=seconds)
+    result = result_from_report(job.rel, job.out, report, status="crashed" if crash else None, seconds=seconds,
+                                evaluation=job.evaluation is not None)
     record = batch_record(job.rel, report, job.fingerprint, result, seconds)
     write_atomic(built / "batch.json", json.dumps(record, indent=2) + "\n")
     job.staged.install()
     return result
+
+
+def _keep_results_of_failed_evaluation(job: Job, crash: str, timed_out: bool) -> dict[str, Any] | None:
+    """The report of a worker that crashed or timed out while evaluating, with the evaluation
+    recorded as failed; ``None`` when it stopped before (then the model crashed)."""
+    assert job.staged is not None
+    _poll_progress_quietly(job)
+    if job.evaluation is None or (job.progress or {}).get("stage") != EVALUATION_STAGE:
+        return None
+    built = job.built
+    report = read_json(built / "report.json")
+    if not isinstance(report, dict):
+        return None
+    remove_leftovers(built)  # an evaluation folder still being written
+    if (report.get("task_metrics") or {}).get("status") is None:  # not finished: nothing of it is kept
+        shutil.rmtree(built / EVALUATION_FOLDER, ignore_errors=True)
+        doing = (job.progress or {}).get("text", "evaluating")
+        report["task_metrics"] = failed_section(job.evaluation, {
+            "type": "WorkerTimeout" if timed_out else "WorkerCrashed", "message": f"{crash} while {doing}"})
+        write_report(report, built)
+    return report
+
+
+def _poll_progress_quietly(job: Job) -> None:
+    assert job.staged is not None
+    state = ProgressFile.read(job.staged.area / PROGRESS_NAME)
+    if state is not None:
+        job.progress = state
 
 
 def _worker_main(worker: Worker, task: WorkerTask, log_path: str, error_path: str, parent_pid: int) -> None:

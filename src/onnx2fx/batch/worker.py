@@ -1,13 +1,17 @@
-"""What one worker process does: the pipeline for one model, then the requested quantization.
+"""What one worker process does: the pipeline for one model, then the requested quantization,
+then the task metrics on a dataset.
 
 :func:`run_worker` is the default; :func:`onnx2fx.batch.run_batch` accepts another (a module-level
 function, since it is sent to a spawned process). The worker writes the model folder it is given
 (inside a staging folder); :mod:`.supervisor` runs it in its own process and turns what it left
-behind into the model's result.
+behind into the model's result. The worker says what it is doing in a small progress file
+(:class:`ProgressFile`) that the parent reads to show it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +19,12 @@ from typing import Any
 
 from ..pipeline import PipelineOptions, run_model
 from ..reports import write_report
+from .evaluation import EvaluationTask, evaluate_model
 from .records import quantization_results
 
-__all__ = ["Worker", "WorkerTask", "run_ptq", "run_qft", "run_worker"]
+__all__ = ["EVALUATION_STAGE", "ProgressFile", "Worker", "WorkerTask", "run_ptq", "run_qft", "run_worker"]
+
+EVALUATION_STAGE = "evaluation"
 
 
 @dataclass
@@ -30,9 +37,42 @@ class WorkerTask:
     ptq: bool = False
     qft: bool = False
     threads: int | None = None  # torch threads in the worker, so parallel workers do not oversubscribe
+    evaluation: EvaluationTask | None = None  # task metrics on a dataset, after conversion and quantization
+    final_dir: str | None = None  # where the parent installs out_dir: the paths that records name
+    progress_file: str | None = None  # where the worker says what it is doing (outside out_dir)
 
 
 Worker = Callable[[WorkerTask], None]
+
+
+class ProgressFile:
+    """The worker's stage and a line of progress, as a small JSON file the parent polls.
+
+    Each write replaces the file whole, so the parent never reads half of one. Without a path
+    (a worker run outside a batch) it does nothing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self.path = None if path is None else Path(path)
+
+    def __call__(self, stage: str, text: str) -> None:
+        if self.path is None:
+            return
+        partial = self.path.with_name(self.path.name + ".partial")
+        try:
+            partial.write_text(json.dumps({"stage": stage, "text": text}))
+            os.replace(partial, self.path)
+        except OSError:  # progress is a courtesy: never let it stop the work
+            pass
+
+    @staticmethod
+    def read(path: str | os.PathLike[str]) -> dict[str, str] | None:
+        """The last stage and text written to ``path``, or ``None``."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
 
 def run_worker(task: WorkerTask) -> None:
@@ -42,15 +82,29 @@ def run_worker(task: WorkerTask) -> None:
 
         torch.set_num_threads(task.threads)
     out = Path(task.out_dir)
+    progress = ProgressFile(task.progress_file)
+    progress("pipeline", "converting and validating")
     report = run_model(Path(task.model_path), out, task.options)
     quantization = quantization_results(task.ptq, task.qft)
-    if task.ptq and report["conversion"]["status"] == "ok":
+    converted = report["conversion"]["status"] == "ok"
+    if task.ptq and converted:
+        progress("ptq", "PTQ")
         quantization["ptq"] = run_ptq(out, task.options)
-    if task.qft and report["conversion"]["status"] == "ok":
+    if task.qft and converted:
+        progress("qft", "QFT")
         ptq_ok = (quantization.get("ptq") or {}).get("status") == "ok"
         quantization["qft"] = run_qft(out, task.options, from_ptq=out / "ptq" if ptq_ok else None)
     if report.get("quantization") != quantization:
         report["quantization"] = quantization
+        write_report(report, out)
+    if task.evaluation is not None and converted:
+        # The report is complete on disk from here on: if the evaluation crashes or times out, the
+        # parent keeps it and records the evaluation as failed.
+        progress(EVALUATION_STAGE, "evaluating")
+        report["task_metrics"] = evaluate_model(
+            Path(task.model_path), out, task.evaluation, quantization,
+            final=Path(task.final_dir) if task.final_dir else None,
+            progress=lambda text: progress(EVALUATION_STAGE, text))
         write_report(report, out)
 
 

@@ -9,7 +9,7 @@ loop and the output folder) and ``shapes`` (a synthetic detection dataset for of
 
 from .comparison import compare_evaluations, grade, load_evaluation, write_comparison
 from .datasets import Dataset, Sample, load_dataset
-from .evaluator import EvaluationResult, EvaluationRun, evaluate, evaluate_form
+from .evaluator import EvaluationResult, EvaluationRun, evaluate, evaluate_form, write_run
 from .metrics import classification_metrics, coco_metrics
 from .runners import ModelForm, model_forms
 from .task import TaskConfig, load_task_config, preset
@@ -17,5 +17,5 @@ from .task import TaskConfig, load_task_config, preset
 __all__ = [
     "Dataset", "EvaluationResult", "EvaluationRun", "ModelForm", "Sample", "TaskConfig", "classification_metrics",
     "coco_metrics", "compare_evaluations", "evaluate", "evaluate_form", "grade", "load_dataset", "load_evaluation",
-    "load_task_config", "model_forms", "preset", "write_comparison",
+    "load_task_config", "model_forms", "preset", "write_comparison", "write_run",
 ]

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ class EvaluationResult:
 
     def document(self) -> dict[str, Any]:
         """The ``evaluation.json`` content (what ``compare`` reads)."""
-        return {"format_version": 1, "label": self.label, "model": str(self.form.path), "runtime": self.form.runtime,
+        return {"format_version": 1, "label": self.label, "model": self.form.recorded, "runtime": self.form.runtime,
                 "task": self.config.task, "task_config": self.config.to_dict(), "dataset": dataset_record(self.dataset),
                 "metrics": self.metrics, "seconds": self.seconds}
 
@@ -103,8 +103,7 @@ def evaluate(models: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     results = [evaluate_form(form, data, config, batch_size=batch_size, progress=progress) for form in forms]
     run = EvaluationRun(results, compare_evaluations([r.document() for r in results]) if len(results) > 1 else None)
     if output_dir is not None:
-        run.files = _write(run, Path(output_dir))
-        run.output_dir = Path(output_dir).resolve()
+        write_run(run, output_dir)
     return run
 
 
@@ -114,21 +113,27 @@ def _batches(dataset: Dataset, batch_size: int) -> Iterator[list[Any]]:
 
 
 def evaluate_form(form: ModelForm, dataset: Dataset, config: TaskConfig, *, batch_size: int = 8,
-                  progress: bool = False) -> EvaluationResult:
-    """Run one form over the dataset and score it."""
+                  progress: bool = False, on_batch: Callable[[int, int], None] | None = None) -> EvaluationResult:
+    """Run one form over the dataset and score it.
+
+    ``on_batch(done, total)`` is called after each batch with the images done so far, for callers
+    that show progress their own way (``onnx2fx batch`` reports it from a worker process).
+    """
     started = time.perf_counter()
     runner = form.open()
     input_name = config.input or runner.input_names[0]
     if input_name not in runner.input_names:
-        raise EvaluationError(f"the task config's input {input_name!r} is not an input of {form.path} "
+        raise EvaluationError(f"the task config's input {input_name!r} is not an input of {form.recorded} "
                               f"({', '.join(runner.input_names)})")
     if len(runner.input_names) > 1:
-        raise EvaluationError(f"{form.path} has inputs {runner.input_names}: only single-input models are evaluated")
+        raise EvaluationError(f"{form.recorded} has inputs {runner.input_names}: only single-input models are "
+                              "evaluated")
     model_size = runner.image_size(input_name)
     category_ids = [c["id"] for c in dataset.categories]
     predictions: list[dict[str, Any]] = []
     scores: list[np.ndarray] = []
     inference = 0.0
+    done = 0
     with _progress(progress, len(dataset.samples), form.label) as advance:
         for samples in _batches(dataset, batch_size):
             batch, placements = preprocess_batch(samples, config.preprocess, model_size)
@@ -142,6 +147,9 @@ def evaluate_form(form: ModelForm, dataset: Dataset, config: TaskConfig, *, batc
                 for sample, detections in zip(samples, decoded):
                     predictions += coco_results(sample.image_id, detections)
             advance(len(samples))
+            done += len(samples)
+            if on_batch is not None:
+                on_batch(done, len(dataset.samples))
     if dataset.task == "detection":
         metrics = coco_metrics(dataset.coco_ground_truth(), predictions, dataset.image_ids())
         class_scores = None
@@ -217,10 +225,19 @@ def _write_result(result: EvaluationResult, folder: Path) -> None:
         draw_confusion_matrix(matrix, [names.get(i, str(i)) for i in range(classes)], pictures / "confusion_matrix.png")
 
 
+def write_run(run: EvaluationRun, output_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``run`` into ``output_dir`` (see the module docstring for the layout) and record the
+    files and folder in ``run``.
+
+    The folder is assembled in a staging folder beside ``output_dir`` and moved into place,
+    replacing an older folder there only then.
+    """
+    run.files = _write(run, Path(output_dir).resolve())
+    run.output_dir = Path(output_dir).resolve()
+    return run.files
+
+
 def _write(run: EvaluationRun, out_dir: Path) -> dict[str, Path]:
-    """Write into a staging folder beside ``out_dir`` and move it into place, replacing an older
-    folder there only then."""
-    out_dir = out_dir.resolve()
     with atomic_folder(out_dir) as staging:
         files: dict[str, Path] = {}
         if len(run.results) == 1:

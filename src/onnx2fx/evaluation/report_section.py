@@ -31,7 +31,7 @@ def task_metrics_section(run: EvaluationRun, report_dir: Path) -> dict[str, Any]
                       "grades": {c["label"]: c["grade"] for c in run.comparison["candidates"]}}
     return {"task": first.config.task,
             "dataset": {k: first.document()["dataset"][k] for k in ("name", "source", "layout", "count")},
-            "forms": [{"label": r.label, "runtime": r.form.runtime, "model": str(r.form.path), "metrics": r.metrics,
+            "forms": [{"label": r.label, "runtime": r.form.runtime, "model": r.form.recorded, "metrics": r.metrics,
                        "seconds": r.seconds["total"]} for r in run.results],
             "headline_metrics": list(HEADLINE_METRICS[first.config.task]),
             "grade": None if run.comparison is None else run.comparison["grade"], "comparison": comparison,

@@ -36,6 +36,14 @@ class ModelForm:
     runtime: str  # "onnxruntime" or "torch"
     path: Path
     names_from: Path | None = None  # an ONNX file giving a torch form its input and output names
+    # The path records name when the file is read from elsewhere: a batch evaluates a model folder
+    # while it is still in its staging folder, and records where the folder is moved afterwards.
+    recorded_path: str | None = None
+
+    @property
+    def recorded(self) -> str:
+        """The model path that evaluation.json, comparison.json and reports record."""
+        return self.recorded_path or str(self.path)
 
     def open(self) -> Runner:
         return OnnxRunner(self.path) if self.runtime == "onnxruntime" else TorchRunner(self.path, self.names_from)

@@ -144,15 +144,22 @@ def _task_metrics_markdown(section: dict[str, Any] | None) -> list[str]:
     dataset = section["dataset"]
     names = section.get("headline_metrics") or list(section["forms"][0]["metrics"])
     grades = (section.get("comparison") or {}).get("grades", {})
+    folder = f"evaluation folder `{section['folder']}`" if section.get("folder") else "nothing written"
     lines = ["", "## Task metrics", "",
-             f"{section['task']} on {dataset['name']} ({dataset['count']} images, {dataset['layout']}); "
-             f"evaluation folder `{section['folder']}`" + (f"; overall grade **{section['grade']}**"
-                                                          if section.get("grade") else "") + ".", "",
-             "| form | runtime | " + " | ".join(names) + " | grade |", "|---|---|" + "---:|" * len(names) + "---|"]
+             f"{section['task']} on {dataset.get('name')} ({dataset.get('count')} images, {dataset.get('layout')}); "
+             f"{folder}" + (f"; overall grade **{section['grade']}**" if section.get("grade") else "") + ".", ""]
+    if section.get("status") == "failed":
+        error = section.get("error") or {}
+        lines += [f"**Evaluation failed**: `{error.get('type', '?')}`: {error.get('message', '')}", ""]
+    if section["forms"]:
+        lines += ["| form | runtime | " + " | ".join(names) + " | grade |",
+                  "|---|---|" + "---:|" * len(names) + "---|"]
     for form in section["forms"]:
         values = " | ".join(_fmt(form["metrics"].get(n), 4) for n in names)
         grade = grades.get(form["label"], "reference" if grades else "—")
         lines.append(f"| {form['label']} | {form['runtime']} | {values} | {grade} |")
+    for form in section.get("failed_forms", []):
+        lines.append(f"| {form['label']} | {form['runtime']} | " + " | ".join("—" for _ in names) + " | failed |")
     lines += [""] + [f"- picture: [{p}]({p})" for p in section.get("pictures", [])]
     return lines
 
