@@ -369,3 +369,33 @@ def test_tensors_computed_from_sizes_alone_are_not_quantized(tmp_path: Path) -> 
     for name in ("model_ptq_fixed_point.onnx", "model_ptq_qoperator.onnx"):
         assert np.mean(np.abs(_run(tmp_path / "q" / name, x) - qdq) <= step * 1.001) >= 0.999, name
     assert result.report["fixed_point"]["equal_to_simulation"] == 1.0, result.report["fixed_point"]
+
+
+class NearestUpsample(nn.Module):
+    """A detector neck's upsampling: nearest Resize between two convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.up = nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(nn.functional.interpolate(torch.relu(self.down(x)), scale_factor=2.0, mode="nearest"))
+
+
+def test_nearest_resize_runs_on_the_integers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _converted(NearestUpsample(), torch.zeros(1, 3, 8, 8), tmp_path)
+    x = np.random.default_rng(6).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    result = ptq(model, x, progress=False, output_dir=tmp_path / "q", formats=FORMATS)
+    for fmt, file in (("qoperator", "model_ptq_qoperator.onnx"), ("fixed_point", "model_ptq_fixed_point.onnx")):
+        assert result.report[fmt]["writer"]["float_islands"] == [], fmt
+        nodes = onnx.load(str(tmp_path / "q" / file)).graph.node
+        resize = next(n for n in nodes if n.op_type == "Resize")
+        producer = next(n for n in nodes if resize.input[0] in n.output)
+        assert producer.op_type != "DequantizeLinear", (fmt, producer.op_type)
+    assert float_tensors_inside(tmp_path / "q" / "model_ptq_fixed_point.onnx") == []
+    qdq = _run(tmp_path / "q" / "model_ptq.onnx", x)
+    step = float(result.activation_encodings["y"].scale[0])
+    for name in ("model_ptq_fixed_point.onnx", "model_ptq_qoperator.onnx"):
+        assert np.mean(np.abs(_run(tmp_path / "q" / name, x) - qdq) <= step * 1.001) >= 0.999, name
+    assert result.report["fixed_point"]["equal_to_simulation"] == 1.0, result.report["fixed_point"]

@@ -435,6 +435,10 @@ class IntegerLowering {
     if (standard && op == "GlobalAveragePool" && format_ == IntegerFormat::QOperator) return lower_qlinear_pool(node);
     if (standard && op == "GlobalAveragePool") return lower_global_average_pool(node);
     if (standard && kDataMovement.contains(op)) return lower_data_movement(index);
+    // Nearest-neighbour resizing selects input elements: it runs on the integers (onnxruntime's
+    // Resize and Upsample take uint8 and int8 in nearest mode).
+    if (standard && (op == "Resize" || op == "Upsample") && string_or(node, "mode", "nearest") == "nearest")
+      return lower_data_movement(index);
     if (standard && op == "Softmax" && format_ == IntegerFormat::QOperator) return lower_qlinear_softmax(index);
     if (standard && (op == "Sigmoid" || op == "LeakyRelu") && format_ == IntegerFormat::QOperator)
       return lower_qlinear_activation(node);

@@ -110,7 +110,9 @@ def write_integer_model(source: Path, output: Path, plan: QdqPlan, fmt: str,
 def float_tensors_inside(onnx_path: str | Path) -> list[str]:
     """Float tensors computed between the graph inputs' QuantizeLinear and the outputs'
     DequantizeLinear: every node output whose (inferred) type is a float type, other than the
-    outputs of DequantizeLinear nodes that produce graph outputs. Empty for a fixed-point model."""
+    outputs of DequantizeLinear nodes that produce graph outputs and constants that only give a
+    Resize its scales or region of interest (parameters of the op, float by specification, not
+    data). Empty for a fixed-point model."""
     import onnx
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)), strict_mode=True)
@@ -118,10 +120,17 @@ def float_tensors_inside(onnx_path: str | Path) -> list[str]:
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.output, *graph.input]}
     outputs = {o.name for o in graph.output}
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    parameter_slots = {"Resize": {1, 2}, "Upsample": {1}}
+    as_parameter, as_data = set(), set()
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            (as_parameter if i in parameter_slots.get(node.op_type, ()) else as_data).add(name)
     found = []
     for node in graph.node:
         for name in node.output:
             if node.op_type == "DequantizeLinear" and name in outputs:
+                continue
+            if node.op_type == "Constant" and name in as_parameter and name not in as_data:
                 continue
             if types.get(name, 0) in floats or types.get(name, 0) == 0:
                 found.append(name)
