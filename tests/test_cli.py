@@ -63,3 +63,19 @@ def test_help_explains_commands() -> None:
 
 def test_parse_shapes() -> None:
     assert parse_shapes(["x=1,3,8,8", "2x4"]) == {"x": [1, 3, 8, 8], "": [2, 4]}
+
+
+def test_a_model_path_that_is_not_a_regular_file_is_a_clear_error(tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.onnx"
+    folder.mkdir()
+    runner = CliRunner()
+    for path, message in ((fifo, f"OSError: model file {fifo} is not a regular file (a FIFO, socket or device)"),
+                          (folder, f"IsADirectoryError: model file {folder} is a folder; give the .onnx file inside it")):
+        result = runner.invoke(app, ["convert", str(path), "-o", str(tmp_path / "out")])
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()

@@ -69,12 +69,23 @@ def _errors(debug: bool) -> Iterator[None]:
 
     try:
         yield
-    except (Onnx2FxError, FileNotFoundError, NotADirectoryError, typer.BadParameter) as exc:
+    except (Onnx2FxError, OSError, typer.BadParameter) as exc:  # OSError: unreadable paths, full disks
         if debug:
             console.print_exception()
         message = exc.format_message() if isinstance(exc, typer.BadParameter) else str(exc)
         console.print(f"[bold red]error:[/] {type(exc).__name__}: {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def _require_model_file(model: Path) -> None:
+    """A clear error before any work for a model path that is missing or not a regular file
+    (a folder, a FIFO or a device would otherwise fail deep inside reading, or block)."""
+    if not model.exists():
+        raise FileNotFoundError(f"model file {model} does not exist")
+    if model.is_dir():
+        raise IsADirectoryError(f"model file {model} is a folder; give the .onnx file inside it")
+    if not model.is_file():
+        raise OSError(f"model file {model} is not a regular file (a FIFO, socket or device)")
 
 
 def _graph_input_names(model_path: Path) -> list[str]:
@@ -101,8 +112,7 @@ def convert(
     from .converter import OnnxToFxConverter
 
     with _errors(debug):
-        if not model.is_file():
-            raise FileNotFoundError(f"model file {model} does not exist")
+        _require_model_file(model)
         shapes = _resolve_unnamed(parse_shapes(shape), _graph_input_names(model) if shape else [])
         converter = OnnxToFxConverter(model, input_shapes=shapes)
         _with_status(f"converting {model.name}", converter.convert)
@@ -351,8 +361,7 @@ def ptq(
     from .quantization.data import ImageOptions
 
     with _errors(debug):
-        if not model.is_file():
-            raise FileNotFoundError(f"model file {model} does not exist")
+        _require_model_file(model)
         shapes = parse_shapes(shape)
         images = ImageOptions(mean=_floats(image_mean, "--image-mean") or (0.0,),
                               std=_floats(image_std, "--image-std") or (1.0,))
@@ -419,8 +428,7 @@ def analyze(
     from .coverage import scan_onnx_operators, write_report
 
     with _errors(debug):
-        if not model.is_file():
-            raise FileNotFoundError(f"model file {model} does not exist")
+        _require_model_file(model)
         shapes = _resolve_unnamed(parse_shapes(shape), _graph_input_names(model) if shape else [])
         result = _with_status(f"analysing {model.name}", lambda: scan_onnx_operators(model, input_shapes=shapes))
         write_report(result, output, json_out)
@@ -497,8 +505,7 @@ def qft(
     from .quantization import qft as run_qft
 
     with _errors(debug):
-        if not model.is_file():
-            raise FileNotFoundError(f"model file {model} does not exist")
+        _require_model_file(model)
         result = run_qft(model, train_data, output_dir=output, from_ptq=from_ptq, labels=labels, epochs=epochs, lr=lr,
                          range_learning=range_learning, batch_size=batch_size, seed=seed, resume=resume,
                          eval_data=eval_data, eval_labels=eval_labels, eval_samples=eval_samples, onnx_path=onnx,
