@@ -73,8 +73,9 @@ def test_a_model_path_that_is_not_a_regular_file_is_a_clear_error(tmp_path: Path
     folder = tmp_path / "folder.onnx"
     folder.mkdir()
     runner = CliRunner()
-    for path, message in ((fifo, f"OSError: model file {fifo} is not a regular file (a FIFO, socket or device)"),
-                          (folder, f"IsADirectoryError: model file {folder} is a folder; give the .onnx file inside it")):
+    expected = ((fifo, f"OSError: model file {fifo} is not a regular file (a FIFO, socket or device)"),
+                (folder, f"IsADirectoryError: model file {folder} is a folder; give the .onnx file inside it"))
+    for path, message in expected:
         result = runner.invoke(app, ["convert", str(path), "-o", str(tmp_path / "out")])
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split()), result.output
