@@ -73,10 +73,11 @@ def _qlinear_add(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: torch.Ten
 def _qlinear_mul(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: torch.Tensor, b: torch.Tensor,
                  b_scale: torch.Tensor, b_zero_point: torch.Tensor, c_scale: torch.Tensor,
                  c_zero_point: torch.Tensor, lo: int, hi: int, dtype: torch.dtype) -> torch.Tensor:
-    """onnxruntime's QLinearMul: the integer product times ``sA * sB / sC``, rounded, plus ``zC``."""
+    """onnxruntime's QLinearMul: the integer product times ``sA * sB / sC`` plus ``zC`` in float32,
+    then rounded half to even (the zero point is added before rounding, which moves ties)."""
     product = (a.to(torch.int32) - a_zero_point.to(torch.int32)) * (b.to(torch.int32) - b_zero_point.to(torch.int32))
-    y = torch.round(product.to(torch.float32) * (a_scale * b_scale / c_scale)) + c_zero_point.to(torch.float32)
-    return torch.clamp(y, lo, hi).to(dtype)
+    y = product.to(torch.float32) * (a_scale * b_scale / c_scale) + c_zero_point.to(torch.float32)
+    return _saturate(y, lo, hi, dtype)
 
 
 def _qlinear_global_average_pool(x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: torch.Tensor,
@@ -205,6 +206,7 @@ def qlinear_add(g: Emitter, a: Value, a_scale: Value, a_zero_point: Value | None
 def qlinear_mul(g: Emitter, a: Value, a_scale: Value, a_zero_point: Value | None, b: Value, b_scale: Value,
                 b_zero_point: Value | None, c_scale: Value, c_zero_point: Value | None = None) -> Value:
     lo, hi = _range(g, a.dtype)
+    g.helper(_saturate)
     return g.call(g.helper(_qlinear_mul), a, _scalar(g, a_scale), _zero_point(g, a_zero_point, a), b,
                   _scalar(g, b_scale), _zero_point(g, b_zero_point, b), _scalar(g, c_scale),
                   _zero_point(g, c_zero_point, a), lo, hi, a.dtype)
