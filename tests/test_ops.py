@@ -820,3 +820,36 @@ def test_unknown_attribute_is_named() -> None:
     assert str(info.value) == ("node 'act' (Relu, domain 'ai.onnx', opset 17): attribute slope: "
                                "is not handled (value 0.5)")
     assert info.value.attribute == "slope"
+
+
+# ------------------------------------------------------------------------------ requantization rounding
+def _requantization_tie_model(op: str, x: np.ndarray) -> onnx.ModelProto:
+    """``op`` with a rescale of float32(0.1) and a weight of one: ``acc * 0.1`` lies just above a
+    half for odd multiples of 5, and onnxruntime rounds the float32 product, which is the half itself."""
+    if op == "QLinearMatMul":
+        inits = dict(x_scale=np.float32(0.1), x_zp=np.uint8(0), w=np.ones((1, 1), np.int8), w_scale=np.float32(1.0),
+                     w_zp=np.int8(0), y_scale=np.float32(1.0), y_zp=np.uint8(0))
+        names = ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp"]
+    else:  # 1x1 QLinearConv, per-channel weight scale, int32 bias 10: 0.5 * 0.2 is float32(0.1) too
+        inits = dict(x_scale=np.float32(0.5), x_zp=np.uint8(0), w=np.ones((1, 1, 1, 1), np.int8),
+                     w_scale=np.array([0.2], np.float32), w_zp=np.zeros(1, np.int8), y_scale=np.float32(1.0),
+                     y_zp=np.uint8(0), bias=np.array([10], np.int32))
+        names = ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp", "bias"]
+    return make_model([node(op, names, ["y"])], {"x": x}, {"y": np.uint8}, initializers=inits)
+
+
+@pytest.mark.parametrize("op", ["QLinearMatMul", "QLinearConv"])
+def test_qlinear_requantization_rounds_the_float32_product(op: str) -> None:
+    """The int32 accumulator times the float32 rescale is rounded to float32 before rounding half to
+    even: 25 * float32(0.1) becomes 2.5 and then 2 (in float64 it is above 2.5 and would give 3)."""
+    values = np.arange(256, dtype=np.uint8)
+    x = values.reshape(256, 1) if op == "QLinearMatMul" else values.reshape(1, 1, 16, 16)
+    model = _requantization_tie_model(op, x)
+    expected = ort_run(model, {"x": x})[0]
+    with torch.no_grad():
+        produced = OnnxToFxConverter(model).convert()(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(produced, expected)
+    accumulators = values.astype(np.int64) + (10 if op == "QLinearConv" else 0)
+    produced = produced.reshape(-1)
+    assert produced[accumulators == 25].tolist() == [2] and produced[accumulators == 45].tolist() == [4]
+    assert produced[accumulators == 15].tolist() == [2]

@@ -10,8 +10,9 @@ rounding:
 - integer products are exact (computed in float64), then converted to float32 and scaled by a
   float32 factor multiplied in the kernel's order (``MlasRequantizeOutput``), rounded half to even
   and saturated;
-- QLinearAdd follows the AVX2 kernel: ``fma(a, sA/sC, fma(b, sB/sC, zC - (sA/sC zA + sB/sC zB)))``
-  (a broadcast operand is folded into the constant part first, as its scalar loop does);
+- QLinearAdd follows the AVX2 kernel as compiled (its scalar ``x * y + z * w`` contracted to one
+  fused multiply-add): ``fma(a, sA/sC, fma(b, sB/sC, zC - fma(sA/sC, zA, sB/sC zB)))``, with the
+  operands swapped when ``a`` is the broadcast one (onnxruntime passes a broadcast operand second);
 - QLinearSigmoid / QLinearLeakyRelu / QLinearConcat dequantize, apply, and quantize (onnxruntime's
   256-entry lookup tables hold exactly these values); QLinearSoftmax reproduces its exponential
   table (``exp((x - max + shift) * scale)`` with ``shift`` keeping the row sum finite) and its
@@ -52,27 +53,29 @@ def _qlinear_add(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: torch.Ten
                  c_zero_point: torch.Tensor, scalar_side: int, lo: int, hi: int,
                  dtype: torch.dtype) -> torch.Tensor:
     """onnxruntime's QLinearAdd (AVX2 kernel). ``scalar_side``: 1 when ``a`` is broadcast along
-    the last dimension, 2 when ``b`` is, 0 otherwise."""
+    the last dimension, 2 when ``b`` is, 0 otherwise.
+
+    The kernel's constant part ``zC - (sA/sC zA + sB/sC zB)`` is compiled to ``zC - fma(sA/sC, zA,
+    sB/sC zB)``, and a broadcast second operand is added to it by one more fused multiply-add, so
+    ``b`` broadcast or not is the same formula; onnxruntime hands a broadcast ``a`` to the kernel as
+    its second operand, which swaps the roles (and the constant part's rounding)."""
+    if scalar_side == 1:
+        a, a_scale, a_zero_point, b, b_scale, b_zero_point = b, b_scale, b_zero_point, a, a_scale, a_zero_point
     ratio_a, ratio_b = a_scale / c_scale, b_scale / c_scale
-    fixed = c_zero_point.to(torch.float32) - (ratio_a * a_zero_point.to(torch.float32)
-                                              + ratio_b * b_zero_point.to(torch.float32))
-    af, bf = a.to(torch.float32), b.to(torch.float32)
-    if scalar_side == 2:
-        y = _fma32(af, ratio_a, fixed + bf * ratio_b)
-    elif scalar_side == 1:
-        y = _fma32(bf, ratio_b, fixed + af * ratio_a)
-    else:
-        y = _fma32(af, ratio_a, _fma32(bf, ratio_b, fixed))
+    fixed = c_zero_point.to(torch.float32) - _fma32(ratio_a, a_zero_point.to(torch.float32),
+                                                    ratio_b * b_zero_point.to(torch.float32))
+    y = _fma32(a.to(torch.float32), ratio_a, _fma32(b.to(torch.float32), ratio_b, fixed))
     return _saturate(y, lo, hi, dtype)
 
 
 def _qlinear_mul(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: torch.Tensor, b: torch.Tensor,
                  b_scale: torch.Tensor, b_zero_point: torch.Tensor, c_scale: torch.Tensor,
                  c_zero_point: torch.Tensor, lo: int, hi: int, dtype: torch.dtype) -> torch.Tensor:
-    """onnxruntime's QLinearMul: the integer product times ``sA * sB / sC``, rounded, plus ``zC``."""
+    """onnxruntime's QLinearMul: the integer product times ``sA * sB / sC`` plus ``zC`` in float32,
+    then rounded half to even (the zero point is added before rounding, which moves ties)."""
     product = (a.to(torch.int32) - a_zero_point.to(torch.int32)) * (b.to(torch.int32) - b_zero_point.to(torch.int32))
-    y = torch.round(product.to(torch.float32) * (a_scale * b_scale / c_scale)) + c_zero_point.to(torch.float32)
-    return torch.clamp(y, lo, hi).to(dtype)
+    y = product.to(torch.float32) * (a_scale * b_scale / c_scale) + c_zero_point.to(torch.float32)
+    return _saturate(y, lo, hi, dtype)
 
 
 def _qlinear_global_average_pool(x: torch.Tensor, x_scale: torch.Tensor, x_zero_point: torch.Tensor,
@@ -201,6 +204,7 @@ def qlinear_add(g: Emitter, a: Value, a_scale: Value, a_zero_point: Value | None
 def qlinear_mul(g: Emitter, a: Value, a_scale: Value, a_zero_point: Value | None, b: Value, b_scale: Value,
                 b_zero_point: Value | None, c_scale: Value, c_zero_point: Value | None = None) -> Value:
     lo, hi = _range(g, a.dtype)
+    g.helper(_saturate)
     return g.call(g.helper(_qlinear_mul), a, _scalar(g, a_scale), _zero_point(g, a_zero_point, a), b,
                   _scalar(g, b_scale), _zero_point(g, b_zero_point, b), _scalar(g, c_scale),
                   _zero_point(g, c_zero_point, a), lo, hi, a.dtype)

@@ -136,13 +136,16 @@ def qlinear_matmul(g: Emitter, a: Value, a_scale: Value, a_zero_point: Value, b:
 
 def _requantize(g: Emitter, acc: Value, scales: list[Value], y_scale: Value, y_zero_point: Value | None,
                 fallback: torch.dtype, channel_axis: int | None = None) -> Value:
-    """``clamp(round(acc * (scale_a * scale_b / y_scale)) + y_zero_point)`` in the output type."""
+    """``clamp(round(float32(acc) * (scale_a * scale_b / y_scale)) + y_zero_point)`` in the output
+    type, as onnxruntime's ``MlasRequantizeOutput``: the factor is computed in float32 in that order,
+    the int32 accumulator is converted to float32 and the product is rounded to float32 before it is
+    rounded half to even (a float64 product rounds differently where it lies next to a tie)."""
     factor = g.operator("/", g.operator("*", scales[0], scales[1]), y_scale)
     if channel_axis is not None and factor.rank == 1 and factor.static_shape()[0] != 1:
         shape = [1] * acc.rank
         shape[channel_axis] = -1
         factor = g.method(factor, "reshape", shape)
-    y = g.call("torch.round", g.operator("*", acc, factor))
+    y = g.call("torch.round", g.operator("*", g.method(acc, "to", torch.float32), factor))
     dtype = y_zero_point.dtype if y_zero_point is not None else fallback
     if y_zero_point is not None and not (y_zero_point.const is not None and not y_zero_point.const.any()):
         y = g.operator("+", y, y_zero_point)
