@@ -545,6 +545,22 @@ def test_group_query_attention_smooth_softmax_is_on_only_for_1(smooth_softmax: i
 
 
 # ------------------------------------------------------------------------------ QLinearAdd rounding
+def _on_every_pair_of_values(node: onnx.NodeProto, inits: list, broadcast: str) -> tuple[dict, np.ndarray]:
+    """Run a binary QLinear op on every (a, b) pair of uint8 values, ``b`` or ``a`` broadcast along
+    the last axis or neither; assert the converter equals onnxruntime element for element."""
+    rows = np.arange(256, dtype=np.uint8).reshape(256, 1)
+    grid = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
+    feeds = {"none": {"a": np.repeat(rows, 256, 1), "b": grid}, "b": {"a": grid, "b": rows.copy()},
+             "a": {"a": rows.copy(), "b": grid}}[broadcast]
+    inputs = [helper.make_tensor_value_info(k, TensorProto.UINT8, list(v.shape)) for k, v in feeds.items()]
+    model = _model([node], inputs, [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    gm = _compare(model, [feeds])
+    with torch.no_grad():
+        produced = gm(*[torch.from_numpy(v) for v in feeds.values()]).numpy()
+    np.testing.assert_array_equal(produced, _ort(model, feeds)[0])
+    return feeds, produced
+
+
 @pytest.mark.parametrize("broadcast", ["none", "b", "a"])
 def test_qlinear_add_rounds_as_onnxruntime_on_every_pair_of_values(broadcast: str) -> None:
     """Every (a, b) pair of uint8 values, with encodings where three pairs land next to a rounding
@@ -554,16 +570,7 @@ def test_qlinear_add_rounds_as_onnxruntime_on_every_pair_of_values(broadcast: st
     inits = [_scalar("sa", 0.00871, np.float32), _scalar("za", 222, np.uint8), _scalar("sb", 0.01371, np.float32),
              _scalar("zb", 149, np.uint8), _scalar("sc", 0.07456, np.float32), _scalar("zc", 10, np.uint8)]
     node = helper.make_node("QLinearAdd", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["y"], domain=MS)
-    rows = np.arange(256, dtype=np.uint8).reshape(256, 1)
-    grid = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
-    feeds = {"none": {"a": np.repeat(rows, 256, 1), "b": grid}, "b": {"a": grid, "b": rows.copy()},
-             "a": {"a": rows.copy(), "b": grid}}[broadcast]
-    inputs = [helper.make_tensor_value_info(k, TensorProto.UINT8, list(v.shape)) for k, v in feeds.items()]
-    model = _model([node], inputs, [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
-    gm = _compare(model, [feeds])
-    with torch.no_grad():
-        produced = gm(*[torch.from_numpy(v) for v in feeds.values()]).numpy()
-    np.testing.assert_array_equal(produced, _ort(model, feeds)[0])
+    feeds, produced = _on_every_pair_of_values(node, inits, broadcast)
 
 
 @pytest.mark.parametrize("broadcast", ["none", "b", "a"])
@@ -573,16 +580,7 @@ def test_qlinear_mul_adds_the_zero_point_before_rounding(broadcast: str) -> None
     inits = [_scalar("sa", 0.5, np.float32), _scalar("za", 128, np.uint8), _scalar("sb", 0.25, np.float32),
              _scalar("zb", 128, np.uint8), _scalar("sc", 0.25, np.float32), _scalar("zc", 101, np.uint8)]
     node = helper.make_node("QLinearMul", ["a", "sa", "za", "b", "sb", "zb", "sc", "zc"], ["y"], domain=MS)
-    rows = np.arange(256, dtype=np.uint8).reshape(256, 1)
-    grid = np.tile(np.arange(256, dtype=np.uint8), (256, 1))
-    feeds = {"none": {"a": np.repeat(rows, 256, 1), "b": grid}, "b": {"a": grid, "b": rows.copy()},
-             "a": {"a": rows.copy(), "b": grid}}[broadcast]
-    inputs = [helper.make_tensor_value_info(k, TensorProto.UINT8, list(v.shape)) for k, v in feeds.items()]
-    model = _model([node], inputs, [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
-    gm = _compare(model, [feeds])
-    with torch.no_grad():
-        produced = gm(*[torch.from_numpy(v) for v in feeds.values()]).numpy()
-    np.testing.assert_array_equal(produced, _ort(model, feeds)[0])
+    feeds, produced = _on_every_pair_of_values(node, inits, broadcast)
     a, b = np.broadcast_arrays(feeds["a"], feeds["b"])
     assert produced[(a == 129) & (b == 129)].tolist() == [102]
     assert produced[(a == 129) & (b == 131)].tolist() == [102]

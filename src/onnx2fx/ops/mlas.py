@@ -44,6 +44,16 @@ def _fma32(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return total.to(torch.float32)
 
 
+def _horner32(square: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
+    """The polynomial in ``square`` with ``coefficients`` (highest power first) by Horner's rule,
+    one fused multiply-add per step, as MLAS evaluates its rational approximations."""
+    result = _fma32(square, torch.tensor(coefficients[0], dtype=torch.float32),
+                    torch.tensor(coefficients[1], dtype=torch.float32))
+    for coefficient in coefficients[2:]:
+        result = _fma32(square, result, torch.tensor(coefficient, dtype=torch.float32))
+    return result
+
+
 def _mlas_logistic(x: torch.Tensor) -> torch.Tensor:
     """``1 / (1 + exp(-x))`` as onnxruntime computes it on x86-64 (``MlasComputeLogistic``)."""
     alphas = (4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03,
@@ -52,14 +62,7 @@ def _mlas_logistic(x: torch.Tensor) -> torch.Tensor:
              1.16817656904453e-01, 9.93151921023180e-01)
     x = x.to(torch.float32).clamp(-18.0, 18.0)
     square = x * x
-    p = _fma32(square, torch.tensor(alphas[0], dtype=torch.float32),
-               torch.tensor(alphas[1], dtype=torch.float32))
-    for alpha in alphas[2:]:
-        p = _fma32(square, p, torch.tensor(alpha, dtype=torch.float32))
-    q = _fma32(square, torch.tensor(betas[0], dtype=torch.float32),
-               torch.tensor(betas[1], dtype=torch.float32))
-    for beta in betas[2:]:
-        q = _fma32(square, q, torch.tensor(beta, dtype=torch.float32))
+    p, q = _horner32(square, alphas), _horner32(square, betas)
     return torch.clamp((x * p) / q + 0.5, min=0.0)
 
 
@@ -70,12 +73,5 @@ def _mlas_tanh(x: torch.Tensor) -> torch.Tensor:
     betas = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
     x = x.to(torch.float32).clamp(-9.0, 9.0)
     square = x * x
-    p = _fma32(square, torch.tensor(alphas[0], dtype=torch.float32),
-               torch.tensor(alphas[1], dtype=torch.float32))
-    for alpha in alphas[2:]:
-        p = _fma32(square, p, torch.tensor(alpha, dtype=torch.float32))
-    q = _fma32(square, torch.tensor(betas[0], dtype=torch.float32),
-               torch.tensor(betas[1], dtype=torch.float32))
-    for beta in betas[2:]:
-        q = _fma32(square, q, torch.tensor(beta, dtype=torch.float32))
+    p, q = _horner32(square, alphas), _horner32(square, betas)
     return (x * p) / q

@@ -33,7 +33,7 @@ from ..codegen.emitter import Emitter
 from ..codegen.values import Value
 from . import pooling
 from .attention import attend, key_mask_bias, merge_heads, split_heads
-from .mlas import _fma32, _mlas_logistic, _mlas_tanh
+from .mlas import _fma32, _horner32, _mlas_logistic, _mlas_tanh
 from .ort_lstm import _ort_lstm_activation, _ort_quantized_lstm
 from .quant import INTEGER_RANGES, _ort_dynamic_quantize, _ort_quantized_gemm, centered, dequantize, quantize
 from .recurrent import _activation, recurrent_attributes, recurrent_output_spec, recurrent_settings
@@ -369,8 +369,8 @@ def dynamic_quantize_lstm(g: Emitter, x: Value, w: Value, r: Value, b: Value | N
         activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations,
         direction=direction, hidden_size=hidden_size or r.static_shape()[1]))
     spec = recurrent_output_spec(g, "LSTM", x, settings)
-    for helper in (_fma32, _mlas_logistic, _mlas_tanh, _activation, _ort_lstm_activation, _ort_dynamic_quantize,
-                   _ort_quantized_gemm):
+    for helper in (_fma32, _horner32, _mlas_logistic, _mlas_tanh, _activation, _ort_lstm_activation,
+                   _ort_dynamic_quantize, _ort_quantized_gemm):
         g.helper(helper)
     return g.call(g.helper(_ort_quantized_lstm, leaf=True), x, w, r, b, initial_h, initial_c, p, settings.directions,
                   settings.activations, settings.alphas, settings.betas, clip, bool(input_forget), w_scale,
