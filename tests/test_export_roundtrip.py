@@ -239,3 +239,29 @@ def test_bad_input_is_a_typed_error_and_writes_nothing(tmp_path: Path) -> None:
     # with the source named explicitly the same folder exports
     result = export_onnx(tmp_path / "out", target, source=moved)
     assert target.is_file() and result.relative_error <= GATE_PERCENT
+
+
+def test_a_tiny_epsilon_survives_export(tmp_path: Path) -> None:
+    """``log(x * x + 1e-10)`` (basic-pitch's log-magnitude): the exporter's optimizer treats
+    constants within 1e-8 of 0 as 0 and would drop the Add, so a silent input gives -inf."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "x"], ["square"]), helper.make_node("Add", ["square", "eps"], ["power"]),
+         helper.make_node("Log", ["power"], ["y"])],
+        "log_power", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        [numpy_helper.from_array(np.array(1e-10, np.float32), "eps")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    source = tmp_path / "source.onnx"
+    onnx.save(model, str(source))
+    out = tmp_path / "converted"
+    convert_and_save(source, out)
+    export_onnx(out, tmp_path / "exported.onnx", input_shapes={"x": [2, 4]})
+    exported = onnx.load(str(tmp_path / "exported.onnx"))
+    assert [n.op_type for n in exported.graph.node] == ["Mul", "Add", "Log"]
+    silent = np.zeros((3, 4), np.float32)
+    session = ort.InferenceSession(str(tmp_path / "exported.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": silent})[0], np.full((3, 4), np.log(np.float32(1e-10))),
+                               rtol=1e-6)

@@ -14,12 +14,13 @@ the check ran, so a failure never leaves a partial file behind.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,10 +269,36 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], in
         dynamic.append(axes or None)
     kwargs: dict[str, Any] = {"opset_version": opset} if opset else {}
     program = torch.onnx.export(module, inputs, dynamo=True, dynamic_shapes=tuple(dynamic) if symbols else None,
-                                verbose=False, **kwargs)
+                                verbose=False, optimize=False, **kwargs)
+    with _exact_no_op_rules():
+        program.optimize()
     proto = program.model_proto
     _rename_interface(proto, input_names, output_names)
     return proto
+
+
+# The exporter's graph optimizer removes ``x + c``, ``x - c``, ``x * c`` and ``x / c`` as no-ops when
+# its pattern matcher finds ``c`` close to 0 or 1 with an absolute tolerance of 1e-8: the 1e-10 added
+# before a Log, or a norm's 1e-12 epsilon, would vanish from the exported file (log(0) = -inf on a
+# silent input). Those four rules (and their commuted forms) are left out; the rest run as usual.
+_TOLERANT_NO_OP = re.compile(r"= (Add|Sub|Mul|Div) \((x, [01]|[01], x)\)")
+
+
+@contextlib.contextmanager
+def _exact_no_op_rules() -> Iterator[None]:
+    """onnxscript's default rewrite rules without the tolerant no-op ones, while the program is optimised."""
+    import onnxscript.rewriter as rewriter
+
+    defaults = getattr(rewriter, "_DEFAULT_REWRITE_RULES", None)
+    if defaults is None:  # another onnxscript layout: the rules cannot be filtered, nothing to restore
+        yield
+        return
+    rewriter._DEFAULT_REWRITE_RULES = tuple(
+        rule for rule in defaults if not _TOLERANT_NO_OP.search(str(getattr(rule, "_target_pattern", ""))))
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = defaults
 
 
 def _rename_interface(proto: onnx.ModelProto, input_names: Sequence[str], output_names: Sequence[str]) -> None:
