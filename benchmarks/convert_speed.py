@@ -12,9 +12,16 @@ For each zoo model (``benchmarks/zoo``; exported first if missing), in one run:
   ``--latency-runs`` calls after warm-up. The largest relative error of each against onnxruntime is
   recorded too.
 
-Where onnx2torch fails, its error is recorded. Usage::
+- **the weight-read floor**: the time to memory-map the ONNX file and its external-data files and touch
+  every page (page cache warm, as for the conversions), in a fresh process: what a conversion cannot
+  go below. The goals, judged in the table: onnx2fx converts in at most twice the floor
+  plus 0.1 ms per ONNX node, and at least 5x faster than onnx2torch where onnx2torch converts.
 
-    python benchmarks/convert_speed.py [--models clip_vit_l14,resnet50] [--runs 3] [--latency-runs 10]
+``--corpus`` adds the real third-party files of ``benchmarks/real_models_corpus`` (conversion and
+floor only; their inputs are not the zoo's, so no latency rows). Where onnx2torch fails, its error is
+recorded. Usage::
+
+    python benchmarks/convert_speed.py [--models clip_vit_l14,resnet50] [--runs 3] [--latency-runs 10] [--corpus]
 
 Writes ``docs/benchmarks.md`` and ``benchmarks/results/convert_speed.json`` (a run limited with
 ``--models`` writes ``benchmarks/results/convert_speed_subset.json`` and prints the table only).
@@ -42,6 +49,8 @@ RESULTS = REPO / "benchmarks" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 TOOLS = ("onnx2fx", "onnx2torch")
 MIN_LATENCY_RUNS = 3
+NODE_ALLOWANCE_S = 1e-4  # goal: conversion <= 2 x weight-read floor + 0.1 ms per node
+SPEEDUP_GOAL = 5  # goal: at least 5x faster than onnx2torch where it converts
 
 
 # ------------------------------------------------------------------------------------ child side
@@ -75,6 +84,42 @@ def _convert_once(tool: str, path: Path) -> dict[str, Any]:
         module = convert(path)
     del module
     return {"seconds": peak.seconds, "peak_rss_bytes": peak.growth}
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The ONNX file and every external-data file it names (each once)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    files = [path]
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location" and (path.parent / entry.value) not in files:
+                files.append(path.parent / entry.value)
+    return files
+
+
+def _read_floor(path: Path, repeats: int = 3) -> dict[str, Any]:
+    """Median time to map the model's files and touch one byte of every page: the physical floor."""
+    import mmap
+
+    import numpy as np
+
+    files = _data_files(path)
+    samples = []
+    for _ in range(repeats + 1):  # the first pass only warms the page cache
+        start = time.perf_counter()
+        checksum = 0
+        for file in files:
+            with file.open("rb") as handle:
+                if file.stat().st_size == 0:
+                    continue
+                with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                    pages = np.frombuffer(mapped, dtype=np.uint8)[::mmap.PAGESIZE]
+                    checksum += int(pages.sum(dtype=np.uint64))
+                    del pages
+        samples.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(samples[1:]), "files": len(files), "checksum": checksum}
 
 
 def _relative_error(ours: Any, reference: list[Any]) -> float:
@@ -143,9 +188,11 @@ def _median(samples: list[dict[str, Any]], key: str) -> float | None:
 
 
 def measure_model(name: str, path: Path, runs: int, latency_runs: int, threads: int, budget: float,
-                  timeout: float) -> dict[str, Any]:
+                  timeout: float, latency: bool = True) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name}
     row.update(onnx_facts(path))
+    floor = run_child(["benchmarks.convert_speed", "--read-floor", str(path)], timeout)
+    row["read_floor_s"] = None if "error" in floor else round(floor["seconds"], 4)
     samples: dict[str, list[dict[str, Any]]] = {tool: [] for tool in TOOLS}
     for _ in range(runs):
         for tool in TOOLS:
@@ -165,6 +212,12 @@ def measure_model(name: str, path: Path, runs: int, latency_runs: int, threads: 
     row["time_ratio"] = round(ours / theirs, 4) if ours and theirs else None
     ours_rss, theirs_rss = row["onnx2fx_peak_rss_bytes"], row["onnx2torch_peak_rss_bytes"]
     row["rss_ratio"] = round(ours_rss / theirs_rss, 3) if ours_rss and theirs_rss else None
+    if row["read_floor_s"] is not None:
+        row["goal_s"] = round(2 * row["read_floor_s"] + NODE_ALLOWANCE_S * row["nodes"], 4)
+        row["floor_goal_holds"] = ours is not None and ours <= row["goal_s"]
+    row["onnx2torch_goal_holds"] = None if not theirs else bool(ours and ours * SPEEDUP_GOAL <= theirs)
+    if not latency:
+        return row
     latency = run_child(["benchmarks.convert_speed", "--latency", name, str(path), "--latency-runs",
                          str(latency_runs), "--threads", str(threads), "--latency-budget", str(budget)], timeout)
     if "error" in latency:
@@ -177,8 +230,54 @@ def measure_model(name: str, path: Path, runs: int, latency_runs: int, threads: 
     return row
 
 
+def _corpus_rows(keys: str, runs: int, threads: int, timeout: float) -> list[dict[str, Any]]:
+    """Conversion rows for the corpus files named (``all``: every one) that can be fetched; the
+    others are skipped with the reason."""
+    from benchmarks.real_models_corpus.cache import CorpusUnavailable, model_path
+    from benchmarks.real_models_corpus.entries import CORPUS, by_key
+
+    entries = CORPUS if keys == "all" else tuple(by_key(key.strip()) for key in keys.split(",") if key.strip())
+    rows = []
+    for index, entry in enumerate(entries, 1):
+        print(f"[corpus {index}/{len(entries)}] {entry.key}", flush=True)
+        try:
+            path = model_path(entry)
+        except CorpusUnavailable as exc:
+            print(f"    skipped: {exc}", flush=True)
+            continue
+        row = measure_model(entry.key, path, runs, 0, threads, 0, timeout, latency=False)
+        row["corpus"] = True
+        rows.append(row)
+        print(f"    onnx2fx {row['onnx2fx_convert_s']} s, onnx2torch {row['onnx2torch_convert_s']} s, "
+              f"floor {row['read_floor_s']} s", flush=True)
+    return rows
+
+
 def _f(value: Any, fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
+
+
+def _holds(value: bool | None) -> str:
+    return "–" if value is None else "holds" if value else "misses"
+
+
+def _conversion_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| model | nodes | weights | onnx2fx s | onnx2torch s | time ours / theirs | floor s | goal s | "
+             "floor goal | 5x goal | onnx2fx peak RSS | onnx2torch peak RSS | onnx2fx RSS / weights |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        weights = r.get("weight_bytes") or 0
+        ours_rss = r.get("onnx2fx_peak_rss_bytes")
+        lines.append(
+            f"| {r['name']} | {r.get('nodes', '–')} | {weights / 2**20:,.0f} MiB | "
+            f"{_f(r.get('onnx2fx_convert_s'), '{:.3f}')} | "
+            f"{_f(r.get('onnx2torch_convert_s'), '{:.3f}') if r.get('onnx2torch_convert_s') else 'failed'} | "
+            f"{_f(r.get('time_ratio'), '{:.3f}')} | {_f(r.get('read_floor_s'), '{:.4f}')} | "
+            f"{_f(r.get('goal_s'), '{:.3f}')} | {_holds(r.get('floor_goal_holds'))} | "
+            f"{_holds(r.get('onnx2torch_goal_holds'))} | {_f(ours_rss and ours_rss / 2**20, '{:,.0f} MiB')} | "
+            f"{_f(r.get('onnx2torch_peak_rss_bytes') and r['onnx2torch_peak_rss_bytes'] / 2**20, '{:,.0f} MiB')} | "
+            f"{_f(ours_rss and weights and ours_rss / weights, '{:.2f}')} |")
+    return lines
 
 
 def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: int, latency_runs: int,
@@ -202,21 +301,19 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: 
         f"after at least {MIN_LATENCY_RUNS}; **rounds** says how many). **rel. err** is each converted model's "
         "largest relative error against onnxruntime's output, in percent.",
         "",
+        "**floor s** is the weight-read floor (map the files, touch every page); **goal s** is twice the floor "
+        f"plus {NODE_ALLOWANCE_S * 1000:g} ms per node, and **floor goal** says whether onnx2fx's time is within it; "
+        f"**5x goal** whether onnx2fx is at least {SPEEDUP_GOAL}x faster than onnx2torch (– where onnx2torch fails).",
+        "",
         "## Conversion",
         "",
-        "| model | weights | onnx2fx s | onnx2torch s | time ours / theirs | onnx2fx peak RSS | "
-        "onnx2torch peak RSS | RSS ours / theirs | onnx2fx RSS / weights |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *_conversion_table([r for r in rows if not r.get("corpus")]),
     ]
-    for r in rows:
-        weights = r.get("weight_bytes") or 0
-        ours_rss = r.get("onnx2fx_peak_rss_bytes")
-        lines.append(
-            f"| {r['name']} | {weights / 2**20:,.0f} MiB | {_f(r.get('onnx2fx_convert_s'), '{:.3f}')} | "
-            f"{_f(r.get('onnx2torch_convert_s'), '{:.3f}') if r.get('onnx2torch_convert_s') else 'failed'} | "
-            f"{_f(r.get('time_ratio'), '{:.3f}')} | {_f(ours_rss and ours_rss / 2**20, '{:,.0f} MiB')} | "
-            f"{_f(r.get('onnx2torch_peak_rss_bytes') and r['onnx2torch_peak_rss_bytes'] / 2**20, '{:,.0f} MiB')} | "
-            f"{_f(r.get('rss_ratio'), '{:.2f}')} | {_f(ours_rss and weights and ours_rss / weights, '{:.2f}')} |")
+    corpus = [r for r in rows if r.get("corpus")]
+    if corpus:
+        lines += ["", "## Conversion: real third-party files (`benchmarks/real_models_corpus`)", "",
+                  *_conversion_table(corpus)]
+    rows = [r for r in rows if not r.get("corpus")]
     lines += ["", "## Inference latency (eager, CPU)", "",
               "| model | onnx2fx ms | onnx2torch ms | onnxruntime ms | onnx2fx / onnx2torch | rounds | "
               "onnx2fx rel. err % | onnx2torch rel. err % |", "|---|---|---|---|---|---|---|---|"]
@@ -248,8 +345,15 @@ def main() -> None:
                         "1 keeps the figures stable on a machine that runs other work")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per child process")
     parser.add_argument("--convert", nargs=2, metavar=("TOOL", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", nargs="?", const="all", default="",
+                        help="also convert the real third-party files of benchmarks/real_models_corpus "
+                        "(conversion and floor only): all of them, or the comma-separated keys given")
     parser.add_argument("--latency", nargs=2, metavar=("NAME", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--read-floor", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.read_floor:
+        emit(_read_floor(args.read_floor))
+        return
     if args.convert:
         emit(_convert_once(args.convert[0], Path(args.convert[1])))
         return
@@ -276,6 +380,8 @@ def main() -> None:
         print(f"    onnx2fx {row['onnx2fx_convert_s']} s, onnx2torch {row['onnx2torch_convert_s']} s, "
               f"latency {row.get('onnx2fx_ms')} / {row.get('onnx2torch_ms')} / {row.get('onnxruntime_ms')} ms",
               flush=True)
+    if args.corpus:
+        rows += _corpus_rows(args.corpus, args.runs, args.threads, args.timeout)
     minutes = (time.perf_counter() - started) / 60
     from importlib.metadata import version
 
@@ -286,10 +392,12 @@ def main() -> None:
         command += f" --threads {args.threads}"
     if args.models:
         command += f" --models {','.join(names)}"
+    if args.corpus:
+        command += " --corpus" + ("" if args.corpus == "all" else f" {args.corpus}")
     document = {"command": command, "environment": env, "minutes": round(minutes, 1), "models": rows}
     RESULTS.mkdir(exist_ok=True)
     text = render(rows, command, env, args.runs, args.latency_runs, args.threads, minutes)
-    if args.models:
+    if args.models or args.corpus not in ("", "all"):
         (RESULTS / "convert_speed_subset.json").write_text(json.dumps(document, indent=2) + "\n")
         print(text)
         return
