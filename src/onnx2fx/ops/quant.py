@@ -153,13 +153,52 @@ def _requantize(g: Emitter, acc: Value, scales: list[Value], y_scale: Value, y_z
     return g.method(g.call("torch.clamp", y, lo, hi), "to", dtype)
 
 
+FLOAT32_EXACT_LIMIT = 2 ** 24  # every integer up to this magnitude is exact in float32
+NIBBLE = 16
+
+
 def _integer_conv(g: Emitter, x: Value, w: Value, x_zero_point: Value | None, w_zero_point: Value | None,
                   attrs: dict) -> Value:
-    """The int32 convolution of the centred inputs, computed in float64 (exact)."""
-    xc = centered(g, x, x_zero_point, torch.float64)
+    """The int32 convolution of the centred 8-bit inputs, computed exactly in float arithmetic.
+
+    float32 where no partial sum can pass 2**24 (bounded by the input-channel count times the kernel
+    size, the centred weights' largest magnitude and 255 for the input); where it could, the input is
+    split into its high and low four bits (``16 * hi + lo``), two float32 convolutions whose sums stay
+    below 2**24 each, combined in int32; float64 only beyond that. float32 keeps the module fast on
+    the CPU and lets its ONNX export run (onnxruntime has no double convolution)."""
     per_channel = w_zero_point is not None and w_zero_point.rank == 1 and w_zero_point.static_shape()[0] not in (1,)
-    wc = centered(g, w, w_zero_point, torch.float64, axis=0 if per_channel else None)
-    return nn_ops.conv(g, xc, wc, None, **attrs)
+    reach = _weight_reach(w, w_zero_point)
+    if reach is None or reach * NIBBLE >= FLOAT32_EXACT_LIMIT:
+        wide = nn_ops.conv(g, centered(g, x, x_zero_point, torch.float64),
+                           centered(g, w, w_zero_point, torch.float64, axis=0 if per_channel else None), None, **attrs)
+        return g.method(wide, "to", torch.int32)
+    xc = centered(g, x, x_zero_point, torch.float32)
+    wc = centered(g, w, w_zero_point, torch.float32, axis=0 if per_channel else None)
+    if reach * 255 < FLOAT32_EXACT_LIMIT:
+        return g.method(nn_ops.conv(g, xc, wc, None, **attrs), "to", torch.int32)
+    low = g.call("torch.remainder", xc, float(NIBBLE))  # 0..15
+    high = g.operator("/", g.operator("-", xc, low), float(NIBBLE))  # -16..15, exact
+    high_sum = g.method(nn_ops.conv(g, high, wc, None, **attrs), "to", torch.int32)
+    low_sum = g.method(nn_ops.conv(g, low, wc, None, **attrs), "to", torch.int32)
+    return g.operator("+", g.operator("*", high_sum, NIBBLE), low_sum)
+
+
+def _weight_reach(w: Value, w_zero_point: Value | None) -> int | None:
+    """The largest sum of centred-weight magnitudes over one output's window (input channels times
+    kernel), i.e. what one unit of input can add up to; ``None`` when the weights' shape is unknown."""
+    shape = w.static_shape()
+    if len(shape) < 3 or any(d is None for d in shape[1:]):
+        return None
+    window = 1
+    for d in shape[1:]:
+        window *= int(d)
+    if w.const is None or (w_zero_point is not None and w_zero_point.const is None):
+        return window * 255
+    centred = w.const.to(torch.int32)
+    if w_zero_point is not None:
+        zp = w_zero_point.const.to(torch.int32)
+        centred = centred - (zp.reshape(-1, *[1] * (centred.dim() - 1)) if zp.dim() == 1 else zp)
+    return int(centred.abs().reshape(centred.shape[0], -1).sum(1).max())
 
 
 @onnx_op("ConvInteger", 10)
@@ -169,7 +208,7 @@ def conv_integer(g: Emitter, x: Value, w: Value, x_zero_point: Value | None = No
                  strides: list[int] | None = None) -> Value:
     attrs = dict(auto_pad=auto_pad, dilations=dilations, group=group, kernel_shape=kernel_shape, pads=pads,
                  strides=strides)
-    return g.method(_integer_conv(g, x, w, x_zero_point, w_zero_point, attrs), "to", torch.int32)
+    return _integer_conv(g, x, w, x_zero_point, w_zero_point, attrs)
 
 
 @onnx_op("QLinearConv", 10)
@@ -182,7 +221,7 @@ def qlinear_conv(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value, w: V
                  strides=strides)
     acc = _integer_conv(g, x, w, x_zero_point, w_zero_point, attrs)
     if b is not None:  # int32 bias, per output channel
-        acc = g.operator("+", acc, g.method(g.method(b, "to", torch.float64), "reshape", [-1] + [1] * (x.rank - 2)))
+        acc = g.operator("+", acc, g.method(b, "reshape", [-1] + [1] * (x.rank - 2)))
     return _requantize(g, acc, [x_scale, w_scale], y_scale, y_zero_point, x.dtype, channel_axis=1)
 
 
