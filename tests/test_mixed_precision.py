@@ -206,3 +206,17 @@ def test_cli_sensitivity_and_mixed_precision(digits: SimpleNamespace, tmp_path: 
     assert not_a_number.exit_code == 2
     assert "Invalid value for '--mixed-precision': Input should be a valid number, unable to parse string as a " \
         "number" in not_a_number.output
+
+
+def test_qft_from_a_mixed_precision_folder_keeps_the_chosen_widths(digits: SimpleNamespace, tmp_path: Path) -> None:
+    from onnx2fx.quantization import qft
+
+    chosen = _ptq(digits, tmp_path / "ptq", weight_bits=4, mixed_precision_target_db=30.0)
+    promoted = {step["tensor"] for step in chosen.report["mixed_precision"]["promoted"]}
+    assert 0 < len(promoted) < len(WEIGHTS)
+    tuned = qft(digits.model, digits.x_train[:256], from_ptq=tmp_path / "ptq", epochs=1, lr=1e-5,
+                output_dir=tmp_path / "qft", progress=False)
+    encodings = json.loads((tmp_path / "qft" / "encodings.json").read_text())
+    params = {e["name"]: e["bw"] for e in encodings["param_encodings"]}
+    assert {name: params[name] for name in WEIGHTS} == {name: 8 if name in promoted else 4 for name in WEIGHTS}
+    assert tuned.report["qdq"]["within_one_step"] >= 0.999
