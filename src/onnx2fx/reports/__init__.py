@@ -239,7 +239,8 @@ def _mixed_precision_markdown(mixed: dict[str, Any] | None) -> list[str]:
         lines += ["", "| step | node | promoted | tensor | bits | SQNR dB promoted alone | SQNR dB after |",
                   "|---|---|---|---|---|---|---|"]
         for step, row in enumerate(promoted, 1):
-            lines.append(f"| {step} | `{row['node']}` | {row['kind']} | `{row['tensor']}` | "
+            instead = f" (instead of `{row['instead_of']}`)" if row.get("instead_of") else ""
+            lines.append(f"| {step} | `{row['node']}`{instead} | {row['kind']} | `{row['tensor']}` | "
                          f"{row['bits'][0]} -> {row['bits'][1]} | {_db(row.get('sqnr_db_promoted_alone'))} | "
                          f"{_db(row.get('sqnr_db'))} |")
     return lines
