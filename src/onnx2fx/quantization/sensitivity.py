@@ -145,7 +145,7 @@ def sensitivity_analysis(sim: SimModel, layers: Sequence[QuantizedLayer], scorer
                      "only_this_layer_sqnr_db": finite_db(alone), "all_but_this_layer_sqnr_db": finite_db(without),
                      "all_but_this_layer_gain_db": finite_db(without - all_quantized)})
     return {"samples": scorer.samples, "all_quantized_sqnr_db": finite_db(all_quantized), "layers": rows,
-            "plot": None}
+            "plot": None, "plot_note": None}  # the plot is drawn when the folder is written
 
 
 def write_plot(section: dict[str, Any], path: Path) -> str | None:
@@ -159,7 +159,7 @@ def write_plot(section: dict[str, Any], path: Path) -> str | None:
     except ImportError:
         return "matplotlib is not installed (pip install matplotlib): no plot"
     rows = section["layers"]
-    labels = [row["node"] for row in rows]
+    labels = [f"{row['node']} (W{row['weight_bits']}A{row['activation_bits'] or '-'})" for row in rows]
     finite = [v for row in rows for v in (row["only_this_layer_sqnr_db"], row["all_but_this_layer_sqnr_db"])
               if v is not None]
     ceiling = max(finite, default=0.0) + 10.0  # an exact result is drawn past the largest finite one

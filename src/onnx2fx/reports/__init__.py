@@ -11,6 +11,7 @@ import datetime as _dt
 import hashlib
 import html
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -250,9 +251,13 @@ def _sensitivity_markdown(section: dict[str, Any] | None) -> list[str]:
     """The per-layer sensitivity table, most sensitive layer (largest gain in float) first."""
     if not section:
         return []
-    rows = sorted(section.get("layers", []), key=lambda r: -(r.get("all_but_this_layer_gain_db") or 0.0))
+    def gain(row: dict[str, Any]) -> float:  # an exact model without the layer: the largest gain
+        return math.inf if row.get("all_but_this_layer_sqnr_db") is None else row.get("all_but_this_layer_gain_db") \
+            or 0.0
+
+    rows = sorted(section.get("layers", []), key=lambda r: -gain(r))
     lines = ["", f"Per-layer sensitivity ({len(rows)} weight layer(s), output SQNR against the float model on "
-             f"{section.get('samples', '?')} samples of {section.get('data', '?')}; all quantized "
+             f"{section.get('samples', '?')} samples ({section.get('data', '?')}); all quantized "
              f"{_db(section.get('all_quantized_sqnr_db'))} dB; most sensitive first):", "",
              "| node | op | W bits | A bits | only this layer quantized, dB | all but this layer, dB | gain dB |",
              "|---|---|---|---|---|---|---|"]
