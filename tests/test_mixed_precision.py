@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,9 @@ from typer.testing import CliRunner
 from onnx2fx.cli import app
 from onnx2fx.errors import QuantizationError
 from onnx2fx.quantization import ptq
+from onnx2fx.quantization.fake_quant import FakeQuantize
 from onnx2fx.quantization.qdq import ort_session
+from onnx2fx.quantization.sensitivity import quantizers_switched, write_plot
 from onnx2fx.validator import load_torch_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,6 +81,13 @@ def test_sensitivity_table_plot_and_report(digits: SimpleNamespace, tmp_path: Pa
     largest_gain = max(rows, key=lambda r: r["all_but_this_layer_gain_db"])
     assert least_alone["node"] == largest_gain["node"] == "/classifier/classifier.3/Gemm"
     assert largest_gain["all_but_this_layer_gain_db"] > 3
+
+    # the figures switch quantizers off, nothing else: with all of them off the simulation is the float model
+    quantizers = [m for m in result.sim_model.modules() if isinstance(m, FakeQuantize)]
+    images = torch.from_numpy(digits.eval)
+    with torch.no_grad(), quantizers_switched(quantizers, set()):
+        assert torch.equal(result.sim_model(images), load_torch_model(digits.model)(images))
+    assert all(q.enabled for q in quantizers)
 
     saved = json.loads((tmp_path / "q" / "report.json").read_text())["quantization"]["ptq"]["sensitivity"]
     markdown = (tmp_path / "q" / "report.md").read_text()
@@ -226,3 +236,11 @@ def test_qft_from_a_mixed_precision_folder_keeps_the_chosen_widths(digits: Simpl
     params = {e["name"]: e["bw"] for e in encodings["param_encodings"]}
     assert {name: params[name] for name in WEIGHTS} == {name: 8 if name in promoted else 4 for name in WEIGHTS}
     assert tuned.report["qdq"]["within_one_step"] >= 0.999
+
+
+def test_plot_is_skipped_with_a_note_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    section = {"layers": [], "all_quantized_sqnr_db": 20.0}
+    assert write_plot(section, tmp_path / "sensitivity.png") == \
+        "matplotlib is not installed (pip install matplotlib): no plot"
+    assert not (tmp_path / "sensitivity.png").exists()
