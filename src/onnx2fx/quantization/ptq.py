@@ -10,6 +10,12 @@ folder, writes::
     encodings.json    AIMET format (1.0.0 by default), keyed by ONNX names
     model_ptq.onnx    QDQ ONNX from the original graph (native writer)
     report.json/.md   the per-model report with quantization.ptq filled in (and report.html)
+    sensitivity.png   with ``sensitivity=True``, the per-layer table drawn (when matplotlib is installed)
+
+``sensitivity=True`` measures each weight layer's share of the output error (:mod:`.sensitivity`);
+``mixed_precision_target_db`` raises the bit widths of the layers that cost most until the output
+SQNR reaches it (:mod:`.mixed_precision`), before AdaRound and bias correction, which then work on
+the chosen widths.
 
 The folder is assembled in a temporary folder beside the destination and renamed into place, so
 an error leaves no partial output.
