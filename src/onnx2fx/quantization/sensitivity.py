@@ -14,7 +14,8 @@ float model on the evaluation batches:
 Quantizers that belong to no weight layer (the graph inputs', an Add's, a Softmax's) are off in
 the first figure and on in the second. Both figures come from switching the calibrated fake-quant
 modules on and off: nothing is calibrated again, so they describe exactly the model that is
-exported.
+exported, as it is after calibration and mixed precision (AdaRound and bias correction, when asked
+for, run afterwards and are not in these figures).
 """
 
 from __future__ import annotations
