@@ -66,6 +66,12 @@ def ptq(
                                                             "else 500).")] = None,
     formats: FormatOption = None,
     float_islands: FloatIslandsOption = False,
+    sensitivity: Annotated[bool, typer.Option("--sensitivity", help="Per-layer sensitivity: output SQNR with only "
+                                              "each weight layer quantized and with all but it (report table and "
+                                              "plot).")] = False,
+    mixed_precision: Annotated[float | None, typer.Option("--mixed-precision", metavar="TARGET_SQNR", help="Promote "
+                                                          "the most sensitive layers (weights to 8 bits, then outputs "
+                                                          "to 16) until the output SQNR reaches this many dB.")] = None,
     debug: DebugOption = False,
 ) -> None:
     """Post-training quantization of a converted model: calibrate, simulate, export encodings and QDQ ONNX."""
@@ -83,7 +89,8 @@ def ptq(
                          random_calibration=random_calibration, seed=seed, image_options=images, progress=True,
                          cle=cle, bias_correction=bias_correction, adaround=adaround,
                          adaround_iterations=adaround_iterations, formats=formats or ["qdq"],
-                         float_islands=float_islands)
+                         float_islands=float_islands, sensitivity=sensitivity,
+                         mixed_precision_target_db=mixed_precision)
     info = result.report
     table = Table(title=f"{model.name} quantized", show_header=False)
     settings = info["settings"]
@@ -97,6 +104,12 @@ def ptq(
                       f"{rounded['iterations']} iterations each, {rounded['seconds']:.1f} s")
     if info.get("bias_correction") is not None:
         table.add_row("bias correction", f"{len(info['bias_correction']['layers'])} layer(s)")
+    if (mixed := info.get("mixed_precision")) is not None:
+        table.add_row("mixed precision", f"{len(mixed['promoted'])} of {mixed['layers']} layer(s) promoted: SQNR "
+                      f"{mixed['sqnr_db_before']} -> {mixed['sqnr_db_after']} dB (target {mixed['target_db']} dB), "
+                      f"weights {mixed['weight_bytes']['chosen']} bytes")
+    if info.get("sensitivity") is not None:
+        table.add_row("sensitivity", f"{len(info['sensitivity']['layers'])} layer(s): see report.md")
     for o in info["outputs"]:
         sqnr = "exact" if o.get("sqnr_db") is None else f"{o['sqnr_db']:.2f} dB"
         agreement = f", argmax agreement {o['argmax_agreement']:.4f}" if "argmax_agreement" in o else ""
