@@ -905,12 +905,15 @@ def qft_markdown(q: dict[str, Any] | None) -> list[str]:
 
 
 def aimet_section(path: Path) -> str:
-    """The section ``quant_compare_aimet.py`` generated in ``path`` (kept when this report is rewritten)."""
+    """The sections ``quant_compare_aimet.py`` and ``mixed_precision.py`` generated in ``path`` (kept when
+    this report is rewritten)."""
     text = path.read_text() if path.exists() else ""
-    begin, end = "<!-- quant_compare_aimet: begin", "<!-- quant_compare_aimet: end -->"
-    if begin not in text or end not in text:
-        return ""
-    return "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    kept = ""
+    for name in ("quant_compare_aimet", "mixed_precision"):
+        begin, end = f"<!-- {name}: begin", f"<!-- {name}: end -->"
+        if begin in text and end in text:
+            kept += "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+    return kept
 
 
 def machine(threads: int) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from onnx2fx.codegen.emitter import EmittedCall, Emitter, NodeInfo
+from onnx2fx.codegen.emitted import EmittedCall, NodeInfo
+from onnx2fx.codegen.emitter import Emitter
 from onnx2fx.codegen.render import statement
 from onnx2fx.errors import UnsupportedOperatorError
 

@@ -363,13 +363,13 @@ def test_onnxruntime_quantizes_the_lstm_state_per_thread(tmp_path: Path) -> None
 
 
 def test_mlas_logistic_and_tanh_equal_onnxruntime() -> None:
-    """``mlas._mlas_logistic`` / ``_mlas_tanh`` against onnxruntime's Sigmoid and Tanh, which run the
+    """``mlas.mlas_logistic`` / ``mlas_tanh`` against onnxruntime's Sigmoid and Tanh, which run the
     same MLAS kernels: every bit, over [-30, 30] (both clamps included) and a dense normal sample."""
-    from onnx2fx.ops.mlas import _mlas_logistic, _mlas_tanh
+    from onnx2fx.ops.mlas import mlas_logistic, mlas_tanh
 
     x = np.concatenate([np.linspace(-30, 30, 600_001, dtype=np.float32),
                         (RNG.standard_normal(200_000) * 4).astype(np.float32)])
-    for op, kernel in (("Sigmoid", _mlas_logistic), ("Tanh", _mlas_tanh)):
+    for op, kernel in (("Sigmoid", mlas_logistic), ("Tanh", mlas_tanh)):
         model = _model([helper.make_node(op, ["x"], ["y"])],
                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
@@ -384,13 +384,13 @@ def test_fma32_rounds_once() -> None:
     """A sum that float64 rounds onto a float32 tie the exact value is not on: 128 + 2^-16 +
     2^-17 (1 - 2^-33) is below the tie, so the fused result is 128 + 2^-16 (float64 then float32
     would give 128 + 2^-15)."""
-    from onnx2fx.ops.mlas import _fma32
+    from onnx2fx.ops.mlas import fma32
 
     x = torch.tensor(2.0 ** -17 * (1 - 2.0 ** -11), dtype=torch.float32)
     y = torch.tensor(1 + 2.0 ** -11 + 2.0 ** -22, dtype=torch.float32)
     z = torch.tensor(128 + 2.0 ** -16, dtype=torch.float32)
     assert float((x.double() * y.double() + z.double()).float()) == 128 + 2.0 ** -15
-    assert float(_fma32(x, y, z)) == 128 + 2.0 ** -16
+    assert float(fma32(x, y, z)) == 128 + 2.0 ** -16
 
 
 def test_qattention_from_quantize_dynamic(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ import torch.fx
 
 from . import _core
 from .atomic_folder import atomic_folder
-from .codegen.emitter import DynamicDim, EmittedModule
+from .codegen.emitted import EmittedModule
 from .codegen.render import RenderedModule, render
+from .codegen.specialisation import DynamicDim
 from .conversion_record import ConversionRecord, attach_conversion_record
 from .errors import ConversionError
 from .fx_tracer import OriginMap, node_origins, onnx_origin_table, trace_with_origins

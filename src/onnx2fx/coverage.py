@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .codegen.emitter import MAX_FOLDED_ELEMENTS, Emitter
+from .codegen.nested import walk
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .lowering import attribute_value, fake_input, input_shape, lower_node
@@ -204,13 +205,11 @@ class _ScanEmitter(Emitter):
     """The converter's emitter, except that it never computes on large constants: a weight is only
     ever used through its fake tensor, so the memory-mapped bytes are not read."""
 
-    def _foldable(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
-        from .codegen.emitter import _walk
-
-        for v in _walk([*args, *kwargs.values()]):
+    def foldable(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+        for v in walk([*args, *kwargs.values()]):
             if isinstance(v, Value) and v.const is not None and v.const.numel() > MAX_FOLDED_ELEMENTS:
                 return False
-        return super()._foldable(args, kwargs)
+        return super().foldable(args, kwargs)
 
 
 def scan_onnx_operators(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None) -> OperatorReport:

@@ -1,6 +1,6 @@
 """Lowering: walk the (sorted, checked) graph from the native core and call each op's handler.
 
-The result is an :class:`~onnx2fx.codegen.emitter.EmittedModule`: the lines of a PyTorch module
+The result is an :class:`~onnx2fx.codegen.emitted.EmittedModule`: the lines of a PyTorch module
 plus the tensors for its parameters, which :mod:`onnx2fx.codegen.render` turns into ``model.py``.
 """
 
@@ -20,7 +20,8 @@ from . import (
     _core,
     ops,  # noqa: F401 - registers the built-in op table
 )
-from .codegen.emitter import EmittedModule, Emitter, NodeInfo
+from .codegen.emitted import EmittedModule, NodeInfo
+from .codegen.emitter import Emitter
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .functions import function_body

@@ -1,200 +1,44 @@
 """The emitter: what op handlers call to produce generated PyTorch code.
 
 Every call both *writes a line* of the generated ``forward`` (or ``__init__``) and *evaluates*
-the same torch function on fake tensors with symbolic sizes, so the next handler knows the
-dtype and shape of what it receives without running the model. When every input of a call is a
-compile-time constant (and none of them is a trainable weight) the call is evaluated for real
-instead and no code is written: this is how shape arithmetic folds away.
+the same torch function on fake tensors with symbolic sizes (:mod:`.fake_eval`), so the next
+handler knows the dtype and shape of what it receives without running the model. When every input
+of a call is a compile-time constant (and none of them is a trainable weight) the call is evaluated
+for real instead and no code is written: this is how shape arithmetic folds away.
+
+What has been emitted so far is one :class:`~.state.EmitterState` (undone by :meth:`Emitter.attempt`);
+the finished result is an :class:`~.emitted.EmittedModule`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-import re
-import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..conversion_record import ParameterOrigin
 from ..errors import ConversionError, UnsupportedOperatorError
-from .names import NameScope, sanitize
-from .shape_env import ConversionShapeEnv, SpecialisationRefused
+from .emitted import EmittedCall, EmittedModule, Helper, NodeInfo
+from .fake_eval import SAME_SHAPE_FLOAT_FUNCTIONS, OutSpec, evaluate_on_fakes, symbolic, unknown_tensor
+from .formatting import format_arguments, format_code, format_index, literal_tensor
+from .helpers import copied_helper
+from .names import NameScope, layer_name, sanitize_identifier
+from .nested import as_tuple, map_leaves, walk
+from .shape_env import ConversionShapeEnv
+from .specialisation import DynamicDim, Specialisation, new_specialisations
+from .state import EmitterState
 from .values import SymElem, Value
 
 # A constant computation whose result has more elements than this is left to run time.
 MAX_FOLDED_ELEMENTS = 1 << 20
 # Integer or bool constants up to this many elements are written inline as literals.
 MAX_LITERAL_ELEMENTS = 16
-
-# Elementwise torch functions whose result has the sizes and dtype of their one float input.
-SAME_SHAPE_FLOAT_FUNCTIONS = frozenset(
-    f"torch.{name}" for name in (
-        "relu", "sigmoid", "tanh", "erf", "exp", "log", "sqrt", "reciprocal", "neg", "abs", "floor", "ceil",
-        "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "sign", "round",
-        "rsqrt", "expm1", "log1p", "clamp")) | frozenset(
-    f"F.{name}" for name in ("relu", "gelu", "silu", "mish", "softsign", "softplus", "elu", "selu", "celu",
-                             "leaky_relu", "hardsigmoid", "hardswish", "hardtanh", "relu6", "tanhshrink",
-                             "softshrink", "hardshrink", "logsigmoid"))
-
-# The sizes (``None``: known only at run time) and dtype of one result of a data-dependent call;
-# ``None`` for a result that is not a tensor (a list of tensors, an optional tensor).
-OutSpec = tuple[Sequence["SymElem | int | None"], torch.dtype] | None
-
-
-@dataclass
-class NodeInfo:
-    """The ONNX node being lowered, for error messages and for origin tracking."""
-
-    name: str
-    op_type: str
-    domain: str
-    opset: int
-    outputs: list[str]
-
-
-@dataclass
-class EmittedCall:
-    """One statement of ``forward``: ``expression`` assigned to ``targets``, or evaluated alone when
-    there are none (a run-time check). :func:`onnx2fx.codegen.render.statement` writes it."""
-
-    expression: str
-    node: str | None  # ONNX node name the statement belongs to
-    targets: list[str] = field(default_factory=list)  # local variables it assigns, in order
-    unpack: str | None = None  # the left-hand side for nested results, such as "{0}, ({1}, {2})"
-
-
-@dataclass
-class Helper:
-    name: str
-    source: str
-    fn: Callable[..., Any]
-    leaf: bool
-
-
-@dataclass(frozen=True)
-class DynamicDim:
-    """A dimension of a graph input that the ONNX file leaves dynamic."""
-
-    input_code: str  # the input's parameter name in ``forward``
-    onnx_name: str
-    axis: int
-
-
-@dataclass(frozen=True)
-class Specialisation:
-    """A dynamic input dimension that lowering had to fix: to one size (an op whose conversion-time
-    evaluation compared it with a constant), or to another dynamic dimension (a comparison of two
-    sizes decided on their hints). ``model.py`` checks it at run time instead of silently computing
-    with the wrong size."""
-
-    dim: DynamicDim
-    value: int | DynamicDim
-    node: str | None
-    op_type: str | None
-
-    def _requirement(self) -> tuple[str, str]:
-        """The condition as code and in words."""
-        if isinstance(self.value, DynamicDim):
-            other = self.value
-            return (f"{self.dim.input_code}.shape[{self.dim.axis}] == {other.input_code}.shape[{other.axis}]",
-                    f"equal to input {other.onnx_name!r} dimension {other.axis}")
-        return f"{self.dim.input_code}.shape[{self.dim.axis}] == {self.value}", str(self.value)
-
-    def check_line(self) -> str:
-        """The run-time check in ``forward``: ``torch._assert`` is traceable (FX records it)."""
-        condition, required = self._requirement()
-        where = f"node {self.node!r} ({self.op_type})" if self.node else "the conversion"
-        message = (f"input {self.dim.onnx_name!r} dimension {self.dim.axis} must be {required}: {where} "
-                   f"required it during conversion; convert with --shape {self.dim.onnx_name}=... to choose "
-                   "the sizes")
-        return f"torch._assert({condition}, {message!r})"
-
-    def describe(self) -> str:
-        where = f"node {self.node!r} ({self.op_type})" if self.node else "the conversion"
-        _, required = self._requirement()
-        return (f"dynamic dimension {self.dim.axis} of input {self.dim.onnx_name!r} must be {required} (required "
-                f"by {where}); model.py checks it at run time (choose the sizes with --shape "
-                f"{self.dim.onnx_name}=...)")
-
-
-@dataclass(frozen=True)
-class EmitterSnapshot:
-    """A point :meth:`EmitterState.restore` returns to: the lengths of the lists, which only grow,
-    and copies of the tables, which are also rewritten."""
-
-    init_lines: int
-    forward_lines: int
-    warnings: int
-    helpers: dict[str, Helper]
-    state: dict[str, torch.Tensor]
-    parameter_origins: dict[str, ParameterOrigin]
-    module_origins: dict[str, str]
-    modules: dict[str, nn.Module]
-
-
-@dataclass
-class EmitterState:
-    """What lowering has produced so far, all of which :meth:`Emitter.attempt` undoes when a
-    lowering fails: the lines of ``__init__`` and ``forward``, the helpers copied into ``model.py``,
-    the tensors of the state dict and their origins, the declared layers, and the warnings.
-
-    The containers are changed in place, never replaced: a child emitter shares ``helpers``."""
-
-    init_lines: list[str] = field(default_factory=list)
-    forward_lines: list[EmittedCall] = field(default_factory=list)
-    helpers: dict[str, Helper] = field(default_factory=dict)
-    state: dict[str, torch.Tensor] = field(default_factory=dict)  # the generated module's state dict
-    parameter_origins: dict[str, ParameterOrigin] = field(default_factory=dict)
-    module_origins: dict[str, str] = field(default_factory=dict)  # submodule attribute -> ONNX node name
-    modules: dict[str, nn.Module] = field(default_factory=dict)  # submodule attribute -> layer (meta device)
-    warnings: list[str] = field(default_factory=list)
-
-    def snapshot(self) -> EmitterSnapshot:
-        return EmitterSnapshot(len(self.init_lines), len(self.forward_lines), len(self.warnings), dict(self.helpers),
-                               dict(self.state), dict(self.parameter_origins), dict(self.module_origins),
-                               dict(self.modules))
-
-    def restore(self, snapshot: EmitterSnapshot) -> None:
-        del self.init_lines[snapshot.init_lines:]
-        del self.forward_lines[snapshot.forward_lines:]
-        del self.warnings[snapshot.warnings:]
-        tables: tuple[tuple[dict, dict], ...] = (
-            (self.state, snapshot.state), (self.parameter_origins, snapshot.parameter_origins),
-            (self.module_origins, snapshot.module_origins), (self.modules, snapshot.modules),
-            (self.helpers, snapshot.helpers))
-        for current, saved in tables:
-            current.clear()
-            current.update(saved)
-
-
-@dataclass
-class EmittedModule:
-    """Everything needed to render ``model.py`` and to load its weights."""
-
-    init_lines: list[str]
-    forward_lines: list[EmittedCall]
-    input_names: list[str]
-    input_onnx_names: list[str]
-    output_codes: list[str]
-    output_onnx_names: list[str]
-    helpers: list[Helper]
-    state: dict[str, torch.Tensor]
-    parameter_origins: dict[str, ParameterOrigin]
-    module_origins: dict[str, str]  # submodule attribute -> ONNX node name
-    nodes: dict[str, NodeInfo]  # ONNX node name -> what it was
-    tensor_codes: dict[str, str]  # ONNX tensor name -> code in forward ("" when folded to a constant)
-    warnings: list[str] = field(default_factory=list)
-    input_shapes: dict[str, list[int | None]] = field(default_factory=dict)  # None: dynamic dimension
-    specialisations: list[Specialisation] = field(default_factory=list)
 
 
 def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
@@ -388,14 +232,11 @@ class Emitter:
         ``leaf=True`` registers it with ``torch.fx.wrap`` so tracing records one call instead of
         tracing through it (for helpers whose body cannot take fx proxies).
         """
-        name = fn.__name__.lstrip("_")
-        name = f"_{name}"
-        if name not in self.generated.helpers:
-            source = textwrap.dedent(inspect.getsource(fn))
-            source = source.replace(f"def {fn.__name__}(", f"def {name}(", 1)
-            self.generated.helpers[name] = Helper(name, source, fn, leaf)
-            self._namespace[name] = fn
-        return name
+        copied = copied_helper(fn, leaf)
+        if copied.name not in self.generated.helpers:
+            self.generated.helpers[copied.name] = copied
+            self._namespace[copied.name] = fn
+        return copied.name
 
     def generated_helper(self, hint: str, source: str, leaf: bool = False) -> str:
         """Add a function written by a lowering (``def {name}(...)``) to the generated file.
@@ -433,8 +274,8 @@ class Emitter:
         """
         target = self._resolve(fn)
         if out_spec is None and fn in SAME_SHAPE_FLOAT_FUNCTIONS and len(args) == 1 and isinstance(args[0], Value) \
-                and args[0].const is None and args[0].dtype.is_floating_point and _symbolic(self.fake(args[0])) \
-                and not any(isinstance(v, Value) for v in _walk(list(kwargs.values()))):
+                and args[0].const is None and args[0].dtype.is_floating_point and symbolic(self.fake(args[0])) \
+                and not any(isinstance(v, Value) for v in walk(list(kwargs.values()))):
             # An elementwise function of one float tensor keeps its sizes: no need to run torch's
             # symbolic reference implementation (slow: sympy on every size) to learn them.
             out_spec = [(self.shape(args[0]), args[0].dtype)]
@@ -442,17 +283,7 @@ class Emitter:
 
     def unknown(self, sizes: Sequence[SymElem | int | None], dtype: torch.dtype) -> torch.Tensor:
         """A fake tensor whose ``None`` sizes are only known at run time."""
-        env = self.fake_mode.shape_env
-        dims: list[Any] = []
-        for s in sizes:
-            if s is None:
-                u = env.create_unbacked_symint()
-                torch._check(u >= 0)
-                dims.append(u)
-            else:
-                dims.append(s.value if isinstance(s, SymElem) else s)
-        with self.fake_mode:
-            return torch.empty(dims, dtype=dtype)
+        return unknown_tensor(self.fake_mode, sizes, dtype)
 
     @contextmanager
     def attempt(self) -> Iterator[None]:
@@ -486,16 +317,9 @@ class Emitter:
             items.pop()
         if not items:
             return x
-        code = ", ".join(self._format_index(i) for i in items)
+        code = ", ".join(format_index(i, self.ref) for i in items)
         fake_index = tuple(self._fake_index(i) for i in items)
         return self._emit(f"{{obj}}[{code}]", lambda t: t[fake_index], (x,), {}, 1, True, subscript=True)
-
-    def _format_index(self, item: Any) -> str:
-        if isinstance(item, slice):
-            parts = ["" if b is None else self._format(b) for b in (item.start, item.stop)]
-            text = f"{parts[0]}:{parts[1]}"
-            return text + (f":{self._format(item.step)}" if item.step is not None else "")
-        return self._format(item)
 
     def _fake_index(self, item: Any) -> Any:
         if isinstance(item, slice):
@@ -520,16 +344,7 @@ class Emitter:
 
     def _layer_name(self, hint: str) -> str:
         """The ONNX node's module path (``/layer1/conv1/Conv`` -> ``layer1_conv1``), else ``hint``."""
-        if self.node is None or not self.node.name:
-            return hint
-        parts = [p for p in re.split(r"[/:]+", self.node.name) if p]
-        op = re.escape(self.node.op_type)
-        if len(parts) > 1 and re.fullmatch(rf"{op}(_\d+)?", parts[-1], re.IGNORECASE):
-            return "/".join(parts[:-1])  # a module path such as /layer1/conv1/Conv
-        name = re.sub(r"^node_", "", "/".join(parts))  # the dynamo exporter prefixes node names
-        if not name or re.fullmatch(rf"{op}(_?\d+)?", name, re.IGNORECASE):
-            return hint  # a generated name such as "Conv_12" says less than the layer kind
-        return name
+        return layer_name(hint, self.node.name if self.node else None, self.node.op_type if self.node else "")
 
     def bind_parameter(self, module_attr: str, param: str, value: torch.Tensor,
                        initializer: str | None, transform: str | None = None) -> None:
@@ -554,7 +369,7 @@ class Emitter:
         sequence length to its hint and costs a traced step per hint)."""
         module = self.generated.modules[attr].eval()
         if out_spec is None and isinstance(module, nn.Linear) and len(args) == 1 and isinstance(args[0], Value) \
-                and args[0].const is None and _symbolic(self.fake(args[0])) \
+                and args[0].const is None and symbolic(self.fake(args[0])) \
                 and self._static_last(args[0]) == module.in_features:
             # (..., in_features) -> (..., out_features): written out rather than found by a symbolic run
             # (a dynamic last dimension is left to the run, which records that it must be in_features)
@@ -569,7 +384,7 @@ class Emitter:
 
         def run(*inputs: torch.Tensor) -> Any:
             result = torch.func.functional_call(module, fakes, inputs)
-            return tuple(_walk(result)) if n_outputs > 1 else result
+            return tuple(walk(result)) if n_outputs > 1 else result
 
         return self._emit(f"self.{attr}", run, args, {}, n_outputs, fold=False, unpack=unpack)
 
@@ -588,9 +403,9 @@ class Emitter:
     def _emit(self, fn_code: str, target: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
               n_outputs: int, fold: bool, method: bool = False, infix: bool = False,
               subscript: bool = False, out_spec: Sequence[OutSpec] | None = None, unpack: str | None = None) -> Any:
-        if fold and self._foldable(args, kwargs) and not subscript:
+        if fold and self.foldable(args, kwargs) and not subscript:
             real = target(*self._concrete(args), **self._concrete(kwargs))
-            results = _as_tuple(real, n_outputs)
+            results = as_tuple(real, n_outputs)
             if all(isinstance(r, torch.Tensor) and r.numel() <= MAX_FOLDED_ELEMENTS for r in results):
                 values = [self.const(r, self._output_name(i)) for i, r in enumerate(results)]
                 return values[0] if n_outputs == 1 else tuple(values)
@@ -599,14 +414,14 @@ class Emitter:
                 fakes = tuple(None if spec is None else self.unknown(*spec) for spec in out_spec)
                 fake_result = fakes[0] if n_outputs == 1 else fakes
             else:
-                fake_result = self._evaluate(target, self._fakes(args), self._fakes(kwargs))
+                fake_result = evaluate_on_fakes(self.fake_mode, target, self._fakes(args), self._fakes(kwargs))
         except UnsupportedOperatorError:
             raise
         except Exception as exc:
             raise self.error(f"{fn_code.replace('{obj}', 'tensor.')} failed on inputs of shapes "
                              f"{self._describe(args)}: {exc}") from exc
         self._note_specialisations()
-        results = _as_tuple(fake_result, n_outputs)
+        results = as_tuple(fake_result, n_outputs)
         if infix:
             code = fn_code.format(self._format(args[0]), self._format(args[1]))
         elif subscript:
@@ -620,25 +435,6 @@ class Emitter:
         values = [Value(self._output_name(i), fake, code=name) for i, (fake, name) in enumerate(zip(results, names))]
         return values[0] if n_outputs == 1 else tuple(values)
 
-    def _evaluate(self, target: Callable[..., Any], fake_args: Any, fake_kwargs: dict[str, Any]) -> Any:
-        """``target`` on fake tensors. With symbolic sizes, torch's C++ meta kernels first (fast);
-        where one would fix a dynamic size to a number (``F.interpolate`` with ``scale_factor``
-        reads concrete sizes), the Python dispatcher's symbolic decompositions instead, as
-        torch.export runs them (exact, but much slower: sympy on every size)."""
-        env = self.fake_mode.shape_env
-        if not _symbolic(fake_args, fake_kwargs) or not isinstance(env, ConversionShapeEnv):
-            with self.fake_mode:
-                return target(*fake_args, **fake_kwargs)
-        try:
-            with self.fake_mode, env.refusing_specialisation():
-                return target(*fake_args, **fake_kwargs)
-        except SpecialisationRefused:
-            pass
-        except Exception:  # noqa: BLE001 - some C++ kernels take no symbolic sizes (F.pad's list of
-            pass  # pads computed from them): the symbolic path below handles those, or raises the error
-        with self.fake_mode, enable_python_dispatcher():
-            return target(*fake_args, **fake_kwargs)
-
     def _note_specialisations(self) -> None:
         """Record the dynamic input dimensions that the last evaluation fixed to a constant.
 
@@ -650,23 +446,9 @@ class Emitter:
         env = self.fake_mode.shape_env
         if env is None:
             return
-        for symbol, dim in self.dynamic_dims.items():
-            if symbol in self.specialised:
-                continue
-            replacement = env.replacements.get(symbol)
-            value: int | DynamicDim | None = None
-            if replacement is not None and replacement.is_number:
-                value = int(replacement)
-            elif replacement is not None and replacement in self.dynamic_dims:
-                value = self.dynamic_dims[replacement]
-            else:
-                bounds = env.var_to_range.get(symbol)
-                value = int(bounds.lower) if bounds is not None and bounds.is_singleton() else None
-            if value is not None:
-                node = self.node
-                special = Specialisation(dim, value, node.name if node else None, node.op_type if node else None)
-                self.specialised[symbol] = special
-                self.generated.warnings.append(special.describe())
+        for symbol, special in new_specialisations(env, self.dynamic_dims, self.specialised, self.node).items():
+            self.specialised[symbol] = special
+            self.generated.warnings.append(special.describe())
 
     def _assign(self, code: str, onnx_name: str) -> str:
         name = self.locals.fresh(onnx_name, "v")
@@ -679,8 +461,10 @@ class Emitter:
         outputs = self.node.outputs
         return outputs[index] if index < len(outputs) and outputs[index] else outputs[0]
 
-    def _foldable(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
-        leaves = _walk([*args, *kwargs.values()])
+    def foldable(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+        """Whether a call on these arguments is computed now, its result a constant, instead of
+        being written into ``forward``: every tensor is a constant and none is a trainable weight."""
+        leaves = walk([*args, *kwargs.values()])
         if any(isinstance(e, SymElem) and not e.is_static for e in leaves):
             return False
         values = [v for v in leaves if isinstance(v, Value)]
@@ -691,40 +475,21 @@ class Emitter:
                        and v.const.numel() > 1 for v in values)
 
     def _concrete(self, obj: Any) -> Any:
-        return _map(obj, lambda v: v.const if isinstance(v, Value) else v.value if isinstance(v, SymElem) else v)
+        return map_leaves(obj, lambda v: v.const if isinstance(v, Value) else v.value if isinstance(v, SymElem) else v)
 
     def _fakes(self, obj: Any) -> Any:
-        return _map(obj, lambda v: self.fake(v) if isinstance(v, Value) else v.value
-                    if isinstance(v, SymElem) else v)
+        return map_leaves(obj, lambda v: self.fake(v) if isinstance(v, Value) else v.value
+                          if isinstance(v, SymElem) else v)
 
     def _describe(self, args: Sequence[Any]) -> str:
         shapes = [tuple(self.fake(a).shape) if isinstance(a, Value) else a for a in args]
         return ", ".join(str(s) for s in shapes)
 
     def _format(self, obj: Any) -> str:
-        if isinstance(obj, Value):
-            return self.ref(obj)
-        if isinstance(obj, SymElem):
-            return obj.code
-        if isinstance(obj, list):
-            return "[" + ", ".join(self._format(o) for o in obj) + "]"
-        if isinstance(obj, tuple):
-            inner = ", ".join(self._format(o) for o in obj)
-            return f"({inner},)" if len(obj) == 1 else f"({inner})"
-        if isinstance(obj, torch.dtype):
-            return str(obj)
-        if isinstance(obj, float):
-            return SymElem.of(obj).code
-        if isinstance(obj, (bool, int, str)) or obj is None:
-            return repr(obj)
-        if isinstance(obj, torch.Size):
-            return self._format(tuple(obj))
-        raise TypeError(f"cannot write {type(obj).__name__} into generated code")
+        return format_code(obj, self.ref)
 
     def _format_args(self, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
-        parts = [self._format(a) for a in args]
-        parts += [f"{k}={self._format(v)}" for k, v in kwargs.items()]
-        return ", ".join(parts)
+        return format_arguments(args, kwargs, self.ref)
 
     def finish(self, inputs: list[Value], outputs: list[Value], input_onnx: list[str],
                output_onnx: list[str], env: dict[str, Value]) -> EmittedModule:
@@ -757,56 +522,3 @@ class Emitter:
                 if qualified not in self.generated.state:
                     raise ConversionError(f"layer {attr} ({type(module).__name__}) has no value for {name}")
 
-
-def sanitize_identifier(text: str) -> str:
-    return sanitize(text, "fn").strip("_") or "fn"
-
-
-def literal_tensor(t: torch.Tensor) -> str:
-    """``torch.tensor(...)`` code reproducing a small constant exactly."""
-    data = t.tolist()
-    if t.is_floating_point():
-        data = _map(data, lambda x: _FloatCode(SymElem.of(float(x)).code))
-    return f"torch.tensor({data!r}, dtype={t.dtype})"
-
-
-class _FloatCode(str):
-    def __repr__(self) -> str:
-        return str(self)
-
-
-def _walk(obj: Any) -> list[Any]:
-    if isinstance(obj, (list, tuple)):
-        return [x for o in obj for x in _walk(o)]
-    if isinstance(obj, dict):
-        return [x for o in obj.values() for x in _walk(o)]
-    return [obj]
-
-
-def _map(obj: Any, fn: Callable[[Any], Any]) -> Any:
-    if isinstance(obj, list):
-        return [_map(o, fn) for o in obj]
-    if isinstance(obj, tuple):
-        return tuple(_map(o, fn) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _map(v, fn) for k, v in obj.items()}
-    return fn(obj)
-
-
-def _symbolic(*objs: Any) -> bool:
-    """Whether any tensor among ``objs`` has a size or an element that is symbolic (a SymInt)."""
-    for leaf in _walk(list(objs)):
-        if isinstance(leaf, torch.SymInt):
-            return True
-        if isinstance(leaf, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in leaf.shape):
-            return True
-    return False
-
-
-def _as_tuple(result: Any, n_outputs: int) -> tuple[Any, ...]:
-    if n_outputs == 1:
-        return (result,)
-    results = tuple(result)
-    if len(results) != n_outputs:
-        raise ConversionError(f"expected {n_outputs} results, got {len(results)}")
-    return results

@@ -50,6 +50,25 @@ def sanitize(name: str, fallback: str = "v") -> str:
     return ident
 
 
+
+def sanitize_identifier(text: str) -> str:
+    """A function name for generated code (``fn`` when nothing usable is left)."""
+    return sanitize(text, "fn").strip("_") or "fn"
+
+
+def layer_name(hint: str, node_name: str | None, op_type: str) -> str:
+    """The ONNX node's module path (``/layer1/conv1/Conv`` -> ``layer1_conv1``), else ``hint``."""
+    if not node_name:
+        return hint
+    parts = [p for p in re.split(r"[/:]+", node_name) if p]
+    op = re.escape(op_type)
+    if len(parts) > 1 and re.fullmatch(rf"{op}(_\d+)?", parts[-1], re.IGNORECASE):
+        return "/".join(parts[:-1])  # a module path such as /layer1/conv1/Conv
+    name = re.sub(r"^node_", "", "/".join(parts))  # the dynamo exporter prefixes node names
+    if not name or re.fullmatch(rf"{op}(_?\d+)?", name, re.IGNORECASE):
+        return hint  # a generated name such as "Conv_12" says less than the layer kind
+    return name
+
 class NameScope:
     """Hands out unique identifiers within one Python scope (a method body, a class namespace)."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .emitter import EmittedCall, EmittedModule
+from .emitted import EmittedCall, EmittedModule
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 

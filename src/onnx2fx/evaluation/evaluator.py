@@ -29,6 +29,7 @@ import numpy as np
 
 from ..atomic_folder import atomic_folder
 from ..errors import EvaluationError
+from ..progress import LiveProgress
 from .comparison import compare_evaluations, comparison_markdown, write_comparison
 from .datasets import Dataset, load_dataset
 from .metrics import classification_metrics, coco_metrics, confusion_matrix
@@ -134,7 +135,8 @@ def evaluate_form(form: ModelForm, dataset: Dataset, config: TaskConfig, *, batc
     scores: list[np.ndarray] = []
     inference = 0.0
     done = 0
-    with _progress(progress, len(dataset.samples), form.label) as advance:
+    with LiveProgress(progress, f"evaluating {form.label}", len(dataset.samples), after_count="images",
+                      spinner=False) as bar:
         for samples in _batches(dataset, batch_size):
             batch, placements = preprocess_batch(samples, config.preprocess, model_size)
             tick = time.perf_counter()
@@ -146,7 +148,7 @@ def evaluate_form(form: ModelForm, dataset: Dataset, config: TaskConfig, *, batc
             else:
                 for sample, detections in zip(samples, decoded):
                     predictions += coco_results(sample.image_id, detections)
-            advance(len(samples))
+            bar.advance(len(samples))
             done += len(samples)
             if on_batch is not None:
                 on_batch(done, len(dataset.samples))
@@ -175,29 +177,6 @@ def _classification_results(dataset: Dataset, scores: np.ndarray) -> list[dict[s
     top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
     return [{"image_id": s.image_id, "category_id": int(t[0]), "score": float(row[t[0]]),
              "top5": [int(v) for v in t]} for s, t, row in zip(dataset.samples, top, scores)]
-
-
-class _progress:
-    """A rich progress bar over images (a no-op when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, label: str) -> None:
-        self.enabled, self.total, self.label, self.bar = enabled, total, label, None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn(f"[bold]evaluating {self.label}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("images"), TimeElapsedColumn(), console=Console(stderr=True))
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _write_json(path: Path, document: Any, indent: int | None = 2) -> None:

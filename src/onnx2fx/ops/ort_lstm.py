@@ -8,7 +8,7 @@ reverse one reverses the sequence in time, runs forward, and reverses its output
 
 1. ``X · W`` once for the whole sequence: one range (widened to include 0) over all
    ``steps × batch × inputs`` elements, scale ``(max - min) / 255``, uint8 zero point and values by
-   ``x / scale`` rounded half to even and saturated (``quant._ort_dynamic_quantize``); the integer
+   ``x / scale`` rounded half to even and saturated (``quant.ort_dynamic_quantize``); the integer
    product times ``a_scale * w_scale`` in float32.
 2. At each step, ``h · R`` the same way, with its own range over the rows quantized together, added
    to the step's row of (1): ``C = float(acc) * scale + C``, a multiply and an add (two roundings).
@@ -21,33 +21,34 @@ reverse one reverses the sequence in time, runs forward, and reverses its output
    rational approximations (:mod:`.mlas`), other activations their formulas;
    ``C_t = C_{t-1} * f + i * g`` and ``h_t = act(C_t) * o``, each product rounded (no FMA).
 
-Copied into ``model.py`` (``Emitter.helper``) and called there by these names.
+Copied into ``model.py`` (``Emitter.helper``) as ``_ort_quantized_lstm`` and ``_ort_lstm_activation``,
+together with the helpers they call.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .mlas import _mlas_logistic, _mlas_tanh
-from .quant import _ort_dynamic_quantize, _ort_quantized_gemm
-from .recurrent import _activation
+from .mlas import mlas_logistic, mlas_tanh
+from .quant import ort_dynamic_quantize, ort_quantized_gemm
+from .recurrent import activation
 
 
-def _ort_lstm_activation(name: str, x: torch.Tensor, alpha: float | None, beta: float | None) -> torch.Tensor:
+def ort_lstm_activation(name: str, x: torch.Tensor, alpha: float | None, beta: float | None) -> torch.Tensor:
     """One of the LSTM's activation functions as onnxruntime's kernel evaluates it."""
     if name.lower() == "sigmoid":
-        return _mlas_logistic(x)
+        return mlas_logistic(x)
     if name.lower() == "tanh":
-        return _mlas_tanh(x)
-    return _activation(name, x, alpha, beta)
+        return mlas_tanh(x)
+    return activation(name, x, alpha, beta)
 
 
-def _ort_quantized_lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor | None,
-                        h0: torch.Tensor | None, c0: torch.Tensor | None, p: torch.Tensor | None,
-                        directions: list[str], activations: list[str], alphas: list[float | None],
-                        betas: list[float | None], clip: float | None, input_forget: bool,
-                        w_scale: torch.Tensor, w_zero_point: torch.Tensor, r_scale: torch.Tensor,
-                        r_zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def ort_quantized_lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor | None,
+                       h0: torch.Tensor | None, c0: torch.Tensor | None, p: torch.Tensor | None,
+                       directions: list[str], activations: list[str], alphas: list[float | None],
+                       betas: list[float | None], clip: float | None, input_forget: bool,
+                       w_scale: torch.Tensor, w_zero_point: torch.Tensor, r_scale: torch.Tensor,
+                       r_zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DynamicQuantizeLSTM's outputs Y (steps, directions, batch, hidden), Y_h and Y_c."""
     steps, batch = x.shape[0], x.shape[1]
     hidden = r.shape[1]
@@ -58,7 +59,7 @@ def _ort_quantized_lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: to
     for d, direction in enumerate(directions):
         acts = list(zip(activations, alphas, betas))[d * per_direction:(d + 1) * per_direction]
         seq = x.flip(0) if direction == "reverse" else x
-        projected = _ort_quantized_gemm(seq.reshape(steps * batch, -1), w[d], w_scale[d], w_zero_point[d], False)
+        projected = ort_quantized_gemm(seq.reshape(steps * batch, -1), w[d], w_scale[d], w_zero_point[d], False)
         projected = projected.reshape(steps, batch, 4 * hidden)
         bias = b[d, :4 * hidden] + b[d, 4 * hidden:] if b is not None else torch.zeros(4 * hidden, dtype=x.dtype)
         bias_i, bias_o, bias_f, bias_c = bias.chunk(4)
@@ -66,7 +67,7 @@ def _ort_quantized_lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: to
         c = c0[d] if c0 is not None else torch.zeros(batch, hidden, dtype=x.dtype)
         outputs = []
         for t in range(steps):
-            q, h_scale, h_zero_point = _ort_dynamic_quantize(h, per_row)
+            q, h_scale, h_zero_point = ort_dynamic_quantize(h, per_row)
             centred_r = r[d].to(torch.float64) - r_zero_point[d].reshape(-1)[0].to(torch.float64)
             acc = ((q - h_zero_point).to(torch.float64) @ centred_r).to(torch.float32)
             pre = acc * (h_scale * r_scale[d].reshape(-1)) + projected[t]
@@ -74,19 +75,19 @@ def _ort_quantized_lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: to
             if p is not None:
                 peep_i, peep_o, peep_f = p[d].chunk(3)
                 pre_i = pre_i + c * peep_i
-            gate_i = _ort_lstm_activation(acts[0][0], torch.clamp(pre_i + bias_i, -limit, limit), *acts[0][1:])
+            gate_i = ort_lstm_activation(acts[0][0], torch.clamp(pre_i + bias_i, -limit, limit), *acts[0][1:])
             if input_forget:
                 gate_f = 1.0 - gate_i
             else:
                 if p is not None:
                     pre_f = pre_f + c * peep_f
-                gate_f = _ort_lstm_activation(acts[0][0], torch.clamp(pre_f + bias_f, -limit, limit), *acts[0][1:])
-            gate_c = _ort_lstm_activation(acts[1][0], torch.clamp(pre_c + bias_c, -limit, limit), *acts[1][1:])
+                gate_f = ort_lstm_activation(acts[0][0], torch.clamp(pre_f + bias_f, -limit, limit), *acts[0][1:])
+            gate_c = ort_lstm_activation(acts[1][0], torch.clamp(pre_c + bias_c, -limit, limit), *acts[1][1:])
             c = c * gate_f + gate_i * gate_c
             if p is not None:
                 pre_o = pre_o + c * peep_o
-            gate_o = _ort_lstm_activation(acts[0][0], torch.clamp(pre_o + bias_o, -limit, limit), *acts[0][1:])
-            h = _ort_lstm_activation(acts[2][0], c, *acts[2][1:]) * gate_o
+            gate_o = ort_lstm_activation(acts[0][0], torch.clamp(pre_o + bias_o, -limit, limit), *acts[0][1:])
+            h = ort_lstm_activation(acts[2][0], c, *acts[2][1:]) * gate_o
             outputs.append(h)
         y = torch.stack(outputs)
         ys.append(y.flip(0) if direction == "reverse" else y)

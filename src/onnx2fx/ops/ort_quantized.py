@@ -18,7 +18,7 @@ rounding:
   table (``exp((x - max + shift) * scale)`` with ``shift`` keeping the row sum finite) and its
   ``round(e * floor(1 / y_scale) / sum)``;
 - activations that onnxruntime quantizes on the fly (DynamicQuantizeMatMul, DynamicQuantizeLSTM) go
-  through the same range, scale and zero-point computation (``quant._ort_dynamic_quantize``);
+  through the same range, scale and zero-point computation (``quant.ort_dynamic_quantize``);
   DynamicQuantizeLSTM is its kernel step for step (:mod:`.ort_lstm`), with MLAS's sigmoid and tanh
   (:mod:`.mlas`). Its hidden state is quantized per group of batch rows where onnxruntime splits the
   batch over its threads; the lowering quantizes each row alone, which is onnxruntime whenever its
@@ -33,10 +33,10 @@ from ..codegen.emitter import Emitter
 from ..codegen.values import Value
 from . import pooling
 from .attention import attend, key_mask_bias, merge_heads, split_heads
-from .mlas import _fma32, _horner32, _mlas_logistic, _mlas_tanh
-from .ort_lstm import _ort_lstm_activation, _ort_quantized_lstm
-from .quant import INTEGER_RANGES, _ort_dynamic_quantize, _ort_quantized_gemm, centered, dequantize, quantize
-from .recurrent import _activation, recurrent_attributes, recurrent_output_spec, recurrent_settings
+from .mlas import fma32, horner32, mlas_logistic, mlas_tanh
+from .ort_lstm import ort_lstm_activation, ort_quantized_lstm
+from .quant import INTEGER_RANGES, centered, dequantize, ort_dynamic_quantize, ort_quantized_gemm, quantize
+from .recurrent import activation, recurrent_attributes, recurrent_output_spec, recurrent_settings
 from .registry import onnx_op
 
 MS = "com.microsoft"
@@ -62,9 +62,9 @@ def _qlinear_add(a: torch.Tensor, a_scale: torch.Tensor, a_zero_point: torch.Ten
     if scalar_side == 1:
         a, a_scale, a_zero_point, b, b_scale, b_zero_point = b, b_scale, b_zero_point, a, a_scale, a_zero_point
     ratio_a, ratio_b = a_scale / c_scale, b_scale / c_scale
-    fixed = c_zero_point.to(torch.float32) - _fma32(ratio_a, a_zero_point.to(torch.float32),
+    fixed = c_zero_point.to(torch.float32) - fma32(ratio_a, a_zero_point.to(torch.float32),
                                                     ratio_b * b_zero_point.to(torch.float32))
-    y = _fma32(a.to(torch.float32), ratio_a, _fma32(b.to(torch.float32), ratio_b, fixed))
+    y = fma32(a.to(torch.float32), ratio_a, fma32(b.to(torch.float32), ratio_b, fixed))
     return _saturate(y, lo, hi, dtype)
 
 
@@ -192,7 +192,7 @@ def qlinear_add(g: Emitter, a: Value, a_scale: Value, a_zero_point: Value | None
         scalar_side = 2
     elif a.rank == 0 or (a_last is not None and a_last.is_static and a_last.value == 1):
         scalar_side = 1
-    g.helper(_fma32)
+    g.helper(fma32)
     g.helper(_saturate)
     return g.call(g.helper(_qlinear_add), a, _scalar(g, a_scale), _zero_point(g, a_zero_point, a), b,
                   _scalar(g, b_scale),
@@ -326,7 +326,7 @@ def matmul_integer_to_float(g: Emitter, a: Value, b: Value, a_scale: Value, b_sc
 def dynamic_quantize_matmul(g: Emitter, a: Value, b: Value, b_scale: Value, b_zero_point: Value | None = None,
                             bias: Value | None = None) -> Value:
     """A quantized to uint8 with onnxruntime's on-the-fly range over the whole tensor."""
-    q, a_scale, a_zero_point = g.call(g.helper(_ort_dynamic_quantize), a, False, n_outputs=3)
+    q, a_scale, a_zero_point = g.call(g.helper(ort_dynamic_quantize), a, False, n_outputs=3)
     lhs = g.method(g.operator("-", q, a_zero_point), "to", torch.float64)
     acc = g.call("torch.matmul", lhs, _centered_weight(g, b, b_zero_point))
     return _integer_to_float(g, acc, g.operator("*", a_scale, b_scale), bias)
@@ -369,10 +369,10 @@ def dynamic_quantize_lstm(g: Emitter, x: Value, w: Value, r: Value, b: Value | N
         activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations,
         direction=direction, hidden_size=hidden_size or r.static_shape()[1]))
     spec = recurrent_output_spec(g, "LSTM", x, settings)
-    for helper in (_fma32, _horner32, _mlas_logistic, _mlas_tanh, _activation, _ort_lstm_activation,
-                   _ort_dynamic_quantize, _ort_quantized_gemm):
+    for helper in (fma32, horner32, mlas_logistic, mlas_tanh, activation, ort_lstm_activation,
+                   ort_dynamic_quantize, ort_quantized_gemm):
         g.helper(helper)
-    return g.call(g.helper(_ort_quantized_lstm, leaf=True), x, w, r, b, initial_h, initial_c, p, settings.directions,
+    return g.call(g.helper(ort_quantized_lstm, leaf=True), x, w, r, b, initial_h, initial_c, p, settings.directions,
                   settings.activations, settings.alphas, settings.betas, clip, bool(input_forget), w_scale,
                   w_zero_point, r_scale, r_zero_point, n_outputs=len(spec), out_spec=spec)
 

@@ -226,9 +226,9 @@ def qlinear_conv(g: Emitter, x: Value, x_scale: Value, x_zero_point: Value, w: V
 
 
 # ------------------------------------------------------------------------------ onnxruntime's dynamic quantization
-# Both functions are copied into model.py (``Emitter.helper``) under these names, which the
-# recurrent layers' helper (ops/recurrent.py) calls them by: they keep their leading underscore.
-def _ort_dynamic_quantize(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+# Both functions are copied into model.py (``Emitter.helper``) for DynamicQuantizeMatMul and for
+# DynamicQuantizeLSTM's kernel (ops/ort_lstm.py), which calls them.
+def ort_dynamic_quantize(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """uint8 values (as float32), scale and zero point of ``x`` as onnxruntime's kernels quantize an
     activation on the fly (one range over the tensor, or one per row): the range includes zero, its
     scale is ``(max - min) / 255`` (1 for an all-zero range), the zero point and the values are
@@ -243,12 +243,12 @@ def _ort_dynamic_quantize(x: torch.Tensor, per_row: bool) -> tuple[torch.Tensor,
     return torch.clamp(torch.round(x / scale) + zero_point, 0.0, 255.0), scale, zero_point
 
 
-def _ort_quantized_gemm(a: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor, b_zero_point: torch.Tensor,
-                        per_row: bool) -> torch.Tensor:
-    """``a @ b`` with ``a`` float (quantized on the fly by :func:`_ort_dynamic_quantize`) and ``b``
+def ort_quantized_gemm(a: torch.Tensor, b: torch.Tensor, b_scale: torch.Tensor, b_zero_point: torch.Tensor,
+                       per_row: bool) -> torch.Tensor:
+    """``a @ b`` with ``a`` float (quantized on the fly by :func:`ort_dynamic_quantize`) and ``b``
     8-bit integer (zero point: its first element; scale: one, or one per column): the integer
     product, exact in float64, converted to float32 and times ``a_scale * b_scale``."""
-    q, a_scale, a_zero_point = _ort_dynamic_quantize(a, per_row)
+    q, a_scale, a_zero_point = ort_dynamic_quantize(a, per_row)
     centred_b = b.to(torch.float64) - b_zero_point.reshape(-1)[0].to(torch.float64)
     acc = ((q - a_zero_point).to(torch.float64) @ centred_b).to(torch.float32)
     return acc * (a_scale * b_scale.reshape(-1))

@@ -21,7 +21,7 @@ _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", 
 _TORCH_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}  # LSTM: iofc -> ifco; GRU: zrh -> rzh
 
 
-def _activation(name: str, x: torch.Tensor, alpha: float | None, beta: float | None) -> torch.Tensor:
+def activation(name: str, x: torch.Tensor, alpha: float | None, beta: float | None) -> torch.Tensor:
     """The activation functions ONNX recurrent layers accept, by name."""
     name = name.lower()
     if name == "sigmoid":
@@ -72,7 +72,7 @@ def _recurrent(kind: str, x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: 
 
         def act(i: int, v: torch.Tensor) -> torch.Tensor:
             name, alpha, beta = acts[i]  # noqa: B023
-            return _activation(name, v, alpha, beta)
+            return activation(name, v, alpha, beta)
 
         wb = b[d, :gates * hidden] if b is not None else torch.zeros(gates * hidden, dtype=x.dtype)
         rb = b[d, gates * hidden:] if b is not None else torch.zeros(gates * hidden, dtype=x.dtype)
@@ -180,7 +180,7 @@ def lower_recurrent(g: Emitter, kind: str, x: Value, w: Value, r: Value, b: Valu
     if module is not None:
         return module
     spec = recurrent_output_spec(g, kind, x, settings)
-    g.helper(_activation)
+    g.helper(activation)
     return g.call(g.helper(_recurrent, leaf=True), kind, x, w, r, b, lengths, h0, c0, p, settings.directions,
                   settings.activations, settings.alphas, settings.betas, attrs.get("clip"),
                   bool(attrs.get("input_forget", 0)), bool(attrs.get("linear_before_reset", 0)), settings.layout,

@@ -10,6 +10,12 @@ folder, writes::
     encodings.json    AIMET format (1.0.0 by default), keyed by ONNX names
     model_ptq.onnx    QDQ ONNX from the original graph (native writer)
     report.json/.md   the per-model report with quantization.ptq filled in (and report.html)
+    sensitivity.png   with ``sensitivity=True``, the per-layer table drawn (when matplotlib is installed)
+
+``sensitivity=True`` measures each weight layer's share of the output error (:mod:`.sensitivity`);
+``mixed_precision_target_db`` raises the bit widths of the layers that cost most until the output
+SQNR reaches it (:mod:`.mixed_precision`), before AdaRound and bias correction, which then work on
+the chosen widths.
 
 The folder is assembled in a temporary folder beside the destination and renamed into place, so
 an error leaves no partial output.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import tempfile
 import time
@@ -51,11 +58,13 @@ from .initializers import get_tensor, initializer_values
 from .integer import INTEGER_FORMATS, check_formats, compare_integer, integer_plan, onnx_file_name, write_integer_model
 from .integer import integer_model as convert_integer_model
 from .metrics import evaluate, weight_errors
+from .mixed_precision import LayerPrecision, promoted_config, search_mixed_precision
 from .placement import OnnxGraphView, Placement, check_names, plan_placement
 from .progress import CountProgress, show_progress
 from .ptq_options import PtqOptions
 from .ptq_report import PtqReport
 from .qdq import build_plan, compare_with_sim, write_qdq_model
+from .sensitivity import PLOT_FILE, OutputScorer, QuantizedLayer, quantized_layers, sensitivity_analysis, write_plot
 from .simulation import concat_shared_input, follow_shared, graph_order, int32_bias_encodings, run_model, weight_param
 from .weight_search import LayerInputs, weight_encoding
 
@@ -118,6 +127,12 @@ class PTQResult:
                                       "seconds": round(time.perf_counter() - started, 3), **check,
                                       **self._qdq_extras(staging / onnx_file)}
                 self.report["files"]["qdq_onnx"] = onnx_file
+            sensitivity = self.report.get("sensitivity")
+            if sensitivity:
+                note = write_plot(sensitivity, staging / PLOT_FILE)
+                sensitivity["plot"], sensitivity["plot_note"] = (PLOT_FILE, None) if note is None else (None, note)
+                if note is None:
+                    self.report["files"]["sensitivity_plot"] = PLOT_FILE
             for fmt in (f for f in INTEGER_FORMATS if f in self.formats):
                 self._write_integer(fmt, staging, output_encodings,
                                     staging / onnx_file if "qdq" in self.formats else None)
@@ -185,6 +200,10 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
     if opts.encoding_version not in ENCODING_VERSIONS:
         raise QuantizationError(f"encoding version {opts.encoding_version!r} is not one of "
                                 f"{list(ENCODING_VERSIONS)}")
+    target = opts.mixed_precision_target_db
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))
+                               or not math.isfinite(target) or target <= 0):
+        raise QuantizationError(f"the mixed-precision target must be a positive output SQNR in dB, got {target!r}")
     gm, model_path = load_converted_model(model)
     source = source_onnx(gm, opts.onnx_path)
     cfg = _config(opts.config).with_overrides(
@@ -214,9 +233,32 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
     weight_encodings = _weight_encodings(sim, cfg, layer_inputs)
     bias_encodings = int32_bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
     set_bias_encodings(sim, bias_encodings)  # the simulation adds the int32 biases the export stores
-    quantized = {t: activation_encodings[t] for t in sim.activations if t in activation_encodings}
+    # mixed precision encodes promoted activations again on wider grids, with their own calibrators
+    calibrators = {id(q): q.calibrator for q in sim.activations.values() if q.calibrator is not None} \
+        if opts.mixed_precision_target_db is not None else {}
     strip_calibrators(sim)
     sim.gm.eval()
+    if eval_data is None:
+        eval_batches, eval_description = calibration.pop("kept"), "the first calibration samples"
+    else:
+        eval_source = calibration_source(eval_data, specs, samples=opts.eval_samples, batch_size=batch_size)
+        eval_batches, eval_description = list(eval_source.batches), eval_source.description.get("source", "eval data")
+        calibration.pop("kept")
+    mixed, sensitivity = None, None
+    if opts.mixed_precision_target_db is not None or opts.sensitivity:
+        layers = quantized_layers(sim, placement, graph)
+        scorer = OutputScorer(reference, eval_batches)
+        if opts.mixed_precision_target_db is not None:
+            mixed = _mixed_precision(sim, cfg, placement, graph, shared, layers, scorer, calibrators, layer_inputs,
+                                     opts.mixed_precision_target_db)
+            cfg = promoted_config(cfg, layers, mixed["promoted"], {n.name: n.op_type for n in graph.nodes})
+            activation_encodings, weight_encodings = _current_encodings(sim, graph, shared)
+            bias_encodings = int32_bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
+            set_bias_encodings(sim, bias_encodings)
+        if opts.sensitivity:
+            sensitivity = run_model("sensitivity analysis", lambda: sensitivity_analysis(sim, layers, scorer))
+            sensitivity["data"] = eval_description
+    quantized = {t: activation_encodings[t] for t in sim.activations if t in activation_encodings}
     rounding = None
     if cfg.adaround:
         quantized_weights = sum(q.enabled and q.initialized for q in sim.weights.values())
@@ -234,12 +276,6 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
                       *(correction or {}).get("initializers", [])})
     plan = build_plan(quantized, weight_encodings, bias_encodings, initializer_values(sim.gm, graph, changed))
 
-    if eval_data is None:
-        eval_batches, eval_description = calibration.pop("kept"), "the first calibration samples"
-    else:
-        eval_source = calibration_source(eval_data, specs, samples=opts.eval_samples, batch_size=batch_size)
-        eval_batches, eval_description = list(eval_source.batches), eval_source.description.get("source", "eval data")
-        calibration.pop("kept")
     float_nodes = _float_nodes(gm, graph)
     evaluation = run_model("evaluating", lambda: evaluate(
         reference, sim.gm, eval_batches, graph.outputs, float_nodes,
@@ -273,6 +309,8 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
         adaround=rounding,
         bias_correction=correction,
         changed_initializers=changed,
+        mixed_precision=mixed,
+        sensitivity=sensitivity,
         qdq=None,
         warnings=[*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped]],
         seconds=0.0,
@@ -376,6 +414,38 @@ def _share_concats(sim: SimModel, placement: Placement, graph: OnnxGraphView, en
         _remove_quantizer_node(sim.gm, quantizer)
         del encodings[tensor]
         shared[tensor] = source
+
+
+def _current_encodings(sim: SimModel, graph: OnnxGraphView,
+                       shared: Mapping[str, str]) -> tuple[dict[str, Encoding], dict[str, Encoding]]:
+    """The activation encodings (tensors sharing one included, in graph order) and the weight
+    encodings the quantizers hold now: after calibration, or after mixed precision changed some."""
+    own = {tensor: quantizer.encoding() for tensor, quantizer in sim.activations.items()}
+    ordered: dict[str, Encoding] = {}
+    for tensor in graph_order(graph):
+        enc = own.get(tensor) or follow_shared(tensor, shared, own)
+        if enc is not None:
+            ordered[tensor] = enc
+    return ordered, {initializer: quantizer.encoding() for initializer, quantizer in sim.weights.items()}
+
+
+def _mixed_precision(sim: SimModel, config: QuantConfig, placement: Placement, graph: OnnxGraphView,
+                     shared: Mapping[str, str], layers: list[QuantizedLayer], scorer: OutputScorer,
+                     calibrators: Mapping[int, Any], layer_inputs: LayerInputs | None,
+                     target_db: float) -> dict[str, Any]:
+    """Promote layers until the output SQNR reaches ``target_db`` (:mod:`.mixed_precision`)."""
+    def refresh_biases() -> None:
+        activations, weights = _current_encodings(sim, graph, shared)
+        set_bias_encodings(sim, int32_bias_encodings(sim, placement, activations, weights, graph))
+
+    started = time.perf_counter()
+    precision = LayerPrecision(sim, config, {site.initializer: site.spec.symmetric for site in placement.weights},
+                               layer_inputs.moments if layer_inputs else {}, calibrators, refresh_biases)
+    sizes = {name: int(math.prod(graph.initializers[name][1])) for name in sim.weights}
+    section = run_model("mixed precision", lambda: search_mixed_precision(sim, layers, scorer, precision, target_db,
+                                                                           sizes))
+    section["seconds"] = round(time.perf_counter() - started, 3)
+    return section
 
 
 def _remove_quantizer_node(gm: torch.fx.GraphModule, quantizer: FakeQuantize) -> None:

@@ -56,6 +56,12 @@ class PtqOptions:
             ``model_ptq_fixed_point.onnx``; :mod:`.integer`).
         float_islands: in the integer forms, run nodes that have no integer form in float between
             DequantizeLinear and QuantizeLinear (listed in the report) instead of failing.
+        sensitivity: measure each weight layer's effect on the output SQNR, with only that layer
+            quantized and with everything but that layer quantized (:mod:`.sensitivity`; report
+            section ``sensitivity``, a table in report.md and, with matplotlib, sensitivity.png).
+        mixed_precision_target_db: raise the bit widths of the most sensitive layers (weights to
+            8 bits, then outputs to 16 bits) until the simulated output SQNR reaches this many dB
+            (:mod:`.mixed_precision`; report section ``mixed_precision``).
     """
 
     output_dir: str | os.PathLike[str] | None = None
@@ -81,6 +87,8 @@ class PtqOptions:
     adaround_iterations: int | None = None
     formats: str | Sequence[str] = ("qdq",)
     float_islands: bool = False
+    sensitivity: bool = False
+    mixed_precision_target_db: float | None = None
 
     def with_keywords(self, keywords: Mapping[str, Any], function: str = "ptq") -> PtqOptions:
         """These options with ``keywords`` (field names) replacing their values; a name that is

@@ -46,6 +46,8 @@ class PtqReport(MutableMapping[str, Any]):
     adaround: dict[str, Any] | None  # AdaRound, when it ran
     bias_correction: dict[str, Any] | None  # bias correction, when it ran
     changed_initializers: list[str]  # initializers the QDQ model takes from the torch model
+    mixed_precision: dict[str, Any] | None = None  # the promoted layers, when a target SQNR was given
+    sensitivity: dict[str, Any] | None = None  # the per-layer sensitivity table, when asked for
     qdq: dict[str, Any] | None = None  # the QDQ model's writer and check, once written
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0

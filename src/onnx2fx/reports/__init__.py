@@ -11,6 +11,7 @@ import datetime as _dt
 import hashlib
 import html
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -206,6 +207,8 @@ def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
         for row in layers[:worst]:
             lines.append(f"| `{row['tensor']}` | {_fmt(row.get('sqnr_db'))} | {_fmt(row.get('quantizer_sqnr_db'))} | "
                          f"{row.get('dtype', '')} | {_fmt(row.get('scale'))} |")
+    lines += _mixed_precision_markdown(ptq.get("mixed_precision"))
+    lines += _sensitivity_markdown(ptq.get("sensitivity"))
     qdq = ptq.get("qdq") or {}
     if qdq.get("status") == "ok":
         opt = (qdq.get("optimized") or {}).get("within_one_step")
@@ -215,6 +218,56 @@ def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
     elif qdq:
         lines += ["", f"QDQ ONNX not written: {qdq.get('reason', qdq.get('status'))}."]
     return lines + [""]
+
+
+def _db(value: float | None) -> str:
+    return "exact" if value is None else f"{value:.2f}"
+
+
+def _mixed_precision_markdown(mixed: dict[str, Any] | None) -> list[str]:
+    """Which layers mixed precision promoted, the SQNR it reached and what the weights weigh."""
+    if not mixed:
+        return []
+    sizes = mixed.get("weight_bytes", {})
+    promoted = mixed.get("promoted", [])
+    lines = ["", f"Mixed precision, target {_fmt(mixed.get('target_db'))} dB "
+             f"({'reached' if mixed.get('reached') else 'not reached'}): output SQNR "
+             f"{_db(mixed.get('sqnr_db_before'))} dB at the requested bit widths, {_db(mixed.get('sqnr_db_after'))} dB "
+             f"after promoting {len(promoted)} of {mixed.get('layers', '?')} layer(s) (simulation, "
+             f"{mixed.get('samples', '?')} samples); quantized weights {sizes.get('chosen', '?')} bytes (requested bit "
+             f"widths: {sizes.get('requested', '?')}, all 8-bit: {sizes.get('all_8_bit', '?')})."]
+    if promoted:
+        lines += ["", "| step | node | promoted | tensor | bits | SQNR dB promoted alone | SQNR dB after |",
+                  "|---|---|---|---|---|---|---|"]
+        for step, row in enumerate(promoted, 1):
+            instead = f" (instead of `{row['instead_of']}`)" if row.get("instead_of") else ""
+            lines.append(f"| {step} | `{row['node']}`{instead} | {row['kind']} | `{row['tensor']}` | "
+                         f"{row['bits'][0]} -> {row['bits'][1]} | {_db(row.get('sqnr_db_promoted_alone'))} | "
+                         f"{_db(row.get('sqnr_db'))} |")
+    return lines
+
+
+def _sensitivity_markdown(section: dict[str, Any] | None) -> list[str]:
+    """The per-layer sensitivity table, most sensitive layer (largest gain in float) first."""
+    if not section:
+        return []
+    def gain(row: dict[str, Any]) -> float:  # an exact model without the layer: the largest gain
+        return math.inf if row.get("all_but_this_layer_sqnr_db") is None else row.get("all_but_this_layer_gain_db") \
+            or 0.0
+
+    rows = sorted(section.get("layers", []), key=lambda r: -gain(r))
+    lines = ["", f"Per-layer sensitivity ({len(rows)} weight layer(s), output SQNR against the float model on "
+             f"{section.get('samples', '?')} samples ({section.get('data', '?')}); all quantized "
+             f"{_db(section.get('all_quantized_sqnr_db'))} dB; most sensitive first):", "",
+             "| node | op | W bits | A bits | only this layer quantized, dB | all but this layer, dB | gain dB |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| `{row['node']}` | {row['op_type']} | {row['weight_bits']} | "
+                     f"{_fmt(row.get('activation_bits'))} | {_db(row.get('only_this_layer_sqnr_db'))} | "
+                     f"{_db(row.get('all_but_this_layer_sqnr_db'))} | {_db(row.get('all_but_this_layer_gain_db'))} |")
+    plot = section.get("plot")
+    lines += ["", f"![per-layer sensitivity]({plot})" if plot else f"No plot: {section.get('plot_note')}."]
+    return lines
 
 
 def _percent(fraction: float | None) -> str:
