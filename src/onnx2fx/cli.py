@@ -107,6 +107,8 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("output"),
     shape: ShapeOption = None,
     debug: DebugOption = False,
+    idioms: Annotated[bool, typer.Option("--idioms/--no-idioms", help="Write exporters' decompositions of GELU, "
+                                         "SiLU, HardSwish, LayerNorm, RMSNorm and Linear as one call each.")] = True,
 ) -> None:
     """Convert MODEL into OUTPUT/model.py, weights.safetensors, model_full.pt and conversion.json."""
     from .converter import OnnxToFxConverter
@@ -114,7 +116,7 @@ def convert(
     with _errors(debug):
         _require_model_file(model)
         shapes = _resolve_unnamed(parse_shapes(shape), _graph_input_names(model) if shape else [])
-        converter = OnnxToFxConverter(model, input_shapes=shapes)
+        converter = OnnxToFxConverter(model, input_shapes=shapes, idioms=idioms)
         _with_status(f"converting {model.name}", converter.convert)
         paths = _with_status(f"writing {output}", lambda: converter.save(output))
         info = converter.conversion_record()

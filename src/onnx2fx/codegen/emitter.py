@@ -16,7 +16,7 @@ import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,9 @@ from ..errors import ConversionError, UnsupportedOperatorError
 from .names import NameScope, sanitize
 from .shape_env import ConversionShapeEnv, SpecialisationRefused
 from .values import SymElem, Value
+
+if TYPE_CHECKING:
+    from ..idioms.record import IdiomUse
 
 # A constant computation whose result has more elements than this is left to run time.
 MAX_FOLDED_ELEMENTS = 1 << 20
@@ -195,6 +198,7 @@ class EmittedModule:
     warnings: list[str] = field(default_factory=list)
     input_shapes: dict[str, list[int | None]] = field(default_factory=dict)  # None: dynamic dimension
     specialisations: list[Specialisation] = field(default_factory=list)
+    idioms: list[IdiomUse] = field(default_factory=list)  # each function fused by onnx2fx.idioms
 
 
 def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
@@ -349,7 +353,7 @@ class Emitter:
             return v.code
         t = v.const
         if t.numel() <= MAX_LITERAL_ELEMENTS and (not t.is_floating_point() or t.numel() == 1) \
-                and t.dtype not in (torch.bfloat16, torch.float16) and not t.is_complex():
+                and t.dtype not in (torch.bfloat16, torch.float16) and not t.is_complex() and not v.trainable:
             return literal_tensor(t)
         if self.lifted is not None:  # in a generated function: the constant becomes a parameter
             v.code = self.locals.fresh(v.origin_initializer or v.onnx_name, "const")
@@ -687,8 +691,7 @@ class Emitter:
         if not all(v.const is not None for v in values):
             return False
         # A trainable weight stays a parameter: ops on it are run-time code, not folded constants.
-        return not any(v.origin_initializer is not None and v.const.is_floating_point()
-                       and v.const.numel() > 1 for v in values)
+        return not any(v.trainable for v in values)
 
     def _concrete(self, obj: Any) -> Any:
         return _map(obj, lambda v: v.const if isinstance(v, Value) else v.value if isinstance(v, SymElem) else v)

@@ -10,7 +10,9 @@ Rules, in order, for each output tensor of each node:
 1. A node the config leaves in float gets no output quantizer and no weight quantizers.
 2. Data-movement ops (Reshape, Transpose, MaxPool, ...) share their input's encoding.
 3. Inside a fused group (Conv+Relu, Conv+BatchNormalization(+Relu), Gemm/MatMul+Relu, Add+Relu,
-   ...) the producer's output is never materialised by an integer kernel: no quantizer.
+   ...) the producer's output is never materialised by an integer kernel: no quantizer. The same
+   holds inside a standard function that conversion fused from several nodes (``idioms``: GELU,
+   LayerNorm, MatMul + bias as ``nn.Linear``, ...): only its result exists in the converted model.
 4. A tensor computed from sizes alone (Shape/Size and constants: a detector's anchor grid, a
    position index) is not data and gets no quantizer; it is the same for every input of a size.
 5. Everything else gets an activation quantizer; so does every float graph input.
@@ -129,8 +131,10 @@ class Placement:
                 "fused": len(self.fused), "float": len(self.float_tensors)}
 
 
-def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
-    """Apply the rules in the module docstring to every tensor of ``graph``."""
+def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[Any] = ()) -> Placement:
+    """Apply the rules in the module docstring to every tensor of ``graph``. ``idioms`` are the
+    functions the conversion fused (:class:`onnx2fx.idioms.IdiomUse`, from the conversion record)."""
+    internal = {tensor: use.terminal for use in idioms for tensor in use.internal}
     outputs = set(graph.outputs)
     activations: list[ActivationSite] = []
     shared: dict[str, str] = {}
@@ -155,6 +159,9 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
             continue
         for out in node.outputs:
             if not out or out not in from_data:
+                continue
+            if out in internal:
+                fused[out] = internal[out]
                 continue
             if node.op_type in shared_ops and node.inputs and node.inputs[0]:
                 shared[out] = node.inputs[0]
