@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,13 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from support import ort_run
+from support import convert_and_save, ort_run
 
 from onnx2fx import OnnxToFxConverter
+from onnx2fx.quantization import ptq
 from onnx2fx.quantization.config import QuantConfig
 from onnx2fx.quantization.fake_quant import insert_fake_quant
+from onnx2fx.quantization.integer import float_tensors_inside
 from onnx2fx.quantization.placement import OnnxGraphView, plan_placement
 
 HIDDEN = 16
@@ -51,7 +54,8 @@ def model(nodes: Sequence[onnx.NodeProto], initializers: Sequence[onnx.TensorPro
                               initializer=list(initializers))
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="onnx2fx-tests")
     proto.ir_version = 8
-    onnx.checker.check_model(onnx.shape_inference.infer_shapes(proto, strict_mode=True))
+    proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)  # also gives the outputs their shapes
+    onnx.checker.check_model(proto)
     return proto
 
 
@@ -155,10 +159,12 @@ def rms_norm(form: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     return [*nodes, node("Mul", ["norm.weight", "n"], "y")], inits
 
 
-def linear() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.standard_normal((HIDDEN, 8)).astype(np.float32), "fc.weight"),
-             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "fc.bias")]
+def linear(inputs: int = HIDDEN, outputs: int = 8,
+           seed: int = 3) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((inputs, outputs)) / inputs**0.5).astype(np.float32),
+                                     "fc.weight"),
+             numpy_helper.from_array(rng.standard_normal(outputs).astype(np.float32), "fc.bias")]
     return [node("MatMul", ["x", "fc.weight"], "xw"), node("Add", ["fc.bias", "xw"], "y")], inits
 
 
@@ -307,21 +313,26 @@ def test_no_idioms_converts_node_by_node() -> None:
 
 
 # ---------------------------------------------------------------------------------- quantization
-def _block() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """LayerNorm -> Linear -> GELU: every idiom's inner tensors are absent from the module."""
-    sections = [("ln", *layer_norm(17), "x", "ln_out"), ("fc", *linear(), "ln_out", "h"),
-                ("gelu", *gelu_erf("torchscript"), "h", "y")]
+Section = tuple[str, list[onnx.NodeProto], list[onnx.TensorProto]]
+
+
+def chain(*sections: Section) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The sections (name, nodes from x to y, initializers) one after the other, from x to y; every
+    other tensor and initializer of a section is prefixed with its name."""
     nodes: list[onnx.NodeProto] = []
-    inits: dict[str, onnx.TensorProto] = {}
-    for prefix, section_nodes, section_inits, source, result in sections:
-        constants = {i.name for i in section_inits}
-        inits.update({i.name: i for i in section_inits})
+    inits: list[onnx.TensorProto] = []
+    for position, (prefix, section_nodes, section_inits) in enumerate(sections):
+        ends = {"x": "x" if position == 0 else f"{sections[position - 1][0]}_out",
+                "y": "y" if position == len(sections) - 1 else f"{prefix}_out"}
 
-        def renamed(name: str, prefix: str = prefix, source: str = source, result: str = result,
-                    constants: set[str] = constants) -> str:
-            return source if name == "x" else result if name == "y" else name if name in constants \
-                else f"{prefix}.{name}"
+        def renamed(name: str, prefix: str = prefix, ends: dict[str, str] = ends) -> str:
+            return ends.get(name, f"{prefix}.{name}" if name else name)
 
+        for i in section_inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(i)
+            copy.name = renamed(i.name)
+            inits.append(copy)
         for n in section_nodes:
             copy = onnx.NodeProto()
             copy.CopyFrom(n)
@@ -329,7 +340,12 @@ def _block() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
             copy.output[:] = [renamed(o) for o in copy.output]
             copy.name = f"/{prefix}/{copy.op_type}_{len(nodes)}"
             nodes.append(copy)
-    return nodes, list(inits.values())
+    return nodes, inits
+
+
+def _block() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """LayerNorm -> Linear -> GELU: every idiom's inner tensors are absent from the module."""
+    return chain(("ln", *layer_norm(17)), ("fc", *linear()), ("gelu", *gelu_erf("torchscript")))
 
 
 def test_placement_skips_the_tensors_inside_fused_functions(tmp_path: Path) -> None:
@@ -345,9 +361,11 @@ def test_placement_skips_the_tensors_inside_fused_functions(tmp_path: Path) -> N
     placement = plan_placement(graph, QuantConfig(), record.idioms)
     sim = insert_fake_quant(gm, graph, placement)
     assert sim.unmapped == []
-    assert sorted(sim.activations) == ["h", "ln_out", "x", "y"]
+    assert sorted(sim.activations) == ["fc_out", "ln_out", "x", "y"]
     assert sorted(placement.fused) == ["fc.xw", "gelu.a", "gelu.d", "gelu.e", "gelu.m", "ln.d", "ln.mu", "ln.n",
                                        "ln.nw", "ln.p", "ln.s", "ln.var", "ln.ve"]
+    # the Linear's bias takes the int32 convention, as a Gemm's
+    assert [(w.initializer, w.bias) for w in placement.weights] == [("fc.fc.weight", "fc.fc.bias")]
     # node by node, every intermediate tensor is quantized
     unfused = plan_placement(graph, QuantConfig())
     assert len(unfused.activations) > len(placement.activations)
@@ -376,3 +394,46 @@ def test_a_learned_one_element_scale_stays_a_parameter() -> None:
     assert list(parameters) == ["blocks_0_ls1_gamma"]
     assert converter.conversion_record()["parameters"]["blocks_0_ls1_gamma"]["initializer"] == "blocks.0.ls1.gamma"
     assert_matches_onnxruntime(converter, proto)
+
+
+def _quantized(sections: Sequence[Section], tmp_path: Path, formats: tuple[str, ...], hidden: int = HIDDEN,
+               float_islands: bool = False) -> Any:
+    proto = model(*chain(*sections), dims=("N", hidden))
+    onnx.save(proto, tmp_path / "m.onnx")
+    converted = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted")
+    x = (np.random.default_rng(5).standard_normal((64, hidden)) * 2).astype(np.float32)
+    return ptq(converted, x, batch_size=32, progress=False, output_dir=tmp_path / "q", formats=formats,
+               float_islands=float_islands)
+
+
+def test_fused_activations_and_linears_quantize_to_every_format(tmp_path: Path) -> None:
+    """Linear -> GELU -> Linear -> SiLU -> Linear -> HardSwish: each fused function has encodings at
+    its input and result only; the integer forms compute each activation as one table (fixed point)
+    or one float node (QOperator), and each Linear as one integer layer with an int32 bias."""
+    sections: list[Section] = [("fc1", *linear(HIDDEN, 12, seed=1)), ("gelu", *gelu_tanh("mul")),
+                               ("fc2", *linear(12, 12, seed=2)), ("silu", [node("Sigmoid", ["x"], "s"),
+                                                                        node("Mul", ["x", "s"], "y")], []),
+                               ("fc3", *linear(12, 8, seed=3)), ("hardswish", *hardswish("div_last")[:2])]
+    result = _quantized(sections, tmp_path, ("qdq", "qoperator", "fixed-point"))
+    report = result.report
+    assert report["unmapped"] == []
+    assert sorted(result.activation_encodings) == ["fc1_out", "fc2_out", "fc3_out", "gelu_out", "silu_out", "x", "y"]
+    assert sorted(result.param_encodings) == sorted(f"fc{i}.fc.{p}" for i in (1, 2, 3) for p in ("weight", "bias"))
+    assert report["qdq"]["within_one_step"] >= 0.999
+    for key in ("fixed_point", "qoperator"):
+        assert report[key]["status"] == "ok"
+        assert report[key]["equal_to_simulation"] >= 0.99, (key, report[key])
+    fixed = {n.op_type for n in onnx.load(str(tmp_path / "q" / "model_ptq_fixed_point.onnx")).graph.node}
+    assert {"MatMulInteger", "Gather"} <= fixed
+    assert not fixed & {"Tanh", "Sigmoid", "FastGelu", "QuickGelu", "HardSwish"}
+    assert float_tensors_inside(tmp_path / "q" / "model_ptq_fixed_point.onnx") == []
+    qoperator = Counter(n.op_type for n in onnx.load(str(tmp_path / "q" / "model_ptq_qoperator.onnx")).graph.node)
+    assert (qoperator["FastGelu"], qoperator["QuickGelu"], qoperator["HardSwish"]) == (1, 1, 1)
+
+
+def test_a_fused_layer_norm_runs_in_float_between_its_encodings(tmp_path: Path) -> None:
+    result = _quantized([("ln", *layer_norm(17)), ("fc", *linear(HIDDEN, 8))], tmp_path, ("qdq", "qoperator"))
+    assert result.report["unmapped"] == []
+    assert sorted(result.activation_encodings) == ["ln_out", "x", "y"]
+    assert result.report["qdq"]["within_one_step"] >= 0.999
+    assert result.report["qoperator"]["equal_to_simulation"] >= 0.99

@@ -45,6 +45,9 @@ const std::unordered_set<std::string_view> kDataMovement = {
 // Element-wise functions of one input computed as a 256-entry table in fixed point.
 const std::unordered_set<std::string_view> kTableOps = {"Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu",
                                                         "LeakyRelu", "Elu", "Softplus", "Erf", "Exp"};
+// onnxruntime's activations of the same kind: what a GELU or SiLU that the conversion recognised
+// in its ONNX decomposition is written as (one function from the input's encoding to the output's).
+const std::unordered_set<std::string_view> kMicrosoftTableOps = {"Gelu", "FastGelu", "QuickGelu"};
 
 // A tensor's integer grid.
 struct Grid {
@@ -112,6 +115,12 @@ std::function<double(double)> table_function(const Node& node) {
     return [=](double x) { return std::clamp(alpha * x + beta, 0.0, 1.0); };
   }
   if (op == "HardSwish") return [](double x) { return x * std::clamp(x / 6.0 + 0.5, 0.0, 1.0); };
+  if (op == "QuickGelu") {  // x * sigmoid(alpha x); alpha 1 is SiLU
+    const double alpha = float_or(node, "alpha", 1.702f);
+    return [=](double x) { return x / (1.0 + std::exp(-alpha * x)); };
+  }
+  if (op == "FastGelu")
+    return [](double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); };
   if (op == "LeakyRelu") {
     const double alpha = float_or(node, "alpha", 0.01f);
     return [=](double x) { return x >= 0 ? x : alpha * x; };
@@ -411,8 +420,12 @@ class IntegerLowering {
     const std::string& op = node.op_type;
     const bool standard = is_default_domain(node.domain);
     if (!has_quantized_input(node)) {
-      if (std::ranges::any_of(node.outputs, [&](const std::string& output) { return grids_.contains(output); }))
+      if (std::ranges::any_of(node.outputs, [&](const std::string& output) { return grids_.contains(output); })) {
+        // The last node of a float chain (a LayerNorm the conversion fused: only its input and
+        // result have encodings) quantizes its result, where float nodes are allowed.
+        if (allow_islands_ || format_ == IntegerFormat::QOperator) return float_island(index);
         unsupported(node, "an output has an encoding but no input is quantized");
+      }
       return copy_node(index, {}, {});  // shape arithmetic and other integer or constant work
     }
     if (standard && (op == "Shape" || op == "Size")) {  // the same answer for the integer tensor
@@ -442,7 +455,9 @@ class IntegerLowering {
     if (standard && op == "Softmax" && format_ == IntegerFormat::QOperator) return lower_qlinear_softmax(index);
     if (standard && (op == "Sigmoid" || op == "LeakyRelu") && format_ == IntegerFormat::QOperator)
       return lower_qlinear_activation(node);
-    if (standard && kTableOps.contains(op) && format_ == IntegerFormat::FixedPoint) return lower_table(node);
+    if (((standard && kTableOps.contains(op)) || (node.domain == kMicrosoft && kMicrosoftTableOps.contains(op))) &&
+        format_ == IntegerFormat::FixedPoint)
+      return lower_table(node);
     // QOperator models keep such ops in float between DequantizeLinear and QuantizeLinear, as
     // onnxruntime's quantizer does; the fixed-point form does so only when asked.
     if (!allow_islands_ && format_ == IntegerFormat::FixedPoint) unsupported(node, "the operator has no integer form");

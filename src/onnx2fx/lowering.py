@@ -220,7 +220,9 @@ def _lower_idiom(emitter: Emitter, match: IdiomMatch, nodes: Sequence[_core.Node
     value.onnx_name = match.output
     env[match.output] = value
     internal = tuple(out for i in match.members[:-1] for out in nodes[i].outputs if out)
-    return IdiomUse(match.kind, tuple(_node_name(nodes[i], i) for i in match.members), match.output, internal)
+    params = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in match.params.items()))
+    return IdiomUse(match.kind, tuple(_node_name(nodes[i], i) for i in match.members), match.input, match.output,
+                    internal, params)
 
 
 def _declared_type(emitter: Emitter, value: Value, value_info: _core.ValueInfo) -> Value:

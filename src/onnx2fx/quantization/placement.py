@@ -174,7 +174,7 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[A
                                               config.spec_for("activations", node.op_type, node.name)))
             if node.op_type == "Concat":
                 concats.add(out)
-    weights = _weight_sites(graph, config)
+    weights = _weight_sites(graph, config, _linear_biases(graph, idioms))
     return Placement(activations, weights, shared, fused, floats, concats)
 
 
@@ -207,7 +207,24 @@ def _fused_follower(graph: OnnxGraphView, node: OnnxNodeInfo, out: str, outputs:
     return follower.name
 
 
-def _weight_sites(graph: OnnxGraphView, config: QuantConfig) -> list[WeightSite]:
+def _linear_biases(graph: OnnxGraphView, idioms: Sequence[Any]) -> dict[str, str]:
+    """MatMul output -> the bias initializer of its Add, for each ``MatMul + Add`` the conversion
+    fused into one ``nn.Linear``: the bias then takes the int32 convention, as a Gemm's does (the
+    integer writers absorb the Add into the MatMul's accumulator)."""
+    producers = graph.producer_map()
+    biases: dict[str, str] = {}
+    for use in idioms:
+        if use.kind != "linear" or len(use.internal) != 1 or use.output not in producers:
+            continue
+        product = use.internal[0]
+        others = [name for name in producers[use.output].inputs if name != product]
+        if len(others) == 1 and _is_float_initializer(graph, others[0]):
+            biases[product] = others[0]
+    return biases
+
+
+def _weight_sites(graph: OnnxGraphView, config: QuantConfig,
+                  linear_biases: dict[str, str] | None = None) -> list[WeightSite]:
     sites: dict[str, WeightSite] = {}
     for node in graph.nodes:
         if node.op_type not in _WEIGHT_OPS or config.is_float(node.op_type, node.name):
@@ -221,6 +238,9 @@ def _weight_sites(graph: OnnxGraphView, config: QuantConfig) -> list[WeightSite]
         if not spec.per_channel:
             axis = None
         bias, bias_axis = _bias_of(graph, node, dims)
+        fused_bias = (linear_biases or {}).get(node.outputs[0]) if node.op_type == "MatMul" and node.outputs else None
+        if fused_bias is not None and axis is not None and graph.initializers[fused_bias][1] == [dims[-1]]:
+            bias, bias_axis = fused_bias, 0
         if weight in sites:  # a tied weight: keep one encoding, per tensor unless the axes agree
             if sites[weight].axis != axis:
                 sites[weight].axis = None

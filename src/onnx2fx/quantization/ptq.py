@@ -32,7 +32,7 @@ import torch
 import torch.fx
 
 from .._core import QdqPlan
-from ..conversion_record import conversion_record
+from ..conversion_record import conversion_record, find_conversion_record
 from ..errors import Onnx2FxError, QuantizationError
 from .adaround import SAMPLES as ADAROUND_SAMPLES
 from .adaround import adaround as adaround_weights
@@ -136,7 +136,7 @@ class PTQResult:
         name = onnx_file_name(self.STAGE, fmt)
         started = time.perf_counter()
         info = write_integer_model(self.source_onnx, staging / name, integer_plan(self.plan, self.activation_encodings),
-                                   fmt, self.float_islands)
+                                   fmt, self.float_islands, self._fused_functions())
         try:
             check = compare_integer(staging / name, self.eval_batches, self.input_names, self.output_names,
                                     output_encodings, qdq_path)
@@ -156,8 +156,13 @@ class PTQResult:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
             write_integer_model(self.source_onnx, path, integer_plan(self.plan, self.activation_encodings), fmt,
-                                self.float_islands)
+                                self.float_islands, self._fused_functions())
             return convert_integer_model(path)
+
+    def _fused_functions(self) -> tuple[Any, ...]:
+        """The functions the conversion fused (their inner tensors have no encodings)."""
+        record = find_conversion_record(self.sim_model)
+        return record.idioms if record is not None else ()
 
     def _qdq_extras(self, onnx_path: Path) -> dict[str, Any]:
         """More checks of the written QDQ model for the report (none for PTQ)."""
