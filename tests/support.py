@@ -38,10 +38,10 @@ def export_torch(module: torch.nn.Module, args: tuple[torch.Tensor, ...], *, ops
     return onnx.load(str(path)) if path else onnx.load_from_string(buffer.getvalue())
 
 
-def convert_and_save(onnx_path: Path, out: Path, *, idioms: bool = True) -> Path:
+def convert_and_save(onnx_path: Path, out: Path, *, idioms: bool | frozenset[str] = True) -> Path:
     """Convert ``onnx_path`` and write the output folder, as ``onnx2fx convert`` does; returns its
     ``model_full.pt`` (the form PTQ and QFT load, with the source ONNX path recorded).
-    ``idioms=False`` keeps node-by-node code (``--no-idioms``)."""
+    ``idioms`` as for :class:`OnnxToFxConverter` (False: node by node, ``--no-idioms``)."""
     converter = OnnxToFxConverter(onnx_path, idioms=idioms)
     converter.convert()
     converter.save(out)

@@ -209,8 +209,7 @@ def matmuls(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "n", 4])],
                               [numpy_helper.from_array(a, n) for n, a in arrays.items()])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(root / "mm.onnx"))
-    # node by node, so that the MatMul is a layer of its own (named "mm") and its bias a separate Add
-    return SimpleNamespace(model=convert_and_save(root / "mm.onnx", root / "converted", idioms=False), arrays=arrays,
+    return SimpleNamespace(model=convert_and_save(root / "mm.onnx", root / "converted"), arrays=arrays,
                            x=rng.normal(size=(128, 16)).astype(np.float32))
 
 

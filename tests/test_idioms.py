@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from support import convert_and_save, ort_run
 
 from onnx2fx import OnnxToFxConverter
+from onnx2fx.idioms import IDIOM_KINDS
 from onnx2fx.quantization import ptq
 from onnx2fx.quantization.config import QuantConfig
 from onnx2fx.quantization.fake_quant import insert_fake_quant
@@ -33,6 +34,8 @@ HIDDEN = 16
 # Largest difference from onnxruntime allowed, relative to the output's largest magnitude: float32
 # noise (a fused kernel rounds differently from the chain of ONNX ops, by a few units in the last place).
 RELATIVE_TOLERANCE = 2e-6
+# Every kind, MatMul + Add as nn.Linear included (not fused by default).
+ALL = frozenset(IDIOM_KINDS)
 
 
 def scalar(name: str, value: float) -> onnx.TensorProto:
@@ -245,9 +248,9 @@ def test_rms_norm_becomes_nn_rms_norm(form: str) -> None:
     assert_matches_onnxruntime(converter, proto)
 
 
-def test_matmul_and_bias_become_nn_linear() -> None:
+def test_matmul_and_bias_become_nn_linear_on_request() -> None:
     proto = model(*linear())
-    converter = convert(proto)
+    converter = convert(proto, idioms=ALL)
     source = converter.source_code
     assert "self.block = nn.Linear(16, 8)" in source
     assert "y = self.block(x)" in source
@@ -256,6 +259,21 @@ def test_matmul_and_bias_become_nn_linear() -> None:
                                       "dtype": "torch.float32"}
     assert record["block.bias"]["initializer"] == "fc.bias"
     assert_matches_onnxruntime(converter, proto)
+
+
+def test_matmul_and_bias_stay_two_steps_by_default() -> None:
+    """F.linear adds the bias inside the product, which rounds a third of the elements differently
+    from MatMul then Add: by default the bias is added after a bias-free nn.Linear, as in ONNX."""
+    proto = model(*linear())
+    converter = convert(proto)
+    assert "nn.Linear(16, 8, bias=False)" in converter.source_code
+    assert converter.conversion_record()["idioms"] == {}
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 11, HIDDEN)).astype(np.float32))
+    weight, bias = (torch.from_numpy(numpy_helper.to_array(t)) for t in linear()[1])
+    with torch.no_grad():
+        produced = converter.result.graph_module(x)  # type: ignore[union-attr]
+    assert torch.equal(produced, torch.matmul(x, weight) + bias)
+    assert not torch.equal(produced, torch.nn.functional.linear(x, weight.t(), bias))
 
 
 # ---------------------------------------------------------------------------------- near misses
@@ -352,7 +370,7 @@ def test_placement_skips_the_tensors_inside_fused_functions(tmp_path: Path) -> N
     proto = model(*_block())
     path = tmp_path / "block.onnx"
     onnx.save(proto, path)
-    converter = convert(str(path))
+    converter = convert(str(path), idioms=ALL)
     gm = converter.result.graph_module  # type: ignore[union-attr]
     assert converter.conversion_record()["idioms"] == {"gelu": 1, "layer_norm": 1, "linear": 1}
     assert_matches_onnxruntime(converter, proto)
@@ -373,7 +391,7 @@ def test_placement_skips_the_tensors_inside_fused_functions(tmp_path: Path) -> N
 
 def test_conversion_json_counts_nodes_lines_and_idioms(tmp_path: Path) -> None:
     proto = model(*_block())
-    converter = convert(proto)
+    converter = convert(proto, idioms=ALL)
     converter.save(tmp_path / "out")
     record = json.loads((tmp_path / "out" / "conversion.json").read_text())
     assert (record["node_count"], record["forward_lines"]) == (16, 3)
@@ -400,7 +418,7 @@ def _quantized(sections: Sequence[Section], tmp_path: Path, formats: tuple[str, 
                float_islands: bool = False) -> Any:
     proto = model(*chain(*sections), dims=("N", hidden))
     onnx.save(proto, tmp_path / "m.onnx")
-    converted = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted")
+    converted = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted", idioms=ALL)
     x = (np.random.default_rng(5).standard_normal((64, hidden)) * 2).astype(np.float32)
     return ptq(converted, x, batch_size=32, progress=False, output_dir=tmp_path / "q", formats=formats,
                float_islands=float_islands)
@@ -437,3 +455,30 @@ def test_a_fused_layer_norm_runs_in_float_between_its_encodings(tmp_path: Path) 
     assert sorted(result.activation_encodings) == ["ln_out", "x", "y"]
     assert result.report["qdq"]["within_one_step"] >= 0.999
     assert result.report["qoperator"]["equal_to_simulation"] >= 0.99
+
+
+def test_silu_whose_sigmoid_a_subgraph_reads_is_not_fused() -> None:
+    """An If branch reading the Sigmoid's output is a second consumer, though no node lists it."""
+    branch = [helper.make_graph([helper.make_node("Identity", [source], [name])], name, [],
+                                [helper.make_tensor_value_info(name, TensorProto.FLOAT, None)])
+              for source, name in (("s", "then_out"), ("x", "else_out"))]
+    nodes = [node("Sigmoid", ["x"], "s"), node("Mul", ["x", "s"], "y"),
+             helper.make_node("Constant", [], ["cond"], value=numpy_helper.from_array(np.array(True))),
+             helper.make_node("If", ["cond"], ["z"], then_branch=branch[0], else_branch=branch[1])]
+    proto = model(nodes, [], outputs=("y", "z"))
+    converter = convert(proto)
+    assert "F.silu" not in converter.source_code
+    assert_matches_onnxruntime(converter, proto)
+
+
+def test_cli_convert_no_idioms(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from onnx2fx.cli import app
+
+    onnx.save(model(*gelu_erf("torchscript")), tmp_path / "m.onnx")
+    for flag, expected in (([], {"gelu": 1}), (["--no-idioms"], {})):
+        out = tmp_path / f"out{len(flag)}"
+        result = CliRunner().invoke(app, ["convert", str(tmp_path / "m.onnx"), "-o", str(out), *flag])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "conversion.json").read_text())["idioms"] == expected

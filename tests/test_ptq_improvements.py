@@ -176,9 +176,7 @@ def matmul_add(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
              helper.make_node("Gemm", ["r", "w2", "c"], ["y"], name="gemm")]
     _save(nodes, arrays, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], root / "mm.onnx")
-    # node by node: MatMul + Add would otherwise be one nn.Linear whose bias takes the int32 convention
-    return SimpleNamespace(root=root, model=convert_and_save(root / "mm.onnx", root / "converted", idioms=False),
-                           arrays=arrays,
+    return SimpleNamespace(root=root, model=convert_and_save(root / "mm.onnx", root / "converted"), arrays=arrays,
                            x=rng.normal(size=(64, 8)).astype(np.float32))
 
 

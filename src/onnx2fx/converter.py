@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,12 +64,13 @@ class OnnxToFxConverter:
 
     ``input_shapes`` fixes the sizes of inputs whose shape the model leaves open (name -> sizes);
     dims that stay open are traced symbolically, so the result accepts any batch size.
-    ``idioms=False`` converts node by node, without turning exporters' decompositions of GELU,
-    SiLU, HardSwish, LayerNorm, RMSNorm and Linear back into one call each.
+    ``idioms`` turns exporters' decompositions of standard functions back into one call each: True
+    (GELU, SiLU, HardSwish, LayerNorm, RMSNorm), False (node by node), or the kinds to fuse, such as
+    ``{*onnx2fx.idioms.DEFAULT_IDIOMS, "linear"}`` to write ``MatMul + Add`` as ``nn.Linear`` too.
     """
 
     def __init__(self, model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 debug: bool = False, idioms: bool = True) -> None:
+                 debug: bool = False, idioms: bool | Collection[str] = True) -> None:
         self.source_model = model
         self.input_shapes = dict(input_shapes or {})
         self.debug = debug
@@ -165,10 +166,10 @@ class OnnxToFxConverter:
 
 def convert_onnx_to_fx(model: Any, debug: bool = False,
                        input_shapes: Mapping[str, Sequence[int]] | None = None,
-                       idioms: bool = True) -> torch.fx.GraphModule:
+                       idioms: bool | Collection[str] = True) -> torch.fx.GraphModule:
     """Convert an ``onnx.ModelProto`` or a path to a ``torch.fx.GraphModule``.
 
-    ``debug=True`` prints the FX graph; ``idioms=False`` converts node by node.
+    ``debug=True`` prints the FX graph; ``idioms`` as for :class:`OnnxToFxConverter`.
     """
     return OnnxToFxConverter(model, input_shapes=input_shapes, debug=debug, idioms=idioms).convert()
 

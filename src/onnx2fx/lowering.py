@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -24,7 +24,7 @@ from .codegen.emitter import EmittedModule, Emitter, NodeInfo
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .functions import function_body
-from .idioms import IdiomDeclined, IdiomMatch, IdiomUse, find_idioms, lower_idiom
+from .idioms import IdiomDeclined, IdiomMatch, IdiomUse, find_idioms, idiom_kinds, lower_idiom
 from .ops.registry import lookup, normalize_domain
 from .tensors import ONNX_TO_TORCH, ONNX_TYPE_NAMES, SUB_BYTE_STORAGE, to_torch, torch_dtype
 
@@ -86,11 +86,12 @@ def fake_input(emitter: Emitter, value_info: _core.ValueInfo, shape: list[int | 
 
 
 def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                idioms: bool = True) -> EmittedModule:
+                idioms: bool | Collection[str] = True) -> EmittedModule:
     """Lower the main graph of a core ``Model`` into an emitted module.
 
     With ``idioms``, the decompositions exporters write for standard functions (GELU, SiLU,
-    HardSwish, LayerNorm, RMSNorm, Linear) become one call each (:mod:`onnx2fx.idioms`).
+    HardSwish, LayerNorm, RMSNorm; Linear when named) become one call each (:mod:`onnx2fx.idioms`):
+    True for the default kinds, False for none, or the kinds to fuse.
 
     A model with dynamic non-batch dimensions whose lowering fails on the first assumed size is
     lowered again on each larger one of ``OTHER_DIM_HINTS``; the first error is the one raised
@@ -142,7 +143,7 @@ def _has_dynamic_non_batch_dim(model: _core.Model, input_shapes: Mapping[str, Se
 
 
 def _lower_graph_at(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None,
-                    other_dim_hint: int, idioms: bool = True) -> EmittedModule:
+                    other_dim_hint: int, idioms: bool | Collection[str] = True) -> EmittedModule:
     input_shapes = dict(input_shapes or {})
     graph = model.graph
     emitter = Emitter()
@@ -176,7 +177,8 @@ def _lower_graph_at(model: _core.Model, input_shapes: Mapping[str, Sequence[int]
     opsets = {normalize_domain(d): v for d, v in model.opset_imports.items()}
     functions = list(model.functions)
     nodes = list(graph.nodes)
-    matches = {m.terminal: m for m in find_idioms(graph)} if idioms else {}
+    kinds = idiom_kinds(idioms)
+    matches = {m.terminal: m for m in find_idioms(graph, kinds)} if kinds else {}
     deferred = {i for m in matches.values() for i in m.members[:-1]}
     used: list[IdiomUse] = []
     for index, node in enumerate(nodes):

@@ -15,7 +15,7 @@ lowered (:mod:`onnx2fx.idioms.emit`), which falls back to the nodes one by one w
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,14 @@ _RELATIVE_TOLERANCE = 1e-6
 SQRT2 = math.sqrt(2.0)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 GELU_TANH_CUBIC = 0.044715
+
+
+# Every kind recognised, and those fused unless asked otherwise. ``linear`` is opt-in: F.linear adds
+# the bias inside the matrix product, which rounds a third of the elements one unit differently
+# from ONNX's MatMul followed by Add; a discrete choice downstream (RT-DETR's TopK over class scores
+# from a Linear) then selects other queries and the outputs differ far beyond float32 noise.
+IDIOM_KINDS = ("gelu", "gelu_tanh", "silu", "hardswish", "layer_norm", "rms_norm", "linear")
+DEFAULT_IDIOMS = frozenset(IDIOM_KINDS) - {"linear"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class _GraphView:
             for out in node.outputs:
                 if out:
                     self.producer[out] = index
-            for name in node.inputs:
+            for name in [*node.inputs, *_subgraph_reads(node)]:
                 if name:
                     self.consumers.setdefault(name, []).append(index)
         self.graph_outputs = {o.name for o in graph.outputs}
@@ -142,6 +150,19 @@ class _GraphView:
                 if out in self.graph_outputs or any(c not in inside for c in self.consumers.get(out, [])):
                     return False
         return len(self.nodes[terminal].outputs) == 1
+
+
+def _subgraph_reads(node: _core.Node) -> list[str]:
+    """Names read inside the node's subgraphs (an If branch or a Loop body can read any outer
+    tensor): they count as reads by the node itself."""
+    reads: list[str] = []
+    for attr in node.attributes.values():
+        graphs = [attr.value] if attr.type == "GRAPH" else list(attr.value) if attr.type == "GRAPHS" else []
+        for graph in graphs:
+            for inner in graph.nodes:
+                reads.extend(inner.inputs)
+                reads.extend(_subgraph_reads(inner))
+    return reads
 
 
 def _close(value: float, expected: float) -> bool:
@@ -486,8 +507,21 @@ _MATCHERS: dict[str, tuple[Callable[[_GraphView, int], IdiomMatch | None], ...]]
 }
 
 
-def find_idioms(graph: _core.Graph) -> list[IdiomMatch]:
-    """The recognised functions of ``graph`` (its nodes in topological order), none sharing a node.
+def idiom_kinds(idioms: bool | Collection[str]) -> frozenset[str]:
+    """The kinds an ``idioms`` option stands for: True the defaults, False none, else the kinds named."""
+    if idioms is True:
+        return DEFAULT_IDIOMS
+    if idioms is False:
+        return frozenset()
+    unknown = sorted(set(idioms) - set(IDIOM_KINDS))
+    if unknown:
+        raise ValueError(f"unknown idioms {unknown}; known: {', '.join(IDIOM_KINDS)}")
+    return frozenset(idioms)
+
+
+def find_idioms(graph: _core.Graph, kinds: Collection[str] = DEFAULT_IDIOMS) -> list[IdiomMatch]:
+    """The recognised functions of ``kinds`` in ``graph`` (its nodes in topological order), none
+    sharing a node.
 
     Terminals are visited from the last node back, so that the larger of two overlapping matches
     (a LayerNorm with its affine ``Mul``/``Add`` against the same LayerNorm without) is the one kept."""
@@ -500,7 +534,7 @@ def find_idioms(graph: _core.Graph) -> list[IdiomMatch]:
             continue
         for matcher in _MATCHERS.get(node.op_type, ()):
             match = matcher(view, index)
-            if match is not None and not claimed.intersection(match.members):
+            if match is not None and match.kind in kinds and not claimed.intersection(match.members):
                 claimed.update(match.members)
                 matches.append(match)
                 break
