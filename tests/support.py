@@ -38,10 +38,11 @@ def export_torch(module: torch.nn.Module, args: tuple[torch.Tensor, ...], *, ops
     return onnx.load(str(path)) if path else onnx.load_from_string(buffer.getvalue())
 
 
-def convert_and_save(onnx_path: Path, out: Path) -> Path:
+def convert_and_save(onnx_path: Path, out: Path, *, idioms: bool | frozenset[str] = True) -> Path:
     """Convert ``onnx_path`` and write the output folder, as ``onnx2fx convert`` does; returns its
-    ``model_full.pt`` (the form PTQ and QFT load, with the source ONNX path recorded)."""
-    converter = OnnxToFxConverter(onnx_path)
+    ``model_full.pt`` (the form PTQ and QFT load, with the source ONNX path recorded).
+    ``idioms`` as for :class:`OnnxToFxConverter` (False: node by node, ``--no-idioms``)."""
+    converter = OnnxToFxConverter(onnx_path, idioms=idioms)
     converter.convert()
     converter.save(out)
     return out / "model_full.pt"

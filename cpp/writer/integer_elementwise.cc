@@ -28,6 +28,12 @@ std::function<double(double)> table_function(const Node& node) {
     return [=](double x) { return std::clamp(alpha * x + beta, 0.0, 1.0); };
   }
   if (op == "HardSwish") return [](double x) { return x * std::clamp(x / 6.0 + 0.5, 0.0, 1.0); };
+  if (op == "QuickGelu") {  // x * sigmoid(alpha x); alpha 1 is SiLU
+    const double alpha = float_or(node, "alpha", 1.702f);
+    return [=](double x) { return x / (1.0 + std::exp(-alpha * x)); };
+  }
+  if (op == "FastGelu")
+    return [](double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); };
   if (op == "LeakyRelu") {
     const double alpha = float_or(node, "alpha", 0.01f);
     return [=](double x) { return x >= 0 ? x : alpha * x; };

@@ -26,6 +26,9 @@ const std::unordered_set<std::string_view> kDataMovement = {
 // Element-wise functions of one input computed as a 256-entry table in fixed point.
 const std::unordered_set<std::string_view> kTableOps = {"Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Gelu",
                                                         "LeakyRelu", "Elu", "Softplus", "Erf", "Exp"};
+// onnxruntime's activations of the same kind: what a GELU or SiLU that the conversion recognised
+// in its ONNX decomposition is written as (one function from the input's encoding to the output's).
+const std::unordered_set<std::string_view> kMicrosoftTableOps = {"Gelu", "FastGelu", "QuickGelu"};
 
 }  // namespace
 
@@ -114,8 +117,12 @@ void IntegerLowering::lower_node(std::size_t index) {
   const std::string& op = node.op_type;
   const bool standard = is_default_domain(node.domain);
   if (!has_quantized_input(node)) {
-    if (std::ranges::any_of(node.outputs, [&](const std::string& output) { return grids_.contains(output); }))
+    if (std::ranges::any_of(node.outputs, [&](const std::string& output) { return grids_.contains(output); })) {
+      // The last node of a float chain (a LayerNorm the conversion fused: only its input and
+      // result have encodings) quantizes its result, where float nodes are allowed.
+      if (allow_islands_ || format_ == IntegerFormat::QOperator) return float_island(index);
       unsupported(node, "an output has an encoding but no input is quantized");
+    }
     return copy_node(index, {}, {});  // shape arithmetic and other integer or constant work
   }
   if (standard && (op == "Shape" || op == "Size")) {  // the same answer for the integer tensor
@@ -145,7 +152,9 @@ void IntegerLowering::lower_node(std::size_t index) {
   if (standard && op == "Softmax" && format_ == IntegerFormat::QOperator) return lower_qlinear_softmax(index);
   if (standard && (op == "Sigmoid" || op == "LeakyRelu") && format_ == IntegerFormat::QOperator)
     return lower_qlinear_activation(node);
-  if (standard && kTableOps.contains(op) && format_ == IntegerFormat::FixedPoint) return lower_table(node);
+  if (((standard && kTableOps.contains(op)) || (node.domain == kMicrosoft && kMicrosoftTableOps.contains(op))) &&
+      format_ == IntegerFormat::FixedPoint)
+    return lower_table(node);
   // QOperator models keep such ops in float between DequantizeLinear and QuantizeLinear, as
   // onnxruntime's quantizer does; the fixed-point form does so only when asked.
   if (!allow_islands_ && format_ == IntegerFormat::FixedPoint) unsupported(node, "the operator has no integer form");

@@ -58,6 +58,9 @@ class ConversionRecord:
     source: str | None  # absolute path of the ONNX file; None when converted from bytes or a ModelProto
     parameters: dict[str, ParameterOrigin] = field(default_factory=dict)  # torch name -> origin
     node_origins: dict[str, dict[str, Any]] = field(default_factory=dict)  # FX node name -> its node.meta entries
+    # Standard functions fused from several ONNX nodes (onnx2fx.idioms.IdiomUse): their intermediate
+    # tensors have no FX node. A class-level default, so records pickled before it existed load.
+    idioms: tuple[Any, ...] = ()
 
     def initializer_of(self, name: str) -> str | None:
         """The ONNX initializer the torch parameter or buffer ``name`` was made from."""

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,20 +65,24 @@ class OnnxToFxConverter:
 
     ``input_shapes`` fixes the sizes of inputs whose shape the model leaves open (name -> sizes);
     dims that stay open are traced symbolically, so the result accepts any batch size.
+    ``idioms`` turns exporters' decompositions of standard functions back into one call each: True
+    (GELU, SiLU, HardSwish, LayerNorm, RMSNorm), False (node by node), or the kinds to fuse, such as
+    ``{*onnx2fx.idioms.DEFAULT_IDIOMS, "linear"}`` to write ``MatMul + Add`` as ``nn.Linear`` too.
     """
 
     def __init__(self, model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 debug: bool = False) -> None:
+                 debug: bool = False, idioms: bool | Collection[str] = True) -> None:
         self.source_model = model
         self.input_shapes = dict(input_shapes or {})
         self.debug = debug
+        self.idioms = idioms
         self.result: ConversionResult | None = None
 
     # ------------------------------------------------------------------------------ conversion
     def convert(self) -> torch.fx.GraphModule:
         start = time.perf_counter()
         core_model = load_core_model(self.source_model)
-        emitted = lower_graph(core_model, self.input_shapes)
+        emitted = lower_graph(core_model, self.input_shapes, idioms=self.idioms)
         title = _title(self.source_model, core_model)
         rendered = render(emitted, title)
         module = instantiate(rendered, emitted)
@@ -87,7 +91,8 @@ class OnnxToFxConverter:
         gm.eval()
         # Pickled with model_full.pt: quantization needs the source graph and where weights came from.
         source = os.path.abspath(self.source_model) if isinstance(self.source_model, (str, os.PathLike)) else None
-        attach_conversion_record(gm, ConversionRecord(source, dict(emitted.parameter_origins), node_origins(gm)))
+        attach_conversion_record(gm, ConversionRecord(source, dict(emitted.parameter_origins), node_origins(gm),
+                                                      tuple(emitted.idioms)))
         info = {
             "source": _source_name(self.source_model),
             "ir_version": core_model.ir_version,
@@ -95,6 +100,10 @@ class OnnxToFxConverter:
             "producer": f"{core_model.producer_name} {core_model.producer_version}".strip(),
             "node_count": len(core_model.graph.nodes),
             "op_counts": _op_counts(core_model),
+            # How compact the generated code is: statements of forward for the ONNX nodes above, and
+            # the standard functions recognised in the exporter's decomposition (kind -> count).
+            "forward_lines": len(emitted.forward_lines),
+            "idioms": _idiom_counts(emitted),
             "inputs": emitted.input_onnx_names,
             "input_shapes": emitted.input_shapes,
             "outputs": emitted.output_onnx_names,
@@ -157,12 +166,13 @@ class OnnxToFxConverter:
 
 
 def convert_onnx_to_fx(model: Any, debug: bool = False,
-                       input_shapes: Mapping[str, Sequence[int]] | None = None) -> torch.fx.GraphModule:
+                       input_shapes: Mapping[str, Sequence[int]] | None = None,
+                       idioms: bool | Collection[str] = True) -> torch.fx.GraphModule:
     """Convert an ``onnx.ModelProto`` or a path to a ``torch.fx.GraphModule``.
 
-    ``debug=True`` prints the FX graph.
+    ``debug=True`` prints the FX graph; ``idioms`` as for :class:`OnnxToFxConverter`.
     """
-    return OnnxToFxConverter(model, input_shapes=input_shapes, debug=debug).convert()
+    return OnnxToFxConverter(model, input_shapes=input_shapes, debug=debug, idioms=idioms).convert()
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -244,6 +254,13 @@ def _op_counts(core_model: _core.Model) -> dict[str, int]:
     for node in core_model.graph.nodes:
         key = node.op_type if not node.domain or node.domain == "ai.onnx" else f"{node.domain}::{node.op_type}"
         counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _idiom_counts(emitted: EmittedModule) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for use in emitted.idioms:
+        counts[use.kind] = counts.get(use.kind, 0) + 1
     return dict(sorted(counts.items()))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -25,6 +25,7 @@ from .codegen.emitter import Emitter
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .functions import function_body
+from .idioms import IdiomDeclined, IdiomMatch, IdiomUse, find_idioms, idiom_kinds, lower_idiom
 from .ops.registry import lookup, normalize_domain
 from .tensors import ONNX_TO_TORCH, ONNX_TYPE_NAMES, SUB_BYTE_STORAGE, to_torch, torch_dtype
 
@@ -85,8 +86,13 @@ def fake_input(emitter: Emitter, value_info: _core.ValueInfo, shape: list[int | 
         example, symbolic_context=StatelessSymbolicContext(dynamic_sizes=dynamic))
 
 
-def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None = None) -> EmittedModule:
+def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                idioms: bool | Collection[str] = True) -> EmittedModule:
     """Lower the main graph of a core ``Model`` into an emitted module.
+
+    With ``idioms``, the decompositions exporters write for standard functions (GELU, SiLU,
+    HardSwish, LayerNorm, RMSNorm; Linear when named) become one call each (:mod:`onnx2fx.idioms`):
+    True for the default kinds, False for none, or the kinds to fuse.
 
     A model with dynamic non-batch dimensions whose lowering fails on the first assumed size is
     lowered again on each larger one of ``OTHER_DIM_HINTS``; the first error is the one raised
@@ -96,7 +102,7 @@ def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | 
     for hint in OTHER_DIM_HINTS:
         try:
             with _cyclic_collection_paused():
-                return _lower_graph_at(model, input_shapes, hint)
+                return _lower_graph_at(model, input_shapes, hint, idioms)
         except UnsupportedOperatorError:
             raise
         except ConversionError as exc:
@@ -138,7 +144,7 @@ def _has_dynamic_non_batch_dim(model: _core.Model, input_shapes: Mapping[str, Se
 
 
 def _lower_graph_at(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None,
-                    other_dim_hint: int) -> EmittedModule:
+                    other_dim_hint: int, idioms: bool | Collection[str] = True) -> EmittedModule:
     input_shapes = dict(input_shapes or {})
     graph = model.graph
     emitter = Emitter()
@@ -171,13 +177,55 @@ def _lower_graph_at(model: _core.Model, input_shapes: Mapping[str, Sequence[int]
 
     opsets = {normalize_domain(d): v for d, v in model.opset_imports.items()}
     functions = list(model.functions)
-    for index, node in enumerate(graph.nodes):
+    nodes = list(graph.nodes)
+    kinds = idiom_kinds(idioms)
+    matches = {m.terminal: m for m in find_idioms(graph, kinds)} if kinds else {}
+    deferred = {i for m in matches.values() for i in m.members[:-1]}
+    used: list[IdiomUse] = []
+    for index, node in enumerate(nodes):
+        if index in deferred:  # lowered with its idiom's terminal node, or just before it if declined
+            continue
+        match = matches.get(index)
+        if match is not None:
+            use = _lower_idiom(emitter, match, nodes, opsets, env)
+            if use is not None:
+                used.append(use)
+                continue
+            for member in match.members[:-1]:
+                lower_node(emitter, nodes[member], member, opsets, env, functions)
         lower_node(emitter, node, index, opsets, env, functions)
 
     outputs = [_declared_type(emitter, env[o.name], o) for o in graph.outputs]
     emitted = emitter.finish(inputs, outputs, input_onnx, [o.name for o in graph.outputs], env)
     emitted.input_shapes = shapes
+    emitted.idioms = used
     return emitted
+
+
+def _node_name(node: _core.Node, index: int) -> str:
+    return node.name or f"{node.op_type}_{index}"
+
+
+def _lower_idiom(emitter: Emitter, match: IdiomMatch, nodes: Sequence[_core.Node], opsets: Mapping[str, int],
+                 env: dict[str, Value]) -> IdiomUse | None:
+    """Emit ``match`` as one call attributed to its terminal node; None when it does not fit the
+    values it meets (nothing is emitted then)."""
+    terminal = nodes[match.terminal]
+    domain = normalize_domain(terminal.domain)
+    info = NodeInfo(_node_name(terminal, match.terminal), terminal.op_type, domain,
+                    opsets.get(domain, opsets.get("", 1)), list(terminal.outputs))
+    emitter.begin_node(info)
+    try:
+        with emitter.attempt():
+            value = lower_idiom(emitter, match, env)
+    except (IdiomDeclined, Onnx2FxError):  # a shape or dtype the fused call does not take: the nodes instead
+        return None
+    value.onnx_name = match.output
+    env[match.output] = value
+    internal = tuple(out for i in match.members[:-1] for out in nodes[i].outputs if out)
+    params = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in match.params.items()))
+    return IdiomUse(match.kind, tuple(_node_name(nodes[i], i) for i in match.members), match.input, match.output,
+                    internal, params)
 
 
 def _declared_type(emitter: Emitter, value: Value, value_info: _core.ValueInfo) -> Value:
@@ -196,7 +244,7 @@ def lower_node(emitter: Emitter, node: _core.Node, index: int, opsets: Mapping[s
     """Lower one node. A node without a lowering, or whose lowering refuses it, is replaced by its
     function body when it has one (a local function of the model or the specification's)."""
     domain = normalize_domain(node.domain)
-    name = parent.name if parent is not None else node.name or f"{node.op_type}_{index}"
+    name = parent.name if parent is not None else _node_name(node, index)
     opset = opsets.get(domain, 1 if domain else opsets.get("", 1))
     info = NodeInfo(name, node.op_type, domain, opset, list(node.outputs))
     emitter.begin_node(info)

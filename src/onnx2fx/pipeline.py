@@ -95,7 +95,8 @@ def run_model(model_path: Path, out_dir: Path, options: PipelineOptions | None =
                            producer=info["producer"] or None)
     report["conversion"].update(
         status="ok", error=None, seconds=round(time.perf_counter() - start, 3), peak_rss_bytes=memory.peak,
-        node_count=info["node_count"], op_counts=info["op_counts"], parameters=sum(p.numel() for p in params),
+        node_count=info["node_count"], op_counts=info["op_counts"], forward_lines=info["forward_lines"],
+        idioms=info["idioms"], parameters=sum(p.numel() for p in params),
         parameter_bytes=sum(p.numel() * p.element_size() for p in params), warnings=info["warnings"],
         unsupported_ops=[])
 

@@ -30,6 +30,8 @@ def convert(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("output"),
     shape: ShapeOption = None,
     debug: DebugOption = False,
+    idioms: Annotated[bool, typer.Option("--idioms/--no-idioms", help="Write exporters' decompositions of GELU, "
+                                         "SiLU, HardSwish, LayerNorm and RMSNorm as one call each.")] = True,
 ) -> None:
     """Convert MODEL into OUTPUT/model.py, weights.safetensors, model_full.pt and conversion.json."""
     from ..converter import OnnxToFxConverter
@@ -37,7 +39,7 @@ def convert(
     with reported_errors(debug):
         require_model_file(model)
         shapes = resolve_unnamed(parse_shapes(shape), graph_input_names(model) if shape else [])
-        converter = OnnxToFxConverter(model, input_shapes=shapes)
+        converter = OnnxToFxConverter(model, input_shapes=shapes, idioms=idioms)
         with_status(f"converting {model.name}", converter.convert)
         paths = with_status(f"writing {output}", lambda: converter.save(output))
         info = converter.conversion_record()

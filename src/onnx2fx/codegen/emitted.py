@@ -12,6 +12,7 @@ import torch
 from ..conversion_record import ParameterOrigin
 
 if TYPE_CHECKING:
+    from ..idioms.record import IdiomUse
     from .specialisation import Specialisation
 
 
@@ -64,3 +65,4 @@ class EmittedModule:
     warnings: list[str] = field(default_factory=list)
     input_shapes: dict[str, list[int | None]] = field(default_factory=dict)  # None: dynamic dimension
     specialisations: list[Specialisation] = field(default_factory=list)
+    idioms: list[IdiomUse] = field(default_factory=list)  # each function fused by onnx2fx.idioms

@@ -193,7 +193,7 @@ class Emitter:
             return v.code
         t = v.const
         if t.numel() <= MAX_LITERAL_ELEMENTS and (not t.is_floating_point() or t.numel() == 1) \
-                and t.dtype not in (torch.bfloat16, torch.float16) and not t.is_complex():
+                and t.dtype not in (torch.bfloat16, torch.float16) and not t.is_complex() and not v.trainable:
             return literal_tensor(t)
         if self.lifted is not None:  # in a generated function: the constant becomes a parameter
             v.code = self.locals.fresh(v.origin_initializer or v.onnx_name, "const")
@@ -471,8 +471,7 @@ class Emitter:
         if not all(v.const is not None for v in values):
             return False
         # A trainable weight stays a parameter: ops on it are run-time code, not folded constants.
-        return not any(v.origin_initializer is not None and v.const.is_floating_point()
-                       and v.const.numel() > 1 for v in values)
+        return not any(v.trainable for v in values)
 
     def _concrete(self, obj: Any) -> Any:
         return map_leaves(obj, lambda v: v.const if isinstance(v, Value) else v.value if isinstance(v, SymElem) else v)

@@ -11,6 +11,7 @@ in the generated code instead of tensors (which ``torch.fx.symbolic_trace`` cann
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,18 @@ def _float_code(value: float) -> str:
     return repr(value)
 
 
+# A parameter path as PyTorch's exporters name initializers after the module's state dict
+# ("blocks.0.ls1.gamma"), as opposed to the names they give constants ("onnx::Mul_12", "val_3",
+# "/blocks.0/Constant_output_0", "scalar_tensor_default").
+_PARAMETER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*\.[A-Za-z_][A-Za-z0-9_]*")
+
+
+def names_a_parameter(name: str) -> bool:
+    """Whether an initializer's name is a dotted module path ending in an attribute name: a learned
+    parameter of the exported module, kept trainable even when it is one number."""
+    return _PARAMETER_PATH.fullmatch(name) is not None
+
+
 @dataclass(eq=False)
 class Value:
     """An ONNX tensor during lowering.
@@ -127,6 +140,16 @@ class Value:
     @property
     def is_const(self) -> bool:
         return self.const is not None
+
+    @property
+    def trainable(self) -> bool:
+        """A float initializer that stays an ``nn.Parameter`` in the generated module (never folded,
+        never written as a literal): every one with several elements, and a one-element one whose
+        name is a module's parameter path (:func:`names_a_parameter`), such as a learned layer scale."""
+        t = self.const
+        if self.origin_initializer is None or t is None or not t.is_floating_point():
+            return False
+        return t.numel() > 1 or names_a_parameter(self.origin_initializer)
 
     def static_shape(self) -> list[int | None]:
         """Sizes that are the same for every input; ``None`` for dimensions that vary."""

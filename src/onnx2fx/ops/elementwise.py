@@ -112,10 +112,11 @@ def _is_number(v: Value, other: Value) -> bool:
     """Whether ``v`` can be written as a Python number without changing the result's type or shape.
 
     One-element constants (initializers included) are written into the code either way, so
-    ``x * 0.5`` loses nothing over ``x * torch.tensor(0.5)``.
+    ``x * 0.5`` loses nothing over ``x * torch.tensor(0.5)``; a learned one (``v.trainable``, a
+    layer scale named ``blocks.0.ls1.gamma``) stays a parameter.
     """
     t = v.const
-    return (t is not None and t.numel() == 1 and not t.is_complex() and other.const is None
+    return (t is not None and t.numel() == 1 and not t.is_complex() and other.const is None and not v.trainable
             and t.dtype == other.dtype and (t.dim() == 0 or other.rank >= t.dim()))
 
 

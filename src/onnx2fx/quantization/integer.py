@@ -19,6 +19,14 @@ them from the original graph plus the same plan as the QDQ model, with every enc
   QLinearLeakyRelu / QLinearGlobalAveragePool / QLinearConcat / QLinearSoftmax, with the data
   movement ops on the 8-bit tensors, as onnxruntime's quantizer writes it.
 
+Functions the conversion fused from an exporter's decomposition (``onnx2fx.idioms``) have encodings
+only at their input and result. Both writers read a copy of the source in which each fused
+activation is one node (GELU as onnxruntime's ``Gelu`` / ``FastGelu``, SiLU as ``QuickGelu`` with
+alpha 1, HardSwish as ``HardSwish``): the fixed-point form computes it as one table from the input's
+grid to the result's, the QOperator form runs it in float between them. Fused normalisations keep
+their nodes and run in float (QOperator, or fixed point with ``float_islands``); a fused
+``MatMul + Add`` is one integer linear layer with an int32 bias.
+
 A node with no integer form stops the export with :class:`IntegerExportError` naming it, unless
 ``float_islands`` is set: then it runs in float between DequantizeLinear and QuantizeLinear and is
 listed in the result.
@@ -73,9 +81,10 @@ def integer_plan(plan: QdqPlan, activations: Mapping[str, Encoding]) -> QdqPlan:
                    weights=plan.weights, biases=plan.biases, floats=plan.floats, min_opset=plan.min_opset)
 
 
-def write_integer_model(source: Path, output: Path, plan: QdqPlan, fmt: str,
-                        float_islands: bool = False) -> dict[str, Any]:
-    """Write the ``fmt`` model with the native writer, then check it with ``onnx.checker``."""
+def write_integer_model(source: Path, output: Path, plan: QdqPlan, fmt: str, float_islands: bool = False,
+                        functions: Sequence[Any] = ()) -> dict[str, Any]:
+    """Write the ``fmt`` model with the native writer, then check it with ``onnx.checker``.
+    ``functions`` are the functions the conversion fused (``ConversionRecord.idioms``)."""
     import onnx
 
     from .. import _core
@@ -90,6 +99,9 @@ def write_integer_model(source: Path, output: Path, plan: QdqPlan, fmt: str,
             onnx.shape_inference.infer_shapes_path(str(source), str(inferred))
         except Exception:  # noqa: BLE001 - inference is an aid; the writer names what it then lacks
             inferred = Path(source)
+        single = Path(folder) / "functions.onnx"
+        if _fused_activations_as_nodes(inferred, single, functions):
+            inferred = single
         try:
             info = dict(_core.write_integer_model(str(inferred), str(output), plan, fmt, float_islands))
         except NotImplementedError as exc:
@@ -105,6 +117,49 @@ def write_integer_model(source: Path, output: Path, plan: QdqPlan, fmt: str,
     rows = info["requantizations"]
     info["max_relative_error"] = max((r["max_relative_error"] for r in rows), default=None)
     return info
+
+
+# The one node each fused activation is written as for the integer writers: op, domain, attributes.
+_ACTIVATION_NODES: dict[str, tuple[str, str, dict[str, float]]] = {
+    "gelu": ("Gelu", "com.microsoft", {}), "gelu_tanh": ("FastGelu", "com.microsoft", {}),
+    "silu": ("QuickGelu", "com.microsoft", {"alpha": 1.0}), "hardswish": ("HardSwish", "", {})}
+
+
+def _fused_activations_as_nodes(source: Path, target: Path, functions: Sequence[Any]) -> bool:
+    """Write ``source`` to ``target`` with each fused activation of ``functions`` as one node (its
+    terminal node's name, input and output); False, writing nothing, when there is none."""
+    import onnx
+    from onnx import helper
+
+    uses = [u for u in functions if u.kind in _ACTIVATION_NODES]
+    if not uses:
+        return False
+    model = onnx.load(str(source), load_external_data=False)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=1)
+    producer = {out: i for i, n in enumerate(model.graph.node) for out in n.output if out}
+    replaced: dict[int, onnx.NodeProto] = {}
+    removed: set[int] = set()
+    for use in uses:
+        op, domain, attributes = _ACTIVATION_NODES[use.kind]
+        members = [producer.get(t) for t in (*use.internal, use.output)]
+        if any(m is None for m in members) or (op == "HardSwish" and opset < 14):
+            continue  # HardSwish is an ONNX op from opset 14 on: before, its nodes stay as they are
+        terminal = producer[use.output]
+        replaced[terminal] = helper.make_node(op, [use.input], [use.output], name=model.graph.node[terminal].name,
+                                              domain=domain or None, **attributes)
+        removed.update(m for m in members if m is not None and m != terminal)
+    if not replaced:
+        return False
+    nodes = [replaced.get(i, n) for i, n in enumerate(model.graph.node) if i not in removed]
+    read = {name for n in nodes for name in n.input} | {o.name for o in model.graph.output}
+    nodes = [n for n in nodes if n.op_type != "Constant" or any(o in read for o in n.output)]  # the functions' own
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if any(n.domain == "com.microsoft" for n in replaced.values()) and \
+            not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(target))
+    return True
 
 
 def float_tensors_inside(onnx_path: str | Path) -> list[str]:

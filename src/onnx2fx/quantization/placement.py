@@ -10,7 +10,9 @@ Rules, in order, for each output tensor of each node:
 1. A node the config leaves in float gets no output quantizer and no weight quantizers.
 2. Data-movement ops (Reshape, Transpose, MaxPool, ...) share their input's encoding.
 3. Inside a fused group (Conv+Relu, Conv+BatchNormalization(+Relu), Gemm/MatMul+Relu, Add+Relu,
-   ...) the producer's output is never materialised by an integer kernel: no quantizer.
+   ...) the producer's output is never materialised by an integer kernel: no quantizer. The same
+   holds inside a standard function that conversion fused from several nodes (``idioms``: GELU,
+   LayerNorm, MatMul + bias as ``nn.Linear``, ...): only its result exists in the converted model.
 4. A tensor computed from sizes alone (Shape/Size and constants: a detector's anchor grid, a
    position index) is not data and gets no quantizer; it is the same for every input of a size.
 5. Everything else gets an activation quantizer; so does every float graph input.
@@ -129,8 +131,10 @@ class Placement:
                 "fused": len(self.fused), "float": len(self.float_tensors)}
 
 
-def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
-    """Apply the rules in the module docstring to every tensor of ``graph``."""
+def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[Any] = ()) -> Placement:
+    """Apply the rules in the module docstring to every tensor of ``graph``. ``idioms`` are the
+    functions the conversion fused (:class:`onnx2fx.idioms.IdiomUse`, from the conversion record)."""
+    internal = {tensor: use.terminal for use in idioms for tensor in use.internal}
     outputs = set(graph.outputs)
     activations: list[ActivationSite] = []
     shared: dict[str, str] = {}
@@ -156,6 +160,9 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
         for out in node.outputs:
             if not out or out not in from_data:
                 continue
+            if out in internal:
+                fused[out] = internal[out]
+                continue
             if node.op_type in shared_ops and node.inputs and node.inputs[0]:
                 shared[out] = node.inputs[0]
                 continue
@@ -167,7 +174,7 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
                                               config.spec_for("activations", node.op_type, node.name)))
             if node.op_type == "Concat":
                 concats.add(out)
-    weights = _weight_sites(graph, config)
+    weights = _weight_sites(graph, config, _linear_biases(graph, idioms))
     return Placement(activations, weights, shared, fused, floats, concats)
 
 
@@ -200,7 +207,24 @@ def _fused_follower(graph: OnnxGraphView, node: OnnxNodeInfo, out: str, outputs:
     return follower.name
 
 
-def _weight_sites(graph: OnnxGraphView, config: QuantConfig) -> list[WeightSite]:
+def _linear_biases(graph: OnnxGraphView, idioms: Sequence[Any]) -> dict[str, str]:
+    """MatMul output -> the bias initializer of its Add, for each ``MatMul + Add`` the conversion
+    fused into one ``nn.Linear``: the bias then takes the int32 convention, as a Gemm's does (the
+    integer writers absorb the Add into the MatMul's accumulator)."""
+    producers = graph.producer_map()
+    biases: dict[str, str] = {}
+    for use in idioms:
+        if use.kind != "linear" or len(use.internal) != 1 or use.output not in producers:
+            continue
+        product = use.internal[0]
+        others = [name for name in producers[use.output].inputs if name != product]
+        if len(others) == 1 and _is_float_initializer(graph, others[0]):
+            biases[product] = others[0]
+    return biases
+
+
+def _weight_sites(graph: OnnxGraphView, config: QuantConfig,
+                  linear_biases: dict[str, str] | None = None) -> list[WeightSite]:
     sites: dict[str, WeightSite] = {}
     for node in graph.nodes:
         if node.op_type not in _WEIGHT_OPS or config.is_float(node.op_type, node.name):
@@ -214,6 +238,9 @@ def _weight_sites(graph: OnnxGraphView, config: QuantConfig) -> list[WeightSite]
         if not spec.per_channel:
             axis = None
         bias, bias_axis = _bias_of(graph, node, dims)
+        fused_bias = (linear_biases or {}).get(node.outputs[0]) if node.op_type == "MatMul" and node.outputs else None
+        if fused_bias is not None and axis is not None and graph.initializers[fused_bias][1] == [dims[-1]]:
+            bias, bias_axis = fused_bias, 0
         if weight in sites:  # a tied weight: keep one encoding, per tensor unless the axes agree
             if sites[weight].axis != axis:
                 sites[weight].axis = None

@@ -39,7 +39,7 @@ import torch
 import torch.fx
 
 from .._core import QdqPlan
-from ..conversion_record import conversion_record
+from ..conversion_record import conversion_record, find_conversion_record
 from ..errors import Onnx2FxError, QuantizationError
 from .adaround import SAMPLES as ADAROUND_SAMPLES
 from .adaround import adaround as adaround_weights
@@ -151,7 +151,7 @@ class PTQResult:
         name = onnx_file_name(self.STAGE, fmt)
         started = time.perf_counter()
         info = write_integer_model(self.source_onnx, staging / name, integer_plan(self.plan, self.activation_encodings),
-                                   fmt, self.float_islands)
+                                   fmt, self.float_islands, self._fused_functions())
         try:
             check = compare_integer(staging / name, self.eval_batches, self.input_names, self.output_names,
                                     output_encodings, qdq_path)
@@ -171,8 +171,13 @@ class PTQResult:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / name
             write_integer_model(self.source_onnx, path, integer_plan(self.plan, self.activation_encodings), fmt,
-                                self.float_islands)
+                                self.float_islands, self._fused_functions())
             return convert_integer_model(path)
+
+    def _fused_functions(self) -> tuple[Any, ...]:
+        """The functions the conversion fused (their inner tensors have no encodings)."""
+        record = find_conversion_record(self.sim_model)
+        return record.idioms if record is not None else ()
 
     def _qdq_extras(self, onnx_path: Path) -> dict[str, Any]:
         """More checks of the written QDQ model for the report (none for PTQ)."""
@@ -214,7 +219,7 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
     specs = input_specs(graph.inputs, graph.input_types, opts.input_shapes)
     data = calibration_source(calibration_data, specs, samples=samples, batch_size=batch_size,
                               random=opts.random_calibration, seed=seed, image_options=opts.image_options)
-    placement = plan_placement(graph, cfg)
+    placement = plan_placement(graph, cfg, conversion_record(gm).idioms)
     check_names(graph, _fx_onnx_names(gm))
     reference, equalization = equalized_copy(gm, graph, placement) if cfg.cle else (gm, None)
     sim = insert_fake_quant(reference, graph, placement)

@@ -110,6 +110,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if conv["status"] == "ok":
         lines += ["| field | value |", "|---|---|", "| status | ok |", f"| time | {conv['seconds']:.2f} s |",
                   f"| peak RSS | {_mib(conv.get('peak_rss_bytes'))} |", f"| nodes | {conv.get('node_count', 0)} |",
+                  *([f"| lines of forward | {conv['forward_lines']} |"] if "forward_lines" in conv else []),
+                  *([f"| standard functions | {_idioms(conv['idioms'])} |"] if conv.get("idioms") else []),
                   f"| parameters | {conv.get('parameters', 0):,} ({_mib(conv.get('parameter_bytes'))}) |", ""]
         ops = conv.get("op_counts", {})
         if ops:
@@ -306,6 +308,11 @@ def _qft_markdown(qft: dict[str, Any]) -> list[str]:
                   "output elements within one quantization step of the fine-tuned model in onnxruntime (basic "
                   "optimizations)."]
     return lines + [""]
+
+
+def _idioms(counts: dict[str, int]) -> str:
+    """Recognised functions as ``gelu 12, layer_norm 25``."""
+    return ", ".join(f"{kind} {n}" for kind, n in counts.items())
 
 
 def _mib(value: int | None) -> str:
