@@ -126,8 +126,8 @@ def test_per_channel_weight_scales_train_and_are_exported(block: SimpleNamespace
 
 
 def test_label_free_distillation_lowers_its_loss(block: SimpleNamespace) -> None:
-    result = qft(block.model, block.x, weight_bits=4, calibration_samples=128, epochs=3, lr=3e-3, batch_size=16,
-                 eval_samples=64, progress=False)
+    result = qft(block.model, block.x, weight_bits=4, calibration_samples=128, epochs=3, lr=3e-3, range_lr=3e-3,
+                 batch_size=16, eval_samples=64, progress=False)
     report = result.report
     assert report["objective"] == {"kind": "distillation", "outputs": {"y": "kl"}}
     assert report["loss"]["steps"] == 24
@@ -158,6 +158,7 @@ def test_cosine_schedule_with_warmup_at_given_steps() -> None:
     ({"lr_schedule": "step"}, "learning-rate schedule 'step' is not one of"),
     ({"warmup": 1.0}, "warmup is a share of the steps"),
     ({"bias_lr": -1.0}, "the bias learning rate must be a positive number"),
+    ({"distillation": "l1"}, "distillation 'l1' is not one of"),
 ])
 def test_bad_training_options_are_typed_errors(block: SimpleNamespace, kwargs: dict, match: str) -> None:
     with pytest.raises(QuantizationError, match=match):

@@ -76,7 +76,8 @@ from .training_data import stack_labels, training_data
 INT4_STORAGE = ("auto", "int4", "int8")
 OUTPUT_FILES = ("model_qft.pt", "encodings.json", "model_qft.onnx", "report.json", "report.md", "report.html",
                 CHECKPOINT_NAME)
-DEFAULT_LR = 1e-5
+DEFAULT_LR = 1e-4
+RANGE_LR_FACTOR = 0.1  # a 4-bit weight scale is about a third of the weights' magnitude: it moves slower
 
 
 @dataclass
@@ -115,7 +116,8 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
         lr: float | None = None, range_learning: bool | str | None = None, range_lr: float | None = None,
         bias_lr: float | None = None, norm_lr: float | None = None, train: Sequence[str] = TRAINABLE,
         lr_schedule: str = "cosine", warmup: float = 0.1, batch_size: int = 32, seed: int = 0, resume: bool = False,
-        checkpoint: str | os.PathLike[str] | None = None, supervised: bool | None = None, eval_data: Any = None,
+        checkpoint: str | os.PathLike[str] | None = None, supervised: bool | None = None,
+        distillation: str = "auto", eval_data: Any = None,
         eval_labels: Any = None, eval_samples: int = 256, onnx_path: str | os.PathLike[str] | None = None,
         input_shapes: Mapping[str, Sequence[int]] | None = None,
         config: QuantConfig | str | os.PathLike[str] | None = None, scheme: str | None = None,
@@ -136,13 +138,15 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
             ``activation_bits``, ``per_channel`` and ``calibration_samples``.
         labels: one class index per training sample (``.npy`` or array) for array data; with labels
             the objective is cross-entropy (unless ``supervised=False``), else distillation.
-        lr: the peak Adam learning rate of the weights (default ``DEFAULT_LR``).
+        distillation: the distillation loss per float output: ``auto`` (KL divergence for 2-D
+            logits, MSE otherwise), ``kl`` or ``mse`` (see :mod:`.losses`).
+        lr: the peak Adam learning rate of the weights (default ``DEFAULT_LR``, 1e-4).
         bias_lr, norm_lr: those of the biases and of the normalization parameters (default ``lr``).
         train: the groups that train, from ``weights``, ``biases`` and ``norms`` (default all three).
         range_learning: the quantizers whose ranges train (LSQ): ``"weights"`` (the default: every
             weight's per-output-channel scales), ``"all"`` or ``True`` (the activations' scales and
             zero points too), ``"none"`` or ``False``.
-        range_lr: their peak learning rate (default ``lr``).
+        range_lr: their peak learning rate (default ``RANGE_LR_FACTOR x lr``).
         lr_schedule, warmup: ``cosine`` (linear warm-up over the first ``warmup`` share of the
             steps, then a half cosine to zero) or ``constant``.
         batch_size: samples per step and process.
@@ -228,7 +232,7 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
             check_encodings(start["document"], before_encodings, start["where"])
 
         before = measure(teacher, sim.gm, eval_inputs, eval_y, graph.outputs, with_float=True)
-        objective = objective_for(teacher, eval_inputs, use_labels, graph.outputs)
+        objective = objective_for(teacher, eval_inputs, use_labels, graph.outputs, distillation)
         groups = trainable_groups(sim, graph, train, ranges)
         schedule = schedule_for(lr_schedule, data, ctx.world, epochs, warmup)
         fingerprint = {"lr": lr, "range_lr": range_lr, "learning_rates": rates.to_dict(), "train": sorted(train),
@@ -318,5 +322,6 @@ def _check_options(epochs: int, lr: float | None, range_lr: float | None, bias_l
     if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
         raise QuantizationError(f"output path {output_dir} exists and is not a folder")
     peak = lr or DEFAULT_LR
-    rates = LearningRates(weights=peak, biases=bias_lr or peak, norms=norm_lr or peak, ranges=range_lr or peak)
+    rates = LearningRates(weights=peak, biases=bias_lr or peak, norms=norm_lr or peak,
+                          ranges=range_lr or RANGE_LR_FACTOR * peak)
     return rates, ranges

@@ -113,10 +113,10 @@ def export_values(sim: SimModel, graph: OnnxGraphView, changed: Sequence[str]) -
 
 
 def objective_for(teacher: torch.fx.GraphModule, batches: Sequence[tuple[torch.Tensor, ...]], supervised: bool,
-               output_names: Sequence[str]) -> Objective:
+                  output_names: Sequence[str], distillation: str = "auto") -> Objective:
     with torch.no_grad():
         outputs = flatten_outputs(run_model("running the float model", lambda: teacher(*batches[0])))
-    return choose_objective(outputs, supervised, output_names)
+    return choose_objective(outputs, supervised, output_names, distillation)
 
 
 @torch.no_grad()
