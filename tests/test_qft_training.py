@@ -65,7 +65,8 @@ def test_biases_and_norms_train_and_the_qdq_model_uses_them(block: SimpleNamespa
     for initializer in ("b1", "gamma", "beta", "b2"):
         assert not torch.equal(_parameter(result.sim_model, initializer), _parameter(start.sim_model, initializer))
     # the QDQ model holds the trained values: float ones as they are, the Gemm bias on its int32 grid
-    stored = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "q" / "model_qft.onnx")).graph.initializer}
+    written = onnx.load(str(tmp_path / "q" / "model_qft.onnx"))
+    stored = {t.name: numpy_helper.to_array(t) for t in written.graph.initializer}
     for initializer in ("b1", "gamma", "beta"):
         assert np.array_equal(stored[initializer], _parameter(result.sim_model, initializer).detach().numpy())
     gemm = result.sim_model.get_submodule(next(n for n, o in conversion_record(result.sim_model).parameters.items()
