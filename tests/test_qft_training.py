@@ -164,3 +164,23 @@ def test_cosine_schedule_with_warmup_at_given_steps() -> None:
 def test_bad_training_options_are_typed_errors(block: SimpleNamespace, kwargs: dict, match: str) -> None:
     with pytest.raises(QuantizationError, match=match):
         qft(block.model, block.x, progress=False, **kwargs)
+
+
+def test_an_optimized_session_onnxruntime_cannot_build_is_reported_not_fatal(block: SimpleNamespace, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    qdq_module = importlib.import_module("onnx2fx.quantization.qdq")
+    build = qdq_module.ort_session
+
+    def refuse_fusions(path: Path, optimized: bool):
+        if optimized:
+            raise RuntimeError("[ONNXRuntimeError] : 10 : INVALID_GRAPH : Type 'tensor(uint4)' of MaxPool\nmore")
+        return build(path, optimized)
+
+    monkeypatch.setattr(qdq_module, "ort_session", refuse_fusions)
+    result = ptq(block.model, block.x, weight_bits=4, activation_bits=4, samples=64, output_dir=tmp_path / "p",
+                 progress=False)
+    check = result.report["qdq"]
+    assert check["status"] == "ok" and check["within_one_step"] == 1.0
+    assert check["optimized"] == {"outputs": [], "within_one_step": None,
+                                  "error": "RuntimeError: [ONNXRuntimeError] : 10 : INVALID_GRAPH : Type "
+                                           "'tensor(uint4)' of MaxPool"}

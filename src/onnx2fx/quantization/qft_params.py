@@ -133,7 +133,8 @@ def _float_parameters(sim: SimModel, graph: OnnxGraphView) -> list[tuple[str, st
 
 
 def _is_added_bias(graph: OnnxGraphView, initializer: str, param: torch.Tensor) -> bool:
-    """A 1-D constant that only Add nodes read: the bias of a MatMul written as MatMul + Add, or the
-    shift of a normalization written out as ReduceMean / Sub / Div / Mul / Add."""
+    """A 1-D constant of several values that only Add nodes read: the bias of a MatMul written as
+    MatMul + Add, or the shift of a normalization written out as ReduceMean / Sub / Div / Mul / Add
+    (a single value, such as a decomposed normalization's epsilon, is not a bias)."""
     consumers = graph.consumers.get(initializer, [])
-    return param.dim() == 1 and bool(consumers) and all(c.op_type == "Add" for c in consumers)
+    return param.dim() == 1 and param.numel() > 1 and bool(consumers) and all(c.op_type == "Add" for c in consumers)
