@@ -916,6 +916,15 @@ def aimet_section(path: Path) -> str:
     return kept
 
 
+def qft_digits_section(path: Path) -> str:
+    """The section ``qft_compare.py`` generated in ``path`` (kept when this report is rewritten)."""
+    text = path.read_text() if path.exists() else ""
+    begin, end = "<!-- qft_compare: begin", "<!-- qft_compare: end -->"
+    if begin not in text or end not in text:
+        return ""
+    return "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
+
+
 def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
 
@@ -1035,7 +1044,7 @@ def main() -> None:
     print()
     print(text)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(text + "\n" + aimet_section(args.markdown))
+    args.markdown.write_text(text + "\n" + aimet_section(args.markdown) + qft_digits_section(args.markdown))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2, default=lambda v: None) + "\n")
 

@@ -35,6 +35,7 @@ from onnx2fx.validator import load_torch_model
 
 runner = CliRunner()
 qft_module = importlib.import_module("onnx2fx.quantization.qft")  # the package's `qft` is the function
+training_module = importlib.import_module("onnx2fx.quantization.qft_training")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -203,17 +204,17 @@ def test_resume_after_the_checkpoint_gives_the_same_weights(mlp: SimpleNamespace
     options = {"epochs": 2, "range_learning": True, "seed": 3}
     whole = _mlp_qft(mlp, output_dir=tmp_path / "whole", **options)
 
-    original = qft_module.save_checkpoint
+    original = training_module.save_checkpoint
 
     def save_then_stop(*args, **kwargs):
         original(*args, **kwargs)
         raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
 
-    monkeypatch.setattr(qft_module, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(training_module, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         _mlp_qft(mlp, output_dir=tmp_path / "q", **options)
     assert [p.name for p in (tmp_path / "q").iterdir()] == ["checkpoint.pt"]  # no partial export
-    monkeypatch.setattr(qft_module, "save_checkpoint", original)
+    monkeypatch.setattr(training_module, "save_checkpoint", original)
 
     resumed = _mlp_qft(mlp, output_dir=tmp_path / "q", resume=True, **options)
     assert resumed.report["resumed_from_epoch"] == 1
@@ -384,8 +385,10 @@ def test_batchnorm_statistics_stay_frozen_and_outputs_use_mse(tmp_path: Path) ->
     assert norms
     for name, module in norms:
         original = start.get_submodule(name)
-        for key in ("running_mean", "running_var", "weight", "bias"):
+        for key in ("running_mean", "running_var"):
             assert torch.equal(getattr(module, key), getattr(original, key)), key
+        for key in ("weight", "bias"):  # the affine scale and shift train (and the QDQ export writes them)
+            assert not torch.equal(getattr(module, key), getattr(original, key)), key
     conv = next(n for n, o in conversion_record(start).parameters.items() if o.initializer == "w")
     assert not torch.equal(result.sim_model.get_parameter(conv), start.get_parameter(conv))
     assert result.report["settings"]["trained_weights"] == 1

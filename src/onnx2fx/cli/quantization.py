@@ -150,9 +150,10 @@ def qft(
     from_ptq: Annotated[Path | None, typer.Option("--from", help="Start from this `onnx2fx ptq` output folder "
                                                   "(default: run PTQ first with the options below).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs over the training data.")] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-5,
-    range_learning: Annotated[bool, typer.Option("--range-learning", help="Also train the quantizers' scales and "
-                                                 "offsets.")] = False,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak Adam learning rate of weights, biases and "
+                                             "normalization parameters (default 1e-4).")] = None,
+    range_learning: Annotated[bool, typer.Option("--range-learning", help="Also train the activation quantizers' "
+                                                 "scales and offsets (weight scales always train).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per step and process.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the data order and of everything random.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/checkpoint.pt (same settings).")]
@@ -198,7 +199,7 @@ def qft(
     with reported_errors(debug):
         require_model_file(model)
         result = run_qft(model, train_data, output_dir=output, from_ptq=from_ptq, labels=labels, epochs=epochs, lr=lr,
-                         range_learning=range_learning, batch_size=batch_size, seed=seed, resume=resume,
+                         range_learning=range_learning or None, batch_size=batch_size, seed=seed, resume=resume,
                          eval_data=eval_data, eval_labels=eval_labels, eval_samples=eval_samples, onnx_path=onnx,
                          input_shapes=parse_shapes(shape), config=config, scheme=scheme, weight_bits=w_bits,
                          activation_bits=a_bits, per_channel=per_channel, calibration_samples=samples,
@@ -211,7 +212,7 @@ def qft(
     settings, loss, sqnr = info["settings"], info["loss"], info["sqnr_db"]
     table.add_row("scheme", f"W{settings['weights']['bits']}A{settings['activations']['bits']}, "
                   f"{settings['epochs']} epoch(s), lr {settings['lr']:g}, {info['objective']['kind']}"
-                  f"{', range learning' if settings['range_learning'] else ''}, {settings['world_size']} process(es)")
+                  f", range learning: {settings['range_learning']}, {settings['world_size']} process(es)")
     if loss.get("steps"):
         table.add_row("loss", f"{loss['first']:.5g} -> {loss['last']:.5g} ({loss['steps']} steps)")
     table.add_row("output SQNR", " -> ".join("exact" if v is None else f"{v:.2f} dB"

@@ -7,6 +7,9 @@ Without labels the quantized model (student) learns to reproduce the converted F
   with ``KL(softmax(teacher) || softmax(student))`` (temperature 1, mean over the batch);
 - ``mse``: any other float output is matched with the mean squared error.
 
+``distillation="kl"`` or ``"mse"`` takes that loss for every float output instead (``mse`` on
+logits also keeps their scale and offset, which the output SQNR measures and KL ignores).
+
 With labels the objective is the cross-entropy of the first output (2-D logits) against the class
 indices. The choice is recorded in the report.
 """
@@ -21,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import QuantizationError
+
+DISTILLATION = ("auto", "kl", "mse")
 
 
 @dataclass
@@ -58,9 +63,10 @@ class Objective:
         return total
 
 
-def choose_objective(outputs: Sequence[torch.Tensor], supervised: bool,
-                     output_names: Sequence[str]) -> Objective:
-    """The objective for a model whose outputs look like ``outputs`` (one batch of them)."""
+def choose_objective(outputs: Sequence[torch.Tensor], supervised: bool, output_names: Sequence[str],
+                     distillation: str = "auto") -> Objective:
+    """The objective for a model whose outputs look like ``outputs`` (one batch of them);
+    ``distillation`` picks the loss of every float output (``auto``: as described above)."""
     if supervised:
         first = outputs[0] if outputs else None
         if first is None or not first.is_floating_point() or first.dim() != 2:
@@ -68,10 +74,14 @@ def choose_objective(outputs: Sequence[torch.Tensor], supervised: bool,
             raise QuantizationError(f"labels need the first output to be 2-D classification logits [N, classes]; "
                                     f"output {output_names[0] if output_names else '?'!r} has shape {shape}")
         return Objective(True, ["cross_entropy"] + [None] * (len(outputs) - 1))
+    if distillation not in DISTILLATION:
+        raise QuantizationError(f"distillation {distillation!r} is not one of {list(DISTILLATION)}")
     kinds: list[str | None] = []
     for out in outputs:
         if not out.is_floating_point():
             kinds.append(None)
+        elif distillation != "auto":
+            kinds.append(distillation)
         elif out.dim() == 2 and out.shape[1] > 1:
             kinds.append("kl")
         else:
