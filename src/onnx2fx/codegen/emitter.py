@@ -59,6 +59,8 @@ class NodeInfo:
     domain: str
     opset: int
     outputs: list[str]
+    # Inside a subgraph ``name`` is the enclosing node's (FX origins map to it); this is the node's own.
+    own_name: str = ""
 
 
 @dataclass
@@ -219,6 +221,9 @@ class Emitter:
         self.scope: Any = None  # set by lowering while a node is lowered (for subgraphs)
         # In a generated function (a loop body): constants that became its parameters, with their values.
         self.lifted: list[tuple[str, Value]] | None = None
+        # Layers named after the subgraph node that declares them rather than the enclosing node
+        # (in a generated module, where that node's name would be every layer's).
+        self.layers_by_own_node = False
         # Dynamic input dimensions by their symbol, and those an op fixed to one size (shared with
         # child emitters, which evaluate in the same shape environment).
         self.dynamic_dims: dict[Any, DynamicDim] = {}
@@ -518,11 +523,37 @@ class Emitter:
             self.generated.module_origins[attr] = self.node.name
         return attr
 
+    def add_generated_module(self, hint: str, class_name: str, body: Emitter) -> str:
+        """Declare ``self.<name> = <class_name>()``, a module class a lowering generated from the
+        lines and layers of ``body`` (a child emitter), and take over ``body``'s weights under the
+        new attribute (``<name>.<weight>``): they stay parameters of the whole model, trained with
+        it and saved in its state dict. Returns the attribute name."""
+        attr = self.attrs.fresh(f"{self._layer_name('if')}_{hint}", "layer")
+        self.generated.init_lines.append(f"self.{attr} = {class_name}()")
+        with torch.device("meta"):
+            self.generated.modules[attr] = self._namespace[class_name]()
+        if self.node is not None:
+            self.generated.module_origins[attr] = self.node.name
+        inner = body.generated
+        self.generated.state.update({f"{attr}.{k}": t for k, t in inner.state.items()})
+        self.generated.parameter_origins.update({f"{attr}.{k}": o for k, o in inner.parameter_origins.items()})
+        self.generated.module_origins.update({f"{attr}.{k}": n for k, n in inner.module_origins.items()})
+        self.generated.warnings.extend(inner.warnings)
+        return attr
+
+    def module_ref(self, attr: str) -> Value:
+        """A declared submodule as an argument of an emitted call (``self.<attr>``); it is no tensor,
+        so calls given it must say their results' sizes (``out_spec``)."""
+        return Value(attr, None, code=f"self.{attr}")
+
     def _layer_name(self, hint: str) -> str:
         """The ONNX node's module path (``/layer1/conv1/Conv`` -> ``layer1_conv1``), else ``hint``."""
-        if self.node is None or not self.node.name:
+        if self.node is None:
             return hint
-        parts = [p for p in re.split(r"[/:]+", self.node.name) if p]
+        node_name = self.node.own_name if self.layers_by_own_node and self.node.own_name else self.node.name
+        if not node_name:
+            return hint
+        parts = [p for p in re.split(r"[/:]+", node_name) if p]
         op = re.escape(self.node.op_type)
         if len(parts) > 1 and re.fullmatch(rf"{op}(_\d+)?", parts[-1], re.IGNORECASE):
             return "/".join(parts[:-1])  # a module path such as /layer1/conv1/Conv
