@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..codegen.emitter import Emitter
-from ..codegen.render import statement
+from ..codegen.render import comment_text, statement
 from ..codegen.values import Value
 from ..errors import UnsupportedOperatorError
 from .registry import onnx_op
@@ -122,14 +122,23 @@ def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any, as_
     else:
         then_call, else_call = then_callee, else_callee
     single = "[0]" if len(specs) == 1 else ""
+    node = comment_text(g.node.name if g.node else "If")
+    traced_both = (f"ONNX If {node!r}: torch.cond traces both branches on the same inputs, and one failed on them "
+                   "(onnxruntime runs only the chosen branch, which may need other input sizes): ")
+    one_branch = f"ONNX If {node!r}: torch.jit.trace would record only the branch that these inputs take"
     lines = [f"def {{name}}({', '.join(['cond', *branches, *then_args, *else_args])}):",
              '    """ONNX If on a run-time condition: only the chosen branch runs."""',
              "    if torch.compiler.is_exporting():",
              f"        operands = ({''.join(a + ', ' for a in then_args + else_args)})",
-             f"        chosen = torch.cond(cond.reshape(()), lambda *a: tuple({dense}(o) for o in {then_call}"
+             "        try:",
+             f"            chosen = torch.cond(cond.reshape(()), lambda *a: tuple({dense}(o) for o in {then_call}"
              f"(*a[:{len(then_args)}])), lambda *a: tuple({dense}(o) for o in {else_call}"
              f"(*a[{len(then_args)}:])), operands)",
+             "        except Exception as exc:",
+             f"            raise RuntimeError({traced_both!r} + {g.helper(_root_cause)}(exc)) from exc",
              f"        return chosen{single}" if single else "        return tuple(chosen)",
+             "    if torch.jit.is_tracing():",
+             f"        raise RuntimeError({one_branch!r})",
              "    if bool(cond):",
              f"        return {then_call}({', '.join(then_args)}){single}",
              f"    return {else_call}({', '.join(else_args)}){single}"]
@@ -143,12 +152,22 @@ def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any, as_
     return values
 
 
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost cause of ``error``: what actually failed inside a tracer."""
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
+    return type(error).__name__ + ": " + (str(error).strip().splitlines() or [""])[0]
+
+
 def _cond_result(output: torch.Tensor) -> torch.Tensor:
-    """A branch output as ``torch.cond`` takes it: a fresh tensor (not a view of an input), whose
-    strides are plain products of its sizes. A convolution's symbolic strides are guarded
-    (``Max(1, length)``), and ``torch.cond`` cannot merge such strides of branches whose sizes differ;
-    a view of a contiguous copy has the plain ones."""
-    return output.clone(memory_format=torch.contiguous_format).view(-1).view(output.shape)
+    """A branch output as ``torch.cond`` takes it: a fresh tensor (not a view of an input) whose
+    strides are plain products of its sizes. ``torch.cond`` merges the strides of branches whose
+    sizes differ only in that form, and torch writes the symbolic strides of a contiguous result as
+    ``Max(1, size)`` wherever a size may be 0 (a convolution over a dynamic length)."""
+    strides = [1] * output.dim()
+    for axis in range(output.dim() - 2, -1, -1):
+        strides[axis] = strides[axis + 1] * output.shape[axis + 1]
+    return torch.empty_strided(output.shape, strides, dtype=output.dtype, device=output.device).copy_(output)
 
 
 def _int(v: Value | None) -> int | None:
