@@ -141,13 +141,17 @@ class EmitterSnapshot:
     parameter_origins: dict[str, ParameterOrigin]
     module_origins: dict[str, str]
     modules: dict[str, nn.Module]
+    initializer_attrs: dict[str, str]
+    materialised: int
 
 
 @dataclass
 class EmitterState:
     """What lowering has produced so far, all of which :meth:`Emitter.attempt` undoes when a
     lowering fails: the lines of ``__init__`` and ``forward``, the helpers copied into ``model.py``,
-    the tensors of the state dict and their origins, the declared layers, and the warnings.
+    the tensors of the state dict and their origins, the declared layers, and the warnings; and the
+    code given to values on their first use (a constant's attribute, a shape's tensor), which names
+    what is undone.
 
     The containers are changed in place, never replaced: a child emitter shares ``helpers``."""
 
@@ -159,20 +163,25 @@ class EmitterState:
     module_origins: dict[str, str] = field(default_factory=dict)  # submodule attribute -> ONNX node name
     modules: dict[str, nn.Module] = field(default_factory=dict)  # submodule attribute -> layer (meta device)
     warnings: list[str] = field(default_factory=list)
+    initializer_attrs: dict[str, str] = field(default_factory=dict)  # initializer -> its attribute
+    materialised: list[Value] = field(default_factory=list)  # values whose code ``Emitter.ref`` wrote
 
     def snapshot(self) -> EmitterSnapshot:
         return EmitterSnapshot(len(self.init_lines), len(self.forward_lines), len(self.warnings), dict(self.helpers),
                                dict(self.state), dict(self.parameter_origins), dict(self.module_origins),
-                               dict(self.modules))
+                               dict(self.modules), dict(self.initializer_attrs), len(self.materialised))
 
     def restore(self, snapshot: EmitterSnapshot) -> None:
         del self.init_lines[snapshot.init_lines:]
         del self.forward_lines[snapshot.forward_lines:]
         del self.warnings[snapshot.warnings:]
+        for value in self.materialised[snapshot.materialised:]:  # their attribute or line is gone
+            value.code = None
+        del self.materialised[snapshot.materialised:]
         tables: tuple[tuple[dict, dict], ...] = (
             (self.state, snapshot.state), (self.parameter_origins, snapshot.parameter_origins),
             (self.module_origins, snapshot.module_origins), (self.modules, snapshot.modules),
-            (self.helpers, snapshot.helpers))
+            (self.helpers, snapshot.helpers), (self.initializer_attrs, snapshot.initializer_attrs))
         for current, saved in tables:
             current.clear()
             current.update(saved)
@@ -212,7 +221,6 @@ class Emitter:
         self.locals = NameScope()
         self.generated = EmitterState()
         self.node: NodeInfo | None = None
-        self._initializer_attr: dict[str, str] = {}
         self._namespace: dict[str, Any] = {"torch": torch, "nn": nn, "F": F, "math": math}
         # id(constant) -> (the constant, its fake). The constant is kept so that its id cannot be
         # reused by a later tensor, which would otherwise be given this one's shape.
@@ -350,19 +358,18 @@ class Emitter:
             helper = self.helper(_builtin_as_shape_tensor, leaf=True)
             items = ", ".join(e.code for e in v.elements)
             code = f"{helper}([{items}])" + (".reshape(())" if v.scalar else "")
-            v.code = self._assign(code, v.onnx_name)
-            return v.code
+            return self._materialise(v, self._assign(code, v.onnx_name))
         t = v.const
         if t.numel() <= MAX_LITERAL_ELEMENTS and (not t.is_floating_point() or t.numel() == 1) \
                 and t.dtype not in (torch.bfloat16, torch.float16) and not t.is_complex():
             return literal_tensor(t)
         if self.lifted is not None:  # in a generated function: the constant becomes a parameter
-            v.code = self.locals.fresh(v.origin_initializer or v.onnx_name, "const")
-            self.lifted.append((v.code, v))
-            return v.code
-        if v.origin_initializer is not None and v.origin_initializer in self._initializer_attr:
-            v.code = f"self.{self._initializer_attr[v.origin_initializer]}"
-            return v.code
+            code = self._materialise(v, self.locals.fresh(v.origin_initializer or v.onnx_name, "const"))
+            self.lifted.append((code, v))
+            return code
+        attrs = self.generated.initializer_attrs
+        if v.origin_initializer is not None and v.origin_initializer in attrs:
+            return self._materialise(v, f"self.{attrs[v.origin_initializer]}")
         attr = self.attrs.fresh(v.origin_initializer or v.onnx_name, "const")
         if t.is_floating_point():
             self.generated.init_lines.append(
@@ -373,9 +380,14 @@ class Emitter:
         self.generated.state[attr] = t
         self.generated.parameter_origins[attr] = ParameterOrigin(v.origin_initializer)
         if v.origin_initializer is not None:
-            self._initializer_attr[v.origin_initializer] = attr
-        v.code = f"self.{attr}"
-        return v.code
+            attrs[v.origin_initializer] = attr
+        return self._materialise(v, f"self.{attr}")
+
+    def _materialise(self, v: Value, code: str) -> str:
+        """Give ``v`` its code, remembered so that :meth:`attempt` can take it back."""
+        v.code = code
+        self.generated.materialised.append(v)
+        return code
 
     def scalar_or_ref(self, v: Value, other: Value | None = None) -> str:
         """A Python number for a one-element constant when that cannot change the result's shape."""

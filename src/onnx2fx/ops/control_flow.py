@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..codegen.emitter import Emitter
 from ..codegen.render import comment_text, statement
@@ -64,16 +66,19 @@ _HOLD_WEIGHTS = "branches hold weights"
 def _if_by_where(g: Emitter, cond: Value, then_branch: Any, else_branch: Any) -> tuple[Value, ...]:
     """Both branches inline, ``torch.where`` selecting: straight-line code that every tracer takes.
 
-    Only for branches without weights of their own. A branch with layers is a network (silero-vad
-    has one per sample rate), which is costly to run for nothing and, more to the point, often
-    cannot run on the other branch's inputs at all (a 16 kHz chunk through the 8 kHz encoder);
-    onnxruntime never runs the branch not taken, so neither may the conversion."""
-    layers, weights = len(g.generated.modules), set(g.generated.state)
+    Only for branches without weights of their own (float tensors from their Constant nodes or
+    initializers; the model's initializers that a branch reads do not count). Such a branch is a
+    network of its own (silero-vad has one per sample rate, exported as two inlined copies), which
+    is costly to run for nothing and, more to the point, often cannot run on the other branch's
+    inputs at all (a 16 kHz chunk through the 8 kHz encoder); onnxruntime never runs the branch
+    not taken, so neither may the conversion."""
+    weights = set(g.generated.state)
     then_out = _subgraph(g, then_branch, [])
     else_out = _subgraph(g, else_branch, [])
-    if len(g.generated.modules) > layers or any(
-            name not in weights and t.is_floating_point() for name, t in g.generated.state.items()):
-        raise g.unsupported(None, f"If whose {_HOLD_WEIGHTS}, on a condition known only at run time")
+    origins = g.generated.parameter_origins
+    if any(name not in weights and t.is_floating_point() and name in origins and origins[name].initializer is None
+           for name, t in g.generated.state.items()):
+        raise g.unsupported(None, f"If whose {_HOLD_WEIGHTS} of their own, on a condition known only at run time")
     results = []
     for t, e in zip(then_out, else_out):
         if not _is_tensor(t) or not _is_tensor(e):  # sequences, optionals: pick one at run time
@@ -116,12 +121,16 @@ def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any, as_
     then_args = [f"t{i}" for i in range(len(then_captured))]
     else_args = [f"e{i}" for i in range(len(else_captured))]
     branches: list[str] = []
+    tracing: list[str] = []
     if as_modules:  # the modules are arguments: a traced GraphModule holds what its graph names
         branches = ["then_branch", "else_branch"]
         then_call, else_call = "then_branch", "else_branch"
+        tracing = [f"            with {g.helper(_cond_tracing)}(then_branch, else_branch):"]
     else:
         then_call, else_call = then_callee, else_callee
     single = "[0]" if len(specs) == 1 else ""
+    then_traced = f"lambda *a: tuple({dense}(o) for o in {then_call}(*a[:{len(then_args)}]))"
+    else_traced = f"lambda *a: tuple({dense}(o) for o in {else_call}(*a[{len(then_args)}:]))"
     node = comment_text(g.node.name if g.node else "If")
     traced_both = (f"ONNX If {node!r}: torch.cond traces both branches on the same inputs, and one failed on them "
                    "(onnxruntime runs only the chosen branch, which may need other input sizes): ")
@@ -131,9 +140,9 @@ def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any, as_
              "    if torch.compiler.is_exporting():",
              f"        operands = ({''.join(a + ', ' for a in then_args + else_args)})",
              "        try:",
-             f"            chosen = torch.cond(cond.reshape(()), lambda *a: tuple({dense}(o) for o in {then_call}"
-             f"(*a[:{len(then_args)}])), lambda *a: tuple({dense}(o) for o in {else_call}"
-             f"(*a[{len(then_args)}:])), operands)",
+             *tracing,
+             f"            {'    ' * len(tracing)}chosen = torch.cond(cond.reshape(()), {then_traced}, {else_traced}, "
+             "operands)",
              "        except Exception as exc:",
              f"            raise RuntimeError({traced_both!r} + {g.helper(_root_cause)}(exc)) from exc",
              f"        return chosen{single}" if single else "        return tuple(chosen)",
@@ -157,6 +166,19 @@ def _root_cause(error: BaseException) -> str:
     while (inner := error.__cause__ or error.__context__) is not None:
         error = inner
     return type(error).__name__ + ": " + (str(error).strip().splitlines() or [""])[0]
+
+
+# The annotation stays a string: model.py, where this is copied, does not import contextlib.
+def _cond_tracing(*branches: nn.Module) -> "contextlib.AbstractContextManager[object]":  # noqa: UP037
+    """What ``torch.cond`` needs to trace branches that hold recurrent layers under ``torch.export``.
+    ``nn.LSTM``/``GRU``/``RNN`` rebuild their list of flat weights when export swaps their parameters,
+    an attribute write that ``torch.cond`` refuses inside a branch: it is done here, before. And
+    Dynamo, which traces the branches, takes recurrent layers only with ``allow_rnn``."""
+    for branch in branches:
+        for layer in branch.modules():
+            if isinstance(layer, nn.RNNBase):
+                layer._update_flat_weights()
+    return torch._dynamo.config.patch(allow_rnn=True)
 
 
 def _cond_result(output: torch.Tensor) -> torch.Tensor:
