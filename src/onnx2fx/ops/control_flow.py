@@ -3,7 +3,8 @@
 - ``If`` with a condition known at conversion time becomes the chosen branch; otherwise both
   branches are computed and ``torch.where`` selects (ONNX branches have no side effects); branches
   giving sequences are chosen between by a helper. Branches whose outputs differ in shape become
-  generated functions, of which a helper runs the chosen one (``torch.cond`` under export).
+  generated functions, and branches with weights of their own generated ``nn.Module`` classes
+  (submodules of the model), of which a helper runs the chosen one (``torch.cond`` under export).
 - ``Loop`` with a trip count and continuation known at conversion time, and ``Scan`` over a
   sequence of static length, are unrolled (at most :data:`MAX_UNROLL` iterations).
 - Any other ``Loop``, and ``SequenceMap`` over a sequence of run-time length, become two generated
