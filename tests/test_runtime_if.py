@@ -218,3 +218,14 @@ def test_recurrent_layers_in_branches_export_through_torch_cond() -> None:
             assert expected.shape == (5, 1, batch, 4 if flag else 6)
             np.testing.assert_allclose(_run(gm, feeds), expected, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(_run(program.module(), feeds), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_traceability_report_counts_the_branch_not_taken_as_not_run(converted) -> None:
+    """The training check of the report: the weights of the branch these inputs do not take get
+    no gradient, and are counted apart instead of failing it."""
+    from onnx2fx.fx_tracer import check_traceability
+
+    _, gm, _ = converted
+    report = check_traceability(gm, (torch.randn(2, 3, 20), torch.tensor(8000)), dynamic_batch=False, compile=False)
+    assert (report.symbolic_trace.ok, report.export_static.ok, report.backward.ok) == (True, True, True)
+    assert report.backward.detail == "1 parameters receive gradients (2 more in modules these inputs do not run)"
