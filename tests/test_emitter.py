@@ -46,6 +46,20 @@ def test_attempt_undoes_everything_a_failed_lowering_emitted() -> None:
     assert _contents(g) == before
 
 
+def test_attempt_takes_back_the_attribute_a_weight_got_on_first_use() -> None:
+    """An initializer first used in a failed attempt (a branch lowered inline, then as a module)
+    gets its attribute again when it is next used: no reference to an attribute that is gone."""
+    g, x = _emitter()
+    weight = g.const(torch.ones(4, 3), "w", initializer="w")
+    with pytest.raises(UnsupportedOperatorError), g.attempt():
+        assert g.ref(weight) == "self.w"
+        raise g.unsupported(None, "not this way")
+    assert weight.code is None and g.generated.init_lines == [] and g.generated.initializer_attrs == {}
+    assert g.ref(weight) == "self.w_1"
+    assert g.generated.init_lines == ["self.w_1 = nn.Parameter(torch.empty((4, 3), dtype=torch.float32))"]
+    assert g.generated.initializer_attrs == {"w": "w_1"}
+
+
 def test_attempt_keeps_what_a_successful_lowering_emitted() -> None:
     g, x = _emitter()
     with g.attempt():

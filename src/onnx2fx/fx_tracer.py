@@ -193,17 +193,26 @@ def check_traceability(gm: torch.nn.Module, inputs: tuple[torch.Tensor, ...], dy
 
     def backward() -> str:
         model = copy.deepcopy(gm).train()
-        out = model(*inputs)
+        ran: set[str] = set()  # modules that ran: a branch of a run-time If that these inputs do not take does not
+        hooks = [module.register_forward_hook(lambda *_, name=name: ran.add(name))
+                 for name, module in model.named_modules()]
+        try:
+            out = model(*inputs)
+        finally:
+            for hook in hooks:
+                hook.remove()
         outs = out if isinstance(out, (tuple, list)) else [out]
         loss = sum(o.float().square().mean() for o in outs if isinstance(o, torch.Tensor) and o.is_floating_point())
         if not isinstance(loss, torch.Tensor):
             raise RuntimeError("the model has no floating-point output to train on")
         loss.backward()
         params = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
-        missing = [n for n, p in params if p.grad is None]
+        idle = [n for n, p in params if p.grad is None and n.rpartition(".")[0] not in ran]
+        missing = [n for n, p in params if p.grad is None and n not in idle]
         if missing:
             raise RuntimeError(f"{len(missing)} of {len(params)} parameters get no gradient: {missing[:5]}")
-        return f"{len(params)} parameters receive gradients"
+        not_run = f" ({len(idle)} more in modules these inputs do not run)" if idle else ""
+        return f"{len(params) - len(idle)} parameters receive gradients{not_run}"
 
     skipped = CheckResult(None, "", 0.0, "skipped")
     return TraceabilityReport(

@@ -246,7 +246,7 @@ def lower_node(emitter: Emitter, node: _core.Node, index: int, opsets: Mapping[s
     domain = normalize_domain(node.domain)
     name = parent.name if parent is not None else _node_name(node, index)
     opset = opsets.get(domain, 1 if domain else opsets.get("", 1))
-    info = NodeInfo(name, node.op_type, domain, opset, list(node.outputs))
+    info = NodeInfo(name, node.op_type, domain, opset, list(node.outputs), node.name or f"{node.op_type}_{index}")
     emitter.begin_node(info)
     args = [env[i] if i else None for i in node.inputs]
     outer, emitter.scope = emitter.scope, Scope(env, opsets, functions)

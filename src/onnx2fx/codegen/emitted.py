@@ -25,6 +25,8 @@ class NodeInfo:
     domain: str
     opset: int
     outputs: list[str]
+    # Inside a subgraph ``name`` is the enclosing node's (FX origins map to it); this is the node's own.
+    own_name: str = ""
 
 
 @dataclass

@@ -54,7 +54,6 @@ class Emitter:
         self.locals = NameScope()
         self.generated = EmitterState()
         self.node: NodeInfo | None = None
-        self._initializer_attr: dict[str, str] = {}
         self._namespace: dict[str, Any] = {"torch": torch, "nn": nn, "F": F, "math": math}
         # id(constant) -> (the constant, its fake). The constant is kept so that its id cannot be
         # reused by a later tensor, which would otherwise be given this one's shape.
@@ -63,6 +62,9 @@ class Emitter:
         self.scope: Any = None  # set by lowering while a node is lowered (for subgraphs)
         # In a generated function (a loop body): constants that became its parameters, with their values.
         self.lifted: list[tuple[str, Value]] | None = None
+        # Layers named after the subgraph node that declares them rather than the enclosing node
+        # (in a generated module, where that node's name would be every layer's).
+        self.layers_by_own_node = False
         # Dynamic input dimensions by their symbol, and those an op fixed to one size (shared with
         # child emitters, which evaluate in the same shape environment).
         self.dynamic_dims: dict[Any, DynamicDim] = {}
@@ -189,19 +191,18 @@ class Emitter:
             helper = self.helper(_builtin_as_shape_tensor, leaf=True)
             items = ", ".join(e.code for e in v.elements)
             code = f"{helper}([{items}])" + (".reshape(())" if v.scalar else "")
-            v.code = self._assign(code, v.onnx_name)
-            return v.code
+            return self._materialise(v, self._assign(code, v.onnx_name))
         t = v.const
         if t.numel() <= MAX_LITERAL_ELEMENTS and (not t.is_floating_point() or t.numel() == 1) \
                 and t.dtype not in (torch.bfloat16, torch.float16) and not t.is_complex() and not v.trainable:
             return literal_tensor(t)
         if self.lifted is not None:  # in a generated function: the constant becomes a parameter
-            v.code = self.locals.fresh(v.origin_initializer or v.onnx_name, "const")
-            self.lifted.append((v.code, v))
-            return v.code
-        if v.origin_initializer is not None and v.origin_initializer in self._initializer_attr:
-            v.code = f"self.{self._initializer_attr[v.origin_initializer]}"
-            return v.code
+            code = self._materialise(v, self.locals.fresh(v.origin_initializer or v.onnx_name, "const"))
+            self.lifted.append((code, v))
+            return code
+        attrs = self.generated.initializer_attrs
+        if v.origin_initializer is not None and v.origin_initializer in attrs:
+            return self._materialise(v, f"self.{attrs[v.origin_initializer]}")
         attr = self.attrs.fresh(v.origin_initializer or v.onnx_name, "const")
         if t.is_floating_point():
             self.generated.init_lines.append(
@@ -212,9 +213,14 @@ class Emitter:
         self.generated.state[attr] = t
         self.generated.parameter_origins[attr] = ParameterOrigin(v.origin_initializer)
         if v.origin_initializer is not None:
-            self._initializer_attr[v.origin_initializer] = attr
-        v.code = f"self.{attr}"
-        return v.code
+            attrs[v.origin_initializer] = attr
+        return self._materialise(v, f"self.{attr}")
+
+    def _materialise(self, v: Value, code: str) -> str:
+        """Give ``v`` its code, remembered so that :meth:`attempt` can take it back."""
+        v.code = code
+        self.generated.materialised.append(v)
+        return code
 
     def scalar_or_ref(self, v: Value, other: Value | None = None) -> str:
         """A Python number for a one-element constant when that cannot change the result's shape."""
@@ -342,9 +348,36 @@ class Emitter:
             self.generated.module_origins[attr] = self.node.name
         return attr
 
+    def add_generated_module(self, hint: str, class_name: str, body: Emitter) -> str:
+        """Declare ``self.<name> = <class_name>()``, a module class a lowering generated from the
+        lines and layers of ``body`` (a child emitter), and take over ``body``'s weights under the
+        new attribute (``<name>.<weight>``): they stay parameters of the whole model, trained with
+        it and saved in its state dict. Returns the attribute name."""
+        attr = self.attrs.fresh(f"{self._layer_name('if')}_{hint}", "layer")
+        self.generated.init_lines.append(f"self.{attr} = {class_name}()")
+        with torch.device("meta"):
+            self.generated.modules[attr] = self._namespace[class_name]()
+        if self.node is not None:
+            self.generated.module_origins[attr] = self.node.name
+        inner = body.generated
+        self.generated.state.update({f"{attr}.{k}": t for k, t in inner.state.items()})
+        self.generated.parameter_origins.update({f"{attr}.{k}": o for k, o in inner.parameter_origins.items()})
+        self.generated.module_origins.update({f"{attr}.{k}": n for k, n in inner.module_origins.items()})
+        self.generated.warnings.extend(inner.warnings)
+        return attr
+
+    def module_ref(self, attr: str) -> Value:
+        """A declared submodule as an argument of an emitted call (``self.<attr>``); it is no tensor,
+        so calls given it must say their results' sizes (``out_spec``)."""
+        return Value(attr, None, code=f"self.{attr}")
+
     def _layer_name(self, hint: str) -> str:
-        """The ONNX node's module path (``/layer1/conv1/Conv`` -> ``layer1_conv1``), else ``hint``."""
-        return layer_name(hint, self.node.name if self.node else None, self.node.op_type if self.node else "")
+        """The ONNX node's module path (``/layer1/conv1/Conv`` -> ``layer1_conv1``), else ``hint``;
+        inside a generated module the declaring subgraph node's own path."""
+        if self.node is None:
+            return hint
+        node_name = self.node.own_name if self.layers_by_own_node and self.node.own_name else self.node.name
+        return layer_name(hint, node_name, self.node.op_type)
 
     def bind_parameter(self, module_attr: str, param: str, value: torch.Tensor,
                        initializer: str | None, transform: str | None = None) -> None:

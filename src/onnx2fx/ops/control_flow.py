@@ -3,7 +3,8 @@
 - ``If`` with a condition known at conversion time becomes the chosen branch; otherwise both
   branches are computed and ``torch.where`` selects (ONNX branches have no side effects); branches
   giving sequences are chosen between by a helper. Branches whose outputs differ in shape become
-  generated functions, of which a helper runs the chosen one (``torch.cond`` under export).
+  generated functions, and branches with weights of their own generated ``nn.Module`` classes
+  (submodules of the model), of which a helper runs the chosen one (``torch.cond`` under export).
 - ``Loop`` with a trip count and continuation known at conversion time, and ``Scan`` over a
   sequence of static length, are unrolled (at most :data:`MAX_UNROLL` iterations).
 - Any other ``Loop``, and ``SequenceMap`` over a sequence of run-time length, become two generated
@@ -12,12 +13,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..codegen.emitter import Emitter
-from ..codegen.render import statement
+from ..codegen.render import comment_text, statement
 from ..codegen.values import Value
 from ..errors import UnsupportedOperatorError
 from .registry import onnx_op
@@ -50,18 +53,33 @@ def if_(g: Emitter, cond: Value, *, then_branch: Any, else_branch: Any) -> tuple
         with g.attempt():
             return _if_by_where(g, cond, then_branch, else_branch)
     except UnsupportedOperatorError as exc:
-        if _SHAPES_DIFFER not in str(exc):
-            raise
-    return _runtime_if(g, cond, then_branch, else_branch)
+        if _SHAPES_DIFFER in str(exc):
+            return _runtime_if(g, cond, then_branch, else_branch, as_modules=False)
+        if _HOLD_WEIGHTS in str(exc):
+            return _runtime_if(g, cond, then_branch, else_branch, as_modules=True)
+        raise
 
 
 _SHAPES_DIFFER = "branches give outputs of different shapes"
+_HOLD_WEIGHTS = "branches hold weights"
 
 
 def _if_by_where(g: Emitter, cond: Value, then_branch: Any, else_branch: Any) -> tuple[Value, ...]:
-    """Both branches inline, ``torch.where`` selecting: straight-line code that every tracer takes."""
+    """Both branches inline, ``torch.where`` selecting: straight-line code that every tracer takes.
+
+    Only for branches without weights of their own (float tensors from their Constant nodes or
+    initializers; the model's initializers that a branch reads do not count). Such a branch is a
+    network of its own (silero-vad has one per sample rate, exported as two inlined copies), which
+    is costly to run for nothing and, more to the point, often cannot run on the other branch's
+    inputs at all (a 16 kHz chunk through the 8 kHz encoder); onnxruntime never runs the branch
+    not taken, so neither may the conversion."""
+    weights = set(g.generated.state)
     then_out = _subgraph(g, then_branch, [])
     else_out = _subgraph(g, else_branch, [])
+    origins = g.generated.parameter_origins
+    if any(name not in weights and t.is_floating_point() and name in origins and origins[name].initializer is None
+           for name, t in g.generated.state.items()):
+        raise g.unsupported(None, f"If whose {_HOLD_WEIGHTS} of their own, on a condition known only at run time")
     results = []
     for t, e in zip(then_out, else_out):
         if not _is_tensor(t) or not _is_tensor(e):  # sequences, optionals: pick one at run time
@@ -75,15 +93,21 @@ def _if_by_where(g: Emitter, cond: Value, then_branch: Any, else_branch: Any) ->
     return tuple(results)
 
 
-def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any) -> tuple[Value, ...]:
-    """Branches whose outputs differ in shape (an empty result against a data-dependent one, as
+def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any, as_modules: bool) -> tuple[Value, ...]:
+    """Only the chosen branch runs, as onnxruntime does.
+
+    Branches whose outputs differ in shape (an empty result against a data-dependent one, as
     torchvision's ``batched_nms`` exports) cannot be merged with ``torch.where``, and computing
     both would also run the branch the condition guards against (``max`` of no boxes fails).
-    Each branch becomes a generated function and a leaf helper runs only the chosen one; under
-    ``torch.export`` it calls ``torch.cond``, which traces both and gives differing sizes an
-    unbacked symbol."""
-    then_name, then_captured, then_results = _body_function(g, then_branch, "then_branch", [])
-    else_name, else_captured, else_results = _body_function(g, else_branch, "else_branch", [])
+    Each branch becomes a generated function (``as_modules``: a generated ``nn.Module`` whose
+    weights and layers are its own, held by the model as a submodule) and a leaf helper runs only
+    the chosen one: ``torch.fx`` records one call (with the branch modules as ``get_attr``
+    arguments, so a traced GraphModule keeps them), ``torch.compile`` breaks its graph at the
+    condition, and under ``torch.export`` the helper calls ``torch.cond``, which traces both
+    branches and gives sizes that differ between them an unbacked symbol."""
+    build = _body_module if as_modules else _body_function
+    then_callee, then_captured, then_results = build(g, then_branch, "then_branch", [])
+    else_callee, else_captured, else_results = build(g, else_branch, "else_branch", [])
     specs: list[Any] = []
     for t, e in zip(then_results, else_results):
         if _is_tensor(t) != _is_tensor(e) or (_is_tensor(t) and (t.dtype != e.dtype or t.rank != e.rank)):
@@ -94,27 +118,79 @@ def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any) -> 
             continue
         sizes = [a if a is not None and a == b else None for a, b in zip(t.static_shape(), e.static_shape())]
         specs.append((sizes, t.dtype))
+    dense = g.helper(_cond_result)
     then_args = [f"t{i}" for i in range(len(then_captured))]
     else_args = [f"e{i}" for i in range(len(else_captured))]
+    branches: list[str] = []
+    tracing: list[str] = []
+    if as_modules:  # the modules are arguments: a traced GraphModule holds what its graph names
+        branches = ["then_branch", "else_branch"]
+        then_call, else_call = "then_branch", "else_branch"
+        tracing = [f"            with {g.helper(_cond_tracing)}(then_branch, else_branch):"]
+    else:
+        then_call, else_call = then_callee, else_callee
     single = "[0]" if len(specs) == 1 else ""
-    lines = [f"def {{name}}({', '.join(['cond', *then_args, *else_args])}):",
+    then_traced = f"lambda *a: tuple({dense}(o) for o in {then_call}(*a[:{len(then_args)}]))"
+    else_traced = f"lambda *a: tuple({dense}(o) for o in {else_call}(*a[{len(then_args)}:]))"
+    node = comment_text(g.node.name if g.node else "If")
+    traced_both = (f"ONNX If {node!r}: torch.cond traces both branches on the same inputs, and one failed on them "
+                   "(onnxruntime runs only the chosen branch, which may need other input sizes): ")
+    one_branch = f"ONNX If {node!r}: torch.jit.trace would record only the branch that these inputs take"
+    lines = [f"def {{name}}({', '.join(['cond', *branches, *then_args, *else_args])}):",
              '    """ONNX If on a run-time condition: only the chosen branch runs."""',
              "    if torch.compiler.is_exporting():",
              f"        operands = ({''.join(a + ', ' for a in then_args + else_args)})",
-             f"        chosen = torch.cond(cond.reshape(()), lambda *a: tuple(o.clone() for o in {then_name}"
-             f"(*a[:{len(then_args)}])), lambda *a: tuple(o.clone() for o in {else_name}"
-             f"(*a[{len(then_args)}:])), operands)",
+             "        try:",
+             *tracing,
+             f"            {'    ' * len(tracing)}chosen = torch.cond(cond.reshape(()), {then_traced}, {else_traced}, "
+             "operands)",
+             "        except Exception as exc:",
+             f"            raise RuntimeError({traced_both!r} + {g.helper(_root_cause)}(exc)) from exc",
              f"        return chosen{single}" if single else "        return tuple(chosen)",
+             "    if torch.jit.is_tracing():",
+             f"        raise RuntimeError({one_branch!r})",
              "    if bool(cond):",
-             f"        return {then_name}({', '.join(then_args)}){single}",
-             f"    return {else_name}({', '.join(else_args)}){single}"]
+             f"        return {then_call}({', '.join(then_args)}){single}",
+             f"    return {else_call}({', '.join(else_args)}){single}"]
     name = g.generated_helper("if", "\n".join(lines) + "\n", leaf=True)
-    values = g.call(name, cond, *then_captured, *else_captured, n_outputs=len(specs), out_spec=specs)
+    modules = [g.module_ref(then_callee), g.module_ref(else_callee)] if as_modules else []
+    values = g.call(name, cond, *modules, *then_captured, *else_captured, n_outputs=len(specs), out_spec=specs)
     values = values if isinstance(values, tuple) else (values,)
     for value, result in zip(values, then_results):
         if not _is_tensor(result):
             value.meta.update(_runtime_meta(result))
     return values
+
+
+def _root_cause(error: BaseException) -> str:
+    """The first line of the innermost cause of ``error``: what actually failed inside a tracer."""
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
+    return type(error).__name__ + ": " + (str(error).strip().splitlines() or [""])[0]
+
+
+# The annotation stays a string: model.py, where this is copied, does not import contextlib.
+def _cond_tracing(*branches: nn.Module) -> "contextlib.AbstractContextManager[object]":  # noqa: UP037
+    """What ``torch.cond`` needs to trace branches that hold recurrent layers under ``torch.export``.
+    ``nn.LSTM``/``GRU``/``RNN`` rebuild their list of flat weights when export swaps their parameters,
+    an attribute write that ``torch.cond`` refuses inside a branch: it is done here, before. And
+    Dynamo, which traces the branches, takes recurrent layers only with ``allow_rnn``."""
+    for branch in branches:
+        for layer in branch.modules():
+            if isinstance(layer, nn.RNNBase):
+                layer._update_flat_weights()
+    return torch._dynamo.config.patch(allow_rnn=True)
+
+
+def _cond_result(output: torch.Tensor) -> torch.Tensor:
+    """A branch output as ``torch.cond`` takes it: a fresh tensor (not a view of an input) whose
+    strides are plain products of its sizes. ``torch.cond`` merges the strides of branches whose
+    sizes differ only in that form, and torch writes the symbolic strides of a contiguous result as
+    ``Max(1, size)`` wherever a size may be 0 (a convolution over a dynamic length)."""
+    strides = [1] * output.dim()
+    for axis in range(output.dim() - 2, -1, -1):
+        strides[axis] = strides[axis + 1] * output.shape[axis + 1]
+    return torch.empty_strided(output.shape, strides, dtype=output.dtype, device=output.device).copy_(output)
 
 
 def _int(v: Value | None) -> int | None:
@@ -269,13 +345,19 @@ def _formal(child: Emitter, name: str, template: Value, varies: bool) -> Value:
     return child.input(name, fake)
 
 
-def _body_function(g: Emitter, graph: Any, hint: str, formals: list[Value]) -> tuple[str, list[Value], list[Value]]:
-    """The subgraph as a generated function: its name, the outer values it is passed after the
-    formal inputs, and its results (values of the child emitter, for their types)."""
-    from ..lowering import Scope, lower_subgraph
+def _child_for(g: Emitter, graph: Any, formals: list[Value], lift_constants: bool
+               ) -> tuple[Emitter, list[Value], list[Value], list[str]]:
+    """A child emitter ready to lower ``graph`` as the body of a generated function or module:
+    the child, the body's formal inputs (from ``formals``), the outer values it is passed after
+    them, and the names of the parameters those arrive in. Small outer constants are copied in;
+    ``lift_constants``: the body's own constants become parameters too (a function has no place
+    to keep them), else attributes of the child (a module's weights)."""
+    from ..lowering import Scope
 
     scope = g.scope
     child = g.child()
+    if not lift_constants:
+        child.lifted, child.layers_by_own_node = None, True
     outer = {}
     captured: list[Value] = []
     params: list[str] = []
@@ -291,6 +373,15 @@ def _body_function(g: Emitter, graph: Any, hint: str, formals: list[Value]) -> t
             captured.append(v)
     child.scope = Scope(outer, scope.opsets, scope.functions)
     inputs = [_formal(child, vi.name, template, varies=True) for vi, template in zip(graph.inputs, formals)]
+    return child, inputs, captured, params
+
+
+def _body_function(g: Emitter, graph: Any, hint: str, formals: list[Value]) -> tuple[str, list[Value], list[Value]]:
+    """The subgraph as a generated function: its name, the outer values it is passed after the
+    formal inputs, and its results (values of the child emitter, for their types)."""
+    from ..lowering import lower_subgraph
+
+    child, inputs, captured, params = _child_for(g, graph, formals, lift_constants=True)
     results = lower_subgraph(child, graph, inputs)
     returned = [child.ref(r) for r in results]
     if child.generated.init_lines or child.generated.state:
@@ -302,6 +393,32 @@ def _body_function(g: Emitter, graph: Any, hint: str, formals: list[Value]) -> t
     signature = ", ".join([v.code for v in inputs] + params)
     source = f"def {{name}}({signature}):\n{lines}\n    return ({', '.join(returned)},)\n"
     return g.generated_helper(hint, source), captured, results
+
+
+def _body_module(g: Emitter, graph: Any, hint: str, formals: list[Value]) -> tuple[str, list[Value], list[Value]]:
+    """The subgraph as a generated ``nn.Module`` class whose layers and constants are its own
+    (declared in its ``__init__``), held by the model as a submodule: the attribute name, the outer
+    values its ``forward`` is passed after the formal inputs, and its results."""
+    from ..lowering import lower_subgraph
+
+    child, inputs, captured, params = _child_for(g, graph, formals, lift_constants=False)
+    results = lower_subgraph(child, graph, inputs)
+    returned = [child.ref(r) for r in results]
+    body = [f"    {statement(call)}" for call in child.generated.forward_lines]
+    title = hint.replace("_", " ")
+    lines = ["class {name}(nn.Module):",
+             f'    """ONNX If\'s {title} as a layer: its weights are its own parameters, and it runs',
+             '    only when the condition chooses it."""',
+             "",
+             "    def __init__(self) -> None:",
+             "        super().__init__()",
+             *(f"        {line}" for line in child.generated.init_lines),
+             "",
+             f"    def forward({', '.join(['self', *(v.code for v in inputs), *params])}):",
+             *(f"    {line}" for line in body),
+             f"        return ({', '.join(returned)},)"]
+    class_name = g.generated_helper(f"{hint}_layer", "\n".join(lines) + "\n")
+    return g.add_generated_module(hint, class_name, child), captured, results
 
 
 def _spec(v: Value, extra_leading: int = 0) -> Any:
