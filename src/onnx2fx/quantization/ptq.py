@@ -108,12 +108,13 @@ class PTQResult:
     def save(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
         """Write the output folder atomically (see the module docstring)."""
         from ..atomic_folder import atomic_folder
+        from ..generated_modules import save_module
         from ..reports import write_report
 
         out = Path(out_dir)
         model_file, onnx_file = f"model_{self.STAGE}.pt", f"model_{self.STAGE}.onnx"
         with atomic_folder(out, merge=True) as staging:
-            torch.save(self.sim_model, staging / model_file)
+            save_module(self.sim_model, staging / model_file)
             document = self.encodings()
             (staging / "encodings.json").write_text(json.dumps(document, indent=2) + "\n")
             self.report["files"] = {"model": model_file, "encodings": "encodings.json"}
