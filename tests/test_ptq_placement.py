@@ -68,6 +68,9 @@ def test_decomposed_hardswish_and_scalar_affines_keep_only_the_chain_input_and_e
     unfused = plan_placement(_view(_lcnet_block()), QuantConfig.from_dict({"fuse_elementwise": False}))
     assert [a.tensor for a in unfused.activations] == ["x", "c", "m", "a", "a3", "clip", "hm", "hs", "m2", "y1", "y"]
     assert plan_placement(_view(_lcnet_block()), QuantConfig.from_dict({"fuse": False})).fused == {}
+    # the integer writers lower each op on its own: they need the chain's values in 8 bits
+    for formats in (("qdq", "qoperator"), ("fixed-point",)):
+        assert len(plan_placement(_view(_lcnet_block()), QuantConfig(), formats).activations) == 11
 
 
 def test_silu_and_a_tensor_leaving_the_chain() -> None:

@@ -16,6 +16,8 @@ in float. Every key is checked, so a typo is an error rather than a silently ign
     minmax_ops: [Softmax]       # op types whose outputs keep their observed range under any scheme
     float_ops: [Softmax]        # ONNX op types left in float
     float_nodes: [/head/Gemm]   # ONNX node names left in float
+    fuse_elementwise: true      # no quantizer inside an elementwise chain of one tensor (a decomposed
+                                # HardSwish, a SiLU, a scalar affine; placement.py, rule 4)
     op_types:  {Sigmoid: {activations: {bits: 16}}}
     nodes:     {/stem/Conv: {weights: {bits: 4}}}
     cle: true                   # cross-layer equalization before calibration (see cle.py)

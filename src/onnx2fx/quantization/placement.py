@@ -17,7 +17,8 @@ Rules, in order, for each output tensor of each node:
    ``x * a + b``, ...) the intermediate values are never materialised either: each is a function
    of the chain's 8-bit input alone, which an integer kernel evaluates in one step (a lookup
    table of 256 entries, or one requantization for an affine). Only the chain's input and its
-   results that leave the chain are quantized.
+   results that leave the chain are quantized. Not when an integer form (QOperator, fixed point)
+   is written: those writers lower each op on its own and need its operands in 8 bits.
 5. A tensor computed from sizes alone (Shape/Size and constants: a detector's anchor grid, a
    position index) is not data and gets no quantizer; it is the same for every input of a size.
 6. Everything else gets an activation quantizer; so does every float graph input.
@@ -157,8 +158,9 @@ class Placement:
                 "fused": len(self.fused), "float": len(self.float_tensors)}
 
 
-def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
-    """Apply the rules in the module docstring to every tensor of ``graph``."""
+def plan_placement(graph: OnnxGraphView, config: QuantConfig, formats: Sequence[str] = ("qdq",)) -> Placement:
+    """Apply the rules in the module docstring to every tensor of ``graph``, for the ONNX forms
+    ``formats`` that will be written."""
     outputs = set(graph.outputs)
     activations: list[ActivationSite] = []
     shared: dict[str, str] = {}
@@ -175,7 +177,8 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig) -> Placement:
                 activations.append(ActivationSite(name, "", "input", config.activations))
 
     from_data = _data_dependent(graph)
-    interior = _elementwise_interior(graph, from_data, outputs) if config.fuse and config.fuse_elementwise else {}
+    chains = config.fuse and config.fuse_elementwise and set(formats) <= {"qdq"}
+    interior = _elementwise_interior(graph, from_data, outputs) if chains else {}
     for node in graph.nodes:
         if config.is_float(node.op_type, node.name):
             floats.extend(o for o in node.outputs if o)
