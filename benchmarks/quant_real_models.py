@@ -45,6 +45,9 @@ EVALUATION_SENTENCES = (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
+# int4 QuantizeLinear/DequantizeLinear need opset 21 (per-channel ones 13); every quantizer writes
+# into the source file's opset, so the corpus files are converted to it first
+QDQ_OPSET = 21
 
 
 @dataclass
@@ -269,16 +272,16 @@ def build(key: str, work: Path, args: argparse.Namespace) -> Any:
     path = work / f"{key}.onnx"
     proto = onnx.load(str(source))
     moved = constants_to_initializers(proto)
+    if moved:
+        what += f"; its {moved} Constant nodes moved into initializers (weights are found among those)"
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    if opset < 13:  # per-channel QuantizeLinear/DequantizeLinear need opset 13 in every quantizer's output
+    if opset < QDQ_OPSET:
         from onnx import version_converter
 
-        proto = version_converter.convert_version(proto, 13)
-        what += f"; converted from opset {opset} to 13 by onnx's version converter"
+        proto = version_converter.convert_version(proto, QDQ_OPSET)
+        what += f"; converted from opset {opset} to {QDQ_OPSET} by onnx's version converter"
     onnx.save(proto, str(path))
     input_name = next(i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer})
-    if moved:
-        what += f"; its {moved} Constant nodes moved into initializers first (weights are found among those)"
     batch = 8
     return qc.Case(key, model.title, path, input_name, calib, evaluation, batch, None,
                    [f"{what}; calibration: {len(calib)} images, evaluation: {len(evaluation)} held-out images "
