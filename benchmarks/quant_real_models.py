@@ -261,6 +261,20 @@ def constants_to_initializers(model: Any) -> int:
     return moved
 
 
+def fix_input_size(model: Any, input_name: str, shape: tuple[int, ...]) -> None:
+    """Declare the input at the size every quantizer is fed (the batch stays a named dimension).
+
+    Some files declare unknown sizes as -1 (PP-OCR's direction classifier), which AIMET turns into
+    a dummy input of negative size; a fixed size is also what a deployed quantized model runs at.
+    """
+    dims = next(i for i in model.graph.input if i.name == input_name).type.tensor_type.shape.dim
+    for axis, dim in enumerate(dims):
+        if axis == 0:
+            dim.dim_param = "batch"
+        else:
+            dim.dim_value = int(shape[axis])
+
+
 def build(key: str, work: Path, args: argparse.Namespace) -> Any:
     """A ``quant_compare.Case`` for the real model ``key``."""
     import onnx
@@ -280,8 +294,9 @@ def build(key: str, work: Path, args: argparse.Namespace) -> Any:
 
         proto = version_converter.convert_version(proto, QDQ_OPSET)
         what += f"; converted from opset {opset} to {QDQ_OPSET} by onnx's version converter"
-    onnx.save(proto, str(path))
     input_name = next(i.name for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer})
+    fix_input_size(proto, input_name, calib.shape)
+    onnx.save(proto, str(path))
     batch = 8
     return qc.Case(key, model.title, path, input_name, calib, evaluation, batch, None,
                    [f"{what}; calibration: {len(calib)} images, evaluation: {len(evaluation)} held-out images "
