@@ -114,9 +114,12 @@ def test_matmul_fuses_with_a_constant_bias_add_not_with_a_residual_add() -> None
              helper.make_node("Add", ["h", "bias"], ["hb"], name="bias_add"),
              helper.make_node("MatMul", ["hb", "w2"], ["h2"], name="fc2"),
              helper.make_node("Add", ["x", "h2"], ["y"], name="residual")]
-    placement = plan_placement(_view(_model(nodes, [w1, w2, bias], ["y"], channels=8)), QuantConfig())
+    view = _view(_model(nodes, [w1, w2, bias], ["y"], channels=8))
+    placement = plan_placement(view, QuantConfig())
     assert placement.fused == {"h": "bias_add"}
     assert [a.tensor for a in placement.activations] == ["x", "hb", "h2", "y"]
+    # the integer writers lower the MatMul with its own output encoding
+    assert plan_placement(view, QuantConfig(), ("qdq", "fixed-point")).fused == {}
 
 
 def test_fused_chain_simulates_and_exports_like_onnxruntime(tmp_path: Path) -> None:

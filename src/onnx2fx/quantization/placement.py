@@ -11,7 +11,8 @@ Rules, in order, for each output tensor of each node:
 2. Data-movement ops (Reshape, Transpose, MaxPool, ...) share their input's encoding.
 3. Inside a fused group (Conv+Relu, Conv+BatchNormalization(+Relu), Gemm/MatMul+Relu, Add+Relu,
    MatMul+Add of a constant bias, ...) the producer's output is never materialised by an integer
-   kernel: no quantizer.
+   kernel: no quantizer. MatMul+Add only for the QDQ form: the integer writers lower a MatMul
+   (QLinearMatMul, MatMulInteger) with its own output encoding.
 4. Inside an elementwise chain of one tensor (see :func:`_elementwise_interior`: a decomposed
    HardSwish ``x * Clip(x + 3, 0, 6) / 6``, a SiLU ``x * Sigmoid(x)``, a scalar affine
    ``x * a + b``, ...) the intermediate values are never materialised either: each is a function
@@ -42,6 +43,9 @@ FLOAT = 1  # TensorProto.FLOAT
 _NO_ACTIVATION_OPS = {"Constant", "ConstantOfShape", "Shape", "Size", "NonZero", "Range", "ArgMax", "ArgMin",
                       "EyeLike", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
 _WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+# Fused groups that only the QDQ form keeps (rule 3): the integer writers give these producers
+# their own output encoding.
+_QDQ_ONLY_GROUPS = {("MatMul", "Add")}
 # Elementwise ops whose output, with every operand but one data tensor constant and scalar, is a
 # function of that tensor's value alone (rule 4).
 _ELEMENTWISE_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Clip", "Relu", "LeakyRelu", "PRelu", "Elu",
@@ -167,7 +171,10 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig, formats: Sequence[
     fused: dict[str, str] = {}
     floats: list[str] = []
     concats: set[str] = set()
+    qdq_only = set(formats) <= {"qdq"}
     supergroups = set(config.supergroups) if config.fuse else set()
+    if not qdq_only:
+        supergroups -= _QDQ_ONLY_GROUPS
     shared_ops = set(config.shared_ops)
 
     if config.quantize_inputs:
@@ -177,7 +184,7 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig, formats: Sequence[
                 activations.append(ActivationSite(name, "", "input", config.activations))
 
     from_data = _data_dependent(graph)
-    chains = config.fuse and config.fuse_elementwise and set(formats) <= {"qdq"}
+    chains = config.fuse and config.fuse_elementwise and qdq_only
     interior = _elementwise_interior(graph, from_data, outputs) if chains else {}
     for node in graph.nodes:
         if config.is_float(node.op_type, node.name):
