@@ -16,6 +16,8 @@ in float. Every key is checked, so a typo is an error rather than a silently ign
     minmax_ops: [Softmax]       # op types whose outputs keep their observed range under any scheme
     float_ops: [Softmax]        # ONNX op types left in float
     float_nodes: [/head/Gemm]   # ONNX node names left in float
+    fuse_elementwise: true      # no quantizer inside an elementwise chain of one tensor (a decomposed
+                                # HardSwish, a SiLU, a scalar affine; placement.py, rule 4)
     op_types:  {Sigmoid: {activations: {bits: 16}}}
     nodes:     {/stem/Conv: {weights: {bits: 4}}}
     cle: true                   # cross-layer equalization before calibration (see cle.py)
@@ -47,6 +49,9 @@ DEFAULT_SUPERGROUPS: tuple[tuple[str, str], ...] = (
     ("ConvTranspose", "Relu"), ("ConvTranspose", "Clip"), ("ConvTranspose", "BatchNormalization"),
     ("BatchNormalization", "Relu"), ("BatchNormalization", "Clip"),
     ("Gemm", "Relu"), ("Gemm", "Clip"), ("MatMul", "Relu"), ("Add", "Relu"),
+    # MatMul followed by the Add of a constant bias is a Gemm (an Add fuses only as a bias: its
+    # other operand must be a constant, so a residual Add still gets its quantizer)
+    ("MatMul", "Add"),
 )
 
 # Ops whose outputs keep their observed range whatever the calibration scheme. A Softmax output is a
@@ -93,6 +98,9 @@ class QuantConfig:
     bias_bits: int = 32
     quantize_inputs: bool = True
     fuse: bool = True
+    # no quantizer inside an elementwise chain of one tensor (a decomposed HardSwish, SiLU, scalar
+    # affine): its values are a function of the chain's 8-bit input, computed in one step
+    fuse_elementwise: bool = True
     supergroups: tuple[tuple[str, str], ...] = DEFAULT_SUPERGROUPS
     shared_ops: tuple[str, ...] = DEFAULT_SHARED_OPS
     minmax_ops: tuple[str, ...] = DEFAULT_MINMAX_OPS
@@ -160,7 +168,7 @@ class QuantConfig:
                         raise QuantizationError(f"{where}: a supergroup is a [producer, follower] pair, got {item!r}")
                     groups.append((pair[0], pair[1]))
                 kwargs[key] = tuple(groups)
-            elif key in ("quantize_inputs", "fuse", "cle", "bias_correction", "adaround"):
+            elif key in ("quantize_inputs", "fuse", "fuse_elementwise", "cle", "bias_correction", "adaround"):
                 kwargs[key] = _bool(value, where)
             elif key in ("bins", "bias_bits", "adaround_iterations"):
                 kwargs[key] = _int(value, where)

@@ -10,12 +10,21 @@ Rules, in order, for each output tensor of each node:
 1. A node the config leaves in float gets no output quantizer and no weight quantizers.
 2. Data-movement ops (Reshape, Transpose, MaxPool, ...) share their input's encoding.
 3. Inside a fused group (Conv+Relu, Conv+BatchNormalization(+Relu), Gemm/MatMul+Relu, Add+Relu,
-   ...) the producer's output is never materialised by an integer kernel: no quantizer. The same
-   holds inside a standard function that conversion fused from several nodes (``idioms``: GELU,
-   LayerNorm, MatMul + bias as ``nn.Linear``, ...): only its result exists in the converted model.
-4. A tensor computed from sizes alone (Shape/Size and constants: a detector's anchor grid, a
+   MatMul+Add of a constant bias, ...) the producer's output is never materialised by an integer
+   kernel: no quantizer. MatMul+Add only for the QDQ form: the integer writers lower a MatMul
+   (QLinearMatMul, MatMulInteger) with its own output encoding. The same holds inside a standard
+   function that conversion fused from several nodes (``idioms``: GELU, LayerNorm, MatMul + bias
+   as ``nn.Linear``, ...): only its result exists in the converted model.
+4. Inside an elementwise chain of one tensor (see :func:`_elementwise_interior`: a decomposed
+   HardSwish ``x * Clip(x + 3, 0, 6) / 6``, a SiLU ``x * Sigmoid(x)``, a scalar affine
+   ``x * a + b``, ...) the intermediate values are never materialised either: each is a function
+   of the chain's 8-bit input alone, which an integer kernel evaluates in one step (a lookup
+   table of 256 entries, or one requantization for an affine). Only the chain's input and its
+   results that leave the chain are quantized. Not when an integer form (QOperator, fixed point)
+   is written: those writers lower each op on its own and need its operands in 8 bits.
+5. A tensor computed from sizes alone (Shape/Size and constants: a detector's anchor grid, a
    position index) is not data and gets no quantizer; it is the same for every input of a size.
-5. Everything else gets an activation quantizer; so does every float graph input.
+6. Everything else gets an activation quantizer; so does every float graph input.
 
 Weights of Conv, ConvTranspose, Gemm (B) and MatMul (constant operand) are quantized per output
 channel along the ONNX initializer's channel axis; Conv/ConvTranspose/Gemm biases get the int32
@@ -36,6 +45,14 @@ FLOAT = 1  # TensorProto.FLOAT
 _NO_ACTIVATION_OPS = {"Constant", "ConstantOfShape", "Shape", "Size", "NonZero", "Range", "ArgMax", "ArgMin",
                       "EyeLike", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"}
 _WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+# Fused groups that only the QDQ form keeps (rule 3): the integer writers give these producers
+# their own output encoding.
+_QDQ_ONLY_GROUPS = {("MatMul", "Add")}
+# Elementwise ops whose output, with every operand but one data tensor constant and scalar, is a
+# function of that tensor's value alone (rule 4).
+_ELEMENTWISE_OPS = {"Add", "Sub", "Mul", "Div", "Pow", "Min", "Max", "Clip", "Relu", "LeakyRelu", "PRelu", "Elu",
+                    "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Softplus", "Softsign", "Gelu",
+                    "Mish", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs"}
 
 
 @dataclass
@@ -58,6 +75,7 @@ class OnnxGraphView:
     initializers: dict[str, tuple[int, list[int]]]  # name -> (data type, dims)
     opset: int
     consumers: dict[str, list[OnnxNodeInfo]] = field(default_factory=dict)
+    constant_dims: dict[str, list[int]] = field(default_factory=dict)  # Constant node output -> its dims
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxGraphView:
@@ -82,6 +100,9 @@ class OnnxGraphView:
             for name in node.inputs:
                 if name:
                     view.consumers.setdefault(name, []).append(node)
+        for node in graph.nodes:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.outputs:
+                view.constant_dims[node.outputs[0]] = _constant_dims(node)
         return view
 
     def producer_map(self) -> dict[str, OnnxNodeInfo]:
@@ -89,6 +110,18 @@ class OnnxGraphView:
 
     def tensor_names(self) -> set[str]:
         return set(self.inputs) | set(self.initializers) | {o for n in self.nodes for o in n.outputs if o}
+
+
+def _constant_dims(node: Any) -> list[int]:
+    """The dims of a Constant node's value ([] for a scalar; [-1] when unknown, never scalar)."""
+    for name, attribute in node.attributes.items():
+        if name in ("value_float", "value_int"):
+            return []
+        if name in ("value_floats", "value_ints"):
+            return [len(attribute.value)]
+        if name == "value" and attribute.type == "TENSOR":
+            return list(attribute.value.dims)
+    return [-1]
 
 
 @dataclass
@@ -131,9 +164,11 @@ class Placement:
                 "fused": len(self.fused), "float": len(self.float_tensors)}
 
 
-def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[Any] = ()) -> Placement:
-    """Apply the rules in the module docstring to every tensor of ``graph``. ``idioms`` are the
-    functions the conversion fused (:class:`onnx2fx.idioms.IdiomUse`, from the conversion record)."""
+def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[Any] = (),
+                   formats: Sequence[str] = ("qdq",)) -> Placement:
+    """Apply the rules in the module docstring to every tensor of ``graph``, for the ONNX forms
+    ``formats`` that will be written. ``idioms`` are the functions the conversion fused
+    (:class:`onnx2fx.idioms.IdiomUse`, from the conversion record)."""
     internal = {tensor: use.terminal for use in idioms for tensor in use.internal}
     outputs = set(graph.outputs)
     activations: list[ActivationSite] = []
@@ -141,7 +176,10 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[A
     fused: dict[str, str] = {}
     floats: list[str] = []
     concats: set[str] = set()
+    qdq_only = set(formats) <= {"qdq"}
     supergroups = set(config.supergroups) if config.fuse else set()
+    if not qdq_only:
+        supergroups -= _QDQ_ONLY_GROUPS
     shared_ops = set(config.shared_ops)
 
     if config.quantize_inputs:
@@ -151,6 +189,8 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[A
                 activations.append(ActivationSite(name, "", "input", config.activations))
 
     from_data = _data_dependent(graph)
+    chains = config.fuse and config.fuse_elementwise and qdq_only
+    interior = _elementwise_interior(graph, from_data, outputs) if chains else {}
     for node in graph.nodes:
         if config.is_float(node.op_type, node.name):
             floats.extend(o for o in node.outputs if o)
@@ -166,7 +206,9 @@ def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[A
             if node.op_type in shared_ops and node.inputs and node.inputs[0]:
                 shared[out] = node.inputs[0]
                 continue
-            follower = _fused_follower(graph, node, out, outputs, supergroups, fused, config)
+            follower = _fused_follower(graph, node, out, outputs, supergroups, fused, config, from_data)
+            if follower is None:
+                follower = interior.get(out)
             if follower is not None:
                 fused[out] = follower
                 continue
@@ -190,7 +232,8 @@ def _data_dependent(graph: OnnxGraphView) -> set[str]:
 
 
 def _fused_follower(graph: OnnxGraphView, node: OnnxNodeInfo, out: str, outputs: set[str],
-                    supergroups: set[tuple[str, str]], fused: dict[str, str], config: QuantConfig) -> str | None:
+                    supergroups: set[tuple[str, str]], fused: dict[str, str], config: QuantConfig,
+                    from_data: set[str]) -> str | None:
     """The consumer ``out`` is fused into, or None. Only a sole consumer fuses, and a graph output
     is always materialised."""
     consumers = graph.consumers.get(out, [])
@@ -199,7 +242,12 @@ def _fused_follower(graph: OnnxGraphView, node: OnnxNodeInfo, out: str, outputs:
     follower = consumers[0]
     if config.is_float(follower.op_type, follower.name) or (node.op_type, follower.op_type) not in supergroups:
         return None
-    if follower.inputs[0] != out:
+    if follower.op_type == "Add":
+        # an Add fuses as a bias only: its other operand is a constant (a residual Add is not fused)
+        others = [name for name in follower.inputs if name and name != out]
+        if len(others) != 1 or others[0] in from_data:
+            return None
+    elif follower.inputs[0] != out:
         return None
     # A BatchNormalization only fuses onward when it is itself inside a convolution's group.
     if node.op_type == "BatchNormalization" and node.inputs[0] not in fused:
@@ -221,6 +269,47 @@ def _linear_biases(graph: OnnxGraphView, idioms: Sequence[Any]) -> dict[str, str
         if len(others) == 1 and _is_float_initializer(graph, others[0]):
             biases[product] = others[0]
     return biases
+
+
+def _is_scalar_constant(graph: OnnxGraphView, name: str, from_data: set[str]) -> bool:
+    """A constant (initializer or Constant node) of one element, whose broadcast changes no shape."""
+    if name in from_data:
+        return False
+    dims = graph.initializers[name][1] if name in graph.initializers else graph.constant_dims.get(name)
+    return dims is not None and all(d == 1 for d in dims)
+
+
+def _elementwise_interior(graph: OnnxGraphView, from_data: set[str], outputs: set[str]) -> dict[str, str]:
+    """Rule 4: tensor -> a consumer, for the intermediate tensors of elementwise chains.
+
+    A node of ``_ELEMENTWISE_OPS`` whose data operands all descend, through such nodes, from one
+    tensor (its *root*) and whose other operands are scalar constants computes a function of the
+    root's value alone: ``Mul(x, Clip(Add(x, 3), 0, 6))`` has root ``x`` (both data operands
+    descend from it), ``Mul(x, Sigmoid(x))`` too. A tensor with a root is interior when it is no
+    graph output and every consumer is such a node of the same root: the chain's values meet the
+    rest of the graph only through the root and the chain's exits, so only those are quantized.
+    Per-channel constants (a LayerNorm's gamma, a BatchNorm written as Mul/Add) keep their
+    quantizers: one table per channel is not what integer kernels do.
+    """
+    root: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op_type not in _ELEMENTWISE_OPS or len([o for o in node.outputs if o]) != 1:
+            continue
+        operands = [name for name in node.inputs if name]
+        data = [name for name in operands if name in from_data]
+        if not data or not all(_is_scalar_constant(graph, name, from_data) for name in operands if name not in data):
+            continue
+        roots = {root.get(name, name) for name in data}
+        if len(roots) == 1:
+            root[node.outputs[0]] = roots.pop()
+    interior: dict[str, str] = {}
+    for tensor, origin in root.items():
+        consumers = graph.consumers.get(tensor, [])
+        if tensor in outputs or not consumers:
+            continue
+        if all(c.outputs and root.get(c.outputs[0]) == origin for c in consumers):
+            interior[tensor] = consumers[0].name
+    return interior
 
 
 def _weight_sites(graph: OnnxGraphView, config: QuantConfig,
