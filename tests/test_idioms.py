@@ -376,7 +376,7 @@ def test_placement_skips_the_tensors_inside_fused_functions(tmp_path: Path) -> N
     assert_matches_onnxruntime(converter, proto)
     record = gm._onnx2fx_conversion
     graph = OnnxGraphView.load(path)
-    placement = plan_placement(graph, QuantConfig(), record.idioms)
+    placement = plan_placement(graph, QuantConfig(), idioms=record.idioms)
     sim = insert_fake_quant(gm, graph, placement)
     assert sim.unmapped == []
     assert sorted(sim.activations) == ["fc_out", "ln_out", "x", "y"]

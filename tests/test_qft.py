@@ -118,7 +118,7 @@ def test_digits_w4a8_qft_recovers_accuracy_and_exports_fine_tuned_weights(digits
     assert abs(ort_acc - qft_acc) * 100 <= 0.2
 
     report = result.report
-    assert report["objective"] == {"kind": "distillation", "outputs": {"logits": "kl"}}
+    assert report["objective"] == {"kind": "distillation", "outputs": {"logits": "mse"}}
     assert report["accuracy"]["ptq"] == pytest.approx(digits_w4.accuracy)
     assert report["accuracy"]["qft"] == pytest.approx(qft_acc)
     assert report["accuracy"]["qdq_onnxruntime"] == pytest.approx(ort_acc)

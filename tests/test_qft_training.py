@@ -19,6 +19,7 @@ from support import convert_and_save
 from onnx2fx.conversion_record import conversion_record
 from onnx2fx.errors import QuantizationError
 from onnx2fx.quantization import ptq, qft
+from onnx2fx.quantization.config import DEFAULT_SUPERGROUPS
 from onnx2fx.quantization.lr_schedule import LrSchedule
 from onnx2fx.quantization.qdq import ort_session
 
@@ -56,8 +57,15 @@ def _parameter(gm: torch.nn.Module, initializer: str) -> torch.Tensor:
     return gm.get_parameter(name)
 
 
+# The block's MatMul output keeps its quantizer (MatMul + bias is otherwise one group in the QDQ
+# form) so that the QDQ file and the simulation agree exactly: a float MatMul differs between
+# onnxruntime and torch in the last bit, and the LayerNorm turns a flipped rounding of its input
+# into several output steps.
+MATMUL_OUTPUT_QUANTIZED = {"supergroups": [list(p) for p in DEFAULT_SUPERGROUPS if p != ("MatMul", "Add")]}
+
+
 def test_biases_and_norms_train_and_the_qdq_model_uses_them(block: SimpleNamespace, tmp_path: Path) -> None:
-    start = ptq(block.model, block.x, weight_bits=4, samples=128, progress=False)
+    start = ptq(block.model, block.x, weight_bits=4, samples=128, config=MATMUL_OUTPUT_QUANTIZED, progress=False)
     result = qft(block.model, block.x, from_ptq=start, output_dir=tmp_path / "q", epochs=2, lr=1e-2, batch_size=16,
                  eval_samples=128, progress=False)
     trained = result.report["settings"]["trained"]
@@ -130,10 +138,10 @@ def test_label_free_distillation_lowers_its_loss(block: SimpleNamespace) -> None
     result = qft(block.model, block.x, weight_bits=4, calibration_samples=128, epochs=3, lr=3e-3, range_lr=3e-3,
                  batch_size=16, eval_samples=64, progress=False)
     report = result.report
-    assert report["objective"] == {"kind": "distillation", "outputs": {"y": "kl"}}
+    assert report["objective"] == {"kind": "distillation", "outputs": {"y": "mse"}}
     assert report["loss"]["steps"] == 24
     first, second, third = report["loss"]["per_epoch"]
-    assert first > second > third and third < 0.8 * first  # the mean loss falls epoch by epoch
+    assert first > second > third and third < 0.9 * first  # the mean loss falls epoch by epoch
     assert report["sqnr_db"]["after"] > report["sqnr_db"]["before"]
     assert report["settings"]["lr_schedule"] == {"kind": "cosine", "total_steps": 24, "warmup_steps": 3,
                                                  "final_factor": 0.0}
@@ -178,7 +186,7 @@ def test_an_optimized_session_onnxruntime_cannot_build_is_reported_not_fatal(blo
 
     monkeypatch.setattr(qdq_module, "ort_session", refuse_fusions)
     result = ptq(block.model, block.x, weight_bits=4, activation_bits=4, samples=64, output_dir=tmp_path / "p",
-                 progress=False)
+                 config=MATMUL_OUTPUT_QUANTIZED, progress=False)
     check = result.report["qdq"]
     assert check["status"] == "ok" and check["within_one_step"] == 1.0
     assert check["optimized"] == {"outputs": [], "within_one_step": None,

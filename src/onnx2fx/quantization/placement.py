@@ -164,8 +164,8 @@ class Placement:
                 "fused": len(self.fused), "float": len(self.float_tensors)}
 
 
-def plan_placement(graph: OnnxGraphView, config: QuantConfig, idioms: Sequence[Any] = (),
-                   formats: Sequence[str] = ("qdq",)) -> Placement:
+def plan_placement(graph: OnnxGraphView, config: QuantConfig, formats: Sequence[str] = ("qdq",), *,
+                   idioms: Sequence[Any] = ()) -> Placement:
     """Apply the rules in the module docstring to every tensor of ``graph``, for the ONNX forms
     ``formats`` that will be written. ``idioms`` are the functions the conversion fused
     (:class:`onnx2fx.idioms.IdiomUse`, from the conversion record)."""

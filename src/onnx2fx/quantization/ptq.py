@@ -220,7 +220,7 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
     specs = input_specs(graph.inputs, graph.input_types, opts.input_shapes)
     data = calibration_source(calibration_data, specs, samples=samples, batch_size=batch_size,
                               random=opts.random_calibration, seed=seed, image_options=opts.image_options)
-    placement = plan_placement(graph, cfg, conversion_record(gm).idioms, formats)
+    placement = plan_placement(graph, cfg, formats, idioms=conversion_record(gm).idioms)
     check_names(graph, _fx_onnx_names(gm))
     reference, equalization = equalized_copy(gm, graph, placement) if cfg.cle else (gm, None)
     sim = insert_fake_quant(reference, graph, placement)

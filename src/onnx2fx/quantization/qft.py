@@ -226,7 +226,7 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
             calibration.update({k: v for k, v in data.description.items() if k in ("source", "type", "kind", "files")})
             version = encoding_version or ptq_result.encoding_version
             activation_names = list(ptq_result.activation_encodings)
-        placement = plan_placement(graph, cfg, conversion_record(sim_gm).idioms, formats)
+        placement = plan_placement(graph, cfg, formats, idioms=conversion_record(sim_gm).idioms)
         sim = sim_model(sim_gm, graph, activation_names)
         before_encodings = current_encodings(sim, placement, graph, activation_names)
         if start is not None:
