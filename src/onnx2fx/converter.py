@@ -25,6 +25,7 @@ from .atomic_folder import atomic_folder
 from .codegen.emitted import EmittedModule
 from .codegen.render import RenderedModule, render
 from .codegen.specialisation import DynamicDim
+from .codegen.uninitialised import initialisers_skipped
 from .conversion_record import ConversionRecord, attach_conversion_record
 from .errors import ConversionError
 from .fx_tracer import OriginMap, node_origins, onnx_origin_table, trace_with_origins
@@ -177,7 +178,7 @@ def instantiate(rendered: RenderedModule, emitted: EmittedModule) -> torch.nn.Mo
     """Execute the generated source and build ``Model`` with the ONNX weights bound, uncopied."""
     digest = hashlib.sha1(rendered.source.encode()).hexdigest()[:12]
     namespace = generated_modules.register(f"{generated_modules.PREFIX}{digest}", rendered.source)
-    with torch.device("meta"):
+    with torch.device("meta"), initialisers_skipped():
         model = namespace.Model()
     state = {k: v for k, v in emitted.state.items()}
     try:

@@ -33,6 +33,7 @@ from .nested import as_tuple, map_leaves, walk
 from .shape_env import ConversionShapeEnv
 from .specialisation import DynamicDim, Specialisation, new_specialisations
 from .state import EmitterState
+from .uninitialised import initialisers_skipped
 from .values import SymElem, Value
 
 # A constant computation whose result has more elements than this is left to run time.
@@ -341,7 +342,7 @@ class Emitter:
         attr = self.attrs.fresh(self._layer_name(hint), "layer")
         call = f"{ctor}({self._format_args(ctor_args, ctor_kwargs)})"
         self.generated.init_lines.append(f"self.{attr} = {call}")
-        with torch.device("meta"):
+        with torch.device("meta"), initialisers_skipped():
             module = eval(call, dict(self._namespace))  # noqa: S307 - code built from literals above
         self.generated.modules[attr] = module
         if self.node is not None:
@@ -355,7 +356,7 @@ class Emitter:
         it and saved in its state dict. Returns the attribute name."""
         attr = self.attrs.fresh(f"{self._layer_name('if')}_{hint}", "layer")
         self.generated.init_lines.append(f"self.{attr} = {class_name}()")
-        with torch.device("meta"):
+        with torch.device("meta"), initialisers_skipped():
             self.generated.modules[attr] = self._namespace[class_name]()
         if self.node is not None:
             self.generated.module_origins[attr] = self.node.name
