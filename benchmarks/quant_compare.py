@@ -904,27 +904,6 @@ def qft_markdown(q: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def aimet_section(path: Path) -> str:
-    """The sections ``quant_compare_aimet.py`` and ``mixed_precision.py`` generated in ``path`` (kept when
-    this report is rewritten)."""
-    text = path.read_text() if path.exists() else ""
-    kept = ""
-    for name in ("quant_compare_aimet", "mixed_precision"):
-        begin, end = f"<!-- {name}: begin", f"<!-- {name}: end -->"
-        if begin in text and end in text:
-            kept += "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
-    return kept
-
-
-def qft_digits_section(path: Path) -> str:
-    """The section ``qft_compare.py`` generated in ``path`` (kept when this report is rewritten)."""
-    text = path.read_text() if path.exists() else ""
-    begin, end = "<!-- qft_compare: begin", "<!-- qft_compare: end -->"
-    if begin not in text or end not in text:
-        return ""
-    return "\n" + begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
-
-
 def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
 
@@ -1044,7 +1023,10 @@ def main() -> None:
     print()
     print(text)
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text(text + "\n" + aimet_section(args.markdown) + qft_digits_section(args.markdown))
+    from doc_sections import kept_sections  # beside this script
+
+    others = kept_sections(args.markdown, ("quant_compare_aimet", "mixed_precision", "qft_compare"))
+    args.markdown.write_text(text + "\n" + others)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2, default=lambda v: None) + "\n")
 
