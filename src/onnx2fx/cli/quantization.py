@@ -114,11 +114,17 @@ def ptq(
         sqnr = "exact" if o.get("sqnr_db") is None else f"{o['sqnr_db']:.2f} dB"
         agreement = f", argmax agreement {o['argmax_agreement']:.4f}" if "argmax_agreement" in o else ""
         table.add_row(f"output {o['name']}", f"SQNR {sqnr}{agreement}")
+    _print_outcome(table, info, result.files, "QDQ vs simulation")
+
+
+def _print_outcome(table: Table, info: dict, files: dict, qdq_label: str) -> None:
+    """The rows a PTQ and a QFT run share (the QDQ check, the integer models, the files written),
+    then the table and the run's warnings."""
     qdq = info.get("qdq") or {}
     if qdq.get("status") == "ok":
-        table.add_row("QDQ vs simulation", f"{qdq['within_one_step']:.4%} of output elements within one step")
+        table.add_row(qdq_label, f"{qdq['within_one_step']:.4%} of output elements within one step")
     _integer_rows(table, info)
-    for name, path in result.files.items():
+    for name, path in files.items():
         table.add_row(name, str(path))
     out_console.print(table)
     for warning in info["warnings"]:
@@ -221,15 +227,7 @@ def qft(
     if accuracy:
         table.add_row("accuracy", f"float {accuracy['float']:.4f}, PTQ {accuracy['ptq']:.4f}, QFT {accuracy['qft']:.4f}"
                       + (f", QDQ ONNX {accuracy['qdq_onnxruntime']:.4f}" if "qdq_onnxruntime" in accuracy else ""))
-    qdq = info.get("qdq") or {}
-    if qdq.get("status") == "ok":
-        table.add_row("QDQ vs fine-tuned", f"{qdq['within_one_step']:.4%} of output elements within one step")
-    _integer_rows(table, info)
-    for name, path in result.files.items():
-        table.add_row(name, str(path))
-    out_console.print(table)
-    for warning in info["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    _print_outcome(table, info, result.files, "QDQ vs fine-tuned")
 
 
 def _floats(text: str | None, option: str) -> tuple[float, ...] | None:
