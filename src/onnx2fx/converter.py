@@ -29,6 +29,7 @@ from .codegen.uninitialised import initialisers_skipped
 from .conversion_record import ConversionRecord, attach_conversion_record
 from .errors import ConversionError
 from .fx_tracer import OriginMap, node_origins, onnx_origin_table, trace_with_origins
+from .gc_pause import collector_paused
 from .lowering import lower_graph
 
 __all__ = ["OnnxToFxConverter", "ConversionResult", "convert_onnx_to_fx", "load_core_model"]
@@ -78,6 +79,10 @@ class OnnxToFxConverter:
 
     # ------------------------------------------------------------------------------ conversion
     def convert(self) -> torch.fx.GraphModule:
+        with collector_paused():
+            return self._convert()
+
+    def _convert(self) -> torch.fx.GraphModule:
         start = time.perf_counter()
         core_model = load_core_model(self.source_model)
         emitted = lower_graph(core_model, self.input_shapes, idioms=self.idioms)

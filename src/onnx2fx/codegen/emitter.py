@@ -25,7 +25,15 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ..conversion_record import ParameterOrigin
 from ..errors import ConversionError, UnsupportedOperatorError
 from .emitted import EmittedCall, EmittedModule, Helper, NodeInfo
-from .fake_eval import SAME_SHAPE_FLOAT_FUNCTIONS, OutSpec, evaluate_on_fakes, symbolic, unknown_tensor
+from .fake_eval import (
+    SAME_SHAPE_FLOAT_FUNCTIONS,
+    OutSpec,
+    evaluate_on_fakes,
+    evaluate_on_meta,
+    meta_like,
+    symbolic,
+    unknown_tensor,
+)
 from .formatting import format_arguments, format_code, format_index, literal_tensor
 from .helpers import copied_helper
 from .names import NameScope, layer_name, sanitize_identifier
@@ -44,6 +52,11 @@ MAX_LITERAL_ELEMENTS = 16
 
 def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int64)
+
+
+def _subscript(t: torch.Tensor, index: list[Any]) -> torch.Tensor:
+    """``t[index]`` with slices given as dicts of their bounds (see :meth:`Emitter.getitem`)."""
+    return t[tuple(slice(i["start"], i["stop"], i["step"]) if isinstance(i, dict) else i for i in index)]
 
 
 class Emitter:
@@ -135,7 +148,7 @@ class Emitter:
         key = id(v.const)
         cached = self._fake_cache.get(key)
         if cached is None or cached[0] is not v.const:
-            cached = (v.const, self.fake_mode.from_tensor(v.const, static_shapes=True))
+            cached = (v.const, meta_like(v.const))
             self._fake_cache[key] = cached
         v.fake = cached[1]
         return v.fake
@@ -325,13 +338,10 @@ class Emitter:
         if not items:
             return x
         code = ", ".join(format_index(i, self.ref) for i in items)
-        fake_index = tuple(self._fake_index(i) for i in items)
-        return self._emit(f"{{obj}}[{code}]", lambda t: t[fake_index], (x,), {}, 1, True, subscript=True)
-
-    def _fake_index(self, item: Any) -> Any:
-        if isinstance(item, slice):
-            return slice(*(b.value if isinstance(b, SymElem) else b for b in (item.start, item.stop, item.step)))
-        return self._fakes(item)
+        # Slices travel as dicts of their bounds, so that the evaluation sees their symbolic sizes
+        # and index tensors among its arguments (and gives them the right kind of shape-only tensor).
+        index = [{"start": i.start, "stop": i.stop, "step": i.step} if isinstance(i, slice) else i for i in items]
+        return self._emit(f"{{obj}}[{code}]", _subscript, (x, index), {}, 1, True, subscript=True)
 
     def add_module(self, hint: str, ctor: str, *ctor_args: Any, **ctor_kwargs: Any) -> str:
         """Declare ``self.<name> = <ctor>(...)`` in ``__init__`` and return the attribute name.
@@ -411,6 +421,13 @@ class Emitter:
         if out_spec is not None:
             return self._emit(f"self.{attr}", lambda *_: None, args, {}, n_outputs, fold=False, unpack=unpack,
                               out_spec=out_spec)
+        if not symbolic([self.fake(a) for a in args if isinstance(a, Value)]):
+            # Static sizes: the layer, built on the meta device, runs on meta tensors as it is.
+            done, result = evaluate_on_meta(module, [self.fake(a) if isinstance(a, Value) else a for a in args], {})
+            if done:
+                result = tuple(walk(result)) if n_outputs > 1 else result
+                return self._emit(f"self.{attr}", lambda *_: result, args, {}, n_outputs, fold=False, unpack=unpack,
+                                  evaluated=True)
         names = [n for n, _ in (*module.named_parameters(), *module.named_buffers())]
         with self.fake_mode:  # parameters only lend their shapes: fresh fakes, not copies of the real ones
             fakes = {n: torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
@@ -436,7 +453,10 @@ class Emitter:
 
     def _emit(self, fn_code: str, target: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
               n_outputs: int, fold: bool, method: bool = False, infix: bool = False,
-              subscript: bool = False, out_spec: Sequence[OutSpec] | None = None, unpack: str | None = None) -> Any:
+              subscript: bool = False, out_spec: Sequence[OutSpec] | None = None, unpack: str | None = None,
+              evaluated: bool = False) -> Any:
+        """Write the call and give its results as Values. ``evaluated``: ``target`` returns results
+        already found (no evaluation on shape-only tensors)."""
         if fold and self.foldable(args, kwargs) and not subscript:
             real = target(*self._concrete(args), **self._concrete(kwargs))
             results = as_tuple(real, n_outputs)
@@ -444,7 +464,9 @@ class Emitter:
                 values = [self.const(r, self._output_name(i)) for i, r in enumerate(results)]
                 return values[0] if n_outputs == 1 else tuple(values)
         try:
-            if out_spec is not None:  # a None entry: a Python object (a list of tensors, an optional)
+            if evaluated:
+                fake_result = target()
+            elif out_spec is not None:  # a None entry: a Python object (a list of tensors, an optional)
                 fakes = tuple(None if spec is None else self.unknown(*spec) for spec in out_spec)
                 fake_result = fakes[0] if n_outputs == 1 else fakes
             else:
@@ -453,7 +475,7 @@ class Emitter:
             raise
         except Exception as exc:
             raise self.error(f"{fn_code.replace('{obj}', 'tensor.')} failed on inputs of shapes "
-                             f"{self._describe(args)}: {exc}") from exc
+                             f"{self._describe(args[:1] if subscript else args)}: {exc}") from exc
         self._note_specialisations()
         results = as_tuple(fake_result, n_outputs)
         if infix:

@@ -1,9 +1,14 @@
-"""Evaluating emitted calls on FakeTensors whose dynamic sizes are symbolic.
+"""Evaluating emitted calls on shape-only tensors, so that each handler knows what it receives.
 
-Each call the emitter writes is also run here on fake tensors, so that the next handler knows the
-ranks, dtypes and sizes of what it receives. Where a result's sizes are known without a run (an
-elementwise function, a layer whose shape rule is simple, a data-dependent result) they are given
-as an :data:`OutSpec` instead, which is much faster than torch's symbolic reference code.
+Each call the emitter writes is also run here, so that the next handler knows the ranks, dtypes
+and sizes of what it receives. Where every size is static the call runs on plain ``meta`` tensors
+(torch's C++ shape functions, no Python dispatch: several times faster than a FakeTensor); where a
+size is symbolic, or a call cannot run on ``meta`` (data-dependent results, tensors made inside the
+call), on FakeTensors in the conversion's ``FakeTensorMode``. Values may therefore hold either
+kind; :func:`as_fakes` turns ``meta`` tensors into fakes where a FakeTensor run needs them. Where a
+result's sizes are known without a run (an elementwise function, a layer whose shape rule is
+simple, a data-dependent result) they are given as an :data:`OutSpec` instead, which is much faster
+than torch's symbolic reference code.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from typing import Any
 import torch
 from torch._dispatch.python import enable_python_dispatcher
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.weak import WeakIdKeyDictionary
 
-from .nested import walk
+from .nested import map_leaves, walk
 from .shape_env import ConversionShapeEnv, SpecialisationRefused
 from .values import SymElem
 
@@ -44,13 +50,120 @@ def symbolic(*objs: Any) -> bool:
     return False
 
 
+def meta_like(t: torch.Tensor) -> torch.Tensor:
+    """A ``meta`` tensor with the static sizes, strides and dtype of ``t``."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device="meta")
+
+
+# meta tensor -> the fake tensor standing for it in FakeTensor runs (one per meta tensor)
+_FAKES_OF_META: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def as_fakes(fake_mode: FakeTensorMode, obj: Any) -> Any:
+    """``obj`` with every ``meta`` tensor replaced by a FakeTensor of ``fake_mode`` (on the CPU,
+    like the fakes it meets: a fake on ``meta`` would not mix with them)."""
+    def fake(leaf: Any) -> Any:
+        if not isinstance(leaf, torch.Tensor) or leaf.device.type != "meta":
+            return leaf
+        cached = _FAKES_OF_META.get(leaf)
+        if cached is None or cached.fake_mode is not fake_mode:
+            with fake_mode:
+                cached = torch.empty_strided(leaf.shape, leaf.stride(), dtype=leaf.dtype)
+            _FAKES_OF_META[leaf] = cached
+        return cached
+    return map_leaves(obj, fake)
+
+
+def evaluate_on_meta(target: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> tuple[bool, Any]:
+    """``target`` on ``meta`` tensors when every size is static: ``(True, result)``, or
+    ``(False, None)`` where the call needs a FakeTensor run (a data-dependent result, a tensor made
+    inside the call, an op without a meta kernel); any error is left to that run to report."""
+    leaves = walk([args, kwargs])
+    if not any(isinstance(t, torch.Tensor) for t in leaves):
+        return False, None  # nothing to take the device from: the call would make real tensors
+    key = _cache_key(target, args, kwargs)
+    cached = _META_RESULTS.get(key) if key is not None else None
+    if cached is not None:
+        return True, map_leaves(cached, _fresh_meta)
+    try:
+        result = target(*map_leaves(args, _to_meta), **map_leaves(kwargs, _to_meta))
+    except Exception:  # noqa: BLE001 - the FakeTensor run decides, and words the error
+        return False, None
+    if any(isinstance(t, torch.Tensor) and t.device.type != "meta" for t in walk(result)):
+        return False, None
+    if key is not None:
+        if len(_META_RESULTS) >= _META_RESULTS_LIMIT:
+            _META_RESULTS.clear()
+        _META_RESULTS[key] = result
+    return True, result
+
+
+# Results of meta runs by call: networks repeat the same layer on the same sizes many times, and
+# several of torch's meta functions are Python reference code (layer_norm, gelu: milliseconds).
+_META_RESULTS: dict[Any, Any] = {}
+_META_RESULTS_LIMIT = 8192
+_PLAIN_TYPES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format)
+
+
+class _Uncacheable(Exception):
+    pass
+
+
+def _cache_key(target: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    """What a meta run's result depends on, or ``None`` where that cannot be told: the target (a
+    function that closes over nothing, or one of torch's own layers with its settings) and, per
+    argument, a tensor's sizes, strides and dtype or a plain value."""
+    if isinstance(target, torch.nn.Module):
+        if not type(target).__module__.startswith("torch.nn.modules."):
+            return None
+        weight = next(iter(target.parameters()), None)
+        target_key: Any = ("module", type(target), repr(target), target.training,
+                           weight.dtype if weight is not None else None)
+    elif getattr(target, "__closure__", None) is None and getattr(target, "__name__", "<lambda>") != "<lambda>":
+        target_key = target
+    else:
+        return None
+    try:
+        return target_key, _argument_key(args), _argument_key(kwargs)
+    except _Uncacheable:
+        return None
+
+
+def _argument_key(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return "tensor", tuple(obj.shape), obj.stride(), obj.dtype
+    if isinstance(obj, (list, tuple)):
+        return type(obj).__name__, tuple(_argument_key(o) for o in obj)
+    if isinstance(obj, dict):
+        return "dict", tuple((k, _argument_key(v)) for k, v in obj.items())
+    if isinstance(obj, _PLAIN_TYPES) and not isinstance(obj, torch.SymInt):
+        return type(obj), obj
+    raise _Uncacheable
+
+
+def _fresh_meta(leaf: Any) -> Any:
+    return meta_like(leaf) if isinstance(leaf, torch.Tensor) else leaf
+
+
+def _to_meta(leaf: Any) -> Any:
+    if isinstance(leaf, torch.Tensor) and leaf.device.type != "meta":
+        return meta_like(leaf)
+    return leaf
+
+
 def evaluate_on_fakes(fake_mode: FakeTensorMode, target: Callable[..., Any], fake_args: Any,
                       fake_kwargs: dict[str, Any]) -> Any:
-    """``target`` on fake tensors. With symbolic sizes, torch's C++ meta kernels first (fast);
-    where one would fix a dynamic size to a number (``F.interpolate`` with ``scale_factor``
-    reads concrete sizes), the Python dispatcher's symbolic decompositions instead, as
-    torch.export runs them (exact, but much slower: sympy on every size)."""
+    """``target`` on shape-only tensors: with static sizes on ``meta`` tensors where it runs there.
+    With symbolic sizes, torch's C++ meta kernels on fakes first (fast); where one would fix a
+    dynamic size to a number (``F.interpolate`` with ``scale_factor`` reads concrete sizes), the
+    Python dispatcher's symbolic decompositions instead, as torch.export runs them (exact, but much
+    slower: sympy on every size)."""
     env = fake_mode.shape_env
+    if not symbolic(fake_args, fake_kwargs):
+        done, result = evaluate_on_meta(target, fake_args, fake_kwargs)
+        if done:
+            return result
+    fake_args, fake_kwargs = as_fakes(fake_mode, fake_args), as_fakes(fake_mode, fake_kwargs)
     if not symbolic(fake_args, fake_kwargs) or not isinstance(env, ConversionShapeEnv):
         with fake_mode:
             return target(*fake_args, **fake_kwargs)

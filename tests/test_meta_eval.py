@@ -1,0 +1,117 @@
+"""Shape-only evaluation on meta tensors where every size is static, checked against FakeTensors."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from onnx2fx.codegen import fake_eval
+from onnx2fx.codegen.fake_eval import as_fakes, evaluate_on_fakes, evaluate_on_meta, meta_like
+from onnx2fx.codegen.shape_env import ConversionShapeEnv
+from onnx2fx.fx_tracer import OriginMap, OriginTracer
+from onnx2fx.gc_pause import collector_paused
+
+
+def _fake_mode() -> FakeTensorMode:
+    return FakeTensorMode(shape_env=ConversionShapeEnv(), allow_non_fake_inputs=True)
+
+
+def _signature(result: object) -> list[tuple[tuple[int, ...], tuple[int, ...], torch.dtype]]:
+    leaves = result if isinstance(result, (list, tuple)) else [result]
+    return [(tuple(t.shape), tuple(t.stride()), t.dtype) for t in leaves]
+
+
+CASES = [
+    ("conv", lambda x, w: F.conv2d(x, w, stride=2, padding=1), [(2, 3, 17, 23), (8, 3, 3, 3)]),
+    ("layer_norm", lambda x, w: F.layer_norm(x, (7,), w), [(2, 5, 7), (7,)]),
+    ("gelu", lambda x: F.gelu(x, approximate="tanh"), [(4, 9)]),
+    ("broadcast_add", lambda a, b: a + b, [(3, 1, 5), (4, 1)]),
+    ("cat", lambda a, b: torch.cat([a, b], 1), [(2, 3, 4), (2, 5, 4)]),
+    ("permute_reshape", lambda x: x.permute(0, 2, 1).reshape(2, -1), [(2, 3, 4)]),
+    ("interpolate", lambda x: F.interpolate(x, scale_factor=2.0, mode="nearest"), [(1, 2, 5, 7)]),
+    ("topk", lambda x: torch.topk(x, 3, dim=1), [(2, 10)]),
+]
+
+
+@pytest.mark.parametrize(("name", "fn", "shapes"), CASES, ids=[c[0] for c in CASES])
+def test_meta_results_equal_fake_results(name: str, fn, shapes: list[tuple[int, ...]]) -> None:
+    mode = _fake_mode()
+    with mode:
+        fakes = [torch.empty(s) for s in shapes]
+    done, on_meta = evaluate_on_meta(fn, [meta_like(f) for f in fakes], {})
+    assert done
+    with mode:
+        on_fakes = fn(*fakes)
+    assert _signature(on_meta) == _signature(on_fakes)
+    assert all(t.device.type == "meta" for t in (on_meta if isinstance(on_meta, tuple) else [on_meta]))
+
+
+def test_data_dependent_results_are_left_to_fake_tensors() -> None:
+    mode = _fake_mode()
+    x = torch.empty(4, 5, device="meta")
+    assert evaluate_on_meta(torch.nonzero, [x], {}) == (False, None)
+    result = evaluate_on_fakes(mode, torch.nonzero, [x], {})  # an unbacked size for the count
+    assert result.shape[1] == 2 and isinstance(result.shape[0], torch.SymInt)
+
+
+def test_a_call_that_makes_real_tensors_is_left_to_fake_tensors() -> None:
+    assert evaluate_on_meta(lambda x: x + torch.arange(5), [torch.empty(5, device="meta")], {}) == (False, None)
+    assert evaluate_on_meta(torch.zeros, [3], {}) == (False, None)  # no tensor argument at all
+
+
+def test_cached_results_are_fresh_tensors_and_closures_are_not_cached() -> None:
+    fake_eval._META_RESULTS.clear()
+    x = torch.empty(2, 6, device="meta")
+    _, first = evaluate_on_meta(torch.relu, [x], {})
+    _, second = evaluate_on_meta(torch.relu, [torch.empty(2, 6, device="meta")], {})
+    assert second is not first and _signature(second) == _signature(first)
+    assert len(fake_eval._META_RESULTS) == 1
+    evaluate_on_meta(lambda t: t * 2, [x], {})
+    scale = 3
+    evaluate_on_meta(lambda t: t * scale, [x], {})
+    assert len(fake_eval._META_RESULTS) == 1
+    # sizes and dtype are part of the key
+    _, other = evaluate_on_meta(torch.relu, [torch.empty(3, 6, dtype=torch.float16, device="meta")], {})
+    assert _signature(other) == [((3, 6), (6, 1), torch.float16)]
+
+
+def test_meta_tensors_become_cpu_fakes_for_symbolic_runs() -> None:
+    mode = _fake_mode()
+    x = torch.empty(2, 3, device="meta")
+    (fake,) = as_fakes(mode, [x])
+    assert fake.device.type == "cpu" and fake.shape == (2, 3)
+    assert as_fakes(mode, [x])[0] is fake
+
+
+def test_unpacking_a_proxy_traces_as_torch_does() -> None:
+    class Split(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a, b = torch.split(x, 2, 1)
+            c, d, e = x.chunk(3, 0)
+            return a * b + c + d + e
+
+    ours = OriginTracer(OriginMap("<none>", {}, {}, {})).trace(Split())
+    theirs = torch.fx.Tracer().trace(Split())
+    assert [(n.op, str(n.target), str(n.args)) for n in ours.nodes] == \
+        [(n.op, str(n.target), str(n.args)) for n in theirs.nodes]
+
+
+def test_the_collector_is_paused_and_restored() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError), collector_paused():
+        raise ValueError
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
