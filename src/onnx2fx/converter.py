@@ -31,6 +31,7 @@ from .errors import ConversionError
 from .fx_tracer import OriginMap, node_origins, onnx_origin_table, trace_with_origins
 from .gc_pause import collector_paused
 from .lowering import lower_graph
+from .state_binding import bind_state
 
 __all__ = ["OnnxToFxConverter", "ConversionResult", "convert_onnx_to_fx", "load_core_model"]
 
@@ -185,11 +186,7 @@ def instantiate(rendered: RenderedModule, emitted: EmittedModule) -> torch.nn.Mo
     namespace = generated_modules.register(f"{generated_modules.PREFIX}{digest}", rendered.source)
     with torch.device("meta"), initialisers_skipped():
         model = namespace.Model()
-    state = {k: v for k, v in emitted.state.items()}
-    try:
-        model.load_state_dict(state, assign=True, strict=True)
-    except RuntimeError as exc:
-        raise ConversionError(f"generated module does not accept the model's weights: {exc}") from exc
+    bind_state(model, emitted.state)
     return model.eval()
 
 

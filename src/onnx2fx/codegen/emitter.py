@@ -54,6 +54,11 @@ def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int64)
 
 
+# Code such as "torch.relu" or "F.pad" -> the function it names (resolved once per process).
+_LIBRARY_FUNCTIONS: dict[str, Callable[..., Any]] = {}
+_LIBRARY_MODULES = frozenset({"torch", "nn", "F", "math"})
+
+
 def _subscript(t: torch.Tensor, index: list[Any]) -> torch.Tensor:
     """``t[index]`` with slices given as dicts of their bounds (see :meth:`Emitter.getitem`)."""
     return t[tuple(slice(i["start"], i["stop"], i["step"]) if isinstance(i, dict) else i for i in index)]
@@ -353,7 +358,7 @@ class Emitter:
         call = f"{ctor}({self._format_args(ctor_args, ctor_kwargs)})"
         self.generated.init_lines.append(f"self.{attr} = {call}")
         with torch.device("meta"), initialisers_skipped():
-            module = eval(call, dict(self._namespace))  # noqa: S307 - code built from literals above
+            module = eval(call, self._namespace)  # noqa: S307 - code built from literals above
         self.generated.modules[attr] = module
         if self.node is not None:
             self.generated.module_origins[attr] = self.node.name
@@ -446,10 +451,16 @@ class Emitter:
         return size if isinstance(size, int) else None
 
     def _resolve(self, fn: str) -> Callable[..., Any]:
+        resolved = _LIBRARY_FUNCTIONS.get(fn)
+        if resolved is not None:
+            return resolved
         try:
-            return eval(fn, dict(self._namespace))  # noqa: S307 - fn is code written by op handlers
+            resolved = eval(fn, self._namespace)  # noqa: S307 - fn is code written by op handlers
         except Exception as exc:  # pragma: no cover - programming error in a handler
             raise self.error(f"cannot resolve {fn!r}: {exc}") from exc
+        if fn.split(".", 1)[0] in _LIBRARY_MODULES and fn.replace(".", "").replace("_", "").isalnum():
+            _LIBRARY_FUNCTIONS[fn] = resolved  # a library's function, not a generated helper: the same everywhere
+        return resolved
 
     def _emit(self, fn_code: str, target: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any],
               n_outputs: int, fold: bool, method: bool = False, infix: bool = False,

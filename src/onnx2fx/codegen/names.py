@@ -9,6 +9,7 @@ reaches generated code except through these functions or ``repr``.
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 import re
 
@@ -25,6 +26,7 @@ _RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins)) |
 }
 
 
+@functools.lru_cache(maxsize=65536)
 def sanitize(name: str, fallback: str = "v") -> str:
     """A readable identifier derived from ``name`` (not yet unique).
 
@@ -74,13 +76,18 @@ class NameScope:
 
     def __init__(self, taken: set[str] | None = None) -> None:
         self._taken: set[str] = set(taken or ())
+        # base -> the suffix its last numbered name took: names are never given back, so the
+        # search for a free one starts there (a name used a thousand times costs no more)
+        self._last_suffix: dict[str, int] = {}
 
     def fresh(self, name: str, fallback: str = "v") -> str:
         base = sanitize(name, fallback)
-        candidate, counter = base, 1
+        candidate, counter = base, self._last_suffix.get(base, 0) + 1
         while candidate in self._taken:
             candidate = f"{base}_{counter}"
             counter += 1
+        if candidate != base:
+            self._last_suffix[base] = counter - 1
         self._taken.add(candidate)
         return candidate
 
