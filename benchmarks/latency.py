@@ -9,16 +9,21 @@ callables and runs them on the model's seeded input (batch 1):
 - **eager**: ``OnnxToFxConverter(path).convert()``, the converted module as it runs by default;
 - **compiled**: ``torch.compile`` of that module (default inductor backend, which compiles C++ for
   the CPU with the system compiler); the first call, which compiles, is timed separately;
+- **frozen**: ``torch.compile`` of a second conversion with inductor's ``freezing`` on, its setting
+  for inference: weights become constants, folded and pre-packed for oneDNN's convolutions, which
+  then take the following activation as a fused post-op;
 - **onnxruntime**: an ``InferenceSession`` on the CPU provider with its default graph
-  optimizations.
+  optimizations (``ORT_ENABLE_ALL``); a second session at ``ORT_ENABLE_EXTENDED`` (the same fusions
+  without the layout level, which rewrites 2-D convolutions into MLAS's blocked NCHWc kernels)
+  shows how much of onnxruntime's lead that layout is.
 
 Everything runs single-threaded (``torch.set_num_threads(1)``, onnxruntime's intra- and inter-op
 thread pools of 1, inductor compiling in one worker), because the machine is shared: the four are
 called round-robin (the order rotating each round) so that load from elsewhere hits all alike,
 after warm-up calls that are not counted, until ``--runs`` rounds or ``--budget`` seconds, with at
-least three rounds. Medians are reported with the ratios eager / original and compiled /
+least three rounds. Medians are reported with the ratios eager / original and frozen /
 onnxruntime, and the goals: the converted model's eager latency within 5 % of the original's, and
-the compiled model at or below onnxruntime's. Usage::
+the compiled model (frozen) at or below onnxruntime's. Usage::
 
     python benchmarks/latency.py [--models mnist,resnet50] [--runs 20] [--budget 60] [--no-compile]
 
@@ -38,6 +43,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +59,44 @@ RESULTS = REPO / "benchmarks" / "results"
 DOC = REPO / "docs" / "benchmarks.md"
 SECTION = "latency"
 DEFAULT_MODELS = ("mnist", "resnet50", "convnext_tiny", "efficientvit", "yolov8n", "yolo11n", "x3d_m")
-VARIANTS = ("original", "eager", "compiled", "onnxruntime")
+VARIANTS = ("original", "eager", "compiled", "frozen", "onnxruntime", "onnxruntime_extended")
+COMPILED = ("compiled", "frozen")  # torch.compile with inductor's defaults, and with freezing on
 WARM_UP_CALLS = 3  # inductor's first call compiles; the next ones settle its caches
 MIN_ROUNDS = 3
 EAGER_TOLERANCE = 0.05  # goal: converted eager latency within 5 % of the original module's
 AGREEMENT_PERCENT = 1e-2  # outputs that differ by more than this (relative, %) are not the same model
 
-# Why a model misses a goal, from reading its generated model.py against the original module and
-# from the measurements above; rendered under the table so that the generated section says why.
-FINDINGS: dict[str, str] = {}
+# Why the figures are what they are, from reading each generated model.py against the original module
+# and from the checks named; rendered under the table (key: a model's name, "compiled" where the run
+# compiled, "*" always).
+FINDINGS: dict[str, str] = {
+    "*": "**Eager.** The generated `forward` of these models adds no work to the original's: no "
+         "`.contiguous()`, cast, `clone` or run-time shape arithmetic; its reshapes and permutes are the "
+         "model's own (MNIST's flatten, ConvNeXt's channels-last permutes around each LayerNorm, EfficientViT's "
+         "attention reshapes, the YOLO heads' reshapes); GELU, SiLU and HardSwish are one call each; BatchNorm "
+         "arrives folded into the convolutions by the exporters. That folding, and the absence of Dropout and "
+         "wrapper modules, is why the converted model is often faster than the original. Ratios near 1 move by "
+         "several per cent from run to run with the machine's load; **fastest** is the steadier figure. "
+         "torch.compile finds one graph without a graph break in every model (`torch._dynamo.explain`).",
+    "convnext_tiny": "**ConvNeXt-Tiny, MatMul + Add.** Its 36 pointwise layers run as `nn.Linear(bias=False)` then "
+                     "`+ bias`, because the `linear` idiom is opt-in (architecture.md says why: `F.linear` rounds "
+                     "differently, which moved RT-DETR's TopK). The separate Add is one elementwise pass after each "
+                     "matrix product and stays inside the 5 %; fusing with `idioms={*DEFAULT_IDIOMS, \"linear\"}` "
+                     "was no measurably faster in a round-robin check. On this zoo file the idiom also finds only 4 "
+                     "of the 36: the exporter deduplicated the identical (all-zero, random-initialised) biases "
+                     "behind `Identity` nodes, and the matcher takes a bias only as an initializer itself.",
+    "compiled": "**Compiled against onnxruntime.** Inductor on the CPU leaves the convolutions, most of these "
+                "models' time, to aten's oneDNN kernels in NCHW, with weights and activations reordered on every "
+                "call, and fuses only the elementwise work between them. onnxruntime's layout level rewrites the "
+                "chain of 2-D convolutions into MLAS's blocked NCHWc kernels with weights packed once at session "
+                "creation and activations and residual adds fused in; without that level (**ORT extended ms**) "
+                "onnxruntime is no faster than the compiled model. Neither inductor's freezing (`--freezing`: weights "
+                "folded in, convolutions pre-packed with fused activations) nor channels-last weights and inputs "
+                "made the compiled ResNet-50 or EfficientViT faster in round-robin checks. X3D-M's convolutions "
+                "are 3-D, which NCHWc does not cover, and there the compiled model is at or below onnxruntime; "
+                "MNIST runs in under a millisecond, where per-call overhead (guards, one aten dispatch per layer) "
+                "is a visible share.",
+}
 
 
 # ------------------------------------------------------------------------------------ child side
@@ -99,15 +134,12 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
 
 
-def _measure(name: str, path: Path, runs: int, budget: float, compile_model: bool,
-             freezing: bool = False) -> dict[str, Any]:
-    """The child's work for one model: build the four callables, check their outputs, time them."""
+def _measure(name: str, path: Path, runs: int, budget: float, compile_model: bool) -> dict[str, Any]:
+    """The child's work for one model: build the callables, check their outputs, time them."""
     os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     import onnxruntime as ort
     import torch
     import torch._inductor.config
-
-    torch._inductor.config.freezing = freezing
 
     from benchmarks.zoo.originals import build_original
     from benchmarks.zoo.registry import load_all
@@ -116,15 +148,20 @@ def _measure(name: str, path: Path, runs: int, budget: float, compile_model: boo
     torch.set_num_threads(1)
     inputs = load_all()[name].inputs(1)
     tensors = tuple(torch.from_numpy(value) for value in inputs.values())
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    reference = session.run(None, inputs)
+    sessions = {}
+    for variant, level in (("onnxruntime", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                           ("onnxruntime_extended", ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        options.graph_optimization_level = level
+        sessions[variant] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    reference = sessions["onnxruntime"].run(None, inputs)
 
     result: dict[str, Any] = {"name": name}
-    calls: dict[str, Callable[[], Any]] = {"onnxruntime": lambda: session.run(None, inputs)}
+    calls: dict[str, Callable[[], Any]] = {variant: partial(session.run, None, inputs)
+                                           for variant, session in sessions.items()}
     with torch.no_grad():
         try:
             original, _ = build_original(name)
@@ -135,16 +172,20 @@ def _measure(name: str, path: Path, runs: int, budget: float, compile_model: boo
         converted = OnnxToFxConverter(path).convert().eval()
         result["eager_rel_err_pct"] = _relative_error_percent(_flat_tensors(converted(*tensors)), reference)
         calls["eager"] = lambda: converted(*tensors)
-        if compile_model:
+        for variant in COMPILED if compile_model else ():
             try:
-                compiled = torch.compile(converted)
-                start = time.perf_counter()
-                output = compiled(*tensors)
-                result["compile_s"] = round(time.perf_counter() - start, 1)
-                result["compiled_rel_err_pct"] = _relative_error_percent(_flat_tensors(output), reference)
-                calls["compiled"] = lambda: compiled(*tensors)
+                # Each compiles its own conversion: freezing turns the module's weights into constants of
+                # the compiled graph. The setting is read when the first call compiles, hence the patch.
+                module = converted if variant == "compiled" else OnnxToFxConverter(path).convert().eval()
+                with torch._inductor.config.patch(freezing=variant == "frozen"):
+                    compiled = torch.compile(module)
+                    start = time.perf_counter()
+                    output = compiled(*tensors)
+                result[f"{variant}_compile_s"] = round(time.perf_counter() - start, 1)
+                result[f"{variant}_rel_err_pct"] = _relative_error_percent(_flat_tensors(output), reference)
+                calls[variant] = partial(compiled, *tensors)
             except Exception as exc:  # recorded: the table says why there is no compiled figure
-                result["compiled_error"] = _error_text(exc)
+                result[f"{variant}_error"] = _error_text(exc)
 
         order = [variant for variant in VARIANTS if variant in calls]
         for _ in range(WARM_UP_CALLS):
@@ -174,13 +215,15 @@ def judge(row: dict[str, Any]) -> dict[str, Any]:
     for suffix in ("ms", "min_ms"):  # medians judge the goals; the fastest calls show the unloaded ratio
         key = "" if suffix == "ms" else "_min"
         original, eager = row.get(f"original_{suffix}"), row.get(f"eager_{suffix}")
-        compiled, ort_ms = row.get(f"compiled_{suffix}"), row.get(f"onnxruntime_{suffix}")
+        ort_ms = row.get(f"onnxruntime_{suffix}")
         row[f"eager_over_original{key}"] = round(eager / original, 3) if eager and original else None
-        row[f"compiled_over_onnxruntime{key}"] = round(compiled / ort_ms, 3) if compiled and ort_ms else None
+        for variant in COMPILED:
+            compiled = row.get(f"{variant}_{suffix}")
+            row[f"{variant}_over_onnxruntime{key}"] = round(compiled / ort_ms, 3) if compiled and ort_ms else None
     row["eager_goal_holds"] = (None if row["eager_over_original"] is None
                                else row["eager_over_original"] <= 1 + EAGER_TOLERANCE)
-    row["compiled_goal_holds"] = (None if row["compiled_over_onnxruntime"] is None
-                                  else row["compiled_over_onnxruntime"] <= 1)
+    row["compiled_goal_holds"] = (None if row["frozen_over_onnxruntime"] is None
+                                  else row["frozen_over_onnxruntime"] <= 1)
     agreement = row.get("original_rel_err_pct")
     row["original_matches_onnx"] = None if agreement is None else agreement <= AGREEMENT_PERCENT
     return row
@@ -195,11 +238,9 @@ def _goal(value: bool | None) -> str:
 
 
 def render_section(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: int, budget: float,
-                   minutes: float, freezing: bool = False) -> str:
+                   minutes: float) -> str:
     """The ``latency`` section of docs/benchmarks.md, between its markers."""
     begin, end = markers(SECTION)
-    compile_text = "with inductor's freezing (weights folded in and pre-packed)" if freezing else \
-        "default inductor backend, C++ for the CPU"
     lines = [
         begin,
         "## Inference latency: original PyTorch model, converted (eager and compiled), onnxruntime",
@@ -209,37 +250,46 @@ def render_section(rows: list[dict[str, Any]], command: str, env: dict[str, str]
         "",
         "One process per model holds the module the ONNX file was exported from (**original**: rebuilt by the "
         "zoo's export code under the same seed, so with the file's weights), the converted module "
-        f"(`OnnxToFxConverter(path).convert()`, **eager**), `torch.compile` of it ({compile_text}; "
-        "**compile s** is its first call) and an onnxruntime session (CPU provider, default graph "
-        "optimizations). All run single-threaded (torch and onnxruntime intra- and inter-op), round-robin on "
-        f"the same seeded batch-1 input with the order rotating each round, after {WARM_UP_CALLS} uncounted "
-        f"warm-up calls each; medians of up to {runs} rounds, fewer (at least {MIN_ROUNDS}) where the rounds "
-        f"pass {budget:g} s. The goals are judged on the medians: **eager goal**, eager within "
-        f"{EAGER_TOLERANCE:.0%} of the original (faster counts as holding); **compiled goal**, compiled at or "
+        "(`OnnxToFxConverter(path).convert()`, **eager**), `torch.compile` of it with inductor's defaults "
+        "(**compiled**: C++ for the CPU) and with inductor's `freezing` on (**frozen**: weights become "
+        "constants, pre-packed for oneDNN's convolutions with the activation fused), and onnxruntime sessions "
+        "(CPU provider) at its default `ORT_ENABLE_ALL` and, as **ORT extended ms**, at `ORT_ENABLE_EXTENDED`: "
+        "the same fusions without the layout level that rewrites 2-D convolutions into MLAS's blocked NCHWc "
+        "kernels with pre-packed weights. All run single-threaded (torch, and onnxruntime's intra- and "
+        "inter-op pools), round-robin on the same seeded batch-1 input with the order rotating each round, "
+        f"after {WARM_UP_CALLS} uncounted warm-up calls each; medians of up to {runs} rounds, fewer (at least "
+        f"{MIN_ROUNDS}) where the rounds pass {budget:g} s. **compile s** is the first call of the compiled and "
+        "frozen modules. The goals are judged on the medians: **eager goal**, eager within "
+        f"{EAGER_TOLERANCE:.0%} of the original (faster counts as holding); **compiled goal**, frozen at or "
         "below onnxruntime. **fastest** is the same ratio of the fastest calls, which other work on the machine "
         "disturbs least; **load** is the 1-minute load average when the model's rounds ended (2 CPUs). **errors** "
-        "are the largest relative differences of the original, eager and compiled outputs from onnxruntime's, "
-        "in percent.",
+        "are the largest relative differences of the original, eager, compiled and frozen outputs from "
+        "onnxruntime's, in percent.",
         "",
-        "| model | original ms | eager ms | eager / original | fastest | eager goal | compiled ms | onnxruntime ms | "
-        "compiled / onnxruntime | fastest | compiled goal | compile s | rounds | load | errors % |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+        "| model | original ms | eager ms | eager / original | fastest | eager goal | compiled ms | frozen ms | "
+        "onnxruntime ms | compiled / onnxruntime | frozen / onnxruntime | fastest | compiled goal | "
+        "ORT extended ms | compile s | rounds | load | errors % |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         errors = " / ".join(_f(r.get(f"{variant}_rel_err_pct"), "{:.0e}") for variant in ("original", "eager",
-                                                                                         "compiled"))
+                                                                                         *COMPILED))
+        compile_s = " / ".join(_f(r.get(f"{variant}_compile_s"), "{:.0f}") for variant in COMPILED)
         lines.append(
             f"| {r['name']} | {_f(r.get('original_ms'))} | {_f(r.get('eager_ms'))} | "
             f"{_f(r.get('eager_over_original'))} | {_f(r.get('eager_over_original_min'))} | "
-            f"{_goal(r.get('eager_goal_holds'))} | {_f(r.get('compiled_ms'))} | {_f(r.get('onnxruntime_ms'))} | "
-            f"{_f(r.get('compiled_over_onnxruntime'))} | {_f(r.get('compiled_over_onnxruntime_min'))} | "
-            f"{_goal(r.get('compiled_goal_holds'))} | {_f(r.get('compile_s'), '{:.0f}')} | "
+            f"{_goal(r.get('eager_goal_holds'))} | {_f(r.get('compiled_ms'))} | {_f(r.get('frozen_ms'))} | "
+            f"{_f(r.get('onnxruntime_ms'))} | {_f(r.get('compiled_over_onnxruntime'))} | "
+            f"{_f(r.get('frozen_over_onnxruntime'))} | {_f(r.get('frozen_over_onnxruntime_min'))} | "
+            f"{_goal(r.get('compiled_goal_holds'))} | {_f(r.get('onnxruntime_extended_ms'))} | {compile_s} | "
             f"{r.get('rounds', '–')} | {_f(r.get('load_average'), '{:.1f}')} | {errors} |")
     errors = [f"- **{r['name']}**, {what}: {r[f'{what}_error']}" for r in rows
-              for what in ("original", "compiled", "run") if r.get(f"{what}_error")]
+              for what in ("original", *COMPILED, "run") if r.get(f"{what}_error")]
     if errors:
         lines += ["", "Errors, as raised:", "", *errors]
-    notes = [f"- {text}" for key, text in FINDINGS.items() if key == "*" or any(r["name"] == key for r in rows)]
+    notes = [f"- {text}" for key, text in FINDINGS.items()
+             if key == "*" or (key == "compiled" and any(r.get("frozen_ms") for r in rows))
+             or any(r["name"] == key for r in rows)]
     if notes:
         lines += ["", "Why the figures are what they are (from the generated `model.py` files, the original "
                   "modules and the checks named):", "", *notes]
@@ -255,13 +305,11 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=60,
                         help=f"seconds of timed rounds per model; a slow model stops after at least {MIN_ROUNDS}")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="leave out torch.compile")
-    parser.add_argument("--freezing", action="store_true",
-                        help="compile with inductor's freezing (weights folded in as constants and pre-packed)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per model's process")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        emit(_measure(args.child[0], Path(args.child[1]), args.runs, args.budget, args.compile, args.freezing))
+        emit(_measure(args.child[0], Path(args.child[1]), args.runs, args.budget, args.compile))
         return
 
     try:
@@ -280,13 +328,13 @@ def main() -> None:
                 rows.append({"name": name, "run_error": f"export failed: {exported['error']}"})
                 continue
         child = ["benchmarks.latency", "--child", name, str(path), "--runs", str(args.runs),
-                 "--budget", str(args.budget)] + ([] if args.compile else ["--no-compile"]) \
-            + (["--freezing"] if args.freezing else [])
+                 "--budget", str(args.budget)] + ([] if args.compile else ["--no-compile"])
         measured = run_child(child, args.timeout, threads=1)
         row = judge({"name": name, "run_error": measured["error"]} if "error" in measured else measured)
         rows.append(row)
         print(f"    original {row.get('original_ms')} ms, eager {row.get('eager_ms')} ms, compiled "
-              f"{row.get('compiled_ms')} ms, onnxruntime {row.get('onnxruntime_ms')} ms", flush=True)
+              f"{row.get('compiled_ms')} ms, frozen {row.get('frozen_ms')} ms, onnxruntime "
+              f"{row.get('onnxruntime_ms')} ms", flush=True)
     minutes = (time.perf_counter() - started) / 60
 
     from benchmarks.zoo_parity import environment
@@ -295,12 +343,10 @@ def main() -> None:
     command = f"python benchmarks/latency.py --runs {args.runs} --budget {args.budget:g}"
     if not args.compile:
         command += " --no-compile"
-    if args.freezing:
-        command += " --freezing"
     if tuple(names) != DEFAULT_MODELS:
         command += f" --models {','.join(names)}"
     document = {"command": command, "environment": env, "minutes": round(minutes, 1), "models": rows}
-    section = render_section(rows, command, env, args.runs, args.budget, minutes, args.freezing)
+    section = render_section(rows, command, env, args.runs, args.budget, minutes)
     RESULTS.mkdir(exist_ok=True)
     if tuple(names) != DEFAULT_MODELS:
         (RESULTS / "latency_subset.json").write_text(json.dumps(document, indent=2) + "\n")
