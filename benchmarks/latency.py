@@ -80,23 +80,43 @@ FINDINGS: dict[str, str] = {
          "torch.compile finds one graph without a graph break in every model (`torch._dynamo.explain`).",
     "convnext_tiny": "**ConvNeXt-Tiny, MatMul + Add.** Its 36 pointwise layers run as `nn.Linear(bias=False)` then "
                      "`+ bias`, because the `linear` idiom is opt-in (architecture.md says why: `F.linear` rounds "
-                     "differently, which moved RT-DETR's TopK). The separate Add is one elementwise pass after each "
-                     "matrix product and stays inside the 5 %; fusing with `idioms={*DEFAULT_IDIOMS, \"linear\"}` "
-                     "was no measurably faster in a round-robin check. On this zoo file the idiom also finds only 4 "
+                     "differently, which moved RT-DETR's TopK). That is no extra work: the original's `addmm` "
+                     "makes the same elementwise pass the other way round, copying the bias into the output before "
+                     "the product. In torch.profiler over three calls the matrix products take the same time "
+                     "(`mm` 460 ms, `addmm` 463 ms) and so do the bias passes (the converted module's extra `add` "
+                     "27 ms, the original's `copy_` 27 ms); fusing with `idioms={*DEFAULT_IDIOMS, \"linear\"}` was "
+                     "no measurably faster in a round-robin check. On this zoo file the idiom finds only 4 "
                      "of the 36: the exporter deduplicated the identical (all-zero, random-initialised) biases "
                      "behind `Identity` nodes, and the matcher takes a bias only as an initializer itself.",
-    "compiled": "**Compiled against onnxruntime.** Inductor on the CPU leaves the convolutions, most of these "
-                "models' time, to aten's oneDNN kernels in NCHW, with weights and activations reordered on every "
-                "call, and fuses only the elementwise work between them. onnxruntime's layout level rewrites the "
-                "chain of 2-D convolutions into MLAS's blocked NCHWc kernels with weights packed once at session "
-                "creation and activations and residual adds fused in; without that level (**ORT extended ms**) "
-                "onnxruntime is no faster than the compiled model. Neither inductor's freezing (`--freezing`: weights "
-                "folded in, convolutions pre-packed with fused activations) nor channels-last weights and inputs "
-                "made the compiled ResNet-50 or EfficientViT faster in round-robin checks. X3D-M's convolutions "
-                "are 3-D, which NCHWc does not cover, and there the compiled model is at or below onnxruntime; "
-                "MNIST runs in under a millisecond, where per-call overhead (guards, one aten dispatch per layer) "
-                "is a visible share.",
 }
+
+
+def _names(rows: list[dict[str, Any]], holds: Callable[[dict[str, Any]], bool]) -> str:
+    return ", ".join(r["name"] for r in rows if holds(r)) or "none"
+
+
+def _compiled_note(rows: list[dict[str, Any]]) -> str:
+    """Why the compiled model is where it is against onnxruntime: the mechanisms, and which rows show them."""
+    def best(r: dict[str, Any]) -> float | None:
+        times = [r[f"{variant}_ms"] for variant in COMPILED if r.get(f"{variant}_ms")]
+        return min(times) if times else None
+
+    frozen_helps = _names(rows, lambda r: bool(r.get("frozen_ms") and r.get("compiled_ms")
+                                               and r["frozen_ms"] < 0.9 * r["compiled_ms"]))
+    layout_lead = _names(rows, lambda r: bool(best(r) and r.get("onnxruntime_extended_ms")
+                                              and r["onnxruntime_extended_ms"] >= best(r) > r["onnxruntime_ms"]))
+    return (
+        "**Compiled against onnxruntime.** With inductor's defaults the convolutions, most of these models' time, "
+        "stay aten's oneDNN calls in NCHW with the weights reordered on every call, and only the elementwise work "
+        "between them is fused. Freezing pre-packs the weights once and fuses the activation into the "
+        f"convolution; it is more than 10 % faster than the defaults for: {frozen_helps}. onnxruntime's lead "
+        "comes from its layout level (MLAS's blocked NCHWc kernels for the 2-D convolutions, with activations "
+        "and residual adds fused in): onnxruntime is ahead of the better compiled module with that level and no "
+        f"faster than it without (ORT extended) for: {layout_lead}. inductor has no such layout pass for CPU "
+        "convolutions; channels-last weights and inputs were no faster than NCHW (both frozen) in a check on "
+        "ResNet-50. X3D-M's "
+        "convolutions are 3-D, which NCHWc does not cover. MNIST takes half a millisecond, where fixed per-call "
+        "costs weigh most; freezing's pre-packed path is slower than the defaults there.")
 
 
 # ------------------------------------------------------------------------------------ child side
@@ -222,8 +242,13 @@ def judge(row: dict[str, Any]) -> dict[str, Any]:
             row[f"{variant}_over_onnxruntime{key}"] = round(compiled / ort_ms, 3) if compiled and ort_ms else None
     row["eager_goal_holds"] = (None if row["eager_over_original"] is None
                                else row["eager_over_original"] <= 1 + EAGER_TOLERANCE)
-    row["compiled_goal_holds"] = (None if row["frozen_over_onnxruntime"] is None
-                                  else row["frozen_over_onnxruntime"] <= 1)
+    # A user compiles with whichever inductor setting is faster for the model, so the goal takes the better one.
+    for key in ("", "_min"):
+        ratios = [row[f"{variant}_over_onnxruntime{key}"] for variant in COMPILED
+                  if row.get(f"{variant}_over_onnxruntime{key}") is not None]
+        row[f"best_compiled_over_onnxruntime{key}"] = min(ratios) if ratios else None
+    row["compiled_goal_holds"] = (None if row["best_compiled_over_onnxruntime"] is None
+                                  else row["best_compiled_over_onnxruntime"] <= 1)
     agreement = row.get("original_rel_err_pct")
     row["original_matches_onnx"] = None if agreement is None else agreement <= AGREEMENT_PERCENT
     return row
@@ -260,11 +285,12 @@ def render_section(rows: list[dict[str, Any]], command: str, env: dict[str, str]
         f"after {WARM_UP_CALLS} uncounted warm-up calls each; medians of up to {runs} rounds, fewer (at least "
         f"{MIN_ROUNDS}) where the rounds pass {budget:g} s. **compile s** is the first call of the compiled and "
         "frozen modules. The goals are judged on the medians: **eager goal**, eager within "
-        f"{EAGER_TOLERANCE:.0%} of the original (faster counts as holding); **compiled goal**, frozen at or "
-        "below onnxruntime. **fastest** is the same ratio of the fastest calls, which other work on the machine "
-        "disturbs least; **load** is the 1-minute load average when the model's rounds ended (2 CPUs). **errors** "
-        "are the largest relative differences of the original, eager, compiled and frozen outputs from "
-        "onnxruntime's, in percent.",
+        f"{EAGER_TOLERANCE:.0%} of the original (faster counts as holding); **compiled goal**, the faster of "
+        "compiled and frozen at or below onnxruntime. **fastest** is the ratio of the fastest calls (for the "
+        "compiled goal, of the faster compiled module), which other work on the machine disturbs least; "
+        "**load** is the 1-minute load average when the model's rounds ended (2 CPUs). **errors** are the "
+        "largest relative differences of the original, eager, compiled and frozen outputs from onnxruntime's, "
+        "in percent.",
         "",
         "| model | original ms | eager ms | eager / original | fastest | eager goal | compiled ms | frozen ms | "
         "onnxruntime ms | compiled / onnxruntime | frozen / onnxruntime | fastest | compiled goal | "
@@ -280,16 +306,16 @@ def render_section(rows: list[dict[str, Any]], command: str, env: dict[str, str]
             f"{_f(r.get('eager_over_original'))} | {_f(r.get('eager_over_original_min'))} | "
             f"{_goal(r.get('eager_goal_holds'))} | {_f(r.get('compiled_ms'))} | {_f(r.get('frozen_ms'))} | "
             f"{_f(r.get('onnxruntime_ms'))} | {_f(r.get('compiled_over_onnxruntime'))} | "
-            f"{_f(r.get('frozen_over_onnxruntime'))} | {_f(r.get('frozen_over_onnxruntime_min'))} | "
+            f"{_f(r.get('frozen_over_onnxruntime'))} | {_f(r.get('best_compiled_over_onnxruntime_min'))} | "
             f"{_goal(r.get('compiled_goal_holds'))} | {_f(r.get('onnxruntime_extended_ms'))} | {compile_s} | "
             f"{r.get('rounds', '–')} | {_f(r.get('load_average'), '{:.1f}')} | {errors} |")
     errors = [f"- **{r['name']}**, {what}: {r[f'{what}_error']}" for r in rows
               for what in ("original", *COMPILED, "run") if r.get(f"{what}_error")]
     if errors:
         lines += ["", "Errors, as raised:", "", *errors]
-    notes = [f"- {text}" for key, text in FINDINGS.items()
-             if key == "*" or (key == "compiled" and any(r.get("frozen_ms") for r in rows))
-             or any(r["name"] == key for r in rows)]
+    notes = [f"- {text}" for key, text in FINDINGS.items() if key == "*" or any(r["name"] == key for r in rows)]
+    if any(r.get("compiled_goal_holds") is not None for r in rows):
+        notes.append(f"- {_compiled_note(rows)}")
     if notes:
         lines += ["", "Why the figures are what they are (from the generated `model.py` files, the original "
                   "modules and the checks named):", "", *notes]
@@ -306,10 +332,20 @@ def main() -> None:
                         help=f"seconds of timed rounds per model; a slow model stops after at least {MIN_ROUNDS}")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="leave out torch.compile")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per model's process")
+    parser.add_argument("--render", action="store_true",
+                        help="measure nothing: rewrite the section of docs/benchmarks.md from "
+                        "benchmarks/results/latency.json (after a change to the text or the goals)")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         emit(_measure(args.child[0], Path(args.child[1]), args.runs, args.budget, args.compile))
+        return
+    if args.render:
+        stored = json.loads((RESULTS / "latency.json").read_text())
+        rows = [judge(row) for row in stored["models"]]
+        write_section(DOC, SECTION, render_section(rows, stored["command"], stored["environment"], stored["runs"],
+                                                   stored["budget"], stored["minutes"]))
+        print(f"rewrote the {SECTION} section of {DOC.relative_to(REPO)} from benchmarks/results/latency.json")
         return
 
     try:
@@ -345,7 +381,8 @@ def main() -> None:
         command += " --no-compile"
     if tuple(names) != DEFAULT_MODELS:
         command += f" --models {','.join(names)}"
-    document = {"command": command, "environment": env, "minutes": round(minutes, 1), "models": rows}
+    document = {"command": command, "environment": env, "minutes": round(minutes, 1), "runs": args.runs,
+                "budget": args.budget, "models": rows}
     section = render_section(rows, command, env, args.runs, args.budget, minutes)
     RESULTS.mkdir(exist_ok=True)
     if tuple(names) != DEFAULT_MODELS:
