@@ -23,10 +23,11 @@ from benchmarks.zoo.registry import load_all, seed_everything
 class _ExportReached(Exception):
     """Raised in place of the export, carrying the module and the example arguments."""
 
-    def __init__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        super().__init__("torch.onnx.export reached")
+    def __init__(self, module: torch.nn.Module, example_args: tuple[Any, ...]) -> None:
+        # The message is what a library's own logging prints when it reports the stopped export.
+        super().__init__("stopped at torch.onnx.export: benchmarks.zoo.originals keeps the module, writes no file")
         self.module = module
-        self.args = args
+        self.example_args = example_args
 
 
 def build_original(name: str) -> tuple[torch.nn.Module, tuple[Any, ...]]:
@@ -46,7 +47,7 @@ def build_original(name: str) -> tuple[torch.nn.Module, tuple[Any, ...]]:
         with tempfile.TemporaryDirectory() as scratch:
             model.export(Path(scratch) / f"{name}.onnx", False)
     except _ExportReached as reached:
-        return reached.module.eval(), reached.args
+        return reached.module.eval(), reached.example_args
     finally:
         torch.onnx.export = real_export
     raise RuntimeError(f"the export of {name} did not call torch.onnx.export")
