@@ -150,6 +150,24 @@ def _relative_error_percent(got: list[Any], reference: list[Any]) -> float:
     return worst
 
 
+def _in_place_of_examples(example_args: tuple[Any, ...], tensors: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The export's example arguments with their tensors replaced, in order, by the seeded inputs.
+
+    The ONNX inputs are the export's tensors flattened, so this keeps whatever structure the module
+    takes (torchvision's detection models take a list of images, exported as one image input).
+    """
+    import torch
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+
+    leaves, spec = tree_flatten(example_args)
+    slots = [index for index, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+    if len(slots) != len(tensors):
+        raise ValueError(f"the export took {len(slots)} tensors, the ONNX file has {len(tensors)} inputs")
+    for index, tensor in zip(slots, tensors):
+        leaves[index] = tensor
+    return tuple(tree_unflatten(leaves, spec))
+
+
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:400]
 
@@ -184,9 +202,11 @@ def _measure(name: str, path: Path, runs: int, budget: float, compile_model: boo
                                            for variant, session in sessions.items()}
     with torch.no_grad():
         try:
-            original, _ = build_original(name)
-            result["original_rel_err_pct"] = _relative_error_percent(_flat_tensors(original(*tensors)), reference)
-            calls["original"] = lambda: original(*tensors)
+            original, example_args = build_original(name)
+            original_args = _in_place_of_examples(example_args, tensors)
+            result["original_rel_err_pct"] = _relative_error_percent(_flat_tensors(original(*original_args)),
+                                                                     reference)
+            calls["original"] = lambda: original(*original_args)
         except Exception as exc:  # a library that cannot rebuild its model leaves the other three
             result["original_error"] = _error_text(exc)
         converted = OnnxToFxConverter(path).convert().eval()
