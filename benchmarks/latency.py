@@ -1,6 +1,6 @@
 """Inference latency of the converted model against the original PyTorch module and onnxruntime.
 
-For each zoo model (``benchmarks/zoo``; exported first if missing), one process holds four
+For each zoo model (``benchmarks/zoo``; exported first if missing), one process holds six
 callables and runs them on the model's seeded input (batch 1):
 
 - **original**: the PyTorch module the ONNX file was exported from, rebuilt by the zoo's own export
@@ -18,14 +18,15 @@ callables and runs them on the model's seeded input (batch 1):
   shows how much of onnxruntime's lead that layout is.
 
 Everything runs single-threaded (``torch.set_num_threads(1)``, onnxruntime's intra- and inter-op
-thread pools of 1, inductor compiling in one worker), because the machine is shared: the four are
+thread pools of 1, inductor compiling in one worker), because the machine is shared: all six are
 called round-robin (the order rotating each round) so that load from elsewhere hits all alike,
 after warm-up calls that are not counted, until ``--runs`` rounds or ``--budget`` seconds, with at
-least three rounds. Medians are reported with the ratios eager / original and frozen /
-onnxruntime, and the goals: the converted model's eager latency within 5 % of the original's, and
-the compiled model (frozen) at or below onnxruntime's. Usage::
+least three rounds. Medians (and the fastest calls) are reported with the ratios eager / original
+and compiled / onnxruntime, and the goals: the converted model's eager latency within 5 % of the
+original's, and the faster of compiled and frozen at or below onnxruntime's. Usage::
 
     python benchmarks/latency.py [--models mnist,resnet50] [--runs 20] [--budget 60] [--no-compile]
+    python benchmarks/latency.py --render    # rewrite the section from the stored JSON, measuring nothing
 
 The default models are the small and medium ones (``DEFAULT_MODELS``); ``--models`` names others.
 A run over the defaults writes ``benchmarks/results/latency.json`` and its section of
