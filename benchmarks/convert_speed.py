@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.doc_sections import kept_sections  # noqa: E402
 from benchmarks.zoo.measure import PeakMemory, emit, run_child  # noqa: E402
 from benchmarks.zoo.registry import load_all, select_models  # noqa: E402
 from benchmarks.zoo_parity import environment, onnx_facts, warm_up_converter  # noqa: E402
@@ -51,6 +52,7 @@ TOOLS = ("onnx2fx", "onnx2torch")
 MIN_LATENCY_RUNS = 3
 NODE_ALLOWANCE_S = 1e-4  # goal: conversion <= 2 x weight-read floor + 0.1 ms per node
 SPEEDUP_GOAL = 5  # goal: at least 5x faster than onnx2torch where it converts
+KEPT_SECTIONS = ("latency",)  # generated sections of docs/benchmarks.md that other scripts own
 
 
 # ------------------------------------------------------------------------------------ child side
@@ -402,7 +404,7 @@ def main() -> None:
         print(text)
         return
     (RESULTS / "convert_speed.json").write_text(json.dumps(document, indent=2) + "\n")
-    DOC.write_text(text)
+    DOC.write_text(text + kept_sections(DOC, KEPT_SECTIONS))  # the sections other scripts write stay
     print(f"wrote {DOC.relative_to(REPO)} and benchmarks/results/convert_speed.json")
 
 
