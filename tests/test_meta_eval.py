@@ -115,3 +115,38 @@ def test_the_collector_is_paused_and_restored() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class _CnnAndEncoder(torch.nn.Module):
+    """Convolutions, normalisation, pooling, slicing, concatenation, resizing and a transformer
+    encoder layer: the ops whose static sizes now come from meta tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.BatchNorm2d(8),
+                                        torch.nn.Hardswish(), torch.nn.MaxPool2d(2, ceil_mode=True))
+        self.proj = torch.nn.Conv2d(16, 32, 1)
+        self.encoder = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+        self.head = torch.nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.stem(x)
+        y = torch.cat([y, F.interpolate(y[:, :, ::2, 1:], size=y.shape[2:], mode="bilinear")], 1)
+        tokens = self.proj(y).flatten(2).transpose(1, 2)
+        return self.head(self.encoder(tokens)[:, 0]).softmax(-1)
+
+
+def test_meta_evaluation_generates_the_code_fake_tensors_generate(tmp_path, monkeypatch) -> None:
+    from onnx2fx import OnnxToFxConverter
+
+    path = tmp_path / "model.onnx"
+    torch.onnx.export(_CnnAndEncoder().eval(), (torch.randn(2, 3, 29, 37),), str(path), dynamo=False,
+                      opset_version=17)
+    fake_eval._META_RESULTS.clear()
+    with_meta = OnnxToFxConverter(path)
+    with_meta.convert()
+    assert len(fake_eval._META_RESULTS) >= 20  # the static path was taken
+    monkeypatch.setattr(fake_eval, "META_EVALUATION", False)
+    fakes_only = OnnxToFxConverter(path)
+    fakes_only.convert()
+    assert with_meta.source_code == fakes_only.source_code
