@@ -57,6 +57,8 @@ def _builtin_as_shape_tensor(values: list) -> torch.Tensor:
 # Code such as "torch.relu" or "F.pad" -> the function it names (resolved once per process).
 _LIBRARY_FUNCTIONS: dict[str, Callable[..., Any]] = {}
 _LIBRARY_MODULES = frozenset({"torch", "nn", "F", "math"})
+# "nn.Conv2d(64, 64, ...)" -> that layer on the meta device, shared by every layer declared so.
+_LIBRARY_LAYERS: dict[str, nn.Module] = {}
 
 
 def _subscript(t: torch.Tensor, index: list[Any]) -> torch.Tensor:
@@ -352,13 +354,21 @@ class Emitter:
         """Declare ``self.<name> = <ctor>(...)`` in ``__init__`` and return the attribute name.
 
         The module is built on the meta device so that no memory is spent on its random
-        initial weights; its parameters are then bound with :meth:`bind_parameter`.
+        initial weights; its parameters are then bound with :meth:`bind_parameter`. It only lends
+        its parameters' shapes and its meta runs, so layers declared alike share one (a network
+        repeats a few layer configurations hundreds of times).
         """
         attr = self.attrs.fresh(self._layer_name(hint), "layer")
         call = f"{ctor}({self._format_args(ctor_args, ctor_kwargs)})"
         self.generated.init_lines.append(f"self.{attr} = {call}")
-        with torch.device("meta"), initialisers_skipped():
-            module = eval(call, self._namespace)  # noqa: S307 - code built from literals above
+        module = _LIBRARY_LAYERS.get(call)
+        if module is None:
+            with torch.device("meta"), initialisers_skipped():
+                module = eval(call, self._namespace)  # noqa: S307 - code built from literals above
+            if ctor.startswith("nn.") and type(module).__module__.startswith("torch.nn.modules."):
+                if len(_LIBRARY_LAYERS) >= 4096:
+                    _LIBRARY_LAYERS.clear()
+                _LIBRARY_LAYERS[call] = module
         self.generated.modules[attr] = module
         if self.node is not None:
             self.generated.module_origins[attr] = self.node.name
