@@ -172,43 +172,43 @@ class InputMoments:
     :data:`MAX_PATCHES` patches per batch); above that it
     is approximated by ``diag(var) + mean mean^T`` from per-input-channel statistics, which still
     sees the error's mean, the part a ReLU input (all positive) turns into an output offset.
+
+    A grouped convolution (a depthwise one: one input channel per group) keeps one matrix per
+    group: an output channel only sees its group's input channels, so its weight row is scored on
+    that group's patch. Depthwise layers need this most: a row is a single ``k x k`` kernel whose
+    taps all see neighbouring pixels of one channel, which move together, so the *sum* of the
+    kernel's rounding errors reaches the output, and the squared weight error does not see that.
     """
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
         self.count = 0
-        self.matrix: torch.Tensor | None = None  # sum of x x^T (full) ...
+        self.matrix: torch.Tensor | None = None  # sum of x x^T per group (groups, D, D) ...
         self.sums: torch.Tensor | None = None  # ... or sums of x and x^2 per input channel
         self.squares: torch.Tensor | None = None
         self.per_channel = 1  # patch values per input channel (the kernel size of a convolution)
+        self.groups = int(getattr(module, "groups", 1))
 
     @staticmethod
     def supports(module: nn.Module) -> bool:
-        return (isinstance(module, nn.Linear)
-                or (isinstance(module, nn.Conv2d) and module.groups == 1 and isinstance(module.padding, tuple)))
+        return isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and isinstance(module.padding, tuple))
 
     def observe(self, x: torch.Tensor) -> None:
         x = x.detach().float()
         m = self.module
+        groups = self.groups
         if isinstance(m, nn.Linear):
             patches = x.reshape(-1, x.shape[-1])
             channels, per_channel = patches, 1
+            if channels.shape[1] <= FULL_MOMENTS:
+                self._add_gram(patches.unsqueeze(0))
+                return
         else:
             channels = x.movedim(1, -1).reshape(-1, x.shape[1])
             per_channel = int(np.prod(m.kernel_size))
-            patches = None
-            if x.shape[1] * per_channel <= FULL_MOMENTS:
-                cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, D, L)
-                patches = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-        width = channels.shape[1] * per_channel
-        if width <= FULL_MOMENTS and (patches is not None or isinstance(m, nn.Linear)):
-            assert patches is not None
-            if patches.shape[0] > MAX_PATCHES:
-                patches = patches[::-(-patches.shape[0] // MAX_PATCHES)]
-            gram = patches.T.double() @ patches.double()
-            self.matrix = gram if self.matrix is None else self.matrix + gram
-            self.count += patches.shape[0]
-            return
+            if x.shape[1] // groups * per_channel <= FULL_MOMENTS:
+                self._add_gram(self._group_patches(x))
+                return
         s = channels.double().sum(dim=0)
         q = channels.double().square().sum(dim=0)
         self.sums = s if self.sums is None else self.sums + s
@@ -216,23 +216,51 @@ class InputMoments:
         self.count += channels.shape[0]
         self.per_channel = per_channel
 
+    def _group_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution's input patches, ``(groups, patches, group width)``: at most
+        :data:`MAX_PATCHES` of the batch's patches, evenly strided, gathered tap by tap from the
+        padded input (only the kept patches are built: unfolding the whole batch first would cost
+        ``k x k`` times the input, most of it thrown away)."""
+        m = self.module
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = m.kernel_size, m.stride, m.dilation, m.padding
+        n, c, h, w = x.shape
+        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        total = n * out_h * out_w
+        index = torch.arange(0, total, -(-total // MAX_PATCHES) if total > MAX_PATCHES else 1)
+        image, place = index // (out_h * out_w), index % (out_h * out_w)
+        rows, cols = (place // out_w) * sh, (place % out_w) * sw
+        padded = F.pad(x, (pw, pw, ph, ph))
+        taps = [padded[image, :, rows + i * dh, cols + j * dw] for i in range(kh) for j in range(kw)]
+        patches = torch.stack(taps, dim=-1)  # (P, C, kh * kw): unfold's (channel, row, column) order
+        return patches.reshape(index.numel(), self.groups, -1).transpose(0, 1)
+
+    def _add_gram(self, patches: torch.Tensor) -> None:
+        """Add ``sum x x^T`` of ``patches`` ``(groups, patches, D)`` (strided to :data:`MAX_PATCHES`)."""
+        if patches.shape[1] > MAX_PATCHES:
+            patches = patches[:, ::-(-patches.shape[1] // MAX_PATCHES)]
+        patches = patches.double()
+        gram = patches.transpose(1, 2) @ patches
+        self.matrix = gram if self.matrix is None else self.matrix + gram
+        self.count += patches.shape[1]
+
     def fits(self, rows: torch.Tensor) -> bool:
         """Whether these statistics describe ``rows`` (output channels x input patch)."""
-        if self.count == 0:
+        if self.count == 0 or rows.shape[0] % self.groups:
             return False
         if self.matrix is not None:
-            return rows.shape[1] == self.matrix.shape[0]
-        return self.sums is not None and rows.shape[1] == self.sums.numel() * self.per_channel
+            return rows.shape[1] == self.matrix.shape[-1]
+        return self.sums is not None and rows.shape[1] * self.groups == self.sums.numel() * self.per_channel
 
     def output_errors(self, diff: torch.Tensor) -> torch.Tensor:
-        """``e^T E[x x^T] e`` for every row ``e`` of ``diff`` (float64)."""
-        e = diff.double()
+        """``e^T E[x x^T] e`` for every row ``e`` of ``diff`` (float64), each row on its group's moments."""
+        e = diff.double().reshape(self.groups, -1, diff.shape[1])  # (groups, rows per group, D)
         if self.matrix is not None:
-            return ((e @ (self.matrix / self.count)) * e).sum(dim=1)
+            return ((e @ (self.matrix / self.count)) * e).sum(dim=2).reshape(-1)
         assert self.sums is not None and self.squares is not None
-        mean = (self.sums / self.count).repeat_interleave(self.per_channel)
-        var = (self.squares / self.count).repeat_interleave(self.per_channel) - mean.square()
-        return e.square() @ var.clamp(min=0) + (e @ mean).square()
+        mean = (self.sums / self.count).repeat_interleave(self.per_channel).reshape(self.groups, 1, -1)
+        var = (self.squares / self.count).repeat_interleave(self.per_channel).reshape(self.groups, 1, -1) \
+            - mean.square()
+        return ((e.square() * var.clamp(min=0)).sum(dim=2) + (e * mean).sum(dim=2).square()).reshape(-1)
 
 
 class LayerInputs:
