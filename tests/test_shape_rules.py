@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import sympy
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
@@ -50,9 +51,10 @@ class Sizes:
             return size
         return int(size.node.expr.xreplace({self.symbols[k]: v for k, v in point.items()}))
 
-    def assert_same(self, ruled: torch.Tensor, real: torch.Tensor) -> None:
+    def assert_same(self, ruled: torch.Tensor, real: torch.Tensor,
+                    points: tuple[dict[str, int], ...] = POINTS) -> None:
         assert (ruled.dtype, ruled.dim()) == (real.dtype, real.dim())
-        for point in POINTS:
+        for point in points:
             assert [self.at(s, point) for s in ruled.shape] == [self.at(s, point) for s in real.shape], point
         assert self.env.replacements == {}, "torch fixed a size where the rule answered"
 
@@ -62,14 +64,15 @@ def s() -> Sizes:
     return Sizes()
 
 
-def _check_function(s: Sizes, target: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+def _check_function(s: Sizes, target: Callable[..., Any], *args: Any,
+                    points: tuple[dict[str, int], ...] = POINTS, **kwargs: Any) -> None:
     ruled = result_by_rule(s.mode, target, args, kwargs)
     assert ruled is not None, "the rule declined"
     with s.mode:
         real = target(*args, **kwargs)
     for r, t in zip(ruled if isinstance(ruled, tuple) else (ruled,), real if isinstance(real, tuple) else (real,),
                     strict=True):
-        s.assert_same(r, t)
+        s.assert_same(r, t, points)
 
 
 # ------------------------------------------------------------------------------ elementwise
@@ -81,6 +84,17 @@ def test_same_sizes_and_broadcast_ones(s: Sizes, op: Callable[..., Any]) -> None
     _check_function(s, op, s.tensor(s.n, 1, s.h, 1), s.tensor(1, 8, 1, s.w))
     _check_function(s, op, x, 2.0)
     _check_function(s, op, 3, x)
+
+
+@pytest.mark.parametrize(("function", "args"), [
+    (F.leaky_relu, (0.2,)), (torch.clamp, (0.0, 6.0)), (F.hardtanh, (-1.0, 1.0)), (F.gelu, ()),
+    (F.elu, ()), (torch.pow, (2.0,))])
+def test_activations_with_number_arguments_keep_the_sizes(s: Sizes, function: Callable[..., Any],
+                                                           args: tuple[Any, ...]) -> None:
+    x = s.tensor(s.n, 8, s.h, s.w).permute(0, 2, 3, 1)
+    _check_function(s, function, x, *args)
+    assert result_by_rule(s.mode, function, (x, *args), {"inplace": True}) is None
+    assert result_by_rule(s.mode, function, (s.tensor(s.n, s.h, dtype=torch.int64), *args), {}) is None
 
 
 def test_integer_and_bitwise_operators_keep_the_dtype(s: Sizes) -> None:
@@ -121,11 +135,16 @@ def test_reshape_splits_and_merges_written_factors(s: Sizes) -> None:
     _check_function(s, torch.Tensor.reshape, s.tensor(s.n, 6, s.t), [-1, 2, s.t])
     _check_function(s, torch.Tensor.reshape, s.tensor(s.n, s.t, 4, 16), s.n, s.t, 64)
     _check_function(s, torch.Tensor.reshape, s.tensor(s.n, s.h, 8), [s.n * s.h, 8])
+    # pixel unshuffle: -1 is h // 2, h * w // 4, at every size the reshape takes (h a multiple of 4)
+    even = ({"n": 2, "h": 64, "w": 64, "t": 64}, {"n": 3, "h": 100, "w": 131, "t": 17},
+            {"n": 5, "h": 36, "w": 255, "t": 100})
+    _check_function(s, torch.Tensor.reshape, s.tensor(3 * s.n * s.h * s.w), [s.n, 3, -1, 2, s.w], points=even)
+    _check_function(s, torch.Tensor.reshape, s.tensor(s.n, 3, s.h, s.w), [s.n, 12, -1], points=even)
 
 
 def test_reshape_declines_what_it_cannot_see(s: Sizes) -> None:
     x = s.tensor(s.n, s.h)
-    assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.h * 2, -1]), {}) is None  # n / 2
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.h * 3, -1]), {}) is None  # n / 3: not at the hint
     assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.n * s.w]), {}) is None  # w is no input factor
     assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.w, -1]), {}) is None
     assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [-1, -1]), {}) is None
@@ -135,7 +154,9 @@ def test_exact_quotient_of_sizes(s: Sizes) -> None:
     quotient = exact_quotient([s.n, 64, s.h, s.w], [s.n, 16])
     assert quotient is not None
     assert [s.at(quotient, p) for p in POINTS] == [4 * p["h"] * p["w"] for p in POINTS]
-    assert exact_quotient([s.n, 6], [4]) is None
+    half = exact_quotient([s.n, 6], [4])  # what a reshape's -1 is for every n it takes (an even one)
+    assert half is not None and [s.at(half, p) for p in POINTS] == [3 * p["n"] // 2 for p in POINTS]
+    assert exact_quotient([s.n, 6], [5]) is None  # not even at the hint
     assert exact_quotient([s.n, 6], [s.h]) is None
 
 

@@ -20,6 +20,7 @@ The results are contiguous fake tensors (strides are not modelled; later calls o
 
 from __future__ import annotations
 
+import math
 import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from typing import Any
 
 import sympy
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._sympy.functions import FloorDiv, Mod, PythonMod
@@ -105,8 +107,10 @@ def _factors(size: Size) -> tuple[int, list[sympy.Expr]]:
 def reshape_sizes(sizes: Sequence[Size], target: Sequence[Size]) -> list[Size] | None:
     """``target`` with its ``-1`` resolved, where the element count visibly matches: the target's
     symbolic factors are factors of the input sizes, written the same, and the static parts divide
-    (``(n, 3, h, w) -> (n, 3, -1)``: ``-1`` is ``h*w``). ``None`` otherwise (torch then proves or
-    assumes the count itself)."""
+    (``(n, 3, h, w) -> (n, 3, -1)``: ``-1`` is ``h*w``) or leave a floor division of the remaining
+    factors (``(n, 3, h, w) -> (n, 3, -1, 2, w)``: ``h//2``, which is what any size the reshape
+    accepts gives, as torch's own ``numel // prod(others)`` does). ``None`` otherwise (torch then
+    proves or assumes the count itself)."""
     if sum(1 for t in target if isinstance(t, int) and t == -1) > 1:
         return None
     if any(isinstance(t, int) and t < -1 for t in target):
@@ -127,23 +131,28 @@ def reshape_sizes(sizes: Sequence[Size], target: Sequence[Size]) -> list[Size] |
     leftover = factors_in - factors_out
     if not any(isinstance(t, int) and t == -1 for t in target):
         return list(target) if not leftover and static_in == static_out else None
-    if static_out == 0 or static_in == 0 or static_in % static_out:
+    if static_out == 0 or static_in == 0 or (static_in % static_out and not leftover):
         return None
-    inferred = sympy.Mul(static_in // static_out, *leftover.elements())
+    common = math.gcd(static_in, static_out)
+    inferred = sympy.Mul(static_in // common, *leftover.elements())
+    if static_out != common:  # (n, 3, h, w) -> (n, 3, -1, 2, w): h // 2, exact for every size the reshape takes
+        inferred = FloorDiv(inferred, static_out // common)
     if inferred.is_number:
         return [int(inferred) if isinstance(t, int) and t == -1 else t for t in target]
     env = next(s.node.shape_env for s in sizes if isinstance(s, torch.SymInt))
     hint = inferred.xreplace(env.backed_var_to_val)
-    if not hint.is_Integer:  # a size known only at run time (an unbacked symbol) has no hint
+    exact_at_hint = (sympy.Mul(static_in // common, *leftover.elements()).xreplace(env.backed_var_to_val)
+                     == hint * (static_out // common))
+    if not hint.is_Integer or not exact_at_hint:  # no hint (an unbacked symbol), or torch would fail at it
         return None
     size = env.create_symintnode(inferred, hint=int(hint))
     return [size if isinstance(t, int) and t == -1 else t for t in target]
 
 
 def exact_quotient(dividend: Sequence[Size], divisor: Sequence[Size]) -> Size | None:
-    """``prod(dividend) // prod(divisor)`` where the division visibly leaves no remainder (the
-    divisor's symbolic sizes are dividend sizes written the same, its static part divides), built
-    without sympy's division (whose simplification of a symbolic quotient is slow); else ``None``."""
+    """``prod(dividend) // prod(divisor)`` where the divisor's symbolic factors are factors of the
+    dividend, written the same (a reshape's ``-1``, see :func:`reshape_sizes`), built without
+    sympy's division of the two products (whose simplification is slow); else ``None``."""
     result = reshape_sizes(dividend, [*divisor, -1])
     return None if result is None else result[-1]
 
@@ -328,6 +337,23 @@ def _expand(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype]
     return out, x.dtype
 
 
+def _elementwise(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """An activation of one float tensor with number arguments (``F.leaky_relu(x, 0.2)``,
+    ``torch.clamp(x, 0, 6)``): the input's sizes and dtype."""
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or kwargs.get("inplace"):
+        return None
+    if not all(a is None or isinstance(a, (bool, int, float, str)) for a in (*args, *kwargs.values())):
+        return None
+    return list(x.shape), x.dtype
+
+
+_ELEMENTWISE = (
+    torch.relu, torch.sigmoid, torch.tanh, torch.erf, torch.exp, torch.log, torch.sqrt, torch.rsqrt,
+    torch.reciprocal, torch.neg, torch.abs, torch.sin, torch.cos, torch.clamp, torch.pow,
+    F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardtanh, F.hardsigmoid,
+    F.hardswish, F.softplus, F.softsign, F.logsigmoid, F.tanhshrink, F.softshrink, F.hardshrink)
+
+
 FUNCTION_RULES: dict[Any, Callable[..., Any]] = {
     operator.add: _binary(operator.add), operator.sub: _binary(operator.sub), operator.mul: _binary(operator.mul),
     operator.truediv: _binary(operator.truediv), operator.and_: _binary(operator.and_),
@@ -341,6 +367,7 @@ FUNCTION_RULES: dict[Any, Callable[..., Any]] = {
     torch.softmax: _same_shape, torch.log_softmax: _same_shape, torch.Tensor.to: _to,
     torch.unsqueeze: _unsqueeze, torch.Tensor.unsqueeze: _unsqueeze,
     torch.squeeze: _squeeze, torch.Tensor.squeeze: _squeeze, torch.Tensor.expand: _expand,
+    **{function: _elementwise for function in _ELEMENTWISE},
 }
 
 
