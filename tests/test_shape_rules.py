@@ -185,6 +185,24 @@ def test_cat_and_split_along_a_dynamic_axis(s: Sizes) -> None:
     assert result_by_rule(s.mode, torch.split, (s.tensor(s.n, s.t), 16, 1), {}) is None
 
 
+def test_grid_sample_takes_the_grid_positions(s: Sizes) -> None:
+    values = s.tensor(8 * s.n, 32, s.h, s.w)
+    _check_function(s, F.grid_sample, values, s.tensor(8 * s.n, 300, 4, 2), mode="bilinear",
+                    padding_mode="zeros", align_corners=False)
+    _check_function(s, F.grid_sample, s.tensor(s.n, 4, s.t, s.h, s.w), s.tensor(s.n, 2, s.h, 3, 3),
+                    align_corners=True)
+    assert result_by_rule(s.mode, F.grid_sample, (values, s.tensor(s.n, 300, 4, 2)), {}) is None  # 8n against n
+
+
+def test_reductions_over_static_axes(s: Sizes) -> None:
+    x = s.tensor(s.n, 32, s.t, 12)
+    _check_function(s, torch.sum, x, 3)
+    _check_function(s, torch.mean, x, (1, -1), keepdim=True)
+    _check_function(s, torch.amax, x, 2)
+    assert result_by_rule(s.mode, torch.sum, (x,), {}) is None  # over everything: no axis given
+    assert result_by_rule(s.mode, torch.sum, (s.tensor(s.n, s.t, dtype=torch.int32), 1), {}) is None  # to int64
+
+
 # ------------------------------------------------------------------------------ layers
 LAYERS = [
     (nn.Conv2d(3, 16, 3, stride=2, padding=1), (3,)),

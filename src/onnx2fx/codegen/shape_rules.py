@@ -347,6 +347,34 @@ def _elementwise(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.d
     return list(x.shape), x.dtype
 
 
+def _grid_sample(x: Any, grid: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``F.grid_sample``: the input's batch and channels at the grid's output positions."""
+    if not (isinstance(x, torch.Tensor) and isinstance(grid, torch.Tensor)) or x.dim() not in (4, 5):
+        return None
+    if grid.dim() != x.dim() or grid.dtype != x.dtype or not x.dtype.is_floating_point:
+        return None
+    if not isinstance(grid.shape[-1], int) or grid.shape[-1] != x.dim() - 2:
+        return None
+    if not all(a is None or isinstance(a, (bool, str)) for a in (*args, *kwargs.values())):
+        return None
+    if not (same_size(x.shape[0], grid.shape[0]) or _equal_by_assumption_only(x.shape[0], grid.shape[0])):
+        return None
+    return [x.shape[0], x.shape[1], *grid.shape[1:-1]], x.dtype
+
+
+def _reduction(x: Any, dim: Any = None, keepdim: bool = False, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """A sum, mean or extreme of a float tensor over static axes."""
+    dims = list(dim) if isinstance(dim, (list, tuple)) else [dim]
+    if kwargs or not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() == 0:
+        return None
+    if not isinstance(keepdim, bool) or not all(isinstance(d, int) and -x.dim() <= d < x.dim() for d in dims):
+        return None
+    reduced = {d % x.dim() for d in dims}
+    if keepdim:
+        return [1 if i in reduced else size for i, size in enumerate(x.shape)], x.dtype
+    return [size for i, size in enumerate(x.shape) if i not in reduced], x.dtype
+
+
 _ELEMENTWISE = (
     torch.relu, torch.sigmoid, torch.tanh, torch.erf, torch.exp, torch.log, torch.sqrt, torch.rsqrt,
     torch.reciprocal, torch.neg, torch.abs, torch.sin, torch.cos, torch.clamp, torch.pow,
@@ -368,6 +396,8 @@ FUNCTION_RULES: dict[Any, Callable[..., Any]] = {
     torch.unsqueeze: _unsqueeze, torch.Tensor.unsqueeze: _unsqueeze,
     torch.squeeze: _squeeze, torch.Tensor.squeeze: _squeeze, torch.Tensor.expand: _expand,
     **{function: _elementwise for function in _ELEMENTWISE},
+    F.grid_sample: _grid_sample, torch.sum: _reduction, torch.mean: _reduction, torch.amax: _reduction,
+    torch.amin: _reduction,
 }
 
 
