@@ -39,6 +39,7 @@ from .helpers import copied_helper
 from .names import NameScope, layer_name, sanitize_identifier
 from .nested import as_tuple, map_leaves, walk
 from .shape_env import ConversionShapeEnv
+from .shape_rules import module_result_sizes
 from .specialisation import DynamicDim, Specialisation, new_specialisations
 from .state import EmitterState
 from .uninitialised import initialisers_skipped
@@ -433,6 +434,9 @@ class Emitter:
             # (..., in_features) -> (..., out_features): written out rather than found by a symbolic run
             # (a dynamic last dimension is left to the run, which records that it must be in_features)
             out_spec = [([*self.shape(args[0])[:-1], module.out_features], args[0].dtype)]
+        if out_spec is None and len(args) == 1 and isinstance(args[0], Value) and args[0].const is None \
+                and symbolic(self.fake(args[0])) and (sizes := module_result_sizes(module, self.fake(args[0]))):
+            out_spec = [(sizes, args[0].dtype)]  # a layer whose sizes follow from a formula (shape_rules)
         if out_spec is not None:
             return self._emit(f"self.{attr}", lambda *_: None, args, {}, n_outputs, fold=False, unpack=unpack,
                               out_spec=out_spec)

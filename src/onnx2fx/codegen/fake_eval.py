@@ -23,6 +23,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .nested import map_leaves, walk
 from .shape_env import ConversionShapeEnv, SpecialisationRefused
+from .shape_rules import fake_of, result_by_rule
 from .values import SymElem
 
 # Elementwise torch functions whose result has the sizes and dtype of their one float input.
@@ -173,6 +174,9 @@ def evaluate_on_fakes(fake_mode: FakeTensorMode, target: Callable[..., Any], fak
     if not symbolic(fake_args, fake_kwargs) or not isinstance(env, ConversionShapeEnv):
         with fake_mode:
             return target(*fake_args, **fake_kwargs)
+    ruled = result_by_rule(fake_mode, target, fake_args, fake_kwargs)  # sizes as written: no sympy decisions
+    if ruled is not None:
+        return ruled
     try:
         with fake_mode, env.refusing_specialisation():
             return target(*fake_args, **fake_kwargs)
@@ -196,5 +200,7 @@ def unknown_tensor(fake_mode: FakeTensorMode, sizes: Sequence[SymElem | int | No
             dims.append(u)
         else:
             dims.append(s.value if isinstance(s, SymElem) else s)
+    if symbolic(dims) and all(isinstance(d, (int, torch.SymInt)) for d in dims):
+        return fake_of(fake_mode, dims, dtype)  # sizes seen before: a detached template, not a new fake
     with fake_mode:
         return torch.empty(dims, dtype=dtype)

@@ -40,6 +40,17 @@ class ConversionShapeEnv(ShapeEnv):
     def __init__(self) -> None:
         super().__init__(duck_shape=False, prefer_deferred_runtime_asserts_over_guards=True)
         self._refusing = False
+        # Fake tensors by their sizes as written and dtype, for ``shape_rules.fake_of``.
+        self.fake_templates: dict[tuple[tuple[Any, ...], Any], Any] = {}
+        self._lower_bounds: dict[sympy.Expr, Any] = {}
+
+    def lower_bound(self, expr: sympy.Expr) -> Any:
+        """The least value of a size expression over its symbols' ranges. Cached: ranges only narrow
+        during conversion, so a cached bound stays a bound (at worst a weaker one)."""
+        bound = self._lower_bounds.get(expr)
+        if bound is None:
+            bound = self._lower_bounds[expr] = self.bound_sympy(expr).lower
+        return bound
 
     @contextmanager
     def refusing_specialisation(self) -> Iterator[None]:

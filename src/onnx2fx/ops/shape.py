@@ -14,6 +14,7 @@ from torch import sym_not
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ..codegen.emitter import MAX_LITERAL_ELEMENTS, Emitter
+from ..codegen.shape_rules import exact_quotient, same_size
 from ..codegen.values import SymElem, Value
 from . import dynamic
 from .registry import onnx_op
@@ -127,13 +128,15 @@ def _regroups_dynamic_size(g: Emitter, x: Value, target: list[SymElem]) -> bool:
         return False
     inferred = [i for i, t in enumerate(target) if t.is_static and t.value == -1]
     if inferred:  # computed here: running the reshape would record its answers as known facts
-        after[inferred[0]] = math.prod(dims) // math.prod(a for i, a in enumerate(after) if i != inferred[0])
+        others = [a for i, a in enumerate(after) if i != inferred[0]]
+        quotient = exact_quotient(dims, others)  # sympy's simplification of a symbolic // is slow
+        after[inferred[0]] = quotient if quotient is not None else math.prod(dims) // math.prod(others)
 
     idx = 0
     for length in after:
         if idx >= len(dims):
             break  # trailing unit dims
-        same = decide(length == dims[idx])
+        same = True if same_size(length, dims[idx]) else decide(length == dims[idx])
         if same is None:
             return True
         if not same:

@@ -1,0 +1,524 @@
+"""Result sizes of common calls on symbolic sizes, written out instead of found by a fake run.
+
+Torch's fake kernels take every size decision through the shape environment: each comparison of
+two symbolic sizes becomes a sympy relation that is simplified, bounded by value ranges and often
+recorded as a run-time assertion. That is most of what makes converting a model with dynamic
+dimensions slower than converting it with fixed sizes. Most calls need no such decision: the
+sizes of an elementwise sum are those of its operands when the operands' sizes are *written* the
+same, a convolution's output length is one formula, a reshape's ``-1`` is the input's factors
+that the other target sizes do not take.
+
+Each rule here answers only from the sizes as written: equal expressions, a static 1 that
+broadcasts, factors that cancel, static sizes that must match. Wherever the answer would need a
+decision (two different expressions that torch would assume equal, a dynamic size against a
+number), the rule answers ``None`` and the call is evaluated by torch as before, which records
+what it must (an assumption, a size it fixes). So a rule never hides a specialisation: it is taken
+only where torch's own evaluation would have taken no decision either.
+
+The results are contiguous fake tensors (strides are not modelled; later calls only read sizes).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sympy
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._sympy.functions import FloorDiv, Mod, PythonMod
+
+from .shape_env import ConversionShapeEnv
+
+Size = int | torch.SymInt
+
+
+# ------------------------------------------------------------------------------ sizes as written
+def size_key(size: Size) -> int | sympy.Expr:
+    """A size as it is written: the int, or the SymInt's expression (a number when it has one)."""
+    if isinstance(size, torch.SymInt):
+        expr = size.node.expr
+        return int(expr) if expr.is_number else expr
+    return int(size)
+
+
+def same_size(a: Size, b: Size) -> bool:
+    """Whether two sizes are written the same (so equal for every run-time size, without a guard)."""
+    return size_key(a) == size_key(b)
+
+
+def broadcast_sizes(a: Sequence[Size], b: Sequence[Size]) -> list[Size] | None:
+    """The broadcast of two shapes where each pair of sizes is written the same or one is a static
+    1; ``None`` where torch would have to assume or check an equality (or where they cannot broadcast).
+    Taken as torch does: the first operand's size unless it is the 1."""
+    out: list[Size] = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        kx, ky = size_key(x), size_key(y)
+        if kx == ky or ky == 1:
+            out.append(x)
+        elif kx == 1:
+            out.append(y)
+        elif _equal_by_assumption_only(x, y):
+            out.append(x)
+        else:
+            return None
+    return out[::-1]
+
+
+def _equal_by_assumption_only(a: Size, b: Size) -> bool:
+    """Whether torch, broadcasting ``a`` against ``b``, would only assume them equal: two symbolic
+    sizes written differently, equal (and not 1) at the hints, whose equality holds only for some
+    sizes (``2*((h - 1)//16) + 2`` against ``(h - 1)//8 + 1``: an FPN's upsampled level against the
+    next finer one) and cannot be solved for a symbol (the difference keeps a floor division, no
+    modulo). Torch then records a run-time assertion and a guard on the hints, which conversion
+    never writes out; it changes no replacement and no range, so nothing is lost without it."""
+    if not (isinstance(a, torch.SymInt) and isinstance(b, torch.SymInt)):
+        return False
+    hint_a, hint_b = a.node.hint, b.node.hint
+    if hint_a is None or hint_b is None or hint_a != hint_b or hint_a == 1:
+        return False
+    difference = a.node.expr - b.node.expr
+    if difference.has(Mod, PythonMod):
+        return False
+    return any(not (d := atom.divisor).is_number or d != 1 for atom in difference.atoms(FloorDiv))
+
+
+def _factors(size: Size) -> tuple[int, list[sympy.Expr]]:
+    """A size as its static factor and its symbolic factors (``8*s0*s1`` -> 8, [s0, s1])."""
+    key = size_key(size)
+    if isinstance(key, int):
+        return key, []
+    static, symbolic = 1, []
+    for factor in sympy.Mul.make_args(key):
+        if factor.is_Integer:
+            static *= int(factor)
+        else:
+            symbolic.append(factor)
+    return static, symbolic
+
+
+def reshape_sizes(sizes: Sequence[Size], target: Sequence[Size]) -> list[Size] | None:
+    """``target`` with its ``-1`` resolved, where the element count visibly matches: the target's
+    symbolic factors are factors of the input sizes, written the same, and the static parts divide
+    (``(n, 3, h, w) -> (n, 3, -1)``: ``-1`` is ``h*w``) or leave a floor division of the remaining
+    factors (``(n, 3, h, w) -> (n, 3, -1, 2, w)``: ``h//2``, which is what any size the reshape
+    accepts gives, as torch's own ``numel // prod(others)`` does). ``None`` otherwise (torch then
+    proves or assumes the count itself)."""
+    if sum(1 for t in target if isinstance(t, int) and t == -1) > 1:
+        return None
+    if any(isinstance(t, int) and t < -1 for t in target):
+        return None
+    static_in, factors_in = 1, Counter[sympy.Expr]()
+    for size in sizes:
+        static, symbolic = _factors(size)
+        static_in *= static
+        factors_in.update(symbolic)
+    static_out, factors_out = 1, Counter[sympy.Expr]()
+    for t in target:
+        if not (isinstance(t, int) and t == -1):
+            static, symbolic = _factors(t)
+            static_out *= static
+            factors_out.update(symbolic)
+    if factors_out - factors_in:  # a target factor that is no input factor
+        return None
+    leftover = factors_in - factors_out
+    if not any(isinstance(t, int) and t == -1 for t in target):
+        return list(target) if not leftover and static_in == static_out else None
+    if static_out == 0 or static_in == 0 or (static_in % static_out and not leftover):
+        return None
+    common = math.gcd(static_in, static_out)
+    inferred = sympy.Mul(static_in // common, *leftover.elements())
+    if static_out != common:  # (n, 3, h, w) -> (n, 3, -1, 2, w): h // 2, exact for every size the reshape takes
+        inferred = FloorDiv(inferred, static_out // common)
+    if inferred.is_number:
+        return [int(inferred) if isinstance(t, int) and t == -1 else t for t in target]
+    env = next(s.node.shape_env for s in sizes if isinstance(s, torch.SymInt))
+    hint = inferred.xreplace(env.backed_var_to_val)
+    exact_at_hint = (sympy.Mul(static_in // common, *leftover.elements()).xreplace(env.backed_var_to_val)
+                     == hint * (static_out // common))
+    if not hint.is_Integer or not exact_at_hint:  # no hint (an unbacked symbol), or torch would fail at it
+        return None
+    size = env.create_symintnode(inferred, hint=int(hint))
+    return [size if isinstance(t, int) and t == -1 else t for t in target]
+
+
+def exact_quotient(dividend: Sequence[Size], divisor: Sequence[Size]) -> Size | None:
+    """``prod(dividend) // prod(divisor)`` where the divisor's symbolic factors are factors of the
+    dividend, written the same (a reshape's ``-1``, see :func:`reshape_sizes`), built without
+    sympy's division of the two products (whose simplification is slow); else ``None``."""
+    result = reshape_sizes(dividend, [*divisor, -1])
+    return None if result is None else result[-1]
+
+
+# ------------------------------------------------------------------------------ the rules
+def _dtype_of_binary(op: Callable[..., Any], a: Any, b: Any) -> torch.dtype | None:
+    """The result dtype of an arithmetic operator where no promotion is involved, else ``None``."""
+    tensors = [x for x in (a, b) if isinstance(x, torch.Tensor)]
+    if len(tensors) == 2:
+        if a.dtype != b.dtype:
+            return None
+        dtype = a.dtype
+    else:
+        other = b if isinstance(a, torch.Tensor) else a
+        if isinstance(other, bool) or not isinstance(other, (int, float)):
+            return None
+        dtype = tensors[0].dtype
+        if isinstance(other, float) and not dtype.is_floating_point:
+            return None
+    if dtype.is_complex or dtype == torch.bool:
+        return None
+    if op in _BITWISE:
+        return dtype if not dtype.is_floating_point else None
+    if op is operator.truediv and not dtype.is_floating_point:
+        return None
+    return dtype
+
+
+def _binary(op: Callable[..., Any]) -> Callable[..., tuple[list[Size], torch.dtype] | None]:
+    def rule(a: Any, b: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+        if kwargs:
+            return None
+        dtype = _dtype_of_binary(op, a, b)
+        if dtype is None:
+            return None
+        sizes = broadcast_sizes(a.shape if isinstance(a, torch.Tensor) else (),
+                                b.shape if isinstance(b, torch.Tensor) else ())
+        return None if sizes is None else (sizes, dtype)
+    return rule
+
+
+_BITWISE = (operator.and_, operator.or_, operator.xor)
+
+
+def _matmul(a: Any, b: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    if kwargs or not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dtype != b.dtype:
+        return None
+    if a.dim() < 2 or b.dim() < 2 or not a.dtype.is_floating_point or not same_size(a.shape[-1], b.shape[-2]):
+        return None
+    batch = broadcast_sizes(a.shape[:-2], b.shape[:-2])
+    return None if batch is None else ([*batch, a.shape[-2], b.shape[-1]], a.dtype)
+
+
+def _sizes_arg(args: tuple[Any, ...]) -> list[Any] | None:
+    """A size or axis list given as one sequence or as separate arguments."""
+    if len(args) == 1 and isinstance(args[0], (list, tuple, torch.Size)):
+        return list(args[0])
+    return list(args) if all(isinstance(a, (int, torch.SymInt)) for a in args) else None
+
+
+def _reshape(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    target = _sizes_arg(args)
+    if kwargs or not isinstance(x, torch.Tensor) or target is None:
+        return None
+    sizes = reshape_sizes(list(x.shape), target)
+    return None if sizes is None else (sizes, x.dtype)
+
+
+def _permute(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    perm = _sizes_arg(args)
+    if kwargs or not isinstance(x, torch.Tensor) or perm is None or not all(isinstance(p, int) for p in perm):
+        return None
+    rank = x.dim()
+    perm = [p + rank if p < 0 else p for p in perm]
+    if sorted(perm) != list(range(rank)):
+        return None
+    return [x.shape[p] for p in perm], x.dtype
+
+
+def _cat(tensors: Any, dim: int = 0, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    if kwargs or not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int):
+        return None
+    if not all(isinstance(t, torch.Tensor) for t in tensors):
+        return None
+    first = tensors[0]
+    rank = first.dim()
+    if rank == 0 or not -rank <= dim < rank or any(t.dim() != rank or t.dtype != first.dtype for t in tensors):
+        return None
+    dim %= rank
+    for axis in range(rank):
+        if axis != dim and not all(same_size(t.shape[axis], first.shape[axis])
+                                   or _equal_by_assumption_only(first.shape[axis], t.shape[axis]) for t in tensors[1:]):
+            return None
+    total: Size = 0
+    for t in tensors:
+        total = total + t.shape[dim]
+    return [total if axis == dim else first.shape[axis] for axis in range(rank)], first.dtype
+
+
+def _split(x: Any, sections: Any, dim: int = 0, **kwargs: Any) -> list[tuple[list[Size], torch.dtype]] | None:
+    if kwargs or not isinstance(x, torch.Tensor) or not isinstance(dim, int) or not -x.dim() <= dim < x.dim():
+        return None
+    if not isinstance(sections, (list, tuple)) or not all(isinstance(s, (int, torch.SymInt)) for s in sections):
+        return None  # an int chunk size of a dynamic length leaves a last chunk only the run knows
+    dim %= x.dim()
+    total: Size = 0
+    for s in sections:
+        total = total + s
+    if not same_size(total, x.shape[dim]):
+        return None
+    return [([s if axis == dim else x.shape[axis] for axis in range(x.dim())], x.dtype) for s in sections]
+
+
+def _flatten(x: Any, start_dim: int = 0, end_dim: int = -1, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    if kwargs or not isinstance(x, torch.Tensor) or x.dim() == 0:
+        return None
+    rank = x.dim()
+    start, end = start_dim % rank, end_dim % rank
+    if start > end:
+        return None
+    merged: Size = 1
+    for s in x.shape[start:end + 1]:
+        merged = s if isinstance(merged, int) and merged == 1 else merged * s
+    return [*x.shape[:start], merged, *x.shape[end + 1:]], x.dtype
+
+
+def _same_shape(x: Any, dim: Any = None, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """Softmax and its kin: the input's sizes and dtype."""
+    if kwargs or not isinstance(x, torch.Tensor) or not isinstance(dim, int) or not x.dtype.is_floating_point:
+        return None
+    return list(x.shape), x.dtype
+
+
+def _to(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    if kwargs or not isinstance(x, torch.Tensor) or len(args) != 1 or not isinstance(args[0], torch.dtype):
+        return None
+    return list(x.shape), args[0]
+
+
+def _unsqueeze(x: Any, dim: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    if kwargs or not isinstance(x, torch.Tensor) or not isinstance(dim, int) or not -x.dim() - 1 <= dim <= x.dim():
+        return None
+    dim %= x.dim() + 1
+    sizes = list(x.shape)
+    sizes.insert(dim, 1)
+    return sizes, x.dtype
+
+
+def _squeeze(x: Any, dim: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """Squeezing dimensions whose sizes are static (a dynamic one is decided by torch)."""
+    dims = list(dim) if isinstance(dim, (list, tuple)) else [dim]
+    if kwargs or not isinstance(x, torch.Tensor) or x.dim() == 0 or not all(isinstance(d, int) for d in dims):
+        return None
+    if not all(-x.dim() <= d < x.dim() for d in dims):
+        return None
+    squeezed = {d % x.dim() for d in dims}
+    if not all(isinstance(x.shape[d], int) for d in squeezed):
+        return None
+    return [s for i, s in enumerate(x.shape) if i not in squeezed or s != 1], x.dtype
+
+
+def _expand(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``x.expand(sizes)`` where each size is ``-1``, written as ``x``'s or expands a static 1."""
+    target = _sizes_arg(args)
+    if kwargs or not isinstance(x, torch.Tensor) or target is None or len(target) < x.dim():
+        return None
+    lead = len(target) - x.dim()
+    out: list[Size] = []
+    for i, t in enumerate(target):
+        if i < lead:
+            if isinstance(t, int) and t < 0:
+                return None
+            out.append(t)
+            continue
+        size = x.shape[i - lead]
+        if isinstance(t, int) and t == -1 or same_size(t, size):
+            out.append(size)
+        elif isinstance(size, int) and size == 1 and not (isinstance(t, int) and t < 0):
+            out.append(t)
+        else:
+            return None
+    return out, x.dtype
+
+
+def _elementwise(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """An activation of one float tensor with number arguments (``F.leaky_relu(x, 0.2)``,
+    ``torch.clamp(x, 0, 6)``): the input's sizes and dtype."""
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or kwargs.get("inplace"):
+        return None
+    if not all(a is None or isinstance(a, (bool, int, float, str)) for a in (*args, *kwargs.values())):
+        return None
+    return list(x.shape), x.dtype
+
+
+def _grid_sample(x: Any, grid: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``F.grid_sample``: the input's batch and channels at the grid's output positions."""
+    if not (isinstance(x, torch.Tensor) and isinstance(grid, torch.Tensor)) or x.dim() not in (4, 5):
+        return None
+    if grid.dim() != x.dim() or grid.dtype != x.dtype or not x.dtype.is_floating_point:
+        return None
+    if not isinstance(grid.shape[-1], int) or grid.shape[-1] != x.dim() - 2:
+        return None
+    if not all(a is None or isinstance(a, (bool, str)) for a in (*args, *kwargs.values())):
+        return None
+    if not (same_size(x.shape[0], grid.shape[0]) or _equal_by_assumption_only(x.shape[0], grid.shape[0])):
+        return None
+    return [x.shape[0], x.shape[1], *grid.shape[1:-1]], x.dtype
+
+
+def _reduction(x: Any, dim: Any = None, keepdim: bool = False, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """A sum, mean or extreme of a float tensor over static axes."""
+    dims = list(dim) if isinstance(dim, (list, tuple)) else [dim]
+    if kwargs or not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() == 0:
+        return None
+    if not isinstance(keepdim, bool) or not all(isinstance(d, int) and -x.dim() <= d < x.dim() for d in dims):
+        return None
+    reduced = {d % x.dim() for d in dims}
+    if keepdim:
+        return [1 if i in reduced else size for i, size in enumerate(x.shape)], x.dtype
+    return [size for i, size in enumerate(x.shape) if i not in reduced], x.dtype
+
+
+_ELEMENTWISE = (
+    torch.relu, torch.sigmoid, torch.tanh, torch.erf, torch.exp, torch.log, torch.sqrt, torch.rsqrt,
+    torch.reciprocal, torch.neg, torch.abs, torch.sin, torch.cos, torch.clamp, torch.pow,
+    F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardtanh, F.hardsigmoid,
+    F.hardswish, F.softplus, F.softsign, F.logsigmoid, F.tanhshrink, F.softshrink, F.hardshrink)
+
+
+FUNCTION_RULES: dict[Any, Callable[..., Any]] = {
+    operator.add: _binary(operator.add), operator.sub: _binary(operator.sub), operator.mul: _binary(operator.mul),
+    operator.truediv: _binary(operator.truediv), operator.and_: _binary(operator.and_),
+    operator.or_: _binary(operator.or_), operator.xor: _binary(operator.xor),
+    torch.add: _binary(operator.add), torch.sub: _binary(operator.sub), torch.mul: _binary(operator.mul),
+    torch.div: _binary(operator.truediv),
+    operator.matmul: _matmul, torch.matmul: _matmul,
+    torch.Tensor.reshape: _reshape, torch.reshape: lambda x, shape, **kw: _reshape(x, shape, **kw),
+    torch.Tensor.permute: _permute, torch.permute: lambda x, dims, **kw: _permute(x, dims, **kw),
+    torch.cat: _cat, torch.concat: _cat, torch.split: _split, torch.flatten: _flatten,
+    torch.softmax: _same_shape, torch.log_softmax: _same_shape, torch.Tensor.to: _to,
+    torch.unsqueeze: _unsqueeze, torch.Tensor.unsqueeze: _unsqueeze,
+    torch.squeeze: _squeeze, torch.Tensor.squeeze: _squeeze, torch.Tensor.expand: _expand,
+    **{function: _elementwise for function in _ELEMENTWISE},
+    F.grid_sample: _grid_sample, torch.sum: _reduction, torch.mean: _reduction, torch.amax: _reduction,
+    torch.amin: _reduction,
+}
+
+
+def fake_of(fake_mode: FakeTensorMode, sizes: Sequence[Size], dtype: torch.dtype) -> torch.Tensor:
+    """A contiguous fake tensor of these sizes and dtype. Making one runs torch's symbolic stride
+    computation (about a millisecond with a few symbolic sizes); a fake made earlier for sizes
+    written the same is detached instead (a tenth of that)."""
+    env = fake_mode.shape_env
+    templates = env.fake_templates if isinstance(env, ConversionShapeEnv) else None
+    key = (tuple(size_key(s) for s in sizes), dtype)
+    template = templates.get(key) if templates is not None else None
+    if template is None:
+        with fake_mode:
+            template = torch.empty(list(sizes), dtype=dtype)
+        if templates is not None:
+            templates[key] = template
+    return template.detach()
+
+
+def result_by_rule(fake_mode: FakeTensorMode, target: Callable[..., Any], args: Sequence[Any],
+                   kwargs: dict[str, Any]) -> Any:
+    """The fake result of ``target(*args, **kwargs)`` from its rule, or ``None`` where there is
+    no rule or the rule cannot answer from the sizes as written."""
+    try:
+        rule = FUNCTION_RULES.get(target)
+    except TypeError:  # an unhashable callable
+        return None
+    if rule is None:
+        return None
+    spec = rule(*args, **kwargs)
+    if spec is None:
+        return None
+    if isinstance(spec, list):
+        return tuple(fake_of(fake_mode, *s) for s in spec)
+    return fake_of(fake_mode, *spec)
+
+
+# ------------------------------------------------------------------------------ layers
+def _window_lengths(lengths: Sequence[Size], kernel: Sequence[int], stride: Sequence[int],
+                    padding: Sequence[int], dilation: Sequence[int]) -> list[Size] | None:
+    """``(length + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1`` per spatial dimension,
+    as torch writes it, where the window visibly fits: a static length, or a padding that leaves
+    no dynamic length too short (torch would record that as an assumption, narrowing the size)."""
+    out: list[Size] = []
+    for length, k, s, p, d in zip(lengths, kernel, stride, padding, dilation, strict=True):
+        reach = d * (k - 1) + 1 - 2 * p  # the shortest input length that fits the window
+        if isinstance(length, int):
+            if length < reach:
+                return None
+            out.append((length - reach) // s + 1)
+        elif reach > 0 and not _at_least(length, reach):
+            return None
+        else:
+            out.append((length - reach) // s + 1 if s != 1 else length - reach + 1)
+    return out
+
+
+def _at_least(size: torch.SymInt, bound: int) -> bool:
+    """Whether ``size`` is at least ``bound`` for every size its symbols may take (their ranges)."""
+    expr = size.node.expr
+    env = size.node.shape_env
+    if expr.is_symbol:
+        symbol_range = env.var_to_range.get(expr)
+        return symbol_range is not None and symbol_range.lower >= bound
+    return isinstance(env, ConversionShapeEnv) and env.lower_bound(expr) >= bound
+
+
+def _per_dim(value: Any, nd: int) -> list[int] | None:
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * nd
+    return values if len(values) == nd and all(isinstance(v, int) for v in values) else None
+
+
+def module_result_sizes(module: nn.Module, x: torch.Tensor) -> list[Size] | None:
+    """The sizes of ``module(x)`` for a convolution, pooling or normalisation layer, where its
+    rule answers from the sizes as written; else ``None`` (the layer is then run on fakes)."""
+    shape = list(x.shape)
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
+        nd = len(module.kernel_size)
+        padding = module.padding
+        if isinstance(padding, str) or module.padding_mode != "zeros" or x.dim() != nd + 2 \
+                or not isinstance(shape[1], int) or shape[1] != module.in_channels or x.dtype != module.weight.dtype:
+            return None
+        if any(isinstance(s, torch.SymInt) and s.node.hint == 1 for s in shape):
+            # torch's choice of a convolution backend decides on the hints whether a length is 1
+            # (a guard that can narrow the size's range, which later lowerings then read): left to it
+            return None
+        lengths = _window_lengths(shape[2:], module.kernel_size, module.stride, padding, module.dilation)
+        return None if lengths is None else [shape[0], module.out_channels, *lengths]
+    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+        nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2,
+              nn.AvgPool3d: 3}[type(module)]
+        kernel = _per_dim(module.kernel_size, nd)
+        stride = _per_dim(module.stride if module.stride is not None else module.kernel_size, nd)
+        padding = _per_dim(module.padding, nd)
+        dilation = _per_dim(getattr(module, "dilation", 1), nd)
+        if module.ceil_mode or getattr(module, "return_indices", False) or x.dim() != nd + 2 \
+                or None in (kernel, stride, padding, dilation) or not x.dtype.is_floating_point:
+            return None
+        assert kernel is not None and stride is not None and padding is not None and dilation is not None
+        if any(2 * p > k for p, k in zip(padding, kernel, strict=True)):
+            return None
+        lengths = _window_lengths(shape[2:], kernel, stride, padding, dilation)
+        return None if lengths is None else [*shape[:2], *lengths]
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        rank = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}.get(type(module))
+        if rank is None or x.dim() not in rank or not isinstance(shape[1], int) or shape[1] != module.num_features:
+            return None
+        return shape if _floating_like(module, x) else None
+    if isinstance(module, nn.LayerNorm):
+        normalized = list(module.normalized_shape)
+        trailing = shape[len(shape) - len(normalized):] if len(normalized) <= len(shape) else None
+        if trailing is None or not all(isinstance(s, int) for s in trailing) or trailing != normalized:
+            return None
+        return shape if _floating_like(module, x) else None
+    if isinstance(module, nn.GroupNorm):
+        if x.dim() < 2 or not isinstance(shape[1], int) or shape[1] != module.num_channels:
+            return None
+        return shape if _floating_like(module, x) else None
+    return None
+
+
+def _floating_like(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``x`` is a float tensor of the dtype of the layer's parameters (no promotion)."""
+    return x.dtype.is_floating_point and all(p.dtype == x.dtype for p in module.parameters())

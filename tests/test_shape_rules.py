@@ -1,0 +1,267 @@
+"""The shape rules (``codegen/shape_rules.py``) give the sizes torch's own fake evaluation gives.
+
+Each case builds fake tensors whose sizes are symbols of one shape environment (batch ``n``,
+lengths ``h``, ``w``, ``t`` and expressions of them), asks the rule, then runs torch on the same
+fakes and compares: same rank and dtype, and every size equal when the symbols are given several
+values (the hint and odd sizes). Torch's run must not have fixed any symbol (a rule answers only
+where torch takes no decision); the cases a rule must decline return ``None``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sympy
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
+
+from onnx2fx.codegen.fake_eval import evaluate_on_fakes
+from onnx2fx.codegen.shape_env import ConversionShapeEnv
+from onnx2fx.codegen.shape_rules import exact_quotient, module_result_sizes, result_by_rule
+
+# Values given to the symbols when sizes are compared: the hints, then odd and uneven sizes.
+POINTS = ({"n": 2, "h": 64, "w": 64, "t": 64}, {"n": 3, "h": 97, "w": 130, "t": 17},
+          {"n": 5, "h": 33, "w": 255, "t": 100})
+
+
+class Sizes:
+    """One shape environment with the dynamic sizes ``n``, ``h``, ``w`` and ``t``."""
+
+    def __init__(self) -> None:
+        self.env = ConversionShapeEnv()
+        self.mode = FakeTensorMode(shape_env=self.env, allow_non_fake_inputs=True)
+        self.mode.cache_enabled = False
+        base = self.mode.from_tensor(torch.empty(2, 64, 64, 64), symbolic_context=StatelessSymbolicContext(
+            dynamic_sizes=[DimDynamic.DYNAMIC] * 4))
+        self.n, self.h, self.w, self.t = base.shape
+        self.symbols = {name: size.node.expr for name, size in zip("nhwt", base.shape)}
+
+    def tensor(self, *sizes: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        with self.mode:
+            return torch.empty(list(sizes), dtype=dtype)
+
+    def at(self, size: Any, point: dict[str, int]) -> int:
+        if isinstance(size, int):
+            return size
+        return int(size.node.expr.xreplace({self.symbols[k]: v for k, v in point.items()}))
+
+    def assert_same(self, ruled: torch.Tensor, real: torch.Tensor,
+                    points: tuple[dict[str, int], ...] = POINTS) -> None:
+        assert (ruled.dtype, ruled.dim()) == (real.dtype, real.dim())
+        for point in points:
+            assert [self.at(s, point) for s in ruled.shape] == [self.at(s, point) for s in real.shape], point
+        assert self.env.replacements == {}, "torch fixed a size where the rule answered"
+
+
+@pytest.fixture
+def s() -> Sizes:
+    return Sizes()
+
+
+def _check_function(s: Sizes, target: Callable[..., Any], *args: Any,
+                    points: tuple[dict[str, int], ...] = POINTS, **kwargs: Any) -> None:
+    ruled = result_by_rule(s.mode, target, args, kwargs)
+    assert ruled is not None, "the rule declined"
+    with s.mode:
+        real = target(*args, **kwargs)
+    for r, t in zip(ruled if isinstance(ruled, tuple) else (ruled,), real if isinstance(real, tuple) else (real,),
+                    strict=True):
+        s.assert_same(r, t, points)
+
+
+# ------------------------------------------------------------------------------ elementwise
+@pytest.mark.parametrize("op", [operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.mul])
+def test_same_sizes_and_broadcast_ones(s: Sizes, op: Callable[..., Any]) -> None:
+    x = s.tensor(s.n, 32, s.h, s.w)
+    _check_function(s, op, x, s.tensor(s.n, 32, s.h, s.w))
+    _check_function(s, op, x, s.tensor(32, 1, 1))
+    _check_function(s, op, s.tensor(s.n, 1, s.h, 1), s.tensor(1, 8, 1, s.w))
+    _check_function(s, op, x, 2.0)
+    _check_function(s, op, 3, x)
+
+
+@pytest.mark.parametrize(("function", "args"), [
+    (F.leaky_relu, (0.2,)), (torch.clamp, (0.0, 6.0)), (F.hardtanh, (-1.0, 1.0)), (F.gelu, ()),
+    (F.elu, ()), (torch.pow, (2.0,))])
+def test_activations_with_number_arguments_keep_the_sizes(s: Sizes, function: Callable[..., Any],
+                                                           args: tuple[Any, ...]) -> None:
+    x = s.tensor(s.n, 8, s.h, s.w).permute(0, 2, 3, 1)
+    _check_function(s, function, x, *args)
+    assert result_by_rule(s.mode, function, (x, *args), {"inplace": True}) is None
+    assert result_by_rule(s.mode, function, (s.tensor(s.n, s.h, dtype=torch.int64), *args), {}) is None
+
+
+def test_integer_and_bitwise_operators_keep_the_dtype(s: Sizes) -> None:
+    _check_function(s, operator.add, s.tensor(s.n, s.t, dtype=torch.int64), 1)
+    _check_function(s, operator.and_, s.tensor(s.n, s.t, dtype=torch.int32), s.tensor(1, s.t, dtype=torch.int32))
+
+
+def test_fpn_levels_broadcast_as_torch_assumes_them(s: Sizes) -> None:
+    """An upsampled coarse level against the next finer one: equal at the hint, written differently."""
+    upsampled = s.tensor(s.n, 32, 2 * ((s.h - 1) // 16) + 2, 2 * ((s.w - 1) // 16) + 2)
+    finer = s.tensor(s.n, 32, (s.h - 1) // 8 + 1, (s.w - 1) // 8 + 1)
+    _check_function(s, operator.add, upsampled, finer)
+    _check_function(s, torch.cat, [upsampled, finer], 1)
+
+
+def test_binary_declines_what_needs_a_decision(s: Sizes) -> None:
+    x = s.tensor(s.n, s.h)
+    assert result_by_rule(s.mode, operator.add, (x, s.tensor(s.n, s.w)), {}) is None  # would equate h and w
+    assert result_by_rule(s.mode, operator.add, (x, s.tensor(s.n, 5)), {}) is None  # would fix h to 5
+    assert result_by_rule(s.mode, operator.add, (x, s.tensor(s.n, s.h, dtype=torch.float16)), {}) is None
+    assert result_by_rule(s.mode, operator.truediv, (s.tensor(s.n, dtype=torch.int64), 2), {}) is None
+    assert result_by_rule(s.mode, operator.add, (x, 2.0), {"alpha": 2}) is None
+
+
+# ------------------------------------------------------------------------------ matmul and layout
+def test_matmul_attention_scores_and_values(s: Sizes) -> None:
+    q = s.tensor(s.n, 4, s.t, 16)
+    _check_function(s, torch.matmul, q, s.tensor(s.n, 4, 16, s.t))
+    _check_function(s, operator.matmul, s.tensor(s.n, 4, s.t, s.t), q)
+    _check_function(s, torch.matmul, s.tensor(s.n, s.t, 64), s.tensor(64, 32))
+    assert result_by_rule(s.mode, torch.matmul, (q, s.tensor(s.n, 4, s.t, 16)), {}) is None  # 16 against t
+
+
+def test_reshape_splits_and_merges_written_factors(s: Sizes) -> None:
+    _check_function(s, torch.Tensor.reshape, s.tensor(s.n, s.t, 192), [s.n, s.t, 3, 4, 16])
+    _check_function(s, torch.Tensor.reshape, s.tensor(s.n, 64, s.h, s.w), [s.n, 64, -1])
+    _check_function(s, torch.Tensor.reshape, s.tensor(64 * s.n * s.h * s.w), [s.n, 64, -1])
+    _check_function(s, torch.Tensor.reshape, s.tensor(s.n, 6, s.t), [-1, 2, s.t])
+    _check_function(s, torch.Tensor.reshape, s.tensor(s.n, s.t, 4, 16), s.n, s.t, 64)
+    _check_function(s, torch.Tensor.reshape, s.tensor(s.n, s.h, 8), [s.n * s.h, 8])
+    # pixel unshuffle: -1 is h // 2, h * w // 4, at every size the reshape takes (h a multiple of 4)
+    even = ({"n": 2, "h": 64, "w": 64, "t": 64}, {"n": 3, "h": 100, "w": 131, "t": 17},
+            {"n": 5, "h": 36, "w": 255, "t": 100})
+    _check_function(s, torch.Tensor.reshape, s.tensor(3 * s.n * s.h * s.w), [s.n, 3, -1, 2, s.w], points=even)
+    _check_function(s, torch.Tensor.reshape, s.tensor(s.n, 3, s.h, s.w), [s.n, 12, -1], points=even)
+
+
+def test_reshape_declines_what_it_cannot_see(s: Sizes) -> None:
+    x = s.tensor(s.n, s.h)
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.h * 3, -1]), {}) is None  # n / 3: not at the hint
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.n * s.w]), {}) is None  # w is no input factor
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.w, -1]), {}) is None
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [-1, -1]), {}) is None
+
+
+def test_exact_quotient_of_sizes(s: Sizes) -> None:
+    quotient = exact_quotient([s.n, 64, s.h, s.w], [s.n, 16])
+    assert quotient is not None
+    assert [s.at(quotient, p) for p in POINTS] == [4 * p["h"] * p["w"] for p in POINTS]
+    half = exact_quotient([s.n, 6], [4])  # what a reshape's -1 is for every n it takes (an even one)
+    assert half is not None and [s.at(half, p) for p in POINTS] == [3 * p["n"] // 2 for p in POINTS]
+    assert exact_quotient([s.n, 6], [5]) is None  # not even at the hint
+    assert exact_quotient([s.n, 6], [s.h]) is None
+
+
+def test_permute_flatten_unsqueeze_squeeze_expand_to(s: Sizes) -> None:
+    x = s.tensor(s.n, 1, s.t, 16)
+    _check_function(s, torch.Tensor.permute, x, [0, 2, 3, 1])
+    _check_function(s, torch.Tensor.permute, x, 3, 2, 1, 0)
+    _check_function(s, torch.flatten, x, 1)
+    _check_function(s, torch.flatten, x, 1, 2)
+    _check_function(s, torch.unsqueeze, x, -1)
+    _check_function(s, torch.squeeze, x, 1)
+    _check_function(s, torch.squeeze, x, (1, 3))
+    _check_function(s, torch.Tensor.expand, x, [s.n, 4, s.t, 16])
+    _check_function(s, torch.Tensor.expand, x, [2, -1, -1, -1, -1])
+    _check_function(s, torch.Tensor.to, x, torch.int64)
+    _check_function(s, torch.softmax, x, -1)
+    assert result_by_rule(s.mode, torch.squeeze, (x, 2), {}) is None  # whether t is 1: torch decides
+
+
+def test_cat_and_split_along_a_dynamic_axis(s: Sizes) -> None:
+    _check_function(s, torch.cat, [s.tensor(s.n, 64, s.h), s.tensor(s.n, 80, s.h)], 1)
+    _check_function(s, torch.cat, [s.tensor(s.n, s.h), s.tensor(s.n, s.w), s.tensor(s.n, 3)], dim=1)
+    _check_function(s, torch.split, s.tensor(s.n, 144, s.t), [64, 80], dim=1)
+    _check_function(s, torch.split, s.tensor(s.n, 2 * s.t), [s.t, s.t], 1)
+    assert result_by_rule(s.mode, torch.cat, ([s.tensor(s.n, s.h), s.tensor(s.n, s.w)], 0), {}) is None
+    assert result_by_rule(s.mode, torch.split, (s.tensor(s.n, s.t), 16, 1), {}) is None
+
+
+def test_grid_sample_takes_the_grid_positions(s: Sizes) -> None:
+    values = s.tensor(8 * s.n, 32, s.h, s.w)
+    _check_function(s, F.grid_sample, values, s.tensor(8 * s.n, 300, 4, 2), mode="bilinear",
+                    padding_mode="zeros", align_corners=False)
+    _check_function(s, F.grid_sample, s.tensor(s.n, 4, s.t, s.h, s.w), s.tensor(s.n, 2, s.h, 3, 3),
+                    align_corners=True)
+    assert result_by_rule(s.mode, F.grid_sample, (values, s.tensor(s.n, 300, 4, 2)), {}) is None  # 8n against n
+
+
+def test_reductions_over_static_axes(s: Sizes) -> None:
+    x = s.tensor(s.n, 32, s.t, 12)
+    _check_function(s, torch.sum, x, 3)
+    _check_function(s, torch.mean, x, (1, -1), keepdim=True)
+    _check_function(s, torch.amax, x, 2)
+    assert result_by_rule(s.mode, torch.sum, (x,), {}) is None  # over everything: no axis given
+    assert result_by_rule(s.mode, torch.sum, (s.tensor(s.n, s.t, dtype=torch.int32), 1), {}) is None  # to int64
+
+
+# ------------------------------------------------------------------------------ layers
+LAYERS = [
+    (nn.Conv2d(3, 16, 3, stride=2, padding=1), (3,)),
+    (nn.Conv2d(16, 32, 1), (16,)),
+    (nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16), (16,)),
+    (nn.Conv2d(3, 8, 7, stride=2, padding=3, bias=False), (3,)),
+    (nn.Conv2d(3, 8, (3, 1), stride=(1, 2), padding=(1, 0)), (3,)),
+    (nn.Conv1d(4, 8, 5, stride=3, padding=2), (4,)),
+    (nn.Conv3d(2, 4, 3, stride=2, padding=1), (2,)),
+    (nn.MaxPool2d(3, 2, 1), (8,)),
+    (nn.MaxPool2d(2), (8,)),
+    (nn.AvgPool2d(3, stride=2, padding=1), (8,)),
+    (nn.BatchNorm2d(8), (8,)),
+    (nn.GroupNorm(4, 8), (8,)),
+]
+
+
+@pytest.mark.parametrize(("layer", "channels"), LAYERS,
+                         ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
+def test_layer_output_sizes(s: Sizes, layer: nn.Module, channels: tuple[int]) -> None:
+    spatial = {1: [s.t], 2: [s.h, s.w], 3: [s.h, s.w, s.t]}
+    nd = 3 if isinstance(layer, nn.Conv3d) else 1 if isinstance(layer, nn.Conv1d) else 2
+    x = s.tensor(s.n, *channels, *spatial[nd])
+    layer = layer.eval()
+    sizes = module_result_sizes(layer, x)
+    assert sizes is not None, "the rule declined"
+    with s.mode:
+        real = layer(x)
+        ruled = torch.empty(sizes)
+    s.assert_same(ruled, real)
+    assert all(isinstance(size, torch.SymInt) for size in ruled.shape[2:]), "a dynamic length became a number"
+
+
+def test_layer_norm_over_static_trailing_sizes(s: Sizes) -> None:
+    x = s.tensor(s.n, s.t, 64)
+    layer = nn.LayerNorm(64)
+    sizes = module_result_sizes(layer, x)
+    assert sizes is not None
+    with s.mode:
+        s.assert_same(torch.empty(sizes), layer(x))
+    assert module_result_sizes(nn.LayerNorm(32), x) is None
+    assert module_result_sizes(nn.LayerNorm(64), s.tensor(s.n, 64, s.t)) is None
+
+
+def test_layers_decline_what_torch_would_decide(s: Sizes) -> None:
+    # a kernel longer than the shortest dynamic length: torch records that the length must fit it
+    assert module_result_sizes(nn.Conv1d(4, 8, 5), s.tensor(s.n, 4, s.t)) is None
+    # a length that is 1 at the hint: torch's choice of backend decides on it
+    assert module_result_sizes(nn.Conv2d(4, 8, 1), s.tensor(s.n, 4, s.h // 64, s.w)) is None
+    assert module_result_sizes(nn.Conv2d(4, 8, 3), s.tensor(s.n, 5, s.h, s.w)) is None  # wrong channels
+    assert module_result_sizes(nn.MaxPool2d(3, 2, ceil_mode=True), s.tensor(s.n, 4, s.h, s.w)) is None
+    assert module_result_sizes(nn.BatchNorm2d(8), s.tensor(s.n, 8, s.h, s.w, dtype=torch.float16)) is None
+
+
+# ------------------------------------------------------------------------------ through the emitter's entry
+def test_evaluate_on_fakes_takes_the_rule_and_leaves_the_environment_alone(s: Sizes) -> None:
+    a, b = s.tensor(s.n, 32, s.h, s.w), s.tensor(32, 1, 1)
+    before = (dict(s.env.var_to_range), len(s.env.guards))
+    result = evaluate_on_fakes(s.mode, operator.add, (a, b), {})
+    assert [sympy.srepr(d.node.expr) if isinstance(d, torch.SymInt) else d for d in result.shape] == \
+        [sympy.srepr(d.node.expr) if isinstance(d, torch.SymInt) else d for d in a.shape]
+    assert (dict(s.env.var_to_range), len(s.env.guards)) == before
