@@ -10,11 +10,16 @@ transposed) stay node by node.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
+from support import convert_and_save
 from test_idioms import HIDDEN, assert_matches_onnxruntime, convert, model, node, scalar
+
+from onnx2fx.quantization import ptq
 
 HEADS = 2
 HEAD_SIZE = HIDDEN // HEADS
@@ -162,3 +167,22 @@ def test_a_mask_larger_than_the_scores_stays_node_by_node() -> None:
     converter = convert(proto)
     assert "scaled_dot_product_attention" not in converter.source_code
     assert_matches_onnxruntime(converter, proto)
+
+
+def test_fused_attention_quantizes_with_its_scores_in_float(tmp_path: Path) -> None:
+    """The scores and probabilities are never materialised in the converted model: they get no
+    quantizer, and onnxruntime computes them in float between the encodings of q, k, v and y (the
+    integer forms keep the scaling and both products as float islands)."""
+    proto = model(*attention("multi_head_3d"))
+    onnx.save(proto, tmp_path / "m.onnx")
+    converted = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted")
+    x = (np.random.default_rng(5).standard_normal((64, 5, HIDDEN)) * 2).astype(np.float32)
+    result = ptq(converted, x, batch_size=32, progress=False, output_dir=tmp_path / "q",
+                 formats=("qdq", "qoperator", "fixed-point"), float_islands=True)
+    assert result.report["unmapped"] == []
+    assert sorted(result.activation_encodings) == ["k", "q", "v", "x", "y"]
+    assert result.report["qdq"]["within_one_step"] >= 0.999
+    for key in ("qoperator", "fixed_point"):
+        assert result.report[key]["equal_to_simulation"] >= 0.99, (key, result.report[key])
+        islands = result.report[key]["writer"]["float_islands"]
+        assert [island.split(" ")[1] for island in islands] == ["(Mul)", "(MatMul)", "(MatMul)"]
