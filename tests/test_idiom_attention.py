@@ -118,6 +118,22 @@ def _variable(source: str, role: str) -> str | None:
     return next((a.split("=", 1)[1] for a in args if a.startswith("attn_mask=")), None)
 
 
+def test_a_per_channel_multiplier_is_no_scale() -> None:
+    """``q * gamma`` with one factor per channel, between the scaled query and the product, is no
+    scale: it stays its own line and the attention takes its result as the query, with scale 1."""
+    nodes, inits = attention("multi_head_3d")
+    inits.append(numpy_helper.from_array(np.linspace(0.5, 1.5, HIDDEN).astype(np.float32), "gamma"))
+    nodes = [node("Mul", ["q_scaled", "gamma"], "q_gamma") if n.op_type == "Transpose" else n for n in nodes[:-3]] + [
+        node("Transpose", ["k"], "k_t", perm=[0, 2, 1]), node("MatMul", ["q_gamma", "k_t"], "scores"), *nodes[-2:]]
+    proto = model(nodes, inits)
+    converter = convert(proto)
+    assert converter.conversion_record()["idioms"] == {"attention": 1}
+    source = converter.source_code
+    assert "q_scaled = q * 0.25" in source and "q_gamma = q_scaled * self.gamma" in source, source
+    assert "F.scaled_dot_product_attention(q_gamma, k, v, scale=1.0)" in source
+    assert_matches_onnxruntime(converter, proto)
+
+
 def test_attention_is_not_fused_without_idioms() -> None:
     proto = model(*attention("eager"))
     converter = convert(proto, idioms=False)

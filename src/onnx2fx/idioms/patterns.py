@@ -543,6 +543,14 @@ def _from_sizes(view: _GraphView, tensor: str, depth: int = 12) -> bool:
     return all(_from_sizes(view, name, depth - 1) for name in node.inputs if name)
 
 
+def _scale_operand(view: _GraphView, tensor: str) -> bool:
+    """``tensor`` can be a scale: a one-element constant, or a value computed from sizes (its one
+    element is checked when lowering, where it is a number)."""
+    if tensor in view.initializers or view.node(tensor, "Constant") is not None:
+        return view.scalar(tensor) is not None
+    return _from_sizes(view, tensor)
+
+
 def _scaled(view: _GraphView, tensor: str) -> tuple[str, list[tuple[str, str]], list[int]]:
     """``tensor`` as ``data * s`` or ``data / s`` with ``s`` a constant or a size-derived scalar:
     (data, [(s, "mul" | "div")], [node]); ``tensor`` itself, unscaled, otherwise."""
@@ -550,11 +558,11 @@ def _scaled(view: _GraphView, tensor: str) -> tuple[str, list[tuple[str, str]], 
     if index is not None:
         a, b = (view.inputs(index) + ["", ""])[:2]
         if view.nodes[index].op_type == "Div":
-            if _from_sizes(view, b) and not _from_sizes(view, a):
+            if _scale_operand(view, b) and not _from_sizes(view, a):
                 return a, [(b, "div")], [index]
         else:
             for data, scale in ((a, b), (b, a)):
-                if _from_sizes(view, scale) and not _from_sizes(view, data):
+                if _scale_operand(view, scale) and not _from_sizes(view, data):
                     return data, [(scale, "mul")], [index]
     return tensor, [], []
 
