@@ -276,6 +276,21 @@ def test_matmul_and_bias_stay_two_steps_by_default() -> None:
     assert not torch.equal(produced, torch.nn.functional.linear(x, weight.t(), bias))
 
 
+def test_matmul_and_bias_through_identities_become_nn_linear() -> None:
+    """Exporters keep one copy of identical tensors (all-zero biases, tied weights) and name each
+    use with an Identity node: the constant behind the Identities is the layer's parameter."""
+    nodes, inits = linear()
+    nodes = [node("Identity", ["fc.weight"], "onnx::MatMul_9"), node("Identity", ["fc.bias"], "layer.bias"),
+             node("MatMul", ["x", "onnx::MatMul_9"], "xw"), node("Add", ["xw", "layer.bias"], "y")]
+    proto = model(nodes, inits)
+    converter = convert(proto, idioms=ALL)
+    assert "self.block = nn.Linear(16, 8)" in converter.source_code
+    assert converter.conversion_record()["idioms"] == {"linear": 1}
+    record = converter.conversion_record()["parameters"]
+    assert (record["block.weight"]["initializer"], record["block.bias"]["initializer"]) == ("fc.weight", "fc.bias")
+    assert_matches_onnxruntime(converter, proto)
+
+
 # ---------------------------------------------------------------------------------- near misses
 def test_gelu_with_another_constant_is_not_fused() -> None:
     nodes, inits = gelu_erf("torchscript")

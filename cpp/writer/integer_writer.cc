@@ -136,6 +136,14 @@ void IntegerLowering::lower_node(std::size_t index) {
       unsupported(node, "an operand has no encoding (a float tensor, such as one computed from sizes alone)");
     return float_island(index);
   }
+  if (standard && op == "MatMul" &&
+      std::ranges::any_of(node.inputs, [&](const std::string& input) { return float_values_.contains(input); })) {
+    // A product with a float operand: the scores or probabilities of an attention the conversion
+    // fused have no encoding (never materialised), so its products run in float between encodings.
+    if (!allow_islands_ && format_ == IntegerFormat::FixedPoint)
+      unsupported(node, "an operand has no encoding (inside a function the conversion fused, such as attention)");
+    return float_island(index);
+  }
   if (standard && (op == "Conv" || op == "Gemm" || op == "MatMul")) return lower_linear(index);
   if (standard && op == "Relu") return lower_relu(node);
   if (standard && op == "Add") return lower_add(index);

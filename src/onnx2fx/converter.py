@@ -66,8 +66,9 @@ class OnnxToFxConverter:
     ``input_shapes`` fixes the sizes of inputs whose shape the model leaves open (name -> sizes);
     dims that stay open are traced symbolically, so the result accepts any batch size.
     ``idioms`` turns exporters' decompositions of standard functions back into one call each: True
-    (GELU, SiLU, HardSwish, LayerNorm, RMSNorm), False (node by node), or the kinds to fuse, such as
-    ``{*onnx2fx.idioms.DEFAULT_IDIOMS, "linear"}`` to write ``MatMul + Add`` as ``nn.Linear`` too.
+    (GELU, SiLU, HardSwish, LayerNorm, RMSNorm, scaled dot-product attention), False (node by
+    node), or the kinds to fuse, such as ``{*onnx2fx.idioms.DEFAULT_IDIOMS, "linear"}`` to write
+    ``MatMul + Add`` as ``nn.Linear`` too.
     """
 
     def __init__(self, model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,

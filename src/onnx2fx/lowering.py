@@ -91,7 +91,7 @@ def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | 
     """Lower the main graph of a core ``Model`` into an emitted module.
 
     With ``idioms``, the decompositions exporters write for standard functions (GELU, SiLU,
-    HardSwish, LayerNorm, RMSNorm; Linear when named) become one call each (:mod:`onnx2fx.idioms`):
+    HardSwish, LayerNorm, RMSNorm, attention; Linear when named) become one call each (:mod:`onnx2fx.idioms`):
     True for the default kinds, False for none, or the kinds to fuse.
 
     A model with dynamic non-batch dimensions whose lowering fails on the first assumed size is

@@ -31,7 +31,7 @@ def convert(
     shape: ShapeOption = None,
     debug: DebugOption = False,
     idioms: Annotated[bool, typer.Option("--idioms/--no-idioms", help="Write exporters' decompositions of GELU, "
-                                         "SiLU, HardSwish, LayerNorm and RMSNorm as one call each.")] = True,
+                                         "SiLU, HardSwish, LayerNorm, RMSNorm and attention as one call each.")] = True,
 ) -> None:
     """Convert MODEL into OUTPUT/model.py, weights.safetensors, model_full.pt and conversion.json."""
     from ..converter import OnnxToFxConverter

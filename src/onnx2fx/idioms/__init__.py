@@ -1,8 +1,8 @@
 """Standard functions written out by exporters, recognised and converted back into one call.
 
 :mod:`.patterns` finds them on the ONNX graph (op types, constants, axes, private intermediates);
-:mod:`.emit` writes ``F.gelu``, ``F.silu``, ``F.hardswish``, ``nn.LayerNorm``, ``nn.RMSNorm`` or
-``nn.Linear`` for each (``linear`` only on request: see
+:mod:`.emit` writes ``F.gelu``, ``F.silu``, ``F.hardswish``, ``nn.LayerNorm``, ``nn.RMSNorm``,
+``F.scaled_dot_product_attention`` or ``nn.Linear`` for each (``linear`` only on request: see
 :data:`DEFAULT_IDIOMS`). The ONNX graph itself is not changed: the fused nodes are listed
 (:class:`IdiomUse`) so that quantization treats their intermediate tensors as never materialised.
 """

@@ -1,11 +1,12 @@
 """Recognising the decompositions exporters write for standard functions, on the ONNX graph.
 
 Exporters write GELU as ``Div -> Erf -> Add -> Mul -> Mul``, LayerNorm as seven or nine nodes, a
-Linear layer as ``MatMul + Add``. Each matcher here starts at the node that would produce the
-function's result (the *terminal*) and walks back through producers, checking op types, constant
-values (to float32 precision), attributes and reduction axes. A match is kept only when every
-tensor inside it is private to it: consumed by nodes of the match alone and not a graph output, so
-fusing it removes nothing another node or the caller reads.
+Linear layer as ``MatMul + Add``, attention as ``MatMul -> (scale, mask) -> Softmax -> MatMul``.
+Each matcher here starts at the node that would produce the function's result (the *terminal*)
+and walks back through producers, checking op types, constant values (to float32 precision),
+attributes and reduction axes. A match is kept only when every tensor inside it is private to it:
+consumed by nodes of the match alone and not a graph output, so fusing it removes nothing another
+node or the caller reads.
 
 Matching reads the graph only (no shapes): what needs ranks or sizes (reduction axes being the
 trailing ones, affine parameters fitting the normalised shape) is checked again when the match is
@@ -32,11 +33,14 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 GELU_TANH_CUBIC = 0.044715
 
 
-# Every kind recognised, and those fused unless asked otherwise. ``linear`` is opt-in: F.linear adds
-# the bias inside the matrix product, which rounds a third of the elements one unit differently
-# from ONNX's MatMul followed by Add; a discrete choice downstream (RT-DETR's TopK over class scores
-# from a Linear) then selects other queries and the outputs differ far beyond float32 noise.
-IDIOM_KINDS = ("gelu", "gelu_tanh", "silu", "hardswish", "layer_norm", "rms_norm", "linear")
+# Every kind recognised, and those fused unless asked otherwise. ``attention`` is a default: its
+# fused form differs from onnxruntime by float32 noise (relative 9e-7 at most, as the nodes one by
+# one do, on CLIP, ViT, nn.MultiheadAttention and F.scaled_dot_product_attention exports, sequence
+# lengths 1 to 577). ``linear`` is opt-in: F.linear adds the bias inside the matrix product, which
+# rounds a third of the elements one unit differently from ONNX's MatMul followed by Add; a discrete
+# choice downstream (RT-DETR's TopK over class scores from a Linear) then selects other queries and
+# the outputs differ far beyond float32 noise.
+IDIOM_KINDS = ("gelu", "gelu_tanh", "silu", "hardswish", "layer_norm", "rms_norm", "linear", "attention")
 DEFAULT_IDIOMS = frozenset(IDIOM_KINDS) - {"linear"}
 
 
@@ -44,11 +48,12 @@ DEFAULT_IDIOMS = frozenset(IDIOM_KINDS) - {"linear"}
 class IdiomMatch:
     """One recognised function: its kind, the graph nodes it replaces and what it reads."""
 
-    kind: str  # "gelu", "gelu_tanh", "silu", "hardswish", "layer_norm", "rms_norm", "linear"
+    kind: str  # one of IDIOM_KINDS
     members: tuple[int, ...]  # indices into the graph's nodes, ascending; the last is the terminal
     input: str  # the tensor the function is applied to
     output: str  # the terminal node's output
-    params: dict[str, Any] = field(default_factory=dict)  # axes, epsilon, weight / bias tensor names
+    # axes, epsilon, weight / bias tensor names; attention's key, value, mask, scales, softmax axis
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def terminal(self) -> int:
@@ -481,16 +486,32 @@ def _normalisation(view: _GraphView, t: int) -> IdiomMatch | None:
 
 
 # ---------------------------------------------------------------------------------- linear
+def _initializer_behind_identities(view: _GraphView, tensor: str) -> str | None:
+    """The float initializer ``tensor`` is, directly or through ``Identity`` nodes (exporters keep
+    one copy of identical tensors, such as all-zero biases, and name each use with an Identity)."""
+    for _ in range(len(view.nodes) + 1):
+        if view.float_initializer(tensor):
+            return tensor
+        index = view.node(tensor, "Identity")
+        if index is None:
+            return None
+        tensor = view.inputs(index)[0]
+    return None  # pragma: no cover - a graph is acyclic
+
+
 def _linear(view: _GraphView, t: int) -> IdiomMatch | None:
     """``MatMul(x, W) + b`` with a 2-D float initializer ``W`` and a 1-D float initializer ``b`` of
-    its output size: ``nn.Linear`` with its bias."""
+    its output size (either reached through ``Identity`` nodes, which stay as they are):
+    ``nn.Linear`` with its bias."""
     a, b = (view.inputs(t) + ["", ""])[:2]
-    for product, bias in ((a, b), (b, a)):
+    for product, bias_use in ((a, b), (b, a)):
         m = view.node(product, "MatMul")
-        if m is None or not view.float_initializer(bias):
+        bias = _initializer_behind_identities(view, bias_use)
+        if m is None or bias is None:
             continue
-        x, w = view.inputs(m)
-        if not view.float_initializer(w) or w in view.initializers and x in view.initializers:
+        x, w_use = view.inputs(m)
+        w = _initializer_behind_identities(view, w_use)
+        if w is None or _initializer_behind_identities(view, x) is not None:
             continue
         w_dims, b_dims = list(view.initializers[w].dims), list(view.initializers[bias].dims)
         if len(w_dims) == 2 and b_dims == [w_dims[1]] and view.initializers[w].data_type == \
@@ -499,11 +520,120 @@ def _linear(view: _GraphView, t: int) -> IdiomMatch | None:
     return None
 
 
+# ---------------------------------------------------------------------------------- attention
+# Ops through which a scale computed from a tensor's shape reaches the attention (torch.onnx writes
+# the default 1/sqrt(E) as Sqrt(Div(1, Sqrt(Cast(Slice(Shape(q)))))) when E is not folded).
+_SHAPE_ARITHMETIC = frozenset({"Shape", "Constant", "Cast", "Sqrt", "Div", "Mul", "Reciprocal", "Slice", "Gather",
+                               "Squeeze", "Unsqueeze", "Reshape"})
+
+
+def _from_sizes(view: _GraphView, tensor: str, depth: int = 12) -> bool:
+    """``tensor`` is a constant or computed from constants and tensor sizes alone (never from a
+    tensor's values): a candidate scale, whose value lowering then knows."""
+    if not tensor or tensor in view.initializers:
+        return bool(tensor)
+    index = view.producer.get(tensor)
+    if index is None or depth == 0:
+        return False
+    node = view.nodes[index]
+    if node.op_type not in _SHAPE_ARITHMETIC or node.domain not in ("", "ai.onnx"):
+        return False
+    if node.op_type == "Shape":
+        return True
+    return all(_from_sizes(view, name, depth - 1) for name in node.inputs if name)
+
+
+def _scale_operand(view: _GraphView, tensor: str) -> bool:
+    """``tensor`` can be a scale: a one-element constant, or a value computed from sizes (its one
+    element is checked when lowering, where it is a number)."""
+    if tensor in view.initializers or view.node(tensor, "Constant") is not None:
+        return view.scalar(tensor) is not None
+    return _from_sizes(view, tensor)
+
+
+def _scaled(view: _GraphView, tensor: str) -> tuple[str, list[tuple[str, str]], list[int]]:
+    """``tensor`` as ``data * s`` or ``data / s`` with ``s`` a constant or a size-derived scalar:
+    (data, [(s, "mul" | "div")], [node]); ``tensor`` itself, unscaled, otherwise."""
+    index = view.node(tensor, "Mul", "Div")
+    if index is not None:
+        a, b = (view.inputs(index) + ["", ""])[:2]
+        if view.nodes[index].op_type == "Div":
+            if _scale_operand(view, b) and not _from_sizes(view, a):
+                return a, [(b, "div")], [index]
+        else:
+            for data, scale in ((a, b), (b, a)):
+                if _scale_operand(view, scale) and not _from_sizes(view, data):
+                    return data, [(scale, "mul")], [index]
+    return tensor, [], []
+
+
+def _scaled_product(view: _GraphView,
+                    scores: str) -> tuple[list[int], str, str, list[int], list[tuple[str, str]]] | None:
+    """``scores`` as ``(q * a) @ Transpose(k * b) * c`` (each scale optional, ``Mul`` or ``Div``,
+    ``b`` before or after the Transpose): (nodes, q, k, the Transpose's perm, the scales)."""
+    product, scales, members = _scaled(view, scores)
+    m = view.node(product, "MatMul")
+    if m is None:
+        return None
+    members.append(m)
+    left, right = (view.inputs(m) + ["", ""])[:2]
+    q, q_scales, nodes = _scaled(view, left)
+    members += nodes
+    transposed, k_scales_after, nodes = _scaled(view, right)
+    members += nodes
+    transpose = view.node(transposed, "Transpose")
+    if transpose is None:
+        return None
+    members.append(transpose)
+    perm = view.attribute(transpose, "perm")
+    if not perm or len(perm) not in (3, 4) or sorted(perm) != list(range(len(perm))):
+        return None
+    k, k_scales_before, nodes = _scaled(view, view.inputs(transpose)[0])
+    members += nodes
+    if not q or not k:
+        return None
+    return members, q, k, list(perm), [*scales, *q_scales, *k_scales_after, *k_scales_before]
+
+
+def _attention(view: _GraphView, t: int) -> IdiomMatch | None:
+    """``MatMul(Softmax(MatMul(q, Transpose(k)) * scale (+ mask)), v)``, the scale applied to the
+    product or to either operand (by ``Mul`` or ``Div``, any number of factors), the probabilities
+    possibly passed through ``Cast`` nodes (to their own dtype, checked when lowering):
+    ``F.scaled_dot_product_attention``. The graph fixes the op types, the Transpose's permutation
+    and the operands; lowering checks the ranks, the softmax axis, the mask and the scale's value."""
+    p, v = (view.inputs(t) + ["", ""])[:2]
+    casts: list[int] = []  # softmax(dim=-1, dtype=torch.float32).to(q.dtype) adds Casts, no-ops in float32
+    while (c := view.node(p, "Cast")) is not None and len(casts) < 4:
+        casts.append(c)
+        p = view.inputs(c)[0]
+    s = view.node(p, "Softmax")
+    if s is None or not v:
+        return None
+    scores = view.inputs(s)[0]
+    add = view.node(scores, "Add")
+    candidates: list[tuple[str, str | None, list[int]]] = [(scores, None, [])]
+    if add is not None:
+        a, b = (view.inputs(add) + ["", ""])[:2]
+        candidates = [(a, b, [add]), (b, a, [add])] if a and b else []
+    for product, mask, extra in candidates:
+        found = _scaled_product(view, product)
+        if found is None:
+            continue
+        nodes, q, k, perm, scales = found
+        match = _finish(view, "attention", [*nodes, *extra, s, *casts, t], q, key=k, value=v, key_perm=perm,
+                        mask=mask, scales=tuple(scales), softmax_axis=view.attribute(s, "axis"),
+                        casts=tuple(int(view.attribute(c, "to", 0)) for c in casts))
+        if match is not None:
+            return match
+    return None
+
+
 # The matchers tried at a node of each op type, in order: the first match wins.
 _MATCHERS: dict[str, tuple[Callable[[_GraphView, int], IdiomMatch | None], ...]] = {
     "Mul": (_normalisation, _gelu, _hardswish, _silu_or_hard_sigmoid_swish),
     "Div": (_normalisation, _hardswish),
     "Add": (_normalisation, _linear),
+    "MatMul": (_attention,),
 }
 
 

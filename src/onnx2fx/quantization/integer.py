@@ -23,9 +23,11 @@ Functions the conversion fused from an exporter's decomposition (``onnx2fx.idiom
 only at their input and result. Both writers read a copy of the source in which each fused
 activation is one node (GELU as onnxruntime's ``Gelu`` / ``FastGelu``, SiLU as ``QuickGelu`` with
 alpha 1, HardSwish as ``HardSwish``): the fixed-point form computes it as one table from the input's
-grid to the result's, the QOperator form runs it in float between them. Fused normalisations keep
-their nodes and run in float (QOperator, or fixed point with ``float_islands``); a fused
-``MatMul + Add`` is one integer linear layer with an int32 bias.
+grid to the result's, the QOperator form runs it in float between them. Fused normalisations and
+attention keep their nodes and run in float (QOperator, or fixed point with ``float_islands``): an
+attention's products with its unencoded scores or probabilities are float ``MatMul`` nodes between
+the encodings of q, k, v and the result; a fused ``MatMul + Add`` is one integer linear layer with
+an int32 bias.
 
 A node with no integer form stops the export with :class:`IntegerExportError` naming it, unless
 ``float_islands`` is set: then it runs in float between DequantizeLinear and QuantizeLinear and is
