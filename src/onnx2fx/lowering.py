@@ -6,10 +6,8 @@ plus the tensors for its parameters, which :mod:`onnx2fx.codegen.render` turns i
 
 from __future__ import annotations
 
-import gc
 import inspect
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -25,6 +23,7 @@ from .codegen.emitter import Emitter
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .functions import function_body
+from .gc_pause import collector_paused
 from .idioms import IdiomDeclined, IdiomMatch, IdiomUse, find_idioms, idiom_kinds, lower_idiom
 from .ops.registry import lookup, normalize_domain
 from .tensors import ONNX_TO_TORCH, ONNX_TYPE_NAMES, SUB_BYTE_STORAGE, to_torch, torch_dtype
@@ -101,7 +100,7 @@ def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | 
     tried: list[int] = []
     for hint in OTHER_DIM_HINTS:
         try:
-            with _cyclic_collection_paused():
+            with collector_paused():
                 return _lower_graph_at(model, input_shapes, hint, idioms)
         except UnsupportedOperatorError:
             raise
@@ -116,21 +115,6 @@ def lower_graph(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | 
         first_error.args = (f"{first_error.args[0]} (dynamic dimensions were traced at {sizes} in turn and "
                             "failed at each; --shape NAME=... fixes an input's sizes)", *first_error.args[1:])
     raise first_error
-
-
-@contextmanager
-def _cyclic_collection_paused() -> Iterator[None]:
-    """Python's cycle collector off while lowering. Fake tensors and size expressions make many
-    small objects, and full collections over torch's and sympy's heap took most of the time of
-    converting a model with dynamic dimensions (1.2 s of 1.5 s on a two-block transformer).
-    Reference counting still frees everything acyclic; cycles are collected after lowering."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _has_dynamic_non_batch_dim(model: _core.Model, input_shapes: Mapping[str, Sequence[int]] | None) -> bool:
