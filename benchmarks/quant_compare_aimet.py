@@ -296,8 +296,9 @@ def markdown(doc: dict[str, Any]) -> str:
               "sum of a kernel's rounding errors reaches the output. Scoring them on their input moments raised the "
               "PP-OCR classifier's W4A8 mse row from 16.55 dB to 16.94 dB (its pre-softmax logits from 7.3 dB to "
               "10.0 dB of SQNR) and the PP-OCRv4 detector's from 6.93 dB to 7.86 dB.",
-              "- The two rows where AIMET's best plain scheme stays ahead are within the noise of their measurement. "
-              "Multiplying every activation scale (the input's left alone) by a random factor within ±0.02 % moves "
+              "- The two rows where AIMET's best plain scheme stays ahead are within the noise of their measurement "
+              "(a one-off study, typed in here: this script does not rerun it). Multiplying every activation scale "
+              "(the input's left alone) by a random factor within ±0.02 % moves "
               "digits_vit W8A8 to 32.62 ± 0.17 dB for our percentile row and 32.37 ± 0.29 dB for AIMET's min_max "
               "(mean and standard deviation over 8 draws, each file's encodings put back into the float model; "
               "32.66 dB and 32.78 dB as written), and ppocr_cls W4A8 to 16.95 ± 0.60 dB for our mse row and "
