@@ -23,7 +23,7 @@ from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicC
 
 from onnx2fx.codegen.fake_eval import evaluate_on_fakes
 from onnx2fx.codegen.shape_env import ConversionShapeEnv
-from onnx2fx.codegen.shape_rules import exact_quotient, module_result_sizes, result_by_rule
+from onnx2fx.codegen.shape_rules import exact_quotient, fake_of, module_result_sizes, result_by_rule
 
 # Values given to the symbols when sizes are compared: the hints, then odd and uneven sizes.
 POINTS = ({"n": 2, "h": 64, "w": 64, "t": 64}, {"n": 3, "h": 97, "w": 130, "t": 17},
@@ -255,6 +255,28 @@ def test_layers_decline_what_torch_would_decide(s: Sizes) -> None:
     assert module_result_sizes(nn.Conv2d(4, 8, 3), s.tensor(s.n, 5, s.h, s.w)) is None  # wrong channels
     assert module_result_sizes(nn.MaxPool2d(3, 2, ceil_mode=True), s.tensor(s.n, 4, s.h, s.w)) is None
     assert module_result_sizes(nn.BatchNorm2d(8), s.tensor(s.n, 8, s.h, s.w, dtype=torch.float16)) is None
+
+
+def test_window_lengths_are_computed_once_per_length_and_stride(s: Sizes) -> None:
+    x = s.tensor(s.n, 8, s.h, s.w)
+    same = module_result_sizes(nn.Conv2d(8, 8, 3, padding=1), x)
+    assert same is not None and [size.node.expr for size in same[2:]] == [s.symbols["h"], s.symbols["w"]]
+    first = module_result_sizes(nn.Conv2d(8, 16, 3, stride=2, padding=1), x)
+    again = module_result_sizes(nn.Conv2d(8, 32, 3, stride=2, padding=1), s.tensor(s.n, 8, s.h, s.w))
+    assert first is not None and again is not None
+    assert again[2] is first[2] and again[3] is first[3]  # the memo's SymInts, not a new computation
+    assert [s.at(size, point) for point in POINTS for size in again[2:]] == \
+        [(point[k] - 1) // 2 + 1 for point in POINTS for k in "hw"]
+
+
+def test_fake_of_gives_a_new_fake_of_the_template(s: Sizes) -> None:
+    first = fake_of(s.mode, [s.n, 16, s.h], torch.float32)
+    second = fake_of(s.mode, [s.n, 16, s.h], torch.float32)
+    assert first is not second and type(second) is type(first)
+    assert second.fake_mode is s.mode and second.device == torch.device("cpu")
+    assert (second.shape, second.stride(), second.dtype) == (first.shape, first.stride(), first.dtype)
+    with s.mode:
+        assert (second + first).shape == first.shape
 
 
 # ------------------------------------------------------------------------------ through the emitter's entry

@@ -43,6 +43,10 @@ class ConversionShapeEnv(ShapeEnv):
         # Fake tensors by their sizes as written and dtype, for ``shape_rules.fake_of``.
         self.fake_templates: dict[tuple[tuple[Any, ...], Any], Any] = {}
         self._lower_bounds: dict[sympy.Expr, Any] = {}
+        # Output lengths of sliding windows by (input length as written, window reach, stride), for
+        # ``shape_rules``: a network repeats the same window on the same length many times, and
+        # each new symbolic length costs sympy a millisecond.
+        self.window_lengths: dict[tuple[Any, int, int], Any] = {}
 
     def lower_bound(self, expr: sympy.Expr) -> Any:
         """The least value of a size expression over its symbols' ranges. Cached: ranges only narrow

@@ -30,7 +30,7 @@ import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, in_kernel_invocation_manager
 from torch.utils._sympy.functions import FloorDiv, Mod, PythonMod
 
 from .shape_env import ConversionShapeEnv
@@ -414,7 +414,17 @@ def fake_of(fake_mode: FakeTensorMode, sizes: Sequence[Size], dtype: torch.dtype
             template = torch.empty(list(sizes), dtype=dtype)
         if templates is not None:
             templates[key] = template
-    return template.detach()
+    return _alias(fake_mode, template)
+
+
+def _alias(fake_mode: FakeTensorMode, template: torch.Tensor) -> torch.Tensor:
+    """A new fake tensor with the template's sizes and strides: its C++ detach wrapped as a fake,
+    a tenth of ``template.detach()`` through the fake mode's Python dispatch."""
+    if not isinstance(template, FakeTensor):
+        return template.detach()
+    with in_kernel_invocation_manager(fake_mode):
+        alias = torch.Tensor.detach(template)
+    return FakeTensor(fake_mode, alias, template.fake_device)
 
 
 def result_by_rule(fake_mode: FakeTensorMode, target: Callable[..., Any], args: Sequence[Any],
@@ -448,10 +458,19 @@ def _window_lengths(lengths: Sequence[Size], kernel: Sequence[int], stride: Sequ
             if length < reach:
                 return None
             out.append((length - reach) // s + 1)
-        elif reach > 0 and not _at_least(length, reach):
-            return None
-        else:
-            out.append((length - reach) // s + 1 if s != 1 else length - reach + 1)
+            continue
+        if reach == 1 and s == 1:  # a "same" window: the length itself, with no arithmetic to simplify
+            out.append(length)
+            continue
+        env = length.node.shape_env
+        memo = env.window_lengths if isinstance(env, ConversionShapeEnv) else {}
+        key = (size_key(length), reach, s)
+        result = memo.get(key)
+        if result is None:
+            if reach > 0 and not _at_least(length, reach):
+                return None
+            result = memo[key] = (length - reach) // s + 1 if s != 1 else length - reach + 1
+        out.append(result)
     return out
 
 
