@@ -188,7 +188,7 @@ def _dynamic_exact_bilinear(g: Emitter, x: Value, scales: Value | None, sizes: V
         p, q = ratio.as_integer_ratio()  # q is a power of two: the scale is a binary fraction
         if q > MAX_SCALE_DENOMINATOR or p > MAX_SCALE_NUMERATOR:
             return None
-        outs.append(g.dim(x, axis) * p // q if (p, q) != (1, 1) else g.dim(x, axis))
+        outs.append(_times_fraction(g.dim(x, axis), p, q))
     g.helper(_bilinear_taps)
     return g.call(g.helper(_resize_bilinear, leaf=True), x, outs[0], outs[1], ratios[0], ratios[1], transform)
 
@@ -203,8 +203,15 @@ def _scaled_size(g: Emitter, x: Value, axis: int, scale: float) -> SymElem | Non
     p, q = float(scale).as_integer_ratio()  # scales are float32 values: q is a power of two
     if q > MAX_SCALE_DENOMINATOR or p > MAX_SCALE_NUMERATOR:
         return None
-    size = g.dim(x, axis)
-    return size if (p, q) == (1, 1) else size * p // q
+    return _times_fraction(g.dim(x, axis), p, q)
+
+
+def _times_fraction(size: SymElem, p: int, q: int) -> SymElem:
+    """``size * p // q`` written without the operations that change nothing (a whole-number scale
+    needs no division): each symbolic operation costs a simplification during conversion."""
+    if p != 1:
+        size = size * p
+    return size // q if q != 1 else size
 
 
 def _interpolate_resize(g: Emitter, x: Value, request: ResizeRequest) -> Value:
