@@ -10,6 +10,7 @@ transposed) stay node by node.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +198,12 @@ def test_fused_attention_quantizes_with_its_scores_in_float(tmp_path: Path) -> N
                  formats=("qdq", "qoperator", "fixed-point"), float_islands=True)
     assert result.report["unmapped"] == []
     assert sorted(result.activation_encodings) == ["k", "q", "v", "x", "y"]
+    fused = [w for w in result.report["warnings"] if "attention" in w]
+    assert len(fused) == 1 and re.fullmatch(
+        r"1 attention\(s\) fused into F\.scaled_dot_product_attention \(ending at /block/MatMul_\d+\): their "
+        r"scores and probabilities stay float in the quantized model; convert with idioms that exclude "
+        r"'attention' \(OnnxToFxConverter\(\.\.\., idioms=DEFAULT_IDIOMS - \{'attention'\}\)\) to quantize them",
+        fused[0]), fused
     assert result.report["qdq"]["within_one_step"] >= 0.999
     for key in ("qoperator", "fixed_point"):
         assert result.report[key]["equal_to_simulation"] >= 0.99, (key, result.report[key])

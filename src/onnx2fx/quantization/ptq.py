@@ -185,6 +185,19 @@ class PTQResult:
         return {}
 
 
+def _fused_attention_warnings(idioms: Any) -> list[str]:
+    """A fused attention is one ``F.scaled_dot_product_attention`` call: its scores and probabilities
+    are never materialised, so they get no quantizer and stay float in every quantized form, where
+    other quantizers (and an all-integer target) quantize them."""
+    fused = [use.terminal for use in idioms if use.kind == "attention"]
+    if not fused:
+        return []
+    return [f"{len(fused)} attention(s) fused into F.scaled_dot_product_attention (ending at {fused[0]}"
+            f"{', ...' if len(fused) > 1 else ''}): their scores and probabilities stay float in the quantized "
+            "model; convert with idioms that exclude 'attention' (OnnxToFxConverter(..., idioms=DEFAULT_IDIOMS - "
+            "{'attention'})) to quantize them"]
+
+
 def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None = None,
         **keywords: Any) -> PTQResult:
     """Quantize a converted model after training.
@@ -318,7 +331,8 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
         mixed_precision=mixed,
         sensitivity=sensitivity,
         qdq=None,
-        warnings=[*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped]],
+        warnings=[*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped],
+                  *_fused_attention_warnings(conversion_record(gm).idioms)],
         seconds=0.0,
     )
     report.seconds = round(time.perf_counter() - started, 3)
