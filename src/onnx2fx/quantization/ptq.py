@@ -248,7 +248,8 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
     layer_inputs = LayerInputs.of_weights(sim.gm, sim.weight_params) if cfg.resolved_weight_scheme == "mse" else None
     with layer_inputs or contextlib.nullcontext():
         calibration = _calibrate(sim, cfg, placement, data, samples, keep, show_progress(opts.progress))
-    activation_encodings, shared, dropped = _activation_encodings(sim, placement, graph)
+    activation_encodings, shared, dropped, float_outputs = _activation_encodings(
+        sim, placement, graph, float_outputs=set(formats) <= {"qdq"})
     weight_encodings = _weight_encodings(sim, cfg, layer_inputs)
     bias_encodings = int32_bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
     set_bias_encodings(sim, bias_encodings)  # the simulation adds the int32 biases the export stores
@@ -332,7 +333,7 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
         sensitivity=sensitivity,
         qdq=None,
         warnings=[*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped],
-                  *_fused_attention_warnings(conversion_record(gm).idioms)],
+                  *_fused_attention_warnings(conversion_record(gm).idioms), *float_outputs],
         seconds=0.0,
     )
     report.seconds = round(time.perf_counter() - started, 3)
@@ -387,9 +388,11 @@ def _calibrate(sim: SimModel, config: QuantConfig, placement: Placement, data: C
 
 
 # ---------------------------------------------------------------------------------- encodings
-def _activation_encodings(sim: SimModel, placement: Placement,
-                          graph: OnnxGraphView) -> tuple[dict[str, Encoding], dict[str, str], list[str]]:
-    """Encodings of quantized tensors from their calibrators, then of tensors that share one."""
+def _activation_encodings(sim: SimModel, placement: Placement, graph: OnnxGraphView, *, float_outputs: bool = False,
+                          ) -> tuple[dict[str, Encoding], dict[str, str], list[str], list[str]]:
+    """Encodings of quantized tensors from their calibrators, then of tensors that share one; the
+    tensors never observed, and a note per output left float (see :func:`_share_concats`; only where
+    ``float_outputs``: QDQ alone is written, as the integer writers need every Concat's encoding)."""
     encodings: dict[str, Encoding] = {}
     dropped: list[str] = []
     for tensor, quantizer in sim.activations.items():
@@ -411,29 +414,58 @@ def _activation_encodings(sim: SimModel, placement: Placement,
             removed.add(id(quantizer))
             _remove_quantizer_node(sim.gm, quantizer)
     shared = dict(placement.shared)
-    _share_concats(sim, placement, graph, encodings, shared)
+    notes = _share_concats(sim, placement, graph, encodings, shared, float_outputs=float_outputs)
     ordered: dict[str, Encoding] = {}
     for tensor in graph_order(graph):
         enc = encodings.get(tensor) or follow_shared(tensor, shared, encodings)
         if enc is not None:
             ordered[tensor] = enc
-    return ordered, {t: s for t, s in shared.items() if t in ordered}, dropped
+    return ordered, {t: s for t, s in shared.items() if t in ordered}, dropped, notes
+
+
+# A graph output made by a Concat stays float when its inputs' scales differ by more than this: one
+# 8-bit grid for all of them would leave the finest input fewer than 6 of its 8 bits (a detector's
+# boxes in pixels beside its class probabilities: a step of about a pixel turns every probability
+# into 0 or one step, and no box passes a confidence threshold).
+FLOAT_OUTPUT_CONCAT_SCALE_RATIO = 4.0
 
 
 def _share_concats(sim: SimModel, placement: Placement, graph: OnnxGraphView, encodings: dict[str, Encoding],
-                   shared: dict[str, str]) -> None:
-    """A Concat whose inputs all carry one encoding needs no requantization: drop its quantizer."""
+                   shared: dict[str, str], *, float_outputs: bool) -> list[str]:
+    """A Concat whose inputs all carry one encoding needs no requantization: drop its quantizer. A
+    Concat that is a graph output and whose inputs lie on grids of very different scales loses its
+    quantizer too and stays float (its inputs keep theirs). Returns a warning per float output."""
     producers = graph.producer_map()
+    outputs = set(graph.outputs)
+    notes = []
     for tensor in sorted(placement.concats):
         if tensor not in encodings or tensor not in sim.activations:
             continue
         source = concat_shared_input(producers[tensor], encodings, shared)
-        if source is None:
+        ratio = None if source is not None or not float_outputs or tensor not in outputs else _input_scale_ratio(
+            producers[tensor], encodings, shared)
+        if source is None and (ratio is None or ratio <= FLOAT_OUTPUT_CONCAT_SCALE_RATIO):
             continue
         quantizer = sim.activations.pop(tensor)
         _remove_quantizer_node(sim.gm, quantizer)
         del encodings[tensor]
-        shared[tensor] = source
+        if source is not None:
+            shared[tensor] = source
+        else:
+            notes.append(f"output {tensor} (Concat) stays float: its inputs' scales differ {ratio:.0f}x, and one "
+                         f"8-bit grid would leave the finest input {max(8 - math.log2(ratio), 0):.1f} bits")
+    return notes
+
+
+def _input_scale_ratio(concat: Any, encodings: Mapping[str, Encoding], shared: Mapping[str, str]) -> float | None:
+    """The largest over the smallest per-tensor scale of a Concat's quantized inputs (None when
+    fewer than two are quantized per tensor)."""
+    scales = []
+    for name in (i for i in concat.inputs if i):
+        encoding = encodings.get(name) or follow_shared(name, shared, encodings)
+        if encoding is not None and encoding.axis is None:
+            scales.append(float(encoding.scale.max()))
+    return max(scales) / min(scales) if len(scales) >= 2 and min(scales) > 0 else None
 
 
 def _current_encodings(sim: SimModel, graph: OnnxGraphView,
