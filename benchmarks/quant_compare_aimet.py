@@ -334,7 +334,8 @@ def markdown(doc: dict[str, Any]) -> str:
               "(0 to 1), and every quantizer here puts one per-tensor 8-bit encoding on it: a step of about 1.3 "
               "turns every probability into 0 or one step, so no quantized model keeps a box above the 0.25 "
               "confidence (box agreement 0 for all of them, while the output SQNR, dominated by the coordinates, "
-              "stays high). Leaving that Concat's output in float (its inputs quantized) is the fix; not done yet.",
+              "stays high). onnx2fx's QDQ model leaves that Concat in float (its inputs quantized, each on its own "
+              "grid), which the other quantizers do not.",
               "- Every onnx2fx row quantizes a model converted without the attention fusion, so the digits ViT's "
               "attention scores and probabilities get quantizers, as AIMET and onnxruntime place them. With the "
               "converter's default (attention fused into `F.scaled_dot_product_attention`) they are never "

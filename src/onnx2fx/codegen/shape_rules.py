@@ -410,8 +410,10 @@ def fake_of(fake_mode: FakeTensorMode, sizes: Sequence[Size], dtype: torch.dtype
     key = (tuple(size_key(s) for s in sizes), dtype)
     template = templates.get(key) if templates is not None else None
     if template is None:
-        with fake_mode:
-            template = torch.empty(list(sizes), dtype=dtype)
+        # torch.empty under the fake mode does exactly this, after a Python dispatch of its own
+        with in_kernel_invocation_manager(fake_mode):
+            meta = torch.empty(list(sizes), dtype=dtype, device="meta")
+        template = FakeTensor(fake_mode, meta, torch.device("cpu"))
         if templates is not None:
             templates[key] = template
     return _alias(fake_mode, template)
