@@ -5,6 +5,8 @@ input sizes, and the generated code uses the arithmetic the bound allows."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -47,4 +49,26 @@ def test_conv_integer_is_exact_in_the_cheapest_arithmetic(channels: int, kernel:
         (expected,) = ort_run(model, {"x": x})
         produced = gm(torch.from_numpy(x)).numpy()
         assert produced.dtype == np.int32
+        np.testing.assert_array_equal(produced, expected)
+
+
+@pytest.mark.parametrize(("channels", "arithmetic"), [(2, "float32"), (96, "split")])
+def test_conv_integer_exports_to_onnx_that_onnxruntime_runs_exactly(tmp_path: Path, channels: int,
+                                                                       arithmetic: str) -> None:
+    """``onnx2fx export`` of ConvInteger: float32 convolutions on integer-valued tensors, which
+    onnxruntime's Conv accepts (it has no integer or double one), equal to the source in every
+    element at two sizes."""
+    from onnx2fx.export import export_onnx
+
+    rng = np.random.default_rng(channels)
+    model = _conv_integer(channels, 3, rng.choice(np.array([-128, 127], np.int8), size=(4, channels, 3, 3)))
+    onnx.save(model, tmp_path / "source.onnx")
+    gm = OnnxToFxConverter(model).convert()
+    exported = export_onnx(gm, tmp_path / "roundtrip.onnx", source=tmp_path / "source.onnx", validate=False)
+    written = onnx.load(str(exported.path))
+    assert {n.op_type for n in written.graph.node if n.op_type.startswith("Conv")} == {"Conv"}
+    for size in (5, 8):
+        x = rng.integers(0, 256, size=(1, channels, size, size), dtype=np.uint8)
+        (expected,) = ort_run(model, {"x": x})
+        (produced,) = ort_run(written, {"x": x})
         np.testing.assert_array_equal(produced, expected)

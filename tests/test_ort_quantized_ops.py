@@ -362,6 +362,33 @@ def test_onnxruntime_quantizes_the_lstm_state_per_thread(tmp_path: Path) -> None
     assert np.array_equal(four[0], _ort(model, feeds, threads=8)[0])
 
 
+def test_dynamic_quantize_lstm_is_one_operator_written_back_as_the_contrib_node(tmp_path: Path) -> None:
+    """The lowering runs as a registered operator: torch.export records one node (not the time loop
+    unrolled, tens of thousands of operations at a realistic length) and keeps the steps dynamic,
+    and ``onnx2fx export`` writes it back as com.microsoft DynamicQuantizeLSTM, whose outputs in
+    onnxruntime equal the source's in every bit at any length."""
+    from onnx2fx.export import export_onnx
+
+    model = _quantized_lstm(tmp_path, 6, 12, True)
+    onnx.save(model, tmp_path / "source.onnx")
+    gm = OnnxToFxConverter(tmp_path / "source.onnx").convert()
+    feeds = _sequences(6, [(9, 1), (1, 1), (23, 1)])
+    program = torch.export.export(gm, (torch.from_numpy(feeds[0]["x"]),), strict=False,
+                                  dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    assert [str(n.target) for n in program.graph.nodes if "onnx2fx" in str(n.target)] != []
+    assert len(list(program.graph.nodes)) < 40
+    exported = export_onnx(gm, tmp_path / "roundtrip.onnx", source=tmp_path / "source.onnx", validate=False)
+    written = onnx.load(str(exported.path))
+    assert exported.exporter == "dynamo"
+    assert [(n.domain, n.op_type) for n in written.graph.node if n.domain] == [(MS, "DynamicQuantizeLSTM")]
+    for feed in feeds:
+        expected = _ort(model, feed, threads=4)
+        assert all(np.array_equal(e, p) for e, p in zip(expected, _ort(written, feed, threads=4)))
+        with torch.no_grad():
+            assert all(np.array_equal(e, p.numpy()) for e, p in zip(expected, program.module()(
+                torch.from_numpy(feed["x"]))))
+
+
 def test_mlas_logistic_and_tanh_equal_onnxruntime() -> None:
     """``mlas.mlas_logistic`` / ``mlas_tanh`` against onnxruntime's Sigmoid and Tanh, which run the
     same MLAS kernels: every bit, over [-30, 30] (both clamps included) and a dense normal sample."""

@@ -142,3 +142,30 @@ def test_unavailable_package_is_a_clear_error_leaving_nothing(tmp_path: Path,
     with pytest.raises(CorpusUnavailable, match=r"pip download silero-vad==0.0.0.dev0 (failed|timed out)"):
         model_path(missing)
     assert [p.name for p in (tmp_path / "archives").iterdir()] == []
+
+
+def test_float64_run_widens_the_model_and_fixes_the_reference_evaluator(tmp_path: Path) -> None:
+    """The referee for float32-level mismatches: every float32 type, initializer and Cast target
+    becomes double, and the ops that onnx's reference evaluator gets wrong (rank-3 GlobalMaxPool, a
+    BatchNormalization with ``momentum``) compute what onnxruntime computes, in double."""
+    from benchmarks.real_models_corpus.float64 import float64_model, run_float64
+
+    helper, tp = onnx.helper, onnx.TensorProto
+    nodes = [helper.make_node("Cast", ["ids"], ["x"], to=tp.FLOAT),
+             helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["n"], epsilon=1e-5, momentum=0.9),
+             helper.make_node("GlobalMaxPool", ["n"], ["y"])]
+    channel = np.array([1.5, -2.0], np.float32)
+    inits = [onnx.numpy_helper.from_array(channel + i, name) for i, name in enumerate("sbmv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", tp.INT32, [1, 2, 5])],
+                              [helper.make_tensor_value_info("y", tp.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
+    double = float64_model(model)
+    assert {t.data_type for t in double.graph.initializer} == {tp.DOUBLE}
+    assert double.graph.node[0].attribute[0].i == tp.DOUBLE and model.graph.node[0].attribute[0].i == tp.FLOAT
+    onnx.save(model, tmp_path / "model.onnx")
+    ids = np.arange(10, dtype=np.int32).reshape(1, 2, 5)
+    (produced,) = run_float64(tmp_path / "model.onnx", {"ids": ids})
+    s, b, m, v = (channel.astype(np.float64) + i for i in range(4))
+    normalised = (ids - m[:, None]) / np.sqrt(v[:, None] + np.float32(1e-5)) * s[:, None] + b[:, None]
+    assert produced.dtype == np.float64
+    np.testing.assert_allclose(produced, normalised.max(-1, keepdims=True), rtol=1e-15)

@@ -31,6 +31,7 @@ import torch
 
 from .conversion_record import find_conversion_record
 from .errors import ExportError
+from .export_translations import translation_table
 from .size_sweep import BATCH_SIZE, OTHER_DIM_SIZE
 from .validator import load_torch_model, random_input
 
@@ -268,6 +269,9 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], in
             axes[axis] = symbols[dim_param]
         dynamic.append(axes or None)
     kwargs: dict[str, Any] = {"opset_version": opset} if opset else {}
+    translations = translation_table()
+    if translations:
+        kwargs["custom_translation_table"] = translations
     program = torch.onnx.export(module, inputs, dynamo=True, dynamic_shapes=tuple(dynamic) if symbols else None,
                                 verbose=False, optimize=False, **kwargs)
     with _exact_no_op_rules():

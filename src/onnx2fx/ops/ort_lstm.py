@@ -22,7 +22,11 @@ reverse one reverses the sequence in time, runs forward, and reverses its output
    ``C_t = C_{t-1} * f + i * g`` and ``h_t = act(C_t) * o``, each product rounded (no FMA).
 
 Copied into ``model.py`` (``Emitter.helper``) as ``_ort_quantized_lstm`` and ``_ort_lstm_activation``,
-together with the helpers they call.
+together with the helpers they call, and registered there as an operator (``torch.ops.onnx2fx``):
+its time loop runs tens of thousands of small operations (every gate's MLAS activation emulates
+fused multiply-adds), which ``torch.export`` would otherwise trace one by one, unrolled at one
+sequence length. As an operator it is one node whose steps stay dynamic, and ``onnx2fx export``
+writes it back as the ``com.microsoft`` DynamicQuantizeLSTM it came from.
 """
 
 from __future__ import annotations
@@ -94,3 +98,35 @@ def ort_quantized_lstm(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: tor
         hs.append(h)
         cs.append(c)
     return torch.stack(ys, 1), torch.stack(hs), torch.stack(cs)
+
+
+def ort_quantized_lstm_op(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor | None,
+                          h0: torch.Tensor | None, c0: torch.Tensor | None, p: torch.Tensor | None,
+                          directions: str, activations: str, alphas: list[float], betas: list[float],
+                          clip: float | None, input_forget: bool, hidden_size: int, w_scale: torch.Tensor,
+                          w_zero_point: torch.Tensor, r_scale: torch.Tensor,
+                          r_zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`ort_quantized_lstm` with arguments a registered operator's schema can hold: the
+    directions and activations joined by commas, a missing alpha or beta as NaN. ``hidden_size``
+    (R's second dimension) is what the ONNX node written back needs."""
+    def optional(values: list[float]) -> list[float | None]:
+        return [None if v != v else v for v in values]
+
+    return ort_quantized_lstm(x, w, r, b, h0, c0, p, directions.split(","), activations.split(","), optional(alphas),
+                              optional(betas), clip, input_forget, w_scale, w_zero_point, r_scale, r_zero_point)
+
+
+def ort_quantized_lstm_fake(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor | None,
+                            h0: torch.Tensor | None, c0: torch.Tensor | None, p: torch.Tensor | None,
+                            directions: str, activations: str, alphas: list[float], betas: list[float],
+                            clip: float | None, input_forget: bool, hidden_size: int, w_scale: torch.Tensor,
+                            w_zero_point: torch.Tensor, r_scale: torch.Tensor,
+                            r_zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What tracing sees of the operator: Y (steps, directions, batch, hidden), Y_h and Y_c."""
+    count = len(directions.split(","))
+    state = x.new_empty((count, x.shape[1], hidden_size))
+    return x.new_empty((x.shape[0], count, x.shape[1], hidden_size)), state, state.clone()
+
+
+# The registered operators' names start with this (a digest of the implementation follows).
+ORT_QUANTIZED_LSTM_PREFIX = "ort_quantized_lstm_"

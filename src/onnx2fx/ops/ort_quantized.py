@@ -27,6 +27,9 @@ rounding:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
 from ..codegen.emitter import Emitter
@@ -34,7 +37,13 @@ from ..codegen.values import Value
 from . import pooling
 from .attention import attend, key_mask_bias, merge_heads, split_heads
 from .mlas import fma32, horner32, mlas_logistic, mlas_tanh
-from .ort_lstm import ort_lstm_activation, ort_quantized_lstm
+from .ort_lstm import (
+    ORT_QUANTIZED_LSTM_PREFIX,
+    ort_lstm_activation,
+    ort_quantized_lstm,
+    ort_quantized_lstm_fake,
+    ort_quantized_lstm_op,
+)
 from .quant import INTEGER_RANGES, centered, dequantize, ort_dynamic_quantize, ort_quantized_gemm, quantize
 from .recurrent import activation, recurrent_attributes, recurrent_output_spec, recurrent_settings
 from .registry import onnx_op
@@ -369,12 +378,42 @@ def dynamic_quantize_lstm(g: Emitter, x: Value, w: Value, r: Value, b: Value | N
         activation_alpha=activation_alpha, activation_beta=activation_beta, activations=activations,
         direction=direction, hidden_size=hidden_size or r.static_shape()[1]))
     spec = recurrent_output_spec(g, "LSTM", x, settings)
-    for helper in (fma32, horner32, mlas_logistic, mlas_tanh, activation, ort_lstm_activation,
-                   ort_dynamic_quantize, ort_quantized_gemm):
+    helpers = (fma32, horner32, mlas_logistic, mlas_tanh, activation, ort_lstm_activation, ort_dynamic_quantize,
+               ort_quantized_gemm, ort_quantized_lstm, ort_quantized_lstm_op, ort_quantized_lstm_fake)
+    for helper in helpers:
         g.helper(helper)
-    return g.call(g.helper(ort_quantized_lstm, leaf=True), x, w, r, b, initial_h, initial_c, p, settings.directions,
-                  settings.activations, settings.alphas, settings.betas, clip, bool(input_forget), w_scale,
-                  w_zero_point, r_scale, r_zero_point, n_outputs=len(spec), out_spec=spec)
+    op = ORT_QUANTIZED_LSTM_PREFIX + _digest(helpers)
+    name = g.generated_helper("ort_quantized_lstm_call", _LSTM_OPERATOR.replace("{op}", op), leaf=True)
+    missing = float("nan")
+    return g.call(name, x, w, r, b, initial_h, initial_c, p, ",".join(settings.directions),
+                  ",".join(settings.activations), [missing if a is None else a for a in settings.alphas],
+                  [missing if v is None else v for v in settings.betas], clip, bool(input_forget),
+                  hidden_size or r.static_shape()[1], w_scale, w_zero_point, r_scale, r_zero_point,
+                  n_outputs=len(spec), out_spec=spec)
+
+
+def _digest(functions: tuple[Callable[..., Any], ...]) -> str:
+    """A digest of the functions' source: an operator's name carries it, so models converted by
+    different onnx2fx versions never share a stale registration in one process."""
+    import hashlib
+    import inspect
+
+    return hashlib.sha256("".join(inspect.getsource(f) for f in functions).encode()).hexdigest()[:12]
+
+
+# DynamicQuantizeLSTM runs as a registered operator (see ops/ort_lstm.py): torch.export records one
+# node instead of unrolling its time loop, and ``onnx2fx export`` writes it back as the contrib op.
+_LSTM_OPERATOR = """def {name}(x, w, r, b, h0, c0, p, directions, activations, alphas, betas, clip, input_forget,
+         hidden_size, w_scale, w_zero_point, r_scale, r_zero_point):
+    \"\"\"com.microsoft DynamicQuantizeLSTM: torch.ops.onnx2fx.{op}, registered once per process below.\"\"\"
+    return torch.ops.onnx2fx.{op}(x, w, r, b, h0, c0, p, directions, activations, alphas, betas, clip,
+                                  input_forget, hidden_size, w_scale, w_zero_point, r_scale, r_zero_point)
+
+
+if not hasattr(torch.ops.onnx2fx, "{op}"):
+    torch.library.custom_op("onnx2fx::{op}", _ort_quantized_lstm_op, mutates_args=())
+    torch.library.register_fake("onnx2fx::{op}")(_ort_quantized_lstm_fake)
+"""
 
 
 @onnx_op("QAttention", 1, MS)
