@@ -1,0 +1,52 @@
+"""The fine-tuning comparison (``benchmarks/qft_compare.py``) on the real-weight models: the goal it
+judges from the output SQNR before and after QFT, and the table it writes for them beside the
+digits one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import qft_compare  # noqa: E402
+
+
+def test_real_model_goal_is_a_one_db_gain_in_output_sqnr() -> None:
+    assert qft_compare.sqnr_goal(17.085, 18.925) == {"sqnr_gain_db": 1.84, "goal_holds": True}
+    assert qft_compare.sqnr_goal(17.085, 17.502) == {"sqnr_gain_db": 0.417, "goal_holds": False}
+    assert qft_compare.sqnr_goal(17.0, 16.0) == {"sqnr_gain_db": -1.0, "goal_holds": False}
+    assert qft_compare.sqnr_goal(None, 18.0) == {"sqnr_gain_db": None, "goal_holds": False}
+
+
+def _doc() -> dict:
+    machine = {"cpu_count": 2, "processor": "x86_64", "torch_threads": 2, "torch": "2", "onnxruntime": "1",
+               "onnx2fx": "0.1.0"}
+    settings = {"epochs": 1, "adaround_iterations": 100, "adaround_models": ["digits"], "batch_size": 32,
+                "real_calib_samples": 32, "real_train_samples": 256, "real_eval_samples": 32}
+    ptq = {"method": "mse + bias correction", "sqnr_db": 17.085, "agreement": 0.875,
+           "qdq_within_one_step_of_sim": 1.0, "seconds": 32.17}
+    tuned = {"distillation": "auto", "steps": 8, "sqnr_db": 18.925, "agreement": 0.9375,
+             "qdq_within_one_step_of_sim": 0.96875, "seconds": 17.22, **qft_compare.sqnr_goal(17.085, 18.925)}
+    return {"command": "python benchmarks/qft_compare.py --models ppocr_cls", "machine": machine,
+            "settings": settings, "seconds": 60.0, "qft_learning_rates": "weights 0.0001",
+            "models": {"ppocr_cls": {"title": "PP-OCR cls", "task": "classifier", "notes": ["text lines"],
+                                     "rows": [{"setting": "W4A8", "train_samples": 256, "ptq": ptq,
+                                               "qft": [tuned]}]},
+                       "yolov8n": {"error": "CorpusUnavailable: offline"}}}
+
+
+def test_real_model_rows_have_their_own_table_and_goal() -> None:
+    section = qft_compare.markdown(_doc())
+    lines = section.splitlines()
+    assert lines[0] == qft_compare.BEGIN and lines[-1] == qft_compare.END
+    assert "### The real-weight models at W4A8" in lines
+    assert "### The digits models at W4A8 and W4A4" not in lines
+    assert "**Goal: QFT raises the output SQNR of the best PTQ by >= 1 dB.**" in lines
+    assert "| ppocr_cls | W4A8 | PTQ | mse + bias correction | 17.09 | | 0.8750 (top-1 agreement) | 1.0000 | " \
+           "32.17 | |" in lines
+    assert "| ppocr_cls | W4A8 | + QFT (MSE) | 8 steps on 256 images | 18.93 | +1.84 | 0.9375 | 0.9688 | " \
+           "17.22 | holds |" in lines
+    assert "| yolov8n | – | – | – | – | – | – | – | – | CorpusUnavailable: offline |" in lines
+    assert "- ppocr_cls: text lines" in lines
