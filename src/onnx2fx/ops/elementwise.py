@@ -277,11 +277,7 @@ def hard_sigmoid(g: Emitter, x: Value, *, alpha: float = 0.2, beta: float = 0.5,
 
 @onnx_op("HardSwish", 14)
 def hard_swish(g: Emitter, x: Value) -> Value:
-    """``x * clamp(x / 6 + 0.5, 0, 1)`` with ONNX's alpha = 1/6 as a factor, as onnxruntime computes it
-    (bit for bit); torch's ``F.hardswish`` computes ``x * relu6(x + 3) / 6``, which rounds differently
-    in four values out of ten (see HardSigmoid)."""
-    gate = g.call("torch.clamp", g.operator("+", g.operator("*", x, 1 / 6), 0.5), 0.0, 1.0)
-    return g.operator("*", x, gate)
+    return g.call("F.hardswish", x)
 
 
 @onnx_op("Gelu", 20)
