@@ -191,6 +191,31 @@ def test_the_torchscript_exporter_takes_over_when_dynamo_fails(tmp_path: Path,
     assert result.fallback_reason == "RuntimeError: Constraints violated (batch)"
 
 
+class _Attention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = torch.nn.Linear(16, 48)
+        self.out = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, -1)
+        probs = torch.softmax(q @ k.transpose(-2, -1) * 0.25, -1)
+        return self.out(probs @ v)
+
+
+def test_a_fused_attention_from_an_opset_13_file_exports_at_opset_14(tmp_path: Path) -> None:
+    """The TorchScript exporter writes F.scaled_dot_product_attention from opset 14 only: a source
+    older than that is exported at 14 rather than failing."""
+    torch.manual_seed(0)
+    source = tmp_path / "source.onnx"
+    torch.onnx.export(_Attention().eval(), (torch.randn(2, 5, 16),), str(source), dynamo=False, opset_version=13,
+                      input_names=["tokens"], output_names=["y"], dynamic_axes={"tokens": {0: "batch", 1: "seq"}})
+    exported, result = _roundtrip(tmp_path, source, dynamo=False)
+    assert "scaled_dot_product_attention" in (tmp_path / "converted" / "model.py").read_text()
+    assert result.exporter == "torchscript"
+    assert next(o.version for o in exported.opset_import if o.domain in ("", "ai.onnx")) == 14
+
+
 def test_zoo_mnist(tmp_path: Path) -> None:
     sys.path.insert(0, str(REPO))
     from benchmarks.zoo.registry import export_model

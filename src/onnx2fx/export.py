@@ -247,6 +247,8 @@ def _export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], input_nam
             reason = f"{type(exc).__name__}: {_first_line(exc)}"
     try:
         version = opset or min(max(source_opset, 11), 20)
+        if version < 14 and _has_fused_attention(module):
+            version = 14  # F.scaled_dot_product_attention has an ONNX form from opset 14
         buffer = io.BytesIO()
         axes = {name: dict(d) for name, d in dims.items()}
         torch.onnx.export(module, inputs, buffer, dynamo=False, opset_version=version, input_names=input_names,
@@ -255,6 +257,15 @@ def _export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], input_nam
     except Exception as exc:
         raise ExportError(f"both exporters failed: dynamo: {reason}; torchscript: {type(exc).__name__}: "
                           f"{_first_line(exc)}") from exc
+
+
+def _has_fused_attention(module: torch.nn.Module) -> bool:
+    """Whether the converted module calls ``F.scaled_dot_product_attention`` (an attention the
+    conversion fused), which the TorchScript exporter writes from opset 14 only."""
+    graph = getattr(module, "graph", None)
+    code = getattr(module, "code", "") or ""
+    return "scaled_dot_product_attention" in code or (graph is not None and any(
+        getattr(n.target, "__name__", "") == "scaled_dot_product_attention" for n in graph.nodes))
 
 
 def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
