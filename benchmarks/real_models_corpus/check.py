@@ -191,9 +191,10 @@ def check_file(entry: CorpusFile, path: Path, *, export: bool = True, compile_ba
     result.seconds["sizes"] = round(time.perf_counter() - start - result.conversion_seconds, 2)
     mark = time.perf_counter()
     if onnx_roundtrip:
-        # First: once torch.export has traced a module holding an nn.LSTM in this process, a later
-        # torch.onnx export (of any module) freezes the sequence length. `onnx2fx export` runs alone.
-        result.onnx = _check_onnx_roundtrip(gm, path, cases, output_names)
+        # In a forked copy of this process: once torch.export has traced a module holding an nn.LSTM,
+        # a later torch.onnx export (of any module) freezes the sequence length, and a failed dynamo
+        # export can leave torch's mode stack broken for every later torch.export in the process.
+        result.onnx = _in_fork(lambda: _check_onnx_roundtrip(gm, path, cases, output_names))
         result.seconds["onnx"] = round(time.perf_counter() - mark, 2)
     mark = time.perf_counter()
     if export:
@@ -209,6 +210,32 @@ def check_file(entry: CorpusFile, path: Path, *, export: bool = True, compile_ba
                                         lambda: torch.compile(gm, backend=compile_backend, dynamic=True))
         result.seconds["compile"] = round(time.perf_counter() - mark, 2)
     return result
+
+
+def _in_fork(check: Callable[[], str]) -> str:
+    """``check()`` in a forked child (copy-on-write: nothing is pickled but the returned text),
+    so whatever it does to torch's global state stays there."""
+    import os
+    import pickle
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, report, and leave without running the parent's exit handlers
+        os.close(read)
+        try:
+            text = check()
+        except BaseException as error:  # noqa: BLE001 - every failure is the result
+            text = f"failed: {reason(error)}"
+        with os.fdopen(write, "wb") as out:
+            pickle.dump(text, out)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as source:
+        data = source.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        return f"failed: the round trip's process ended with status {status} before reporting"
+    return pickle.loads(data)
 
 
 def _check_onnx_roundtrip(gm: torch.fx.GraphModule, path: Path,
