@@ -62,6 +62,9 @@ FLOAT32_NOISE = ("float32 rounding: onnxruntime's own outputs with and without g
 PPOCR_V6_DET_FLOAT32 = ("float32 rounding, onnxruntime's: it is farther from a float64 run of the model than "
                         "torch (1.6e-3 % against 4.9e-4 % at batch 2, h=480, w=352; 7.2e-4 % against 5.1e-4 % at "
                         "batch 1)")
+PPOCR_V4_REC_FLOAT32 = ("float32 rounding, onnxruntime's: with graph optimisations it is farther from a float64 "
+                        "run of the model than torch (9.4e-4 % against 4.7e-4 % at batch 1, w=320; 4.9e-4 % "
+                        "without them)")
 PPOCR_V6_REC_FLOAT32 = (
     "float32 rounding at the output's precision: at batch 3 torch is 3.2e-3 % off a float64 run of the model, "
     "onnxruntime 1.0e-3 % (1.7e-3 % without graph optimisations); op by op, torch rounds float64 inputs as "
@@ -197,7 +200,7 @@ CORPUS: tuple[CorpusFile, ...] = (
                PPOCR_DET_TEXT, OCR_DET_SIZES, reference_limit=FLOAT32_NOISE, tags=("paddle2onnx",)),
     CorpusFile("rapidocr_v4_rec", "rapidocr-onnxruntime==1.4.4",
                "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx", APACHE, "text recognition (SVTR)", "", 12,
-               PPOCR_REC, OCR_REC_SIZES, tags=("paddle2onnx",)),
+               PPOCR_REC, OCR_REC_SIZES, reference_limit=PPOCR_V4_REC_FLOAT32, tags=("paddle2onnx",)),
     CorpusFile("rapidocr_cls", "rapidocr-onnxruntime==1.4.4",
                "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx", APACHE,
                "text direction classification", "PaddlePaddle", 11, PPOCR_CLS, OCR_CLS_SIZES,
