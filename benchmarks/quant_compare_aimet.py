@@ -337,12 +337,12 @@ def markdown(doc: dict[str, Any]) -> str:
               "stays high). onnx2fx's QDQ model leaves that Concat in float (its inputs quantized, each on its own "
               "grid; the other quantizers requantize it), which brings boxes back at W8A8 (box agreement 0.33 "
               "with minmax, 0.58 with mse); at W4A8 no quantizer keeps a box above the threshold.",
-              "- Every onnx2fx row quantizes a model converted without the attention fusion, so the digits ViT's "
-              "attention scores and probabilities get quantizers, as AIMET and onnxruntime place them. With the "
-              "converter's default (attention fused into `F.scaled_dot_product_attention`) they are never "
-              "materialised and stay float in the quantized model (docs/architecture.md), which is not the same "
-              "integer model: on the digits ViT that measured 35.22 dB (minmax) and 35.74 dB (mse + bias "
-              "correction) at W8A8, against AIMET's 32.78 dB, in a one-off run.",
+              "- The digits ViT's attention scores and probabilities get quantizers in every onnx2fx row, as AIMET "
+              "and onnxruntime place them: the model is converted without the attention fusion here, and `ptq` "
+              "itself quantizes a fused attention node by node (docs/architecture.md). Left fused into "
+              "`F.scaled_dot_product_attention`, they would stay float, which is not the same integer model: "
+              "that measured 35.22 dB (minmax) and 35.74 dB (mse + bias correction) at W8A8, against AIMET's "
+              "32.78 dB, in a one-off run.",
               "- The corpus files are rewritten once before any quantizer sees them: Constant nodes become "
               "initializers (paddle2onnx writes weights as Constant nodes, which no quantizer treats as weights) "
               "and opset 12 files are converted to 13 (per-channel QuantizeLinear needs it).",

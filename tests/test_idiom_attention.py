@@ -16,11 +16,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, numpy_helper
 from support import convert_and_save
 from test_idioms import HIDDEN, assert_matches_onnxruntime, convert, model, node, scalar
 
+from onnx2fx.conversion_record import conversion_record
 from onnx2fx.quantization import ptq
+from onnx2fx.validator import load_torch_model
 
 HEADS = 2
 HEAD_SIZE = HIDDEN // HEADS
@@ -186,26 +189,58 @@ def test_a_mask_larger_than_the_scores_stays_node_by_node() -> None:
     assert_matches_onnxruntime(converter, proto)
 
 
-def test_fused_attention_quantizes_with_its_scores_in_float(tmp_path: Path) -> None:
-    """The scores and probabilities are never materialised in the converted model: they get no
-    quantizer, and onnxruntime computes them in float between the encodings of q, k, v and y (the
-    integer forms keep the scaling and both products as float islands)."""
+def test_ptq_quantizes_a_fused_attention_node_by_node(tmp_path: Path) -> None:
+    """Inside F.scaled_dot_product_attention the scores and probabilities are never materialised,
+    so PTQ quantizes a copy converted without the attention fusion: they get quantizers, as
+    integer targets need. The integer forms run the scaling by a float constant and the two
+    products of activations in float (and the Softmax too in fixed point)."""
     proto = model(*attention("multi_head_3d"))
     onnx.save(proto, tmp_path / "m.onnx")
     converted = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted")
+    assert "scaled_dot_product_attention" in (tmp_path / "converted" / "model.py").read_text()
     x = (np.random.default_rng(5).standard_normal((64, 5, HIDDEN)) * 2).astype(np.float32)
     result = ptq(converted, x, batch_size=32, progress=False, output_dir=tmp_path / "q",
                  formats=("qdq", "qoperator", "fixed-point"), float_islands=True)
     assert result.report["unmapped"] == []
+    assert sorted(result.activation_encodings) == ["k", "k_t", "p", "q", "q_scaled", "scores", "v", "x", "y"]
+    assert [w for w in result.report["warnings"] if "attention" in w] == []
+    assert result.report["qdq"]["within_one_step"] >= 0.999
+    expected = {"qoperator": ["(Mul)", "(MatMul)", "(MatMul)"],
+                "fixed_point": ["(Mul)", "(MatMul)", "(Softmax)", "(MatMul)"]}
+    for key, islands in expected.items():
+        assert result.report[key]["equal_to_simulation"] >= 0.99, (key, result.report[key])
+        assert [island.split(" ")[1] for island in result.report[key]["writer"]["float_islands"]] == islands
+
+
+def test_ptq_keeps_the_given_values_when_it_unfuses_attention(tmp_path: Path) -> None:
+    """A fine-tuned model's values reach the unfused copy (by the initializer each came from)."""
+    proto = model(*attention("multi_head_3d"))
+    onnx.save(proto, tmp_path / "m.onnx")
+    gm = load_torch_model(convert_and_save(tmp_path / "m.onnx", tmp_path / "converted"))
+    record = conversion_record(gm)
+    name = next(n for n, _ in gm.named_parameters() if record.initializer_of(n) is not None)
+    with torch.no_grad():
+        gm.get_parameter(name).add_(0.25)
+    x = (np.random.default_rng(5).standard_normal((64, 5, HIDDEN)) * 2).astype(np.float32)
+    result = ptq(gm, x, batch_size=32, progress=False)
+    sim_record = conversion_record(result.sim_model)
+    initializer = record.initializer_of(name)
+    sim_name = next(n for n, _ in result.sim_model.named_parameters() if sim_record.initializer_of(n) == initializer)
+    assert torch.equal(result.sim_model.get_parameter(sim_name), gm.get_parameter(name))
+    assert "scaled_dot_product_attention" in gm.code  # the given model itself is left as it was
+
+
+def test_ptq_says_so_when_the_attention_stays_fused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx2fx.quantization.unfused_attention as unfusing
+
+    monkeypatch.setattr(unfusing, "_copy_values", lambda gm, copy: "w has no counterpart")
+    proto = model(*attention("multi_head_3d"))
+    onnx.save(proto, tmp_path / "m.onnx")
+    converted = convert_and_save(tmp_path / "m.onnx", tmp_path / "converted")
+    x = (np.random.default_rng(5).standard_normal((64, 5, HIDDEN)) * 2).astype(np.float32)
+    result = ptq(converted, x, batch_size=32, progress=False)
     assert sorted(result.activation_encodings) == ["k", "q", "v", "x", "y"]
     fused = [w for w in result.report["warnings"] if "attention" in w]
     assert len(fused) == 1 and re.fullmatch(
         r"1 attention\(s\) fused into F\.scaled_dot_product_attention \(ending at /block/MatMul_\d+\): their "
-        r"scores and probabilities stay float in the quantized model; convert with idioms that exclude "
-        r"'attention' \(OnnxToFxConverter\(\.\.\., idioms=DEFAULT_IDIOMS - \{'attention'\}\)\) to quantize them",
-        fused[0]), fused
-    assert result.report["qdq"]["within_one_step"] >= 0.999
-    for key in ("qoperator", "fixed_point"):
-        assert result.report[key]["equal_to_simulation"] >= 0.99, (key, result.report[key])
-        islands = result.report[key]["writer"]["float_islands"]
-        assert [island.split(" ")[1] for island in islands] == ["(Mul)", "(MatMul)", "(MatMul)"]
+        r"scores and probabilities stay float in the quantized model: w has no counterpart", fused[0]), fused

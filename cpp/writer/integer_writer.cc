@@ -144,6 +144,13 @@ void IntegerLowering::lower_node(std::size_t index) {
       unsupported(node, "an operand has no encoding (inside a function the conversion fused, such as attention)");
     return float_island(index);
   }
+  if (standard && op == "MatMul" && (node.inputs.size() < 2 || !weights_.contains(node.inputs[1]))) {
+    // A product of two activations (an attention's scores with its values): the integer layers
+    // here take a weight initializer, so it runs in float between the operands' encodings.
+    if (!allow_islands_ && format_ == IntegerFormat::FixedPoint)
+      unsupported(node, "both operands are activations (no integer form for a product without a weight)");
+    return float_island(index);
+  }
   if (standard && (op == "Conv" || op == "Gemm" || op == "MatMul")) return lower_linear(index);
   if (standard && op == "Relu") return lower_relu(node);
   if (standard && op == "Add") return lower_add(index);

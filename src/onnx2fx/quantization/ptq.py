@@ -66,6 +66,7 @@ from .ptq_report import PtqReport
 from .qdq import build_plan, compare_with_sim, write_qdq_model
 from .sensitivity import PLOT_FILE, OutputScorer, QuantizedLayer, quantized_layers, sensitivity_analysis, write_plot
 from .simulation import concat_shared_input, follow_shared, graph_order, int32_bias_encodings, run_model, weight_param
+from .unfused_attention import fused_attentions, without_fused_attention
 from .weight_search import LayerInputs, weight_encoding
 
 OUTPUT_FILES = ("model_ptq.pt", "encodings.json", "model_ptq.onnx", "report.json", "report.md", "report.html")
@@ -185,19 +186,6 @@ class PTQResult:
         return {}
 
 
-def _fused_attention_warnings(idioms: Any) -> list[str]:
-    """A fused attention is one ``F.scaled_dot_product_attention`` call: its scores and probabilities
-    are never materialised, so they get no quantizer and stay float in every quantized form, where
-    other quantizers (and an all-integer target) quantize them."""
-    fused = [use.terminal for use in idioms if use.kind == "attention"]
-    if not fused:
-        return []
-    return [f"{len(fused)} attention(s) fused into F.scaled_dot_product_attention (ending at {fused[0]}"
-            f"{', ...' if len(fused) > 1 else ''}): their scores and probabilities stay float in the quantized "
-            "model; convert with idioms that exclude 'attention' (OnnxToFxConverter(..., idioms=DEFAULT_IDIOMS - "
-            "{'attention'})) to quantize them"]
-
-
 def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None = None,
         **keywords: Any) -> PTQResult:
     """Quantize a converted model after training.
@@ -225,6 +213,7 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
         raise QuantizationError(f"the mixed-precision target must be a positive output SQNR in dB, got {target!r}")
     gm, model_path = load_converted_model(model)
     source = source_onnx(gm, opts.onnx_path)
+    gm, attention_note = without_fused_attention(gm, source, opts.input_shapes)
     cfg = _config(opts.config).with_overrides(
         scheme=opts.scheme, weight_bits=opts.weight_bits, activation_bits=opts.activation_bits,
         per_channel=opts.per_channel, cle=opts.cle, bias_correction=opts.bias_correction, adaround=opts.adaround,
@@ -333,7 +322,7 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
         sensitivity=sensitivity,
         qdq=None,
         warnings=[*data.warnings, *[f"{n} has no FX counterpart and is left unquantized" for n in sim.unmapped],
-                  *_fused_attention_warnings(conversion_record(gm).idioms), *float_outputs],
+                  *([attention_note] if attention_note and fused_attentions(gm) else []), *float_outputs],
         seconds=0.0,
     )
     report.seconds = round(time.perf_counter() - started, 3)
