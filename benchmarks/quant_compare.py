@@ -404,14 +404,12 @@ def describe(exc: BaseException) -> str:
 
 
 def convert(case: Case, work: Path) -> Path:
-    """The converted model that every onnx2fx row quantizes. Converted without the attention fusion:
-    a fused ``F.scaled_dot_product_attention`` keeps its scores and probabilities in float in the
-    quantized model, where AIMET and onnxruntime quantize them (the attention MatMuls' inputs), so the
-    rows compare models quantized at the same tensors."""
+    """The converted model that every onnx2fx row quantizes, as ``onnx2fx convert`` writes it (a
+    fused attention is quantized node by node by ``ptq`` itself, as AIMET and onnxruntime place
+    their quantizers)."""
     from onnx2fx import OnnxToFxConverter
-    from onnx2fx.idioms import DEFAULT_IDIOMS
 
-    converter = OnnxToFxConverter(case.onnx_path, idioms=DEFAULT_IDIOMS - {"attention"})
+    converter = OnnxToFxConverter(case.onnx_path)
     converter.convert()
     out = work / f"{case.name}_converted"
     converter.save(out)

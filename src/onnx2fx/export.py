@@ -262,10 +262,9 @@ def _export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], input_nam
 def _has_fused_attention(module: torch.nn.Module) -> bool:
     """Whether the converted module calls ``F.scaled_dot_product_attention`` (an attention the
     conversion fused), which the TorchScript exporter writes from opset 14 only."""
-    graph = getattr(module, "graph", None)
-    code = getattr(module, "code", "") or ""
-    return "scaled_dot_product_attention" in code or (graph is not None and any(
-        getattr(n.target, "__name__", "") == "scaled_dot_product_attention" for n in graph.nodes))
+    return any(getattr(node.target, "__name__", "") == "scaled_dot_product_attention"
+               for m in module.modules() if isinstance(getattr(m, "graph", None), torch.fx.Graph)
+               for node in m.graph.nodes)
 
 
 def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], input_names: list[str],
