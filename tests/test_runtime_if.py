@@ -229,3 +229,37 @@ def test_traceability_report_counts_the_branch_not_taken_as_not_run(converted) -
     report = check_traceability(gm, (torch.randn(2, 3, 20), torch.tensor(8000)), dynamic_batch=False, compile=False)
     assert (report.symbolic_trace.ok, report.export_static.ok, report.backward.ok) == (True, True, True)
     assert report.backward.detail == "1 parameters receive gradients (2 more in modules these inputs do not run)"
+
+
+def test_a_one_channel_bias_read_by_a_branch_stays_a_parameter(tmp_path: Path) -> None:
+    """A learned one-element initializer of the outer graph (a one-channel Conv's bias) reaches the
+    branch as the model's parameter, not as a literal copied into the branch: it trains, and the
+    dynamo exporter, which cannot lift a tensor literal inside a torch.cond branch, writes the file."""
+    weight = numpy_helper.from_array(RNG.standard_normal((1, 3, 3)).astype(np.float32), "head.weight")
+    bias = numpy_helper.from_array(np.array([-0.25], np.float32), "head.bias")
+    then = helper.make_graph([helper.make_node("Conv", ["x", "head.weight", "head.bias"], ["t"], pads=[1, 1])],
+                             "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, ["N", 1, "L"])])
+    other = helper.make_graph([helper.make_node("Conv", ["x", "head.weight", "head.bias"], ["e"], strides=[2])],
+                              "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["N", 1, "E"])])
+    nodes = [helper.make_node("Equal", ["rate", "sixteen_k"], ["is_16k"]),
+             helper.make_node("If", ["is_16k"], ["y"], name="rate_if", then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "L"]),
+                                           helper.make_tensor_value_info("rate", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, "Y"])],
+                              [weight, bias, numpy_helper.from_array(np.array(16000, np.int64), "sixteen_k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    converter = OnnxToFxConverter(model)
+    gm = converter.convert()
+    assert "torch.tensor([" not in converter.source_code
+    assert sorted(n for n, _ in gm.named_parameters()) == ["head_bias", "head_weight"]
+    source = tmp_path / "bias_if.onnx"
+    onnx.save(model, str(source))
+    result = export_onnx(gm, tmp_path / "back.onnx", source=source)
+    assert (result.exporter, result.fallback_reason) == ("dynamo", None)
+    back = onnx.load(str(result.path))
+    for shape in SIZES:
+        for rate in RATES:
+            feeds = _feeds(shape, rate)
+            expected = ort_run(model, feeds)[0]
+            np.testing.assert_allclose(_run(gm, feeds), expected, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(ort_run(back, feeds)[0], expected, rtol=1e-5, atol=1e-5)

@@ -31,6 +31,7 @@ import torch
 
 from .conversion_record import find_conversion_record
 from .errors import ExportError
+from .export_lstm import onnx_lstms
 from .export_translations import translation_table
 from .size_sweep import BATCH_SIZE, OTHER_DIM_SIZE
 from .validator import load_torch_model, random_input
@@ -282,8 +283,10 @@ def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], in
     translations = translation_table()
     if translations:
         kwargs["custom_translation_table"] = translations
-    program = torch.onnx.export(module, inputs, dynamo=True, dynamic_shapes=tuple(dynamic) if symbols else None,
-                                verbose=False, optimize=False, **kwargs)
+    with onnx_lstms(module):  # one ONNX LSTM per layer instead of steps unrolled at the example's length
+        program = torch.onnx.export(module, inputs, dynamo=True,
+                                    dynamic_shapes=tuple(dynamic) if symbols else None, verbose=False,
+                                    optimize=False, **kwargs)
     with _exact_no_op_rules():
         program.optimize()
     proto = program.model_proto

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from .export_lstm import translate_onnx_lstm_layer
 from .ops.ort_lstm import ORT_QUANTIZED_LSTM_PREFIX
 
 MS_DOMAIN = "com.microsoft"
@@ -75,7 +76,8 @@ def _translate_dynamic_quantize_lstm(x: Any, w: Any, r: Any, b: Any, h0: Any, c0
 def translation_table() -> dict[Callable[..., Any], Callable[..., Any]]:
     """The exporter's ``custom_translation_table`` for every such operator registered in this
     process (the converted modules register theirs when their code is loaded)."""
-    table: dict[Callable[..., Any], Callable[..., Any]] = {}
+    table: dict[Callable[..., Any], Callable[..., Any]] = {
+        torch.ops.onnx2fx.onnx_lstm_layer.default: translate_onnx_lstm_layer}
     for name in dir(torch.ops.onnx2fx):
         if name.startswith(ORT_QUANTIZED_LSTM_PREFIX):
             table[getattr(torch.ops.onnx2fx, name).default] = _translate_dynamic_quantize_lstm

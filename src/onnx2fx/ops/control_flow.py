@@ -87,10 +87,21 @@ def _if_by_where(g: Emitter, cond: Value, then_branch: Any, else_branch: Any) ->
             chosen.meta.update(_runtime_meta(t))
             results.append(chosen)
             continue
-        if t.static_shape() != e.static_shape() or t.dtype != e.dtype:
+        if not _same_sizes(t, e) or t.dtype != e.dtype:
             raise g.unsupported(None, f"If whose {_SHAPES_DIFFER} or types, on a condition known only at run time")
         results.append(g.call("torch.where", g.method(cond, "reshape", []), t, e))
     return tuple(results)
+
+
+def _same_sizes(a: Value, b: Value) -> bool:
+    """Whether two branch outputs have the same sizes at every input size: equal numbers, or the
+    same expression of the input sizes (``(L - 3) // 2 + 1`` against ``L`` differ, though both are
+    unknown at conversion; ``torch.where`` could not merge them at run time)."""
+    if a.static_shape() != b.static_shape():
+        return False
+    if a.fake is None or b.fake is None:
+        return a.fake is None and b.fake is None
+    return [str(d) for d in a.fake.shape] == [str(d) for d in b.fake.shape]
 
 
 def _runtime_if(g: Emitter, cond: Value, then_branch: Any, else_branch: Any, as_modules: bool) -> tuple[Value, ...]:
@@ -349,7 +360,8 @@ def _child_for(g: Emitter, graph: Any, formals: list[Value], lift_constants: boo
                ) -> tuple[Emitter, list[Value], list[Value], list[str]]:
     """A child emitter ready to lower ``graph`` as the body of a generated function or module:
     the child, the body's formal inputs (from ``formals``), the outer values it is passed after
-    them, and the names of the parameters those arrive in. Small outer constants are copied in;
+    them, and the names of the parameters those arrive in. Small outer constants are copied in
+    (not learned ones, such as a one-channel bias: those arrive as the model's parameters);
     ``lift_constants``: the body's own constants become parameters too (a function has no place
     to keep them), else attributes of the child (a module's weights)."""
     from ..lowering import Scope
@@ -365,7 +377,7 @@ def _child_for(g: Emitter, graph: Any, formals: list[Value], lift_constants: boo
         if name not in scope.env:
             continue
         v = scope.env[name]
-        if v.const is not None and v.const.numel() <= 16:
+        if v.const is not None and v.const.numel() <= 16 and not v.trainable:
             outer[name] = child.const(v.const)
         else:
             param = _formal(child, name, v, varies=False)
