@@ -367,3 +367,24 @@ def test_a_size_check_failing_at_every_assumed_length_names_the_sizes_tried() ->
         OnnxToFxConverter(model).convert()
     gm = OnnxToFxConverter(model, input_shapes={"x": [1, 6000]}).convert()
     assert tuple(gm(torch.zeros(1, 6000)).shape) == (1, 1, 1001)
+
+
+def test_a_float_range_over_a_size_is_an_arange_of_that_size() -> None:
+    """YOLO's anchor grid: ``Range(0.0, Cast(Shape(x)[3]), 1.0)``. Its length is the input's size, so
+    it is ``torch.arange`` of that size, not a run-time helper whose length only data would tell
+    (which torch.export could not relate to the sizes it is added to)."""
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "three"], ["width"], axis=0),
+             helper.make_node("Cast", ["width"], ["width_f"], to=TensorProto.FLOAT),
+             helper.make_node("Range", ["zero", "width_f", "one"], ["grid"]),
+             helper.make_node("Add", ["grid", "half"], ["centres"]),
+             helper.make_node("Mul", ["x", "centres"], ["y"])]
+    model = _model(nodes, {"x": (TensorProto.FLOAT, ["batch", 3, "h", "w"])},
+                   initializers={"three": np.array(3), "zero": np.array(0.0, np.float32),
+                                 "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)})
+    gm, source, warnings = _convert(model)
+    assert warnings == [] and "_range(" not in source
+    assert "torch.arange(x.shape[3], dtype=torch.float32)" in source
+    feeds = [{"x": RNG.standard_normal((b, 3, h, w)).astype(np.float32)} for b, h, w in ((1, 5, 7), (2, 64, 64),
+                                                                                         (3, 33, 97))]
+    _check_sizes(model, gm, feeds, ({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},))

@@ -86,6 +86,49 @@ def test_same_sizes_and_broadcast_ones(s: Sizes, op: Callable[..., Any]) -> None
     _check_function(s, op, 3, x)
 
 
+@pytest.mark.parametrize("op", [torch.maximum, torch.minimum])
+def test_maximum_and_minimum_of_two_tensors(s: Sizes, op: Callable[..., Any]) -> None:
+    x = s.tensor(s.n, 32, s.h, s.w)
+    _check_function(s, op, x, s.tensor(32, 1, 1))
+    _check_function(s, op, s.tensor(s.n, 1, s.h, 1), s.tensor(1, 8, 1, s.w))
+    assert result_by_rule(s.mode, op, (x, 2.0), {}) is None  # not a tensor: torch refuses it
+
+
+def test_layer_and_rms_norm_functions_keep_the_sizes(s: Sizes) -> None:
+    x = s.tensor(s.n, s.t, 64)
+    _check_function(s, F.layer_norm, x, [64], eps=1e-6)
+    _check_function(s, F.layer_norm, x, [64], s.tensor(64), s.tensor(64))
+    _check_function(s, F.rms_norm, x, [64])
+    assert result_by_rule(s.mode, F.layer_norm, (x, [32]), {}) is None
+    assert result_by_rule(s.mode, F.layer_norm, (s.tensor(s.n, 64, s.t), [64]), {}) is None
+
+
+def test_attention_takes_the_query_sizes_and_the_value_width(s: Sizes) -> None:
+    q, k, v = s.tensor(s.n, 4, s.t, 16), s.tensor(s.n, 4, s.h, 16), s.tensor(s.n, 4, s.h, 8)
+    _check_function(s, F.scaled_dot_product_attention, q, k, v)
+    _check_function(s, F.scaled_dot_product_attention, q, k, v, scale=0.25)
+    _check_function(s, F.scaled_dot_product_attention, q, k, v, attn_mask=s.tensor(s.t, s.h, dtype=torch.bool))
+    _check_function(s, F.scaled_dot_product_attention, q, q, q, is_causal=True)
+    assert result_by_rule(s.mode, F.scaled_dot_product_attention, (q, k, s.tensor(s.n, 4, s.t, 8)), {}) is None
+    assert result_by_rule(s.mode, F.scaled_dot_product_attention, (q, s.tensor(s.n, 4, s.h, 8), v), {}) is None
+
+
+def test_constant_padding_adds_the_pads(s: Sizes) -> None:
+    """Compared with torch's symbolic decomposition: its C++ kernel would fix the sizes to their hints
+    (the conversion takes the decomposition after it refused that)."""
+    from torch._dispatch.python import enable_python_dispatcher
+
+    x = s.tensor(s.n, 8, s.h, s.w)
+    for args, kwargs in (((x, [1, 2, 0, 3]), {}), ((x, [0, 0, 2, 2, 0, 1]), {"value": -1.0}),
+                         ((s.tensor(s.n, s.t, dtype=torch.int64), [3, 0]), {"mode": "constant", "value": 0})):
+        ruled = result_by_rule(s.mode, F.pad, args, kwargs)
+        assert ruled is not None
+        with s.mode, enable_python_dispatcher():
+            s.assert_same(ruled, F.pad(*args, **kwargs))
+    assert result_by_rule(s.mode, F.pad, (x, [-1, 2]), {}) is None  # a crop: torch checks it against the size
+    assert result_by_rule(s.mode, F.pad, (x, [1, 1]), {"mode": "reflect"}) is None
+
+
 @pytest.mark.parametrize(("function", "args"), [
     (F.leaky_relu, (0.2,)), (torch.clamp, (0.0, 6.0)), (F.hardtanh, (-1.0, 1.0)), (F.gelu, ()),
     (F.elu, ()), (torch.pow, (2.0,))])
@@ -217,6 +260,8 @@ LAYERS = [
     (nn.AvgPool2d(3, stride=2, padding=1), (8,)),
     (nn.BatchNorm2d(8), (8,)),
     (nn.GroupNorm(4, 8), (8,)),
+    (nn.PReLU(8), (8,)),
+    (nn.PReLU(), (8,)),
 ]
 
 
@@ -247,9 +292,22 @@ def test_layer_norm_over_static_trailing_sizes(s: Sizes) -> None:
     assert module_result_sizes(nn.LayerNorm(64), s.tensor(s.n, 64, s.t)) is None
 
 
+def test_a_window_longer_than_the_shortest_length_is_assumed_to_fit_as_torch_assumes_it(s: Sizes) -> None:
+    """The rule records the assumption torch's convolution makes (the length is at least the
+    kernel), narrowing the size's range as torch does, instead of running the layer on fakes."""
+    layer = nn.Conv1d(4, 8, 5, stride=3)
+    sizes = module_result_sizes(layer, s.tensor(s.n, 4, s.t))
+    assert sizes is not None
+    by_torch = Sizes()
+    with by_torch.mode:
+        real = layer(by_torch.tensor(by_torch.n, 4, by_torch.t))
+    assert s.env.var_to_range[s.symbols["t"]].lower == by_torch.env.var_to_range[by_torch.symbols["t"]].lower == 5
+    assert [s.at(sizes[2], p) for p in POINTS] == [by_torch.at(real.shape[2], p) for p in POINTS]
+    # at a hint shorter than the kernel the rule declines: torch's own check then says why
+    assert module_result_sizes(nn.Conv1d(4, 8, 100), s.tensor(s.n, 4, s.t)) is None
+
+
 def test_layers_decline_what_torch_would_decide(s: Sizes) -> None:
-    # a kernel longer than the shortest dynamic length: torch records that the length must fit it
-    assert module_result_sizes(nn.Conv1d(4, 8, 5), s.tensor(s.n, 4, s.t)) is None
     # a length that is 1 at the hint: torch's choice of backend decides on it
     assert module_result_sizes(nn.Conv2d(4, 8, 1), s.tensor(s.n, 4, s.h // 64, s.w)) is None
     assert module_result_sizes(nn.Conv2d(4, 8, 3), s.tensor(s.n, 5, s.h, s.w)) is None  # wrong channels

@@ -197,6 +197,15 @@ def _binary(op: Callable[..., Any]) -> Callable[..., tuple[list[Size], torch.dty
 _BITWISE = (operator.and_, operator.or_, operator.xor)
 
 
+def _tensor_binary(op: Callable[..., Any]) -> Callable[..., tuple[list[Size], torch.dtype] | None]:
+    """``torch.maximum`` / ``torch.minimum``: the broadcast of two tensors of one dtype."""
+    rule = _binary(op)
+
+    def tensors_only(a: Any, b: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+        return rule(a, b, **kwargs) if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) else None
+    return tensors_only
+
+
 def _matmul(a: Any, b: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     if kwargs or not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dtype != b.dtype:
         return None
@@ -284,6 +293,64 @@ def _same_shape(x: Any, dim: Any = None, **kwargs: Any) -> tuple[list[Size], tor
     if kwargs or not isinstance(x, torch.Tensor) or not isinstance(dim, int) or not x.dtype.is_floating_point:
         return None
     return list(x.shape), x.dtype
+
+
+def _normalisation(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: Any = None,
+                   **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``F.layer_norm`` / ``F.rms_norm`` over static trailing sizes: the input's sizes."""
+    if kwargs or not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        return None
+    normalized = list(normalized_shape) if isinstance(normalized_shape, (list, tuple, torch.Size)) else None
+    if not normalized or len(normalized) > x.dim() or not all(isinstance(n, int) for n in normalized):
+        return None
+    trailing = list(x.shape[x.dim() - len(normalized):])
+    if not all(isinstance(t, int) and t == n for t, n in zip(trailing, normalized)):  # no guard on a symbol
+        return None
+    if any(t is not None and (not isinstance(t, torch.Tensor) or t.dtype != x.dtype
+                              or [size_key(d) for d in t.shape] != normalized) for t in (weight, bias)):
+        return None
+    return list(x.shape), x.dtype
+
+
+def _attention(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float = 0.0, is_causal: bool = False,
+               scale: Any = None, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``F.scaled_dot_product_attention``: the queries' sizes with the values' last one, where the
+    batch and head sizes of q, k and v are written the same and a mask broadcasts as written."""
+    if kwargs or not all(isinstance(t, torch.Tensor) for t in (q, k, v)) or dropout_p:
+        return None
+    if not q.dtype.is_floating_point or not q.dtype == k.dtype == v.dtype or not q.dim() == k.dim() == v.dim() >= 2:
+        return None
+    if not all(same_size(a, b) and same_size(a, c) for a, b, c in zip(q.shape[:-2], k.shape[:-2], v.shape[:-2])):
+        return None
+    if not (same_size(q.shape[-1], k.shape[-1]) and same_size(k.shape[-2], v.shape[-2])):
+        return None
+    scores = [*q.shape[:-1], k.shape[-2]]
+    if attn_mask is not None:
+        if not isinstance(attn_mask, torch.Tensor) or attn_mask.dtype not in (torch.bool, q.dtype) or \
+                attn_mask.dim() > len(scores):
+            return None
+        merged = broadcast_sizes(scores, attn_mask.shape)
+        if merged is None or [size_key(m) for m in merged] != [size_key(s) for s in scores]:
+            return None
+    return [*q.shape[:-1], v.shape[-1]], q.dtype
+
+
+def _constant_pad(x: Any, pad: Any, mode: str = "constant", value: Any = None,
+                  **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``F.pad`` with a constant: each padded size grows by its two pads (counted from the last
+    dimension). Negative pads (crops) and the other modes, which torch checks against the sizes,
+    are left to torch."""
+    if kwargs or mode != "constant" or not isinstance(x, torch.Tensor) or not isinstance(pad, (list, tuple)):
+        return None
+    if len(pad) % 2 or len(pad) // 2 > x.dim() or value is not None and not isinstance(value, (int, float)):
+        return None
+    if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pad):
+        return None
+    sizes = list(x.shape)
+    for i in range(len(pad) // 2):
+        if pad[2 * i] or pad[2 * i + 1]:
+            sizes[x.dim() - 1 - i] = sizes[x.dim() - 1 - i] + pad[2 * i] + pad[2 * i + 1]
+    return sizes, x.dtype
 
 
 def _to(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
@@ -387,12 +454,15 @@ FUNCTION_RULES: dict[Any, Callable[..., Any]] = {
     operator.truediv: _binary(operator.truediv), operator.and_: _binary(operator.and_),
     operator.or_: _binary(operator.or_), operator.xor: _binary(operator.xor),
     torch.add: _binary(operator.add), torch.sub: _binary(operator.sub), torch.mul: _binary(operator.mul),
-    torch.div: _binary(operator.truediv),
+    torch.div: _binary(operator.truediv), torch.maximum: _tensor_binary(torch.maximum),
+    torch.minimum: _tensor_binary(torch.minimum),
     operator.matmul: _matmul, torch.matmul: _matmul,
     torch.Tensor.reshape: _reshape, torch.reshape: lambda x, shape, **kw: _reshape(x, shape, **kw),
     torch.Tensor.permute: _permute, torch.permute: lambda x, dims, **kw: _permute(x, dims, **kw),
     torch.cat: _cat, torch.concat: _cat, torch.split: _split, torch.flatten: _flatten,
-    torch.softmax: _same_shape, torch.log_softmax: _same_shape, torch.Tensor.to: _to,
+    F.pad: _constant_pad, F.layer_norm: _normalisation, F.rms_norm: _normalisation,
+    F.scaled_dot_product_attention: _attention, torch.softmax: _same_shape, torch.log_softmax: _same_shape,
+    torch.Tensor.to: _to,
     torch.unsqueeze: _unsqueeze, torch.Tensor.unsqueeze: _unsqueeze,
     torch.squeeze: _squeeze, torch.Tensor.squeeze: _squeeze, torch.Tensor.expand: _expand,
     **{function: _elementwise for function in _ELEMENTWISE},
@@ -451,8 +521,10 @@ def result_by_rule(fake_mode: FakeTensorMode, target: Callable[..., Any], args: 
 def _window_lengths(lengths: Sequence[Size], kernel: Sequence[int], stride: Sequence[int],
                     padding: Sequence[int], dilation: Sequence[int]) -> list[Size] | None:
     """``(length + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1`` per spatial dimension,
-    as torch writes it, where the window visibly fits: a static length, or a padding that leaves
-    no dynamic length too short (torch would record that as an assumption, narrowing the size)."""
+    as torch writes it, where the window fits: a static length, a padding that leaves no dynamic
+    length too short, or else a length whose hint fits, recorded as an assumption (the guard
+    ``length >= reach`` narrows the size as torch's own check would, without running the layer on
+    fakes, whose layout rules cost hundreds of milliseconds on a permuted input)."""
     out: list[Size] = []
     for length, k, s, p, d in zip(lengths, kernel, stride, padding, dilation, strict=True):
         reach = d * (k - 1) + 1 - 2 * p  # the shortest input length that fits the window
@@ -469,8 +541,8 @@ def _window_lengths(lengths: Sequence[Size], kernel: Sequence[int], stride: Sequ
         key = (size_key(length), reach, s)
         result = memo.get(key)
         if result is None:
-            if reach > 0 and not _at_least(length, reach):
-                return None
+            if reach > 0 and not _at_least(length, reach) and not bool(length >= reach):
+                return None  # too short at its hint: torch's check says why
             result = memo[key] = (length - reach) // s + 1 if s != 1 else length - reach + 1
         out.append(result)
     return out
@@ -535,6 +607,13 @@ def module_result_sizes(module: nn.Module, x: torch.Tensor) -> list[Size] | None
         return shape if _floating_like(module, x) else None
     if isinstance(module, nn.GroupNorm):
         if x.dim() < 2 or not isinstance(shape[1], int) or shape[1] != module.num_channels:
+            return None
+        return shape if _floating_like(module, x) else None
+    if isinstance(module, nn.PReLU):
+        # elementwise; torch's own rule works out the output's memory layout, which on a permuted input
+        # of symbolic sizes costs hundreds of milliseconds of contiguity guards per layer
+        if module.num_parameters > 1 and (x.dim() < 2 or not isinstance(shape[1], int)
+                                          or shape[1] != module.num_parameters):
             return None
         return shape if _floating_like(module, x) else None
     return None

@@ -346,7 +346,10 @@ def cast(g: Emitter, x: Value, *, to: int, saturate: int = 1, round_mode: str = 
         return casting.to_float8(g, x, dtype, saturate, round_mode)
     if dtype in SUB_BYTE_STORAGE:
         return casting.to_sub_byte(g, x, dtype)
-    return g.method(x, "to", dtype)
+    result = g.method(x, "to", dtype)
+    if x.elements is not None and dtype.is_floating_point:
+        result.meta["integer_elements"] = x.elements  # sizes as floats: a float Range over them has sizes
+    return result
 
 
 @onnx_op("CastLike", 15, sub_byte_aware=True)
