@@ -11,7 +11,10 @@ Models (``--models``):
   (W4A8): calibrated on ``--real-calib-samples`` real images, fine-tuned on
   ``--real-train-samples`` unlabeled images drawn from the same sources as the calibration images
   (the calibration images among them), scored on ``--real-eval-samples`` held-out images from
-  other sources (the same ones ``quant_compare_aimet.py`` scores on).
+  other sources (the same ones ``quant_compare_aimet.py`` scores on), and, for the output SQNR
+  only, on ``--real-in-source-samples`` further held-out images from the calibration sources
+  (another seed: other crops, offsets and augmentations), to tell what QFT learns on the images it
+  was tuned for from what carries to other sources.
 
 For each model and setting:
 
@@ -35,7 +38,8 @@ the task agreement the case defines (decoded strings, matched boxes, top-1). Usa
                                      [--real-settings W4A8] [--epochs 1] [--lr LR] [--range-lr LR]
                                      [--qft-batch-size 32] [--adaround-models digits,ppocr_cls]
                                      [--adaround-iterations 100] [--real-calib-samples 32]
-                                     [--real-train-samples 256] [--real-eval-samples 32] [--output DIR]
+                                     [--real-train-samples 256] [--real-eval-samples 32]
+                                     [--real-in-source-samples 48] [--output DIR]
 
 Writes its section of ``docs/quantization.md`` (between the markers below; the rest of the file is
 left as it is) and ``benchmarks/results/qft_compare.json``; ``--output DIR`` writes
