@@ -255,6 +255,11 @@ def _corpus_rows(keys: str, runs: int, threads: int, timeout: float) -> list[dic
     return rows
 
 
+def _last_line(error: str) -> str:
+    """The exception line of a child's error (its traceback lines are joined with " | ")."""
+    return error.rsplit(" | ", 1)[-1].strip()
+
+
 def _f(value: Any, fmt: str = "{:.2f}") -> str:
     return "–" if value is None else fmt.format(value)
 
@@ -313,8 +318,13 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: 
     ]
     corpus = [r for r in rows if r.get("corpus")]
     if corpus:
+        converted = sum(1 for r in corpus if r.get("onnx2torch_convert_s"))
         lines += ["", "## Conversion: real third-party files (`benchmarks/real_models_corpus`)", "",
-                  *_conversion_table(corpus)]
+                  f"onnx2torch converts {converted} of these {len(corpus)} files; **nodes** counts the top-level "
+                  "graph only (an If's branches are not counted). Why it stops on the others, the last line of its "
+                  "error:", "",
+                  *[f"- {r['name']}: {_last_line(r['onnx2torch_error'])}" for r in corpus if r.get("onnx2torch_error")],
+                  "", *_conversion_table(corpus)]
     rows = [r for r in rows if not r.get("corpus")]
     lines += ["", "## Inference latency (eager, CPU)", "",
               "| model | onnx2fx ms | onnx2torch ms | onnxruntime ms | onnx2fx / onnx2torch | rounds | "
