@@ -386,11 +386,11 @@ def digits_rows(models: dict[str, Any]) -> list[str]:
     lines = []
     for name, model in models.items():
         if "error" in model:
-            lines.append(f"| {name} | – | – | – | – | – | – | – | – | – | {model['error']} |")
+            lines.append(_error_row(name, "–", DIGITS_COLUMNS, model["error"]))
             continue
         for row in model["rows"]:
             if "error" in row:
-                lines.append(f"| {name} | {row['setting']} | – | – | – | – | – | – | – | – | {row['error']} |")
+                lines.append(_error_row(name, row["setting"], DIGITS_COLUMNS, row["error"]))
                 continue
             p = row["ptq"]
             lines.append(f"| {name} | {row['setting']} | PTQ | {p['method']} | {p['accuracy']:.4f} | "
@@ -408,16 +408,25 @@ def digits_rows(models: dict[str, Any]) -> list[str]:
     return lines
 
 
+# columns of the two tables (model and setting first, the goal or the error last)
+DIGITS_COLUMNS, CORPUS_COLUMNS = 11, 12
+
+
+def _error_row(name: str, setting: str, columns: int, error: str) -> str:
+    """A table row for a model or setting that failed: dashes up to the last column, which says why."""
+    return "| " + " | ".join([name, setting, *["–"] * (columns - 3), error]) + " |"
+
+
 def corpus_rows(models: dict[str, Any]) -> list[str]:
     lines = []
     for name, model in models.items():
         if "error" in model:
-            lines.append(f"| {name} | – | – | – | – | – | – | – | – | – | – | {model['error']} |")
+            lines.append(_error_row(name, "–", CORPUS_COLUMNS, model["error"]))
             continue
         agreement = real.AGREEMENT_NAMES[model["task"]]
         for row in model["rows"]:
             if "error" in row:
-                lines.append(f"| {name} | {row['setting']} | – | – | – | – | – | – | – | – | – | {row['error']} |")
+                lines.append(_error_row(name, row["setting"], CORPUS_COLUMNS, row["error"]))
                 continue
             p = row["ptq"]
             lines.append(f"| {name} | {row['setting']} | PTQ | {p['method']} | {qc.fmt(p['sqnr_db'])} | | "

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .ops.recurrent import onnx_lstm_outputs_like
+
 # torch's gate blocks (i, f, g, o) in ONNX's order (i, o, f, c)
 _TORCH_TO_ONNX = (0, 3, 1, 2)
 _ONNX_TO_TORCH = (0, 2, 3, 1)
@@ -54,9 +56,7 @@ def onnx_lstm_layer(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.
 def _onnx_lstm_layer_fake(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b: torch.Tensor, h0: torch.Tensor,
                           c0: torch.Tensor, hidden_size: int, direction: str
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    directions = 2 if direction == "bidirectional" else 1
-    state = x.new_empty((directions, x.shape[1], hidden_size))
-    return x.new_empty((x.shape[0], directions, x.shape[1], hidden_size)), state, state.clone()
+    return onnx_lstm_outputs_like(x, 2 if direction == "bidirectional" else 1, hidden_size)
 
 
 def translate_onnx_lstm_layer(x: Any, w: Any, r: Any, b: Any, h0: Any, c0: Any, hidden_size: int,

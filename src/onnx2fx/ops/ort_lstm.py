@@ -35,7 +35,7 @@ import torch
 
 from .mlas import mlas_logistic, mlas_tanh
 from .quant import ort_dynamic_quantize, ort_quantized_gemm
-from .recurrent import activation
+from .recurrent import activation, onnx_lstm_outputs_like
 
 
 def ort_lstm_activation(name: str, x: torch.Tensor, alpha: float | None, beta: float | None) -> torch.Tensor:
@@ -123,9 +123,7 @@ def ort_quantized_lstm_fake(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, b
                             w_zero_point: torch.Tensor, r_scale: torch.Tensor,
                             r_zero_point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What tracing sees of the operator: Y (steps, directions, batch, hidden), Y_h and Y_c."""
-    count = len(directions.split(","))
-    state = x.new_empty((count, x.shape[1], hidden_size))
-    return x.new_empty((x.shape[0], count, x.shape[1], hidden_size)), state, state.clone()
+    return onnx_lstm_outputs_like(x, len(directions.split(",")), hidden_size)
 
 
 # The registered operators' names start with this (a digest of the implementation follows).

@@ -21,6 +21,15 @@ _DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", 
 _TORCH_GATES = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}  # LSTM: iofc -> ifco; GRU: zrh -> rzh
 
 
+def onnx_lstm_outputs_like(x: torch.Tensor, directions: int, hidden_size: int
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Empty tensors shaped as an ONNX LSTM's outputs for input ``x`` (steps, batch, inputs): Y
+    (steps, directions, batch, hidden), Y_h and Y_c (directions, batch, hidden); what tracing sees
+    of an LSTM run as one registered operator."""
+    state = x.new_empty((directions, x.shape[1], hidden_size))
+    return x.new_empty((x.shape[0], directions, x.shape[1], hidden_size)), state, state.clone()
+
+
 def activation(name: str, x: torch.Tensor, alpha: float | None, beta: float | None) -> torch.Tensor:
     """The activation functions ONNX recurrent layers accept, by name."""
     name = name.lower()
