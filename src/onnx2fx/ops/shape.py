@@ -438,10 +438,12 @@ def range_(g: Emitter, start: Value, limit: Value, delta: Value) -> Value:
         return v.const.item() if v.const is not None else None
 
     first, last, step = (number(v) for v in (start, limit, delta))
-    if start.dtype.is_floating_point and last is None and isinstance(first, float) and isinstance(step, float) \
-            and first == 0 and step.is_integer() and step > 0 and len(limit.meta.get("integer_elements", ())) == 1:
+    if start.dtype in (torch.float32, torch.float64) and last is None and isinstance(first, float) \
+            and isinstance(step, float) and first == 0 and step.is_integer() and step > 0 \
+            and len(limit.meta.get("integer_elements", ())) == 1:
         # arange(0, n, k) over a size cast to float (YOLO's anchor grids): whole numbers, exact in
-        # either order of operations, and a length that is an expression of the input sizes
+        # either order of operations (not in float16 past 2048), and a length that is an expression
+        # of the input sizes
         first, last, step = 0, limit.meta["integer_elements"][0], int(step)
     if first is None or last is None or step is None:
         return g.call(g.helper(_range, leaf=True), start, limit, delta)
