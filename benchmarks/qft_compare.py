@@ -38,7 +38,7 @@ the task agreement the case defines (decoded strings, matched boxes, top-1). Usa
                                      [--real-settings W4A8] [--epochs 1] [--lr LR] [--range-lr LR]
                                      [--qft-batch-size 32] [--adaround-models digits,ppocr_cls]
                                      [--adaround-iterations 100] [--real-calib-samples 32]
-                                     [--real-train-samples 256] [--real-eval-samples 32]
+                                     [--real-train-samples 256] [--real-eval-samples 128]
                                      [--real-in-source-samples 48] [--output DIR]
 
 Writes its section of ``docs/quantization.md`` (between the markers below; the rest of the file is
@@ -503,7 +503,9 @@ def main() -> None:
     parser.add_argument("--real-calib-samples", type=int, default=32, help="calibration images of the real models")
     parser.add_argument("--real-train-samples", type=int, default=256,
                         help="unlabeled images QFT trains the real models on (from the calibration sources)")
-    parser.add_argument("--real-eval-samples", type=int, default=32, help="held-out images of the real models")
+    parser.add_argument("--real-eval-samples", type=int, default=128,
+                        help="held-out images of the real models (fewer leave a two-way classifier's "
+                        "SQNR to its few borderline images)")
     parser.add_argument("--real-in-source-samples", type=int, default=48,
                         help="further held-out images of the real models from their calibration sources (0: none)")
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch")
