@@ -54,3 +54,25 @@ def test_real_model_rows_have_their_own_table_and_goal() -> None:
     assert "| yolov8n | – | – | – | – | – | – | – | – | – | – | CorpusUnavailable: offline |" in lines
     assert any("on 48 further held-out images drawn from the calibration sources" in line for line in lines)
     assert "- ppocr_cls: text lines" in lines
+
+
+def test_a_run_of_some_models_keeps_the_others_rows_and_names_their_command(tmp_path: Path) -> None:
+    earlier = _doc()
+    earlier["settings"]["adaround_models"] = ["digits", "ppocr_cls"]
+    earlier["models"]["ppocr_cls"]["command"] = "python benchmarks/qft_compare.py --models ppocr_cls,yolov8n"
+    results = tmp_path / "qft_compare.json"
+    import json
+
+    results.write_text(json.dumps(earlier))
+    kept = qft_compare.earlier_models(results, ["yolov8n"])
+    assert kept["adaround_models"] == ["ppocr_cls"]
+    assert kept["ppocr_cls"]["command"] == "python benchmarks/qft_compare.py --models ppocr_cls,yolov8n"
+    assert set(kept) == {"ppocr_cls", "adaround_models"}
+    assert "yolov8n" in qft_compare.earlier_models(results, ["ppocr_cls"])  # an error entry is a result too
+    assert qft_compare.earlier_models(results, ["ppocr_cls", "yolov8n"]) == {"adaround_models": []}
+    assert qft_compare.earlier_models(tmp_path / "missing.json", ["yolov8n"]) == {}
+    doc = _doc()
+    doc["models"]["ppocr_cls"] = kept["ppocr_cls"]
+    text = qft_compare.markdown(doc)
+    assert ("The run took 1.0 minutes. ppocr_cls: measured earlier by "
+            "`python benchmarks/qft_compare.py --models ppocr_cls,yolov8n`.") in text
