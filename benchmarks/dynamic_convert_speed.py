@@ -9,7 +9,7 @@ of a tiny model not counted), ``--runs`` times; the table shows medians and the 
 
 Usage::
 
-    python benchmarks/dynamic_convert_speed.py [--runs 3] [--models gru_encoder,cnn_fpn]
+    python benchmarks/dynamic_convert_speed.py [--runs 3] [--models gru_encoder,cnn_fpn] [--zoo yolov8n,yolo11n]
 
 Writes ``benchmarks/results/dynamic_convert_speed.json``.
 """
@@ -34,6 +34,8 @@ from benchmarks.zoo_parity import environment, warm_up_converter  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "dynamic_convert_speed.json"
 WORK = REPO / "build" / "dynamic_convert_speed"
+ZOO_DIR = REPO / "build" / "zoo"
+ZOO_MODELS = ("yolov8n", "yolo11n")
 
 
 # ------------------------------------------------------------------------------------ models
@@ -124,6 +126,20 @@ def export_model(name: str) -> tuple[Path, dict[str, list[int]]]:
     return path, shapes
 
 
+def zoo_model(name: str) -> tuple[Path, dict[str, list[int]]]:
+    """A zoo model's dynamic variant (exported by ``benchmarks/zoo`` unless it is there) and the input
+    sizes of its static variant."""
+    import onnx
+
+    from benchmarks.zoo.registry import export_model as export_zoo_model
+
+    static = onnx.load(str(export_zoo_model(name, ZOO_DIR)), load_external_data=False)
+    initializers = {t.name for t in static.graph.initializer}
+    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
+              for i in static.graph.input if i.name not in initializers}
+    return export_zoo_model(name, ZOO_DIR, dynamic_batch=True), shapes
+
+
 # ------------------------------------------------------------------------------------ child side
 def child(path: str, shapes_json: str) -> None:
     """Convert ``path`` once (with ``input_shapes`` when given) after a warm-up; emit the time."""
@@ -144,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--zoo", default=",".join(ZOO_MODELS), help="zoo models (their dynamic variants)")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "SHAPES_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -154,8 +171,13 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {sorted(MODELS)}")
     rows = []
-    for name in names:
-        path, shapes = export_model(name)
+    for name in [*names, *(f"zoo:{n}" for n in args.zoo.split(",") if n)]:
+        try:
+            path, shapes = zoo_model(name[4:]) if name.startswith("zoo:") else export_model(name)
+        except Exception as exc:  # noqa: BLE001 - a zoo model whose package is missing: recorded, the rest go on
+            rows.append({"model": name, "input_shapes": None, "static_s": None, "dynamic_s": None, "ratio": None,
+                         "runs": {}, "errors": [f"export: {type(exc).__name__}: {exc}"], "warnings": []})
+            continue
         times: dict[str, list[float]] = {"static": [], "dynamic": []}
         errors: list[str] = []
         warnings: list[str] = []

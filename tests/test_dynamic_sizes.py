@@ -388,3 +388,36 @@ def test_a_float_range_over_a_size_is_an_arange_of_that_size() -> None:
     feeds = [{"x": RNG.standard_normal((b, 3, h, w)).astype(np.float32)} for b, h, w in ((1, 5, 7), (2, 64, 64),
                                                                                          (3, 33, 97))]
     _check_sizes(model, gm, feeds, ({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},))
+
+
+def test_a_reshape_merging_whole_dynamic_dims_is_plain_only_where_no_merged_dim_can_be_1() -> None:
+    """``(n, c, h, w) -> (n, c, -1)``: the target size is the product of the dims it merges, written
+    the same. Where ``w`` is at least 2 for every size, torch's view merges them without a decision,
+    so it is a plain reshape. After a stride-32 convolution ``w'`` may be 1, where ``h' * w'``
+    equals ``h'``: torch's view would decide on it, so that reshape goes through a flatten. A 1-D
+    tensor reshaped to ``(1, -1)`` is not flattened (it is already flat). (The sizes leave ``h'``
+    and ``w'`` at least 2: torch.export guards a stride-32 convolution's output length against 1
+    whatever follows it.)"""
+    nodes = [helper.make_node("Reshape", ["x", "heads"], ["merged"]),
+             helper.make_node("Mul", ["merged", "merged"], ["y"]),
+             helper.make_node("Conv", ["x", "w"], ["c"], strides=[32, 32]),
+             helper.make_node("Reshape", ["c", "heads"], ["r"]),
+             helper.make_node("Shape", ["r"], ["r_shape"]),
+             helper.make_node("Gather", ["r_shape", "two"], ["cells"], axis=0),
+             helper.make_node("Cast", ["cells"], ["cells_f"], to=TensorProto.FLOAT),
+             helper.make_node("Range", ["zero", "cells_f", "one"], ["index"]),
+             helper.make_node("Reshape", ["index", "row"], ["index_row"]),
+             helper.make_node("Mul", ["r", "index_row"], ["z"])]
+    model = _model(nodes, {"x": (TensorProto.FLOAT, ["batch", 3, "h", "w"])}, outputs=("y", "z"),
+                   initializers={"w": RNG.standard_normal((3, 3, 1, 1)).astype(np.float32),
+                                 "heads": np.array([0, 3, -1]), "two": np.array(2), "row": np.array([1, -1]),
+                                 "zero": np.array(0.0, np.float32), "one": np.array(1.0, np.float32)})
+    gm, source, warnings = _convert(model)
+    lines = _forward_lines(source)
+    assert warnings == []
+    assert "merged = x.reshape([x.shape[0], 3, -1])" in lines
+    assert "r = torch.flatten(c)" in lines and "r_1 = r.reshape([c.shape[0], 3, -1])" in lines
+    assert "index_row = index.reshape([1, -1])" in lines
+    feeds = [{"x": RNG.standard_normal((b, 3, h, w)).astype(np.float32)} for b, h, w in ((1, 40, 70), (2, 64, 96),
+                                                                                         (3, 100, 33))]
+    _check_sizes(model, gm, feeds, ({0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC},))

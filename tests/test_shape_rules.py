@@ -18,12 +18,12 @@ import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
 
-from onnx2fx.codegen.fake_eval import evaluate_on_fakes
+from onnx2fx.codegen.fake_eval import as_fakes, evaluate_on_fakes
 from onnx2fx.codegen.shape_env import ConversionShapeEnv
-from onnx2fx.codegen.shape_rules import exact_quotient, fake_of, module_result_sizes, result_by_rule
+from onnx2fx.codegen.shape_rules import PendingFake, exact_quotient, fake_of, module_result_sizes, result_by_rule
 
 # Values given to the symbols when sizes are compared: the hints, then odd and uneven sizes.
 POINTS = ({"n": 2, "h": 64, "w": 64, "t": 64}, {"n": 3, "h": 97, "w": 130, "t": 17},
@@ -327,14 +327,34 @@ def test_window_lengths_are_computed_once_per_length_and_stride(s: Sizes) -> Non
         [(point[k] - 1) // 2 + 1 for point in POINTS for k in "hw"]
 
 
-def test_fake_of_gives_a_new_fake_of_the_template(s: Sizes) -> None:
+def test_fake_of_a_symbolic_shape_is_made_once_when_first_needed(s: Sizes) -> None:
+    templates = len(s.env.fake_templates)
     first = fake_of(s.mode, [s.n, 16, s.h], torch.float32)
     second = fake_of(s.mode, [s.n, 16, s.h], torch.float32)
-    assert first is not second and type(second) is type(first)
-    assert second.fake_mode is s.mode and second.device == torch.device("cpu")
-    assert (second.shape, second.stride(), second.dtype) == (first.shape, first.stride(), first.dtype)
+    assert isinstance(first, PendingFake) and isinstance(second, PendingFake)
+    assert (list(first.shape), first.dim(), first.ndim, first.dtype) == ([s.n, 16, s.h], 3, 3, torch.float32)
+    assert len(s.env.fake_templates) == templates  # nothing made yet
+    made = as_fakes(s.mode, [first, second])
+    assert made[0] is first.materialize() and made[1] is not made[0]  # made once each, from one template
+    assert len(s.env.fake_templates) == templates + 1
+    assert isinstance(made[1], FakeTensor) and made[1].fake_mode is s.mode and made[1].device == torch.device("cpu")
+    assert (made[1].shape, made[1].stride(), made[1].dtype) == (made[0].shape, made[0].stride(), made[0].dtype)
+    assert first.stride() == made[0].stride()  # what a pending fake does not answer, its tensor does
     with s.mode:
-        assert (second + first).shape == first.shape
+        assert (made[1] + made[0]).shape == made[0].shape
+
+
+def test_a_chain_of_rules_makes_no_fake_tensor(s: Sizes) -> None:
+    """A convolution's output read by an activation and the next layer: only sizes are read, so
+    nothing is made (each fake of a new symbolic shape costs torch's sympy stride products)."""
+    x = s.tensor(s.n, 8, s.h, s.w)
+    templates = len(s.env.fake_templates)
+    conv = fake_of(s.mode, module_result_sizes(nn.Conv2d(8, 16, 3, stride=2, padding=1), x), torch.float32)
+    activated = evaluate_on_fakes(s.mode, F.silu, (conv,), {})
+    summed = evaluate_on_fakes(s.mode, operator.add, (activated, conv), {})
+    assert all(isinstance(v, PendingFake) for v in (conv, activated, summed))
+    assert list(summed.shape) == list(conv.shape) and len(s.env.fake_templates) == templates
+    assert isinstance(evaluate_on_fakes(s.mode, torch.cumsum, (summed, 1), {}), FakeTensor)  # no rule: made
 
 
 # ------------------------------------------------------------------------------ through the emitter's entry

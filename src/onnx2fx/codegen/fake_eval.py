@@ -23,7 +23,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .nested import map_leaves, walk
 from .shape_env import ConversionShapeEnv, SpecialisationRefused
-from .shape_rules import fake_of, result_by_rule
+from .shape_rules import PendingFake, fake_of, result_by_rule
 from .values import SymElem
 
 # Elementwise torch functions whose result has the sizes and dtype of their one float input.
@@ -46,7 +46,7 @@ def symbolic(*objs: Any) -> bool:
     for leaf in walk(list(objs)):
         if isinstance(leaf, torch.SymInt):
             return True
-        if isinstance(leaf, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in leaf.shape):
+        if isinstance(leaf, (torch.Tensor, PendingFake)) and any(isinstance(d, torch.SymInt) for d in leaf.shape):
             return True
     return False
 
@@ -66,8 +66,11 @@ _FAKES_OF_META: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 def as_fakes(fake_mode: FakeTensorMode, obj: Any) -> Any:
     """``obj`` with every ``meta`` tensor replaced by a FakeTensor of ``fake_mode`` (on the CPU,
-    like the fakes it meets: a fake on ``meta`` would not mix with them)."""
+    like the fakes it meets: a fake on ``meta`` would not mix with them), and every
+    :class:`PendingFake` made."""
     def fake(leaf: Any) -> Any:
+        if isinstance(leaf, PendingFake):
+            return leaf.materialize()
         if not isinstance(leaf, torch.Tensor) or leaf.device.type != "meta":
             return leaf
         cached = _FAKES_OF_META.get(leaf)
@@ -166,17 +169,19 @@ def evaluate_on_fakes(fake_mode: FakeTensorMode, target: Callable[..., Any], fak
     Python dispatcher's symbolic decompositions instead, as torch.export runs them (exact, but much
     slower: sympy on every size)."""
     env = fake_mode.shape_env
-    if not symbolic(fake_args, fake_kwargs):
+    sizes_symbolic = symbolic(fake_args, fake_kwargs)
+    if not sizes_symbolic:
         done, result = evaluate_on_meta(target, fake_args, fake_kwargs)
         if done:
             return result
+    elif isinstance(env, ConversionShapeEnv):
+        ruled = result_by_rule(fake_mode, target, fake_args, fake_kwargs)  # sizes as written: no sympy decisions
+        if ruled is not None:
+            return ruled
     fake_args, fake_kwargs = as_fakes(fake_mode, fake_args), as_fakes(fake_mode, fake_kwargs)
-    if not symbolic(fake_args, fake_kwargs) or not isinstance(env, ConversionShapeEnv):
+    if not sizes_symbolic or not isinstance(env, ConversionShapeEnv):
         with fake_mode:
             return target(*fake_args, **fake_kwargs)
-    ruled = result_by_rule(fake_mode, target, fake_args, fake_kwargs)  # sizes as written: no sympy decisions
-    if ruled is not None:
-        return ruled
     try:
         with fake_mode, env.refusing_specialisation():
             return target(*fake_args, **fake_kwargs)
@@ -189,7 +194,7 @@ def evaluate_on_fakes(fake_mode: FakeTensorMode, target: Callable[..., Any], fak
 
 
 def unknown_tensor(fake_mode: FakeTensorMode, sizes: Sequence[SymElem | int | None],
-                   dtype: torch.dtype) -> torch.Tensor:
+                   dtype: torch.dtype) -> torch.Tensor | PendingFake:
     """A fake tensor whose ``None`` sizes are only known at run time (unbacked symbols)."""
     env = fake_mode.shape_env
     dims: list[Any] = []

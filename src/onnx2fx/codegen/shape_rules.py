@@ -90,7 +90,7 @@ def _equal_by_assumption_only(a: Size, b: Size) -> bool:
     return any(not (d := atom.divisor).is_number or d != 1 for atom in difference.atoms(FloorDiv))
 
 
-def _factors(size: Size) -> tuple[int, list[sympy.Expr]]:
+def size_factors(size: Size) -> tuple[int, list[sympy.Expr]]:
     """A size as its static factor and its symbolic factors (``8*s0*s1`` -> 8, [s0, s1])."""
     key = size_key(size)
     if isinstance(key, int):
@@ -117,13 +117,13 @@ def reshape_sizes(sizes: Sequence[Size], target: Sequence[Size]) -> list[Size] |
         return None
     static_in, factors_in = 1, Counter[sympy.Expr]()
     for size in sizes:
-        static, symbolic = _factors(size)
+        static, symbolic = size_factors(size)
         static_in *= static
         factors_in.update(symbolic)
     static_out, factors_out = 1, Counter[sympy.Expr]()
     for t in target:
         if not (isinstance(t, int) and t == -1):
-            static, symbolic = _factors(t)
+            static, symbolic = size_factors(t)
             static_out *= static
             factors_out.update(symbolic)
     if factors_out - factors_in:  # a target factor that is no input factor
@@ -160,13 +160,13 @@ def exact_quotient(dividend: Sequence[Size], divisor: Sequence[Size]) -> Size | 
 # ------------------------------------------------------------------------------ the rules
 def _dtype_of_binary(op: Callable[..., Any], a: Any, b: Any) -> torch.dtype | None:
     """The result dtype of an arithmetic operator where no promotion is involved, else ``None``."""
-    tensors = [x for x in (a, b) if isinstance(x, torch.Tensor)]
+    tensors = [x for x in (a, b) if isinstance(x, TENSORS)]
     if len(tensors) == 2:
         if a.dtype != b.dtype:
             return None
         dtype = a.dtype
     else:
-        other = b if isinstance(a, torch.Tensor) else a
+        other = b if isinstance(a, TENSORS) else a
         if isinstance(other, bool) or not isinstance(other, (int, float)):
             return None
         dtype = tensors[0].dtype
@@ -188,8 +188,8 @@ def _binary(op: Callable[..., Any]) -> Callable[..., tuple[list[Size], torch.dty
         dtype = _dtype_of_binary(op, a, b)
         if dtype is None:
             return None
-        sizes = broadcast_sizes(a.shape if isinstance(a, torch.Tensor) else (),
-                                b.shape if isinstance(b, torch.Tensor) else ())
+        sizes = broadcast_sizes(a.shape if isinstance(a, TENSORS) else (),
+                                b.shape if isinstance(b, TENSORS) else ())
         return None if sizes is None else (sizes, dtype)
     return rule
 
@@ -202,12 +202,12 @@ def _tensor_binary(op: Callable[..., Any]) -> Callable[..., tuple[list[Size], to
     rule = _binary(op)
 
     def tensors_only(a: Any, b: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
-        return rule(a, b, **kwargs) if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) else None
+        return rule(a, b, **kwargs) if isinstance(a, TENSORS) and isinstance(b, TENSORS) else None
     return tensors_only
 
 
 def _matmul(a: Any, b: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
-    if kwargs or not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dtype != b.dtype:
+    if kwargs or not (isinstance(a, TENSORS) and isinstance(b, TENSORS)) or a.dtype != b.dtype:
         return None
     if a.dim() < 2 or b.dim() < 2 or not a.dtype.is_floating_point or not same_size(a.shape[-1], b.shape[-2]):
         return None
@@ -224,7 +224,7 @@ def _sizes_arg(args: tuple[Any, ...]) -> list[Any] | None:
 
 def _reshape(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     target = _sizes_arg(args)
-    if kwargs or not isinstance(x, torch.Tensor) or target is None:
+    if kwargs or not isinstance(x, TENSORS) or target is None:
         return None
     sizes = reshape_sizes(list(x.shape), target)
     return None if sizes is None else (sizes, x.dtype)
@@ -232,7 +232,7 @@ def _reshape(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype
 
 def _permute(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     perm = _sizes_arg(args)
-    if kwargs or not isinstance(x, torch.Tensor) or perm is None or not all(isinstance(p, int) for p in perm):
+    if kwargs or not isinstance(x, TENSORS) or perm is None or not all(isinstance(p, int) for p in perm):
         return None
     rank = x.dim()
     perm = [p + rank if p < 0 else p for p in perm]
@@ -244,7 +244,7 @@ def _permute(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype
 def _cat(tensors: Any, dim: int = 0, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     if kwargs or not isinstance(tensors, (list, tuple)) or not tensors or not isinstance(dim, int):
         return None
-    if not all(isinstance(t, torch.Tensor) for t in tensors):
+    if not all(isinstance(t, TENSORS) for t in tensors):
         return None
     first = tensors[0]
     rank = first.dim()
@@ -262,7 +262,7 @@ def _cat(tensors: Any, dim: int = 0, **kwargs: Any) -> tuple[list[Size], torch.d
 
 
 def _split(x: Any, sections: Any, dim: int = 0, **kwargs: Any) -> list[tuple[list[Size], torch.dtype]] | None:
-    if kwargs or not isinstance(x, torch.Tensor) or not isinstance(dim, int) or not -x.dim() <= dim < x.dim():
+    if kwargs or not isinstance(x, TENSORS) or not isinstance(dim, int) or not -x.dim() <= dim < x.dim():
         return None
     if not isinstance(sections, (list, tuple)) or not all(isinstance(s, (int, torch.SymInt)) for s in sections):
         return None  # an int chunk size of a dynamic length leaves a last chunk only the run knows
@@ -276,7 +276,7 @@ def _split(x: Any, sections: Any, dim: int = 0, **kwargs: Any) -> list[tuple[lis
 
 
 def _flatten(x: Any, start_dim: int = 0, end_dim: int = -1, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
-    if kwargs or not isinstance(x, torch.Tensor) or x.dim() == 0:
+    if kwargs or not isinstance(x, TENSORS) or x.dim() == 0:
         return None
     rank = x.dim()
     start, end = start_dim % rank, end_dim % rank
@@ -290,7 +290,7 @@ def _flatten(x: Any, start_dim: int = 0, end_dim: int = -1, **kwargs: Any) -> tu
 
 def _same_shape(x: Any, dim: Any = None, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """Softmax and its kin: the input's sizes and dtype."""
-    if kwargs or not isinstance(x, torch.Tensor) or not isinstance(dim, int) or not x.dtype.is_floating_point:
+    if kwargs or not isinstance(x, TENSORS) or not isinstance(dim, int) or not x.dtype.is_floating_point:
         return None
     return list(x.shape), x.dtype
 
@@ -298,7 +298,7 @@ def _same_shape(x: Any, dim: Any = None, **kwargs: Any) -> tuple[list[Size], tor
 def _normalisation(x: Any, normalized_shape: Any, weight: Any = None, bias: Any = None, eps: Any = None,
                    **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """``F.layer_norm`` / ``F.rms_norm`` over static trailing sizes: the input's sizes."""
-    if kwargs or not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+    if kwargs or not isinstance(x, TENSORS) or not x.dtype.is_floating_point:
         return None
     normalized = list(normalized_shape) if isinstance(normalized_shape, (list, tuple, torch.Size)) else None
     if not normalized or len(normalized) > x.dim() or not all(isinstance(n, int) for n in normalized):
@@ -306,7 +306,7 @@ def _normalisation(x: Any, normalized_shape: Any, weight: Any = None, bias: Any 
     trailing = list(x.shape[x.dim() - len(normalized):])
     if not all(isinstance(t, int) and t == n for t, n in zip(trailing, normalized)):  # no guard on a symbol
         return None
-    if any(t is not None and (not isinstance(t, torch.Tensor) or t.dtype != x.dtype
+    if any(t is not None and (not isinstance(t, TENSORS) or t.dtype != x.dtype
                               or [size_key(d) for d in t.shape] != normalized) for t in (weight, bias)):
         return None
     return list(x.shape), x.dtype
@@ -316,7 +316,7 @@ def _attention(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float =
                scale: Any = None, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """``F.scaled_dot_product_attention``: the queries' sizes with the values' last one, where the
     batch and head sizes of q, k and v are written the same and a mask broadcasts as written."""
-    if kwargs or not all(isinstance(t, torch.Tensor) for t in (q, k, v)) or dropout_p:
+    if kwargs or not all(isinstance(t, TENSORS) for t in (q, k, v)) or dropout_p:
         return None
     if not q.dtype.is_floating_point or not q.dtype == k.dtype == v.dtype or not q.dim() == k.dim() == v.dim() >= 2:
         return None
@@ -326,7 +326,7 @@ def _attention(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float =
         return None
     scores = [*q.shape[:-1], k.shape[-2]]
     if attn_mask is not None:
-        if not isinstance(attn_mask, torch.Tensor) or attn_mask.dtype not in (torch.bool, q.dtype) or \
+        if not isinstance(attn_mask, TENSORS) or attn_mask.dtype not in (torch.bool, q.dtype) or \
                 attn_mask.dim() > len(scores):
             return None
         merged = broadcast_sizes(scores, attn_mask.shape)
@@ -340,7 +340,7 @@ def _constant_pad(x: Any, pad: Any, mode: str = "constant", value: Any = None,
     """``F.pad`` with a constant: each padded size grows by its two pads (counted from the last
     dimension). Negative pads (crops) and the other modes, which torch checks against the sizes,
     are left to torch."""
-    if kwargs or mode != "constant" or not isinstance(x, torch.Tensor) or not isinstance(pad, (list, tuple)):
+    if kwargs or mode != "constant" or not isinstance(x, TENSORS) or not isinstance(pad, (list, tuple)):
         return None
     if len(pad) % 2 or len(pad) // 2 > x.dim() or value is not None and not isinstance(value, (int, float)):
         return None
@@ -354,13 +354,13 @@ def _constant_pad(x: Any, pad: Any, mode: str = "constant", value: Any = None,
 
 
 def _to(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
-    if kwargs or not isinstance(x, torch.Tensor) or len(args) != 1 or not isinstance(args[0], torch.dtype):
+    if kwargs or not isinstance(x, TENSORS) or len(args) != 1 or not isinstance(args[0], torch.dtype):
         return None
     return list(x.shape), args[0]
 
 
 def _unsqueeze(x: Any, dim: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
-    if kwargs or not isinstance(x, torch.Tensor) or not isinstance(dim, int) or not -x.dim() - 1 <= dim <= x.dim():
+    if kwargs or not isinstance(x, TENSORS) or not isinstance(dim, int) or not -x.dim() - 1 <= dim <= x.dim():
         return None
     dim %= x.dim() + 1
     sizes = list(x.shape)
@@ -371,7 +371,7 @@ def _unsqueeze(x: Any, dim: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype
 def _squeeze(x: Any, dim: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """Squeezing dimensions whose sizes are static (a dynamic one is decided by torch)."""
     dims = list(dim) if isinstance(dim, (list, tuple)) else [dim]
-    if kwargs or not isinstance(x, torch.Tensor) or x.dim() == 0 or not all(isinstance(d, int) for d in dims):
+    if kwargs or not isinstance(x, TENSORS) or x.dim() == 0 or not all(isinstance(d, int) for d in dims):
         return None
     if not all(-x.dim() <= d < x.dim() for d in dims):
         return None
@@ -384,7 +384,7 @@ def _squeeze(x: Any, dim: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] 
 def _expand(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """``x.expand(sizes)`` where each size is ``-1``, written as ``x``'s or expands a static 1."""
     target = _sizes_arg(args)
-    if kwargs or not isinstance(x, torch.Tensor) or target is None or len(target) < x.dim():
+    if kwargs or not isinstance(x, TENSORS) or target is None or len(target) < x.dim():
         return None
     lead = len(target) - x.dim()
     out: list[Size] = []
@@ -407,7 +407,7 @@ def _expand(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype]
 def _elementwise(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """An activation of one float tensor with number arguments (``F.leaky_relu(x, 0.2)``,
     ``torch.clamp(x, 0, 6)``): the input's sizes and dtype."""
-    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or kwargs.get("inplace"):
+    if not isinstance(x, TENSORS) or not x.dtype.is_floating_point or kwargs.get("inplace"):
         return None
     if not all(a is None or isinstance(a, (bool, int, float, str)) for a in (*args, *kwargs.values())):
         return None
@@ -416,7 +416,7 @@ def _elementwise(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.d
 
 def _grid_sample(x: Any, grid: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """``F.grid_sample``: the input's batch and channels at the grid's output positions."""
-    if not (isinstance(x, torch.Tensor) and isinstance(grid, torch.Tensor)) or x.dim() not in (4, 5):
+    if not (isinstance(x, TENSORS) and isinstance(grid, TENSORS)) or x.dim() not in (4, 5):
         return None
     if grid.dim() != x.dim() or grid.dtype != x.dtype or not x.dtype.is_floating_point:
         return None
@@ -432,7 +432,7 @@ def _grid_sample(x: Any, grid: Any, *args: Any, **kwargs: Any) -> tuple[list[Siz
 def _reduction(x: Any, dim: Any = None, keepdim: bool = False, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """A sum, mean or extreme of a float tensor over static axes."""
     dims = list(dim) if isinstance(dim, (list, tuple)) else [dim]
-    if kwargs or not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() == 0:
+    if kwargs or not isinstance(x, TENSORS) or not x.dtype.is_floating_point or x.dim() == 0:
         return None
     if not isinstance(keepdim, bool) or not all(isinstance(d, int) and -x.dim() <= d < x.dim() for d in dims):
         return None
@@ -471,7 +471,70 @@ FUNCTION_RULES: dict[Any, Callable[..., Any]] = {
 }
 
 
-def fake_of(fake_mode: FakeTensorMode, sizes: Sequence[Size], dtype: torch.dtype) -> torch.Tensor:
+class PendingFake:
+    """A contiguous fake tensor of known sizes and dtype, made only when a torch call needs it.
+
+    Making a fake tensor of a new symbolic shape costs about a millisecond (torch computes its
+    strides, element count and byte size as sympy products), and most results answered by a rule
+    are only read for their sizes by the next rule: a convolution's output by the activation after
+    it, whose output by the next convolution. So :func:`fake_of` gives this stand-in, which answers
+    ``shape``, ``dtype`` and ``dim()`` itself, and :func:`materialize` (which :func:`as_fakes` and
+    any other attribute call) makes the tensor once, when a call is evaluated by torch on it.
+    """
+
+    __slots__ = ("fake_mode", "shape", "dtype", "_tensor")
+
+    def __init__(self, fake_mode: FakeTensorMode, sizes: Sequence[Size], dtype: torch.dtype) -> None:
+        self.fake_mode = fake_mode
+        self.shape = torch.Size(sizes)
+        self.dtype = dtype
+        self._tensor: torch.Tensor | None = None
+
+    def dim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def materialize(self) -> torch.Tensor:
+        if self._tensor is None:
+            self._tensor = _made_fake(self.fake_mode, self.shape, self.dtype)
+        return self._tensor
+
+    def __getattr__(self, name: str) -> Any:  # anything else is the tensor's
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.materialize(), name)
+
+    def __repr__(self) -> str:
+        return f"PendingFake({list(self.shape)}, {self.dtype})"
+
+
+# What the rules accept as a tensor argument (they read sizes and dtypes only).
+TENSORS = (torch.Tensor, PendingFake)
+
+
+def materialized(leaf: Any) -> Any:
+    """``leaf`` as a tensor where it is a :class:`PendingFake`; anything else as it is."""
+    return leaf.materialize() if isinstance(leaf, PendingFake) else leaf
+
+
+def fake_of(fake_mode: FakeTensorMode, sizes: Sequence[Size], dtype: torch.dtype) -> torch.Tensor | PendingFake:
+    """A contiguous fake tensor of these sizes and dtype: a :class:`PendingFake` where a size is
+    symbolic and the conversion's shape environment is in use, made when first needed."""
+    if isinstance(fake_mode.shape_env, ConversionShapeEnv) and any(isinstance(s, torch.SymInt) for s in sizes):
+        return PendingFake(fake_mode, sizes, dtype)
+    return _made_fake(fake_mode, sizes, dtype)
+
+
+def _made_fake(fake_mode: FakeTensorMode, sizes: Sequence[Size], dtype: torch.dtype) -> torch.Tensor:
     """A contiguous fake tensor of these sizes and dtype. Making one runs torch's symbolic stride
     computation (about a millisecond with a few symbolic sizes); a fake made earlier for sizes
     written the same is detached instead (a tenth of that)."""
@@ -541,15 +604,17 @@ def _window_lengths(lengths: Sequence[Size], kernel: Sequence[int], stride: Sequ
         key = (size_key(length), reach, s)
         result = memo.get(key)
         if result is None:
-            if reach > 0 and not _at_least(length, reach) and not bool(length >= reach):
+            if reach > 0 and not at_least(length, reach) and not bool(length >= reach):
                 return None  # too short at its hint: torch's check says why
             result = memo[key] = (length - reach) // s + 1 if s != 1 else length - reach + 1
         out.append(result)
     return out
 
 
-def _at_least(size: torch.SymInt, bound: int) -> bool:
+def at_least(size: Size, bound: int) -> bool:
     """Whether ``size`` is at least ``bound`` for every size its symbols may take (their ranges)."""
+    if not isinstance(size, torch.SymInt):
+        return int(size) >= bound
     expr = size.node.expr
     env = size.node.shape_env
     if expr.is_symbol:

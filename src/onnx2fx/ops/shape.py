@@ -8,13 +8,15 @@ generated code reshapes with ints and sizes rather than with tensors.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from typing import Any
 
 import torch
 from torch import sym_not
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from ..codegen.emitter import MAX_LITERAL_ELEMENTS, Emitter
-from ..codegen.shape_rules import exact_quotient, same_size
+from ..codegen.shape_rules import at_least, exact_quotient, same_size, size_factors
 from ..codegen.values import SymElem, Value
 from . import dynamic
 from .registry import onnx_op
@@ -124,8 +126,8 @@ def _regroups_dynamic_size(g: Emitter, x: Value, target: list[SymElem]) -> bool:
     """
     dims = list(g.fake(x).shape)
     after = [t.value for t in target]
-    if all(isinstance(d, int) for d in dims) or len(after) <= 1:
-        return False
+    if all(isinstance(d, int) for d in dims) or len(after) <= 1 or len(dims) <= 1:
+        return False  # (flattening a 1-D tensor would change nothing)
     inferred = [i for i, t in enumerate(target) if t.is_static and t.value == -1]
     if inferred:  # computed here: running the reshape would record its answers as known facts
         others = [a for i, a in enumerate(after) if i != inferred[0]]
@@ -136,6 +138,10 @@ def _regroups_dynamic_size(g: Emitter, x: Value, target: list[SymElem]) -> bool:
     for length in after:
         if idx >= len(dims):
             break  # trailing unit dims
+        if (end := _merged_as_written(dims, idx, length)) is not None:
+            dims[idx:end + 1] = [length]  # a merge of whole dims: a view for every size, no decision
+            idx += 1
+            continue
         same = True if same_size(length, dims[idx]) else decide(length == dims[idx])
         if same is None:
             return True
@@ -150,6 +156,31 @@ def _regroups_dynamic_size(g: Emitter, x: Value, target: list[SymElem]) -> bool:
             dims[idx:end + 1] = [length, accum // length] if split else [accum]
         idx += 1
     return False
+
+
+def _merged_as_written(dims: list[Any], idx: int, length: Any) -> int | None:
+    """The last of the dims from ``idx`` whose product is ``length`` written the same (``h``,
+    ``w`` for ``h*w``), when at least one of them is symbolic and torch's greedy merge of them
+    takes no decision: the first dim at least 1 and each later one at least 2 for every size, so
+    that no partial product can equal ``length``. Else ``None``, and the merge is replayed with
+    sympy's decisions (``h*w == h`` holds where ``w`` is 1: torch.export would guard on it);
+    those cost milliseconds per reshape on deep size expressions."""
+    want_static, want = size_factors(length)
+    if not want:
+        return None
+    want = Counter(want)
+    have_static, have = 1, Counter[Any]()
+    for end in range(idx, len(dims)):
+        if not at_least(dims[end], 1 if end == idx else 2):
+            return None
+        static, symbolic = size_factors(dims[end])
+        have_static *= static
+        have.update(symbolic)
+        if have_static == want_static and have == want:
+            return end
+        if have_static > want_static or have - want:
+            return None
+    return None
 
 
 def decide(condition: object) -> bool | None:
