@@ -9,7 +9,7 @@ of a tiny model not counted), ``--runs`` times; the table shows medians and the 
 
 Usage::
 
-    python benchmarks/dynamic_convert_speed.py [--runs 3] [--models gru_encoder,cnn_fpn] [--zoo yolov8n,yolo11n]
+    python benchmarks/dynamic_convert_speed.py [--runs 3] [--models gru_encoder,cnn_fpn] [--zoo yolov8n,resnet50]
 
 Writes ``benchmarks/results/dynamic_convert_speed.json``.
 """
@@ -35,7 +35,6 @@ from benchmarks.zoo_parity import environment, warm_up_converter  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results" / "dynamic_convert_speed.json"
 WORK = REPO / "build" / "dynamic_convert_speed"
 ZOO_DIR = REPO / "build" / "zoo"
-ZOO_MODELS = ("yolov8n", "yolo11n")
 
 
 # ------------------------------------------------------------------------------------ models
@@ -160,7 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--zoo", default=",".join(ZOO_MODELS), help="zoo models (their dynamic variants)")
+    parser.add_argument("--zoo", default="all",
+                        help="zoo models (their dynamic variants), comma-separated; all: every one that has one")
     parser.add_argument("--child", nargs=2, metavar=("PATH", "SHAPES_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -171,7 +171,13 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {sorted(MODELS)}")
     rows = []
-    for name in [*names, *(f"zoo:{n}" for n in args.zoo.split(",") if n)]:
+    if args.zoo == "all":
+        from benchmarks.zoo.registry import load_all
+
+        zoo = [name for name, model in load_all().items() if model.dynamic_batch]
+    else:
+        zoo = [n for n in args.zoo.split(",") if n]
+    for name in [*names, *(f"zoo:{n}" for n in zoo)]:
         try:
             path, shapes = zoo_model(name[4:]) if name.startswith("zoo:") else export_model(name)
         except Exception as exc:  # noqa: BLE001 - a zoo model whose package is missing: recorded, the rest go on
