@@ -380,7 +380,7 @@ def markdown(doc: dict[str, Any]) -> str:
                   "+0.86 (ppocr_det), +1.49 (ppocr_cls) and +1.15 dB (yolov8n) from the same PTQ starts: more "
                   "images per epoch help three of the models; on ppocr_cls the in-source gain rises (+1.88 to "
                   "+4.23 dB) while the gain on other sources falls: it learns the lines of its calibration "
-                  "sources. Why 8 steps did little on ppocr_rec (a one-off measurement on ppocr_cls, not rerun by "
+                  "sources. Why 8 steps move few weights (a one-off measurement on ppocr_cls, not rerun by "
                   "this script): at the default peak rate of 1e-4 a weight moves by about that much per step, "
                   "against a 4-bit weight step of about 0.08 there; even 32 steps (batch 8) re-rounded 468 of "
                   "its 127,018 weights. At a peak of 1e-3 (8 steps) the output SQNR on 64 further "
