@@ -478,8 +478,8 @@ class PendingFake:
     strides, element count and byte size as sympy products), and most results answered by a rule
     are only read for their sizes by the next rule: a convolution's output by the activation after
     it, whose output by the next convolution. So :func:`fake_of` gives this stand-in, which answers
-    ``shape``, ``dtype`` and ``dim()`` itself, and :func:`materialize` (which :func:`as_fakes` and
-    any other attribute call) makes the tensor once, when a call is evaluated by torch on it.
+    ``shape``, ``dtype`` and ``dim()`` itself; :meth:`materialize` (called by ``as_fakes`` before a
+    call is evaluated by torch, and by any other attribute access) makes the tensor, once.
     """
 
     __slots__ = ("fake_mode", "shape", "dtype", "_tensor")
@@ -519,11 +519,6 @@ class PendingFake:
 
 # What the rules accept as a tensor argument (they read sizes and dtypes only).
 TENSORS = (torch.Tensor, PendingFake)
-
-
-def materialized(leaf: Any) -> Any:
-    """``leaf`` as a tensor where it is a :class:`PendingFake`; anything else as it is."""
-    return leaf.materialize() if isinstance(leaf, PendingFake) else leaf
 
 
 def fake_of(fake_mode: FakeTensorMode, sizes: Sequence[Size], dtype: torch.dtype) -> torch.Tensor | PendingFake:
