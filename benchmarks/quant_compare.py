@@ -36,21 +36,18 @@ Models:
 
 All models are exported with ``torch.onnx.export`` (TorchScript exporter, opset 17, dynamic
 batch); ResNet-50 and the random ViT are calibrated and evaluated on seeded standard-normal images.
-The calibration overhead is measured on ResNet-50: our calibration pass (the forwards with every
-activation observer on) against the float forwards of the converted model over the same batches, in
-the same run. Usage::
+The calibration overhead (pass and range search against the float forwards) is measured by
+``calibration_overhead.py``, which writes its own section of the same file. Usage::
 
     python benchmarks/quant_compare.py [--resolution 224] [--calib-samples 32] [--eval-samples 32]
-                                       [--overhead-samples 256] [--overhead-runs 3]
-                                       [--overhead-resolution N]
                                        [--models digits,resnet50,vit,digits_vit]
                                        [--variants cle,bias_correction,cle+bias_correction,adaround,...]
                                        [--adaround-models digits,vit,digits_vit] [--adaround-iterations 500]
                                        [--qft-samples 256] [--qft-resolution 64] [--output DIR]
 
 The defaults take roughly half an hour or more on two CPU cores (ResNet-50 at 224x224 dominates; the
-QFT section adds a few minutes at 64x64); lower ``--resolution``, ``--calib-samples`` and
-``--overhead-samples``, or pass ``--variants ''`` and ``--qft-samples 0``, for a quicker run.
+QFT section adds a few minutes at 64x64); lower ``--resolution`` and ``--calib-samples``, or pass
+``--variants ''`` and ``--qft-samples 0``, for a quicker run.
 Writes ``docs/quantization.md`` and ``benchmarks/results/quant_compare.json`` (``--output DIR``
 writes both into DIR instead, for trial runs); the Markdown starts with the command that produced it.
 """
@@ -64,7 +61,6 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -575,79 +571,6 @@ def goal(rows: list[dict[str, Any]], with_accuracy: bool) -> dict[str, Any]:
     return result
 
 
-# ---------------------------------------------------------------------------------- calibration overhead
-class PairedBatches:
-    """Calibration batches that time, right before handing each batch to ``ptq()``, the float model's
-    forward on that batch; the time until ``ptq()`` asks for the next batch is its calibration forward.
-
-    Pairing batch by batch keeps both measurements under the same machine load, which on a shared
-    machine moves far more than the difference being measured.
-    """
-
-    def __init__(self, gm: nn.Module, batches: list[torch.Tensor]) -> None:
-        self.gm, self.batches = gm, batches
-        self.float_seconds: list[float] = []
-        self.calibration_seconds: list[float] = []
-
-    def __iter__(self) -> Any:
-        for x in self.batches:
-            started = time.perf_counter()
-            with torch.no_grad():
-                self.gm(x)
-            self.float_seconds.append(time.perf_counter() - started)
-            handed = time.perf_counter()
-            yield x
-            self.calibration_seconds.append(time.perf_counter() - handed)
-
-
-def overhead(work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Our calibration pass against the float forwards of the converted ResNet-50 on the same batches."""
-    from onnx2fx.quantization import ptq
-    from onnx2fx.validator import load_torch_model
-
-    samples, batch, res = args.overhead_samples, args.batch_size, args.overhead_resolution
-    result: dict[str, Any] = {"model": "resnet50", "resolution": res, "samples": samples, "batch_size": batch,
-                              "runs": args.overhead_runs, "schemes": list(args.overhead_schemes)}
-    try:
-        model_path = work / "resnet50_converted" / "model_full.pt"
-        if res != args.resolution or not model_path.is_file():
-            sub = work / f"overhead_{res}"
-            sub.mkdir(exist_ok=True)
-            model_path = convert(build_resnet50(sub, argparse.Namespace(**{**vars(args), "resolution": res})), sub)
-        data = np.random.default_rng(args.seed + 2).standard_normal((samples, 3, res, res), dtype=np.float32)
-        gm = load_torch_model(model_path)
-        batches = [torch.from_numpy(data[i:i + batch]) for i in range(0, samples, batch)]
-        with torch.no_grad():
-            gm(batches[0])  # warm-up
-        runs: list[dict[str, Any]] = []
-        for run in range(args.overhead_runs):
-            timings: dict[str, Any] = {}
-            for scheme in args.overhead_schemes:
-                paired = PairedBatches(gm, batches)
-                # one sample more than there is, so that ptq() asks for (and times) the end of the data
-                report = ptq(model_path, paired, scheme=scheme, samples=samples + 1, batch_size=batch,
-                             eval_samples=1, progress=False).report
-                if report["calibration"]["samples"] != samples or len(paired.calibration_seconds) != len(batches):
-                    raise RuntimeError(f"the calibration pass saw {report['calibration']['samples']} samples")
-                timings[scheme] = {"float": sum(paired.float_seconds), "calibration": sum(paired.calibration_seconds)}
-            runs.append(timings)
-            print(f"overhead run {run + 1}: " + ", ".join(
-                f"{k} {v['calibration']:.1f} s / float {v['float']:.1f} s" for k, v in timings.items()), flush=True)
-        result["per_run"] = [{k: {t: round(x, 3) for t, x in v.items()} for k, v in r.items()} for r in runs]
-        result["by_scheme"] = {}
-        for scheme in args.overhead_schemes:
-            pairs = [r[scheme] for r in runs]
-            ratios = [p["calibration"] / p["float"] for p in pairs]
-            result["by_scheme"][scheme] = {
-                "float_seconds_median": round(statistics.median(p["float"] for p in pairs), 3),
-                "calibration_seconds_median": round(statistics.median(p["calibration"] for p in pairs), 3),
-                "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios]}
-        result["goal_holds"] = all(v["ratio_median"] <= 2.0 for v in result["by_scheme"].values())
-    except Exception as exc:
-        result["error"] = describe(exc)
-    return result
-
-
 # ---------------------------------------------------------------------------------- fine-tuning
 def qft_compare(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """ResNet-50: W{bits}A8 PTQ, then QFT from that PTQ folder; both QDQ models in onnxruntime on
@@ -816,32 +739,6 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += qft_markdown(doc.get("qft"))
-    o = doc.get("overhead")
-    if o:
-        lines += ["## Calibration overhead (goal: <= 2x the float forwards)", ""]
-        if "error" in o:
-            lines += [f"Not measured: `{o['error']}`", ""]
-        else:
-            lines += [
-                f"{o['model']} at {o['resolution']}x{o['resolution']}, {o['samples']} seeded random samples in "
-                f"batches of {o['batch_size']}, {o['runs']} runs. In each run and for each scheme, `ptq()` "
-                "calibrates on the batches while the float forward of the converted GraphModule on each batch is "
-                "timed right before `ptq()` receives it; the calibration forward is the time until `ptq()` asks "
-                "for the next batch (the forwards with every activation observer on, plus the data checks; "
-                "not the range search after the pass). Pairing batch by batch keeps both under the same machine "
-                "load. The ratio is the run's calibration total over its float total; medians over runs are "
-                "shown. `mse` and `entropy` use the same histogram observer as `percentile`, so their pass costs "
-                "the same.",
-                "",
-                "| scheme | float forwards s (median) | calibration pass s (median) | ratio (median) | ratios per run "
-                "| goal |",
-                "|---|---|---|---|---|---|",
-            ]
-            for scheme, v in o["by_scheme"].items():
-                lines.append(f"| {scheme} | {v['float_seconds_median']:.2f} | {v['calibration_seconds_median']:.2f} | "
-                             f"{v['ratio_median']:.2f}x | {', '.join(f'{x:.2f}' for x in v['ratios'])} | "
-                             f"{'holds' if v['ratio_median'] <= 2.0 else '**does not hold**'} |")
-            lines.append("")
     lines += INTEGER_FORMATS_SECTION.splitlines()
     return "\n".join(lines)
 
@@ -947,12 +844,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--schemes", default=",".join(SCHEMES))
     parser.add_argument("--ort-methods", default=",".join(ORT_METHODS))
-    parser.add_argument("--overhead-samples", type=int, default=256, help="ResNet-50 calibration overhead samples; "
-                        "0 skips the measurement")
-    parser.add_argument("--overhead-runs", type=int, default=3)
-    parser.add_argument("--overhead-resolution", type=int, help="ResNet-50 input size for the overhead "
-                        "measurement (default: --resolution)")
-    parser.add_argument("--overhead-schemes", default="minmax,percentile")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"extra minmax rows with PTQ options, a comma-separated subset of {','.join(VARIANTS)} "
                         "('' for none)")
@@ -977,10 +868,8 @@ def main() -> None:
                                       ROOT / "docs" / "quantization.md")
     args.json = args.json or (args.output / "quant_compare.json" if args.output else RESULTS / "quant_compare.json")
     args.models = [m for m in args.models.split(",") if m]
-    args.overhead_resolution = args.overhead_resolution or args.resolution
     args.schemes = [s for s in args.schemes.split(",") if s]
     args.ort_methods = [s for s in args.ort_methods.split(",") if s]
-    args.overhead_schemes = [s for s in args.overhead_schemes.split(",") if s]
     args.variants = [v for v in args.variants.split(",") if v]
     args.adaround_models = [m for m in args.adaround_models.split(",") if m]
     unknown_variants = sorted(set(args.variants) - set(VARIANTS))
@@ -995,7 +884,7 @@ def main() -> None:
     doc: dict[str, Any] = {"command": "python benchmarks/quant_compare.py " + shlex.join(sys.argv[1:]),
                            "machine": machine(args.threads),
                            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                           "models": {}, "qft": None, "overhead": None}
+                           "models": {}, "qft": None}
     doc["command"] = doc["command"].strip()
     run_started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="quant_compare.") as tmp:
@@ -1017,9 +906,6 @@ def main() -> None:
             doc["models"][name] = compare(case, work, args)
         if args.qft_samples > 0:
             doc["qft"] = qft_compare(work, args)
-        if args.overhead_samples > 0:
-            print("resnet50: calibration overhead", flush=True)
-            doc["overhead"] = overhead(work, args)
 
     doc["seconds"] = round(time.perf_counter() - run_started, 1)
     text = markdown(doc)
@@ -1028,7 +914,8 @@ def main() -> None:
     args.markdown.parent.mkdir(parents=True, exist_ok=True)
     from doc_sections import kept_sections  # beside this script
 
-    others = kept_sections(args.markdown, ("quant_compare_aimet", "mixed_precision", "qft_compare"))
+    others = kept_sections(args.markdown, ("quant_compare_aimet", "mixed_precision", "qft_compare",
+                                            "calibration_overhead"))
     args.markdown.write_text(text + "\n" + others)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2, default=lambda v: None) + "\n")

@@ -242,6 +242,7 @@ def test_output_folder_report_and_reload(tiny: SimpleNamespace, tiny_ptq: Simple
     ptq_report = report["quantization"]["ptq"]
     assert ptq_report["status"] == "ok" and ptq_report["calibration"]["scheme"] == "minmax"
     assert ptq_report["calibration"]["samples"] == 48 and ptq_report["calibration"]["seconds"] >= 0
+    assert 0 <= ptq_report["calibration"]["range_search_seconds"] < report["quantization"]["ptq"]["seconds"]
     assert ptq_report["per_layer"] and all("sqnr_db" in row for row in ptq_report["per_layer"])
     assert ptq_report["outputs"][0]["name"] == "logits" and ptq_report["sqnr_db"] > 20
     assert "Post-training quantization" in (out / "report.md").read_text()

@@ -41,6 +41,29 @@ def _minmax_error(rows: torch.Tensor, grid: QuantGrid, symmetric: bool) -> np.nd
     return quantization_errors(rows, lo, hi, grid, symmetric).numpy()
 
 
+def test_candidates_scored_together_match_one_at_a_time() -> None:
+    """Ranges of shape (candidates, channels) give each candidate's errors, with input moments too,
+    and a search whose candidates fall into several chunks picks the same ranges."""
+    rng = np.random.default_rng(3)
+    layer = torch.nn.Linear(12, 6)
+    inputs = LayerInputs({"fc": layer})
+    with inputs, torch.no_grad():
+        layer(torch.from_numpy(np.maximum(rng.normal(loc=0.5, size=(64, 12)), 0).astype(np.float32)))
+    rows = channel_rows(layer.weight, 0)
+    grid = QuantGrid(4, False)
+    lo = -rng.uniform(0.05, 0.3, size=(5, 6))
+    hi = rng.uniform(0.05, 0.3, size=(5, 6))
+    for moments in (None, inputs.moments["fc"]):
+        together = quantization_errors(rows, lo, hi, grid, False, moments).numpy()
+        alone = np.stack([quantization_errors(rows, lo[k], hi[k], grid, False, moments).numpy() for k in range(5)])
+        assert together.shape == (5, 6) and np.allclose(together, alone, rtol=1e-6)
+        whole = search_ranges(rows, grid, False, moments=moments)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("onnx2fx.quantization.weight_search.CANDIDATE_VALUES", rows.numel() * 2)
+            chunked = search_ranges(rows, grid, False, moments=moments)
+        assert all(np.array_equal(a, b) for a, b in zip(whole, chunked, strict=True))
+
+
 def test_search_beats_minmax_on_channels_with_outliers() -> None:
     """Gaussian channels (576 weights, sigma 0.05) with one weight of 0.3 each: at 4 bits the search
     clips every outlier and halves the squared error of every channel; at 8 bits it lowers the error

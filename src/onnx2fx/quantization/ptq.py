@@ -237,9 +237,12 @@ def ptq(model: Any, calibration_data: Any = None, *, options: PtqOptions | None 
     layer_inputs = LayerInputs.of_weights(sim.gm, sim.weight_params) if cfg.resolved_weight_scheme == "mse" else None
     with layer_inputs or contextlib.nullcontext():
         calibration = _calibrate(sim, cfg, placement, data, samples, keep, show_progress(opts.progress))
+    searching = time.perf_counter()
     activation_encodings, shared, dropped, float_outputs = _activation_encodings(
         sim, placement, graph, float_outputs=set(formats) <= {"qdq"})
     weight_encodings = _weight_encodings(sim, cfg, layer_inputs)
+    # the ranges chosen from the observed statistics (histogram searches, per-channel weight searches)
+    calibration["range_search_seconds"] = round(time.perf_counter() - searching, 3)
     bias_encodings = int32_bias_encodings(sim, placement, activation_encodings, weight_encodings, graph)
     set_bias_encodings(sim, bias_encodings)  # the simulation adds the int32 biases the export stores
     # mixed precision encodes promoted activations again on wider grids, with their own calibrators

@@ -30,7 +30,7 @@ class PtqReport(MutableMapping[str, Any]):
     source_onnx: str
     model: str | None  # the model_full.pt it was loaded from; None for an in-memory GraphModule
     settings: dict[str, Any]  # the QuantConfig and the encoding version
-    calibration: dict[str, Any]  # data source, scheme, samples, batches, seconds
+    calibration: dict[str, Any]  # data source, scheme, samples, batches, seconds (the pass), range_search_seconds
     evaluation: dict[str, Any]  # samples and data of the figures below
     counts: dict[str, int]  # placement and quantizer counts
     sqnr_db: float | None  # the worst output's SQNR against the float model

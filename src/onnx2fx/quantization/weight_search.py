@@ -51,16 +51,25 @@ def quantization_errors(rows: torch.Tensor, lo: np.ndarray, hi: np.ndarray, grid
                         symmetric: bool, moments: InputMoments | None = None) -> torch.Tensor:
     """Error per channel of ``rows`` on the realised encodings of ``[lo, hi]`` (float64): the
     squared weight error, or with ``moments`` the expected squared error it causes in the layer's
-    output, ``e^T E[x x^T] e`` (see :class:`InputMoments`)."""
+    output, ``e^T E[x x^T] e`` (see :class:`InputMoments`).
+
+    ``lo`` and ``hi`` are ``(channels,)``, or ``(candidates, channels)`` to score several ranges
+    at once (the result is then ``(candidates, channels)``).
+    """
     enc = Encoding.from_range(lo, hi, grid, symmetric)
-    scale = torch.from_numpy(enc.scale).unsqueeze(1)
-    zero_point = torch.from_numpy(enc.zero_point.astype(np.float32)).unsqueeze(1)
-    # in place: this runs once per candidate over every weight of the layer
+    scale = torch.from_numpy(enc.scale.reshape(*np.shape(lo), 1))
+    zero_point = torch.from_numpy(enc.zero_point.astype(np.float32).reshape(*np.shape(lo), 1))
+    # in place: this runs for every candidate over every weight of the layer
     diff = torch.div(rows, scale).round_().add_(zero_point).clamp_(grid.qmin, grid.qmax)
     diff.sub_(zero_point).mul_(scale).sub_(rows)
     if moments is not None:
         return moments.output_errors(diff)
-    return diff.square_().sum(dim=1, dtype=torch.float64)
+    return diff.square_().sum(dim=-1, dtype=torch.float64)
+
+
+# Candidate ranges are scored together in chunks of at most this many weight values (a chunk's
+# rounding errors are one tensor, and with input moments one matrix product).
+CANDIDATE_VALUES = 1 << 20
 
 
 def search_ranges(rows: torch.Tensor, grid: QuantGrid, symmetric: bool, coarse: int = 20, fine: int = 11,
@@ -83,20 +92,22 @@ def search_ranges(rows: torch.Tensor, grid: QuantGrid, symmetric: bool, coarse: 
     best_lo, best_hi = minmax
     best_err = quantization_errors(rows, best_lo, best_hi, grid, symmetric, moments).numpy()
 
-    def consider(lo: np.ndarray, hi: np.ndarray) -> None:
-        err = quantization_errors(rows, lo, hi, grid, symmetric, moments).numpy()
-        better = err < best_err
-        best_err[better] = err[better]
-        best_lo[better] = lo[better]
-        best_hi[better] = hi[better]
-
     def search(factors_of: np.ndarray, side: str) -> None:
-        """Try every factor in ``factors_of`` (rows: candidates, columns: channels) on ``side``."""
+        """Try every factor in ``factors_of`` (rows: candidates, columns: channels) on ``side``,
+        scoring the candidates in chunks of :data:`CANDIDATE_VALUES` weight values."""
         base_lo, base_hi = best_lo.copy(), best_hi.copy()
-        for factors in factors_of:
-            lo = lo0 * factors if side in ("both", "lo") else base_lo
-            hi = hi0 * factors if side in ("both", "hi") else base_hi
-            consider(lo, hi)
+        lo = lo0 * factors_of if side in ("both", "lo") else np.broadcast_to(base_lo, factors_of.shape)
+        hi = hi0 * factors_of if side in ("both", "hi") else np.broadcast_to(base_hi, factors_of.shape)
+        chunk = max(1, CANDIDATE_VALUES // max(rows.numel(), 1))
+        for start in range(0, len(factors_of), chunk):
+            part_lo, part_hi = lo[start:start + chunk], hi[start:start + chunk]
+            err = quantization_errors(rows, part_lo, part_hi, grid, symmetric, moments).numpy()
+            # candidate by candidate, in order: a tie keeps the earlier one, as one at a time did
+            for k in range(len(err)):
+                better = err[k] < best_err
+                best_err[better] = err[k][better]
+                best_lo[better] = part_lo[k][better]
+                best_hi[better] = part_hi[k][better]
 
     def ratio(value: np.ndarray, full: np.ndarray) -> np.ndarray:
         return np.divide(value, full, out=np.ones_like(full), where=full != 0)
@@ -188,6 +199,7 @@ class InputMoments:
         self.squares: torch.Tensor | None = None
         self.per_channel = 1  # patch values per input channel (the kernel size of a convolution)
         self.groups = int(getattr(module, "groups", 1))
+        self._cache: tuple[int, tuple[torch.Tensor, ...]] | None = None  # (count, _normalized())
 
     @staticmethod
     def supports(module: nn.Module) -> bool:
@@ -198,22 +210,22 @@ class InputMoments:
         m = self.module
         groups = self.groups
         if isinstance(m, nn.Linear):
-            patches = x.reshape(-1, x.shape[-1])
-            channels, per_channel = patches, 1
-            if channels.shape[1] <= FULL_MOMENTS:
-                self._add_gram(patches.unsqueeze(0))
+            if x.shape[-1] <= FULL_MOMENTS:
+                self._add_gram(x.reshape(1, -1, x.shape[-1]))
                 return
+            dims, per_channel = tuple(range(x.dim() - 1)), 1  # every dim but the features
         else:
-            channels = x.movedim(1, -1).reshape(-1, x.shape[1])
             per_channel = int(np.prod(m.kernel_size))
             if x.shape[1] // groups * per_channel <= FULL_MOMENTS:
                 self._add_gram(self._group_patches(x))
                 return
-        s = channels.double().sum(dim=0)
-        q = channels.double().square().sum(dim=0)
+            dims = (0, *range(2, x.dim()))  # every dim but the channels
+        # float32 values summed in float64, without a float64 copy of the activation
+        s = x.sum(dim=dims, dtype=torch.float64)
+        q = torch.square(x).sum(dim=dims, dtype=torch.float64)
         self.sums = s if self.sums is None else self.sums + s
         self.squares = q if self.squares is None else self.squares + q
-        self.count += channels.shape[0]
+        self.count += x.numel() // x.shape[-1 if isinstance(m, nn.Linear) else 1]
         self.per_channel = per_channel
 
     def _group_patches(self, x: torch.Tensor) -> torch.Tensor:
@@ -238,8 +250,8 @@ class InputMoments:
         """Add ``sum x x^T`` of ``patches`` ``(groups, patches, D)`` (strided to :data:`MAX_PATCHES`)."""
         if patches.shape[1] > MAX_PATCHES:
             patches = patches[:, ::-(-patches.shape[1] // MAX_PATCHES)]
-        patches = patches.double()
-        gram = patches.transpose(1, 2) @ patches
+        # one batch's products in float32 (at most MAX_PATCHES terms), the running sum in float64
+        gram = (patches.transpose(1, 2) @ patches).double()
         self.matrix = gram if self.matrix is None else self.matrix + gram
         self.count += patches.shape[1]
 
@@ -252,15 +264,36 @@ class InputMoments:
         return self.sums is not None and rows.shape[1] * self.groups == self.sums.numel() * self.per_channel
 
     def output_errors(self, diff: torch.Tensor) -> torch.Tensor:
-        """``e^T E[x x^T] e`` for every row ``e`` of ``diff`` (float64), each row on its group's moments."""
-        e = diff.double().reshape(self.groups, -1, diff.shape[1])  # (groups, rows per group, D)
-        if self.matrix is not None:
-            return ((e @ (self.matrix / self.count)) * e).sum(dim=2).reshape(-1)
-        assert self.sums is not None and self.squares is not None
-        mean = (self.sums / self.count).repeat_interleave(self.per_channel).reshape(self.groups, 1, -1)
-        var = (self.squares / self.count).repeat_interleave(self.per_channel).reshape(self.groups, 1, -1) \
-            - mean.square()
-        return ((e.square() * var.clamp(min=0)).sum(dim=2) + (e * mean).sum(dim=2).square()).reshape(-1)
+        """``e^T E[x x^T] e`` for every row ``e`` of ``diff`` (``(..., rows, D)``; float64), each row on
+        its group's moments.
+
+        The product runs in float32: it only ranks candidate ranges of one layer against each other,
+        and float64 would double the cost of the search's largest step for digits past the seventh.
+        """
+        *lead, count, width = diff.shape
+        e = diff.float().reshape(*lead, self.groups, count // self.groups, width)  # (..., groups, rows, D)
+        normalized = self._normalized()
+        if len(normalized) == 1:
+            (matrix,) = normalized
+            errors = ((e @ matrix) * e).sum(dim=-1, dtype=torch.float64)
+        else:
+            mean, var = normalized
+            errors = (e.square() @ var).squeeze(-1).double() + (e @ mean).squeeze(-1).double().square()
+        return errors.reshape(*lead, count)
+
+    def _normalized(self) -> tuple[torch.Tensor, ...]:
+        """The float32 moments the errors are scored on, made once after the last observed batch:
+        ``(E[x x^T],)`` per group, or ``(mean, var)`` per patch value, as ``(groups, D, 1)`` columns."""
+        if self._cache is None or self._cache[0] != self.count:
+            if self.matrix is not None:
+                normalized: tuple[torch.Tensor, ...] = ((self.matrix / self.count).float(),)
+            else:
+                assert self.sums is not None and self.squares is not None
+                mean = (self.sums / self.count).repeat_interleave(self.per_channel)
+                var = (self.squares / self.count).repeat_interleave(self.per_channel) - mean.square()
+                normalized = tuple(v.reshape(self.groups, -1, 1).float() for v in (mean, var.clamp(min=0)))
+            self._cache = (self.count, normalized)
+        return self._cache[1]
 
 
 class LayerInputs:
