@@ -38,6 +38,25 @@ void threads_do_not_change_the_result() {
   CHECK(total == static_cast<double>(values.size()));
 }
 
+void matches_one_value_at_a_time() {
+  // Several blocks, runs of one bin (the interleaved lane counters), values on and off the range.
+  std::vector<float> values(5000);
+  for (std::size_t i = 0; i < values.size(); ++i)
+    values[i] = i % 3 == 0 ? 0.0f : static_cast<float>(static_cast<int>(i % 97) - 10) / 37.0f;
+  const float lo = -0.2f, hi = 2.0f;
+  std::vector<double> counts(64, 0.0), expected(64, 0.0);
+  const std::int64_t zeros = add_to_histogram(values, lo, hi, counts);
+  std::int64_t expected_zeros = 0;
+  for (const float v : values) {
+    expected_zeros += v == 0.0f;
+    if (!(v >= lo && v <= hi)) continue;
+    auto bin = static_cast<std::size_t>((v - lo) * 64.0f / (hi - lo));
+    ++expected[bin == 64 ? 63 : bin];
+  }
+  CHECK(zeros == expected_zeros);
+  CHECK(counts == expected);
+}
+
 void bad_arguments() {
   std::vector<double> counts(8, 0.0), none;
   const std::vector<float> values = {1.0f};
@@ -50,6 +69,7 @@ void bad_arguments() {
 int main() {
   edges_and_range();
   threads_do_not_change_the_result();
+  matches_one_value_at_a_time();
   bad_arguments();
   return onnx2fx::testing::report();
 }
