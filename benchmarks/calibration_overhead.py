@@ -72,6 +72,21 @@ class PairedBatches:
             self.calibration_seconds.append(time.perf_counter() - handed)
 
 
+def summarize(runs: list[dict[str, dict[str, float]]], configs: list[str]) -> dict[str, Any]:
+    """Per configuration: the medians over runs of the float forwards, the pass and the range search,
+    the per-run ratios (pass + search) / float, and whether their median is within the goal."""
+    by_config: dict[str, Any] = {}
+    for name in configs:
+        rows = [r[name] for r in runs]
+        ratios = [(r["pass"] + r["search"]) / r["float"] for r in rows]
+        by_config[name] = {
+            **{f"{key}_seconds_median": round(statistics.median(r[key] for r in rows), 3)
+               for key in ("float", "pass", "search")},
+            "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios],
+            "goal_holds": statistics.median(ratios) <= GOAL_RATIO}
+    return by_config
+
+
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from onnx2fx.quantization import ptq
     from onnx2fx.validator import load_torch_model
@@ -104,16 +119,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             print(f"{samples} samples, run {run + 1}: " + ", ".join(
                 f"{k} pass {v['pass']:.2f} s + search {v['search']:.2f} s / float {v['float']:.2f} s"
                 for k, v in timings.items()), flush=True)
-        by_config: dict[str, Any] = {}
-        for name in args.configs:
-            rows = [r[name] for r in runs]
-            ratios = [(r["pass"] + r["search"]) / r["float"] for r in rows]
-            by_config[name] = {
-                **{f"{key}_seconds_median": round(statistics.median(r[key] for r in rows), 3)
-                   for key in ("float", "pass", "search")},
-                "ratio_median": round(statistics.median(ratios), 3), "ratios": [round(x, 3) for x in ratios],
-                "goal_holds": statistics.median(ratios) <= GOAL_RATIO}
-        results.append({"samples": samples, "by_config": by_config,
+        results.append({"samples": samples, "by_config": summarize(runs, args.configs),
                         "per_run": [{k: {t: round(x, 3) for t, x in v.items()} for k, v in r.items()} for r in runs]})
     return {"model": "resnet50", "resolution": args.resolution, "batch_size": args.batch_size, "runs": args.runs,
             "by_samples": results}
