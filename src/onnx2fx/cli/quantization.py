@@ -157,7 +157,7 @@ def qft(
                                                   "(default: run PTQ first with the options below).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs over the training data.")] = 1,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak Adam learning rate of weights, biases and "
-                                             "normalization parameters (default 1e-4).")] = None,
+                                             "normalization parameters (default 3e-5).")] = None,
     range_learning: Annotated[bool, typer.Option("--range-learning", help="Also train the activation quantizers' "
                                                  "scales and offsets (weight scales always train).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per step and process.")] = 32,
