@@ -174,7 +174,10 @@ def main() -> None:
     unknown = sorted(set(args.configs) - set(CONFIGS))
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; choose from {list(CONFIGS)}")
-    args.samples = [int(x) for x in args.samples.split(",") if x]
+    try:
+        args.samples = [int(x) for x in args.samples.split(",") if x]
+    except ValueError:
+        parser.error(f"--samples takes comma-separated whole numbers, got {args.samples!r}")
     if not args.samples or min(args.samples) < args.batch_size:
         parser.error("every --samples count must be at least --batch-size")
     torch.set_num_threads(args.threads)

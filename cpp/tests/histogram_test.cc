@@ -39,7 +39,7 @@ void threads_do_not_change_the_result() {
 }
 
 void matches_one_value_at_a_time() {
-  // Several blocks, runs of one bin (the interleaved lane counters), values on and off the range.
+  // Thousands of values: long runs of one bin (the zeros), values on and off the range.
   std::vector<float> values(5000);
   for (std::size_t i = 0; i < values.size(); ++i)
     values[i] = i % 3 == 0 ? 0.0f : static_cast<float>(static_cast<int>(i % 97) - 10) / 37.0f;

@@ -15,7 +15,8 @@ then trains the simulated model through its fake-quant ops:
   equalized layers are the starting point, and its encodings file must list what its quantizers
   hold.
 - **Objective** (:mod:`.losses`): distillation from the converted FP32 model on unlabeled data
-  (KL divergence for 2-D logits, MSE otherwise), or cross-entropy when labels are given.
+  (the mean squared error of every float output by default, KL divergence of 2-D logits with
+  ``distillation="kl"``), or cross-entropy when labels are given.
 - **Data** (:mod:`.training_data`): streamed from memory-mapped arrays or the caller's iterable;
   the order of each epoch comes from ``(seed, epoch)``.
 - **Loop** (:mod:`.qft_training`) with **checkpoints** (:mod:`.checkpoint`) at the end of every
@@ -143,8 +144,9 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
             ``activation_bits``, ``per_channel`` and ``calibration_samples``.
         labels: one class index per training sample (``.npy`` or array) for array data; with labels
             the objective is cross-entropy (unless ``supervised=False``), else distillation.
-        distillation: the distillation loss per float output: ``auto`` (KL divergence for 2-D
-            logits, MSE otherwise), ``kl`` or ``mse`` (see :mod:`.losses`).
+        distillation: the distillation loss per float output: ``auto`` and ``mse`` (the mean
+            squared error of every float output) or ``kl`` (KL divergence for 2-D logits, MSE
+            otherwise); see :mod:`.losses`.
         lr: the peak Adam learning rate of the weights (default ``DEFAULT_LR``, 3e-5).
         bias_lr, norm_lr: those of the biases and of the normalization parameters (default ``lr``).
         train: the groups that train, from ``weights``, ``biases`` and ``norms`` (default all three).
