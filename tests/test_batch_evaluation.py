@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("pycocotools")
 
+from support import onnxruntime_u8s8_saturates  # noqa: E402
 from test_batch import make_mlp  # noqa: E402
 
 import onnx2fx.batch as batch_module  # noqa: E402
@@ -111,9 +112,12 @@ def test_every_form_is_evaluated_and_graded(detector_run: dict[str, Any]) -> Non
     for name, value in alone.items():
         assert abs(forms["model_full_pt"]["metrics"][name] - value) < 0.001, name
     assert forms["shapes_detector_onnx"]["grade"] == "reference" and forms["model_full_pt"]["grade"] == "excellent"
-    # W8A8 with 4 calibration images: the simulation and its QDQ model agree with each other.
+    # W8A8 with 4 calibration images: the simulation and its QDQ model agree with each other. The QDQ
+    # model runs fully optimized, as deployed: onnxruntime fuses it into u8 x s8 kernels, which clip
+    # pair sums on CPUs without VNNI (support.onnxruntime_u8s8_saturates), so less closely there.
     ptq_sim, ptq_onnx = forms["model_ptq_pt"]["metrics"], forms["model_ptq_onnx"]["metrics"]
-    assert abs(ptq_sim["AP"] - ptq_onnx["AP"]) < 0.01 and abs(ptq_sim["AP"] - alone["AP"]) < 0.05
+    agreement = 0.03 if onnxruntime_u8s8_saturates() else 0.01
+    assert abs(ptq_sim["AP"] - ptq_onnx["AP"]) < agreement and abs(ptq_sim["AP"] - alone["AP"]) < 0.05
     comparison = json.loads((out / "shapes_detector" / "evaluation" / "comparison.json").read_text())
     assert {c["label"]: c["grade"] for c in comparison["candidates"]} == {
         label: form["grade"] for label, form in forms.items() if form["grade"] != "reference"}

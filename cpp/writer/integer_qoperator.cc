@@ -17,20 +17,27 @@ void IntegerLowering::lower_qlinear(const Node& node, std::size_t index, const I
                                     const QuantTypeInfo& w_type, const std::vector<std::int64_t>& w_dims,
                                     const std::vector<std::int64_t>& w_int, const std::vector<std::int64_t>& bias_int, const Tail& tail,
                                     const Grid& y, const std::string& base, std::size_t channels) {
+  // Signed weights under unsigned activations are stored as uint8, offset by 128 with their zero
+  // points: onnxruntime's u8 x s8 kernels on x86-64 CPUs without VNNI (AVX2, AVX-512F) add pairs of
+  // products in saturating int16 (vpmaddubsw), so full-range int8 weights can clip a sum there, while
+  // its u8 x u8 kernels widen to int16 first and are exact on every CPU. The values dequantize alike.
+  const bool offset = w_type.min < 0 && w_type.bits == 8 && x.grid.type->min >= 0;
+  const QuantTypeInfo& stored = offset ? quant_type_info(QuantType::Uint8) : w_type;
+  const std::int64_t shift = offset ? 128 : 0;
   std::vector<std::byte> w_bytes(w_int.size());
-  for (std::size_t i = 0; i < w_int.size(); ++i) store(w_type, w_bytes.data(), i, w_int[i]);
-  const std::string w_name = constant(weight.initializer + "_quantized", w_type.type, w_dims, std::move(w_bytes));
+  for (std::size_t i = 0; i < w_int.size(); ++i) store(stored, w_bytes.data(), i, w_int[i] + shift);
+  const std::string w_name = constant(weight.initializer + "_quantized", stored.type, w_dims, std::move(w_bytes));
   const bool per_channel = weight.scale.size() > 1;
   std::vector<std::byte> scales(weight.scale.size() * 4), zeros(weight.zero_point.size());
   for (std::size_t c = 0; c < weight.scale.size(); ++c) {
     const float scale = static_cast<float>(weight.scale[c]);
     std::memcpy(scales.data() + 4 * c, &scale, 4);
   }
-  for (std::size_t c = 0; c < weight.zero_point.size(); ++c) store(w_type, zeros.data(), c, weight.zero_point[c]);
+  for (std::size_t c = 0; c < weight.zero_point.size(); ++c) store(stored, zeros.data(), c, weight.zero_point[c] + shift);
   const std::vector<std::int64_t> w_param_dims = per_channel ? std::vector<std::int64_t>{static_cast<std::int64_t>(channels)}
                                                              : std::vector<std::int64_t>{};
   const std::string w_scale = constant(weight.initializer + "_scale", DataType::Float, w_param_dims, std::move(scales));
-  const std::string w_zp = constant(weight.initializer + "_zero_point", w_type.type, w_param_dims, std::move(zeros));
+  const std::string w_zp = constant(weight.initializer + "_zero_point", stored.type, w_param_dims, std::move(zeros));
   std::string b_name;
   if (!bias_int.empty()) {
     std::vector<std::byte> b_bytes(channels * 4);
