@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -47,26 +46,6 @@ def convert_and_save(onnx_path: Path, out: Path, *, idioms: bool | frozenset[str
     converter.convert()
     converter.save(out)
     return out / "model_full.pt"
-
-
-@functools.cache
-def onnxruntime_u8s8_saturates() -> bool:
-    """Whether this CPU's onnxruntime adds uint8 x int8 products in pairs saturated to int16.
-
-    MLAS's u8 x s8 kernels for x86-64 without VNNI (AVX2, AVX-512F) use vpmaddubsw, which clips
-    ``a0*b0 + a1*b1`` at 32767: 255 * 127 twice gives 32767 there and 64770 with VNNI or on ARM.
-    Its u8 x u8 kernels widen first and are exact everywhere. onnxruntime's quantizer documents this
-    as the reason for ``reduce_range`` (7-bit weights, whose pair sums cannot clip).
-    """
-    from onnx import TensorProto, helper, numpy_helper
-
-    node = helper.make_node("MatMulInteger", ["a", "b"], ["y"])
-    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
-                              [numpy_helper.from_array(np.full((2, 1), 127, np.int8), "b")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    (y,) = ort_run(model, {"a": np.full((1, 2), 255, np.uint8)})
-    return int(y[0, 0]) != 2 * 255 * 127
 
 
 def ort_run(model: onnx.ModelProto | str | Path, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:

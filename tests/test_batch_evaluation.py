@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 pytest.importorskip("pycocotools")
 
-from support import onnxruntime_u8s8_saturates  # noqa: E402
 from test_batch import make_mlp  # noqa: E402
 
 import onnx2fx.batch as batch_module  # noqa: E402
@@ -29,6 +28,7 @@ from onnx2fx.cli import app  # noqa: E402
 from onnx2fx.errors import BatchError  # noqa: E402
 from onnx2fx.evaluation import evaluate  # noqa: E402
 from onnx2fx.evaluation.shapes import write_shapes_dataset  # noqa: E402
+from onnx2fx.quantization.ort_cpu import u8s8_saturates  # noqa: E402
 from onnx2fx.reports import schema as report_schema  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,9 +114,9 @@ def test_every_form_is_evaluated_and_graded(detector_run: dict[str, Any]) -> Non
     assert forms["shapes_detector_onnx"]["grade"] == "reference" and forms["model_full_pt"]["grade"] == "excellent"
     # W8A8 with 4 calibration images: the simulation and its QDQ model agree with each other. The QDQ
     # model runs fully optimized, as deployed: onnxruntime fuses it into u8 x s8 kernels, which clip
-    # pair sums on CPUs without VNNI (support.onnxruntime_u8s8_saturates), so less closely there.
+    # pair sums on CPUs without VNNI (onnx2fx.quantization.ort_cpu), so less closely there.
     ptq_sim, ptq_onnx = forms["model_ptq_pt"]["metrics"], forms["model_ptq_onnx"]["metrics"]
-    agreement = 0.03 if onnxruntime_u8s8_saturates() else 0.01
+    agreement = 0.03 if u8s8_saturates() else 0.01
     assert abs(ptq_sim["AP"] - ptq_onnx["AP"]) < agreement and abs(ptq_sim["AP"] - alone["AP"]) < 0.05
     comparison = json.loads((out / "shapes_detector" / "evaluation" / "comparison.json").read_text())
     assert {c["label"]: c["grade"] for c in comparison["candidates"]} == {

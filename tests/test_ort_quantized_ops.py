@@ -7,7 +7,7 @@ Integer outputs must be equal element for element; every model runs at two sizes
 dimension and is traced with ``torch.fx.symbolic_trace``.
 
 onnxruntime's uint8 x int8 kernels on x86-64 CPUs without VNNI clip pair sums at int16
-(``support.onnxruntime_u8s8_saturates``), where the operators' definitions and the conversion do
+(:mod:`onnx2fx.quantization.ort_cpu`), where the operators' definitions and the conversion do
 not. On such a CPU the int8 weights of those products are drawn from 7 bits, and onnxruntime's
 quantizers run with ``reduce_range``, its own remedy: both then compute the exact result.
 """
@@ -24,9 +24,10 @@ import pytest
 import torch
 import torch.fx
 from onnx import TensorProto, helper, numpy_helper
-from support import export_torch, onnxruntime_u8s8_saturates, relative_error_percent
+from support import export_torch, relative_error_percent
 
 from onnx2fx import OnnxToFxConverter, UnsupportedOperatorError
+from onnx2fx.quantization.ort_cpu import u8s8_saturates
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -86,12 +87,12 @@ def _q(dtype: type, *shape: int) -> np.ndarray:
 
 def _int8_weights(*shape: int) -> np.ndarray:
     """int8 weights of a uint8 x int8 product: the full range, or 7 bits where onnxruntime clips."""
-    if onnxruntime_u8s8_saturates():
+    if u8s8_saturates():
         return RNG.integers(-64, 64, size=shape).astype(np.int8)
     return _q(np.int8, *shape)
 
 
-REDUCE_RANGE = {"reduce_range": onnxruntime_u8s8_saturates()}  # for onnxruntime's quantizers
+REDUCE_RANGE = {"reduce_range": u8s8_saturates()}  # for onnxruntime's quantizers
 
 
 _ONNX_TYPE = {np.uint8: TensorProto.UINT8, np.int8: TensorProto.INT8}

@@ -31,6 +31,7 @@ from onnx2fx.quantization.calibrators import (
     weight_ranges,
 )
 from onnx2fx.quantization.fake_quant import FakeQuantize, QuantConv2d
+from onnx2fx.quantization.ort_cpu import u8s8_saturates
 from onnx2fx.quantization.placement import OnnxGraphView, plan_placement
 from onnx2fx.quantization.qdq import ort_session
 from onnx2fx.validator import load_torch_model
@@ -245,7 +246,11 @@ def test_output_folder_report_and_reload(tiny: SimpleNamespace, tiny_ptq: Simple
     assert 0 <= ptq_report["calibration"]["range_search_seconds"] < report["quantization"]["ptq"]["seconds"]
     assert ptq_report["per_layer"] and all("sqnr_db" in row for row in ptq_report["per_layer"])
     assert ptq_report["outputs"][0]["name"] == "logits" and ptq_report["sqnr_db"] > 20
-    assert "Post-training quantization" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "Post-training quantization" in markdown
+    # the fused-kernel figure records whether this CPU's onnxruntime clips u8 x s8 sums; the text says so there
+    assert ptq_report["qdq"]["optimized"]["u8s8_saturates"] is u8s8_saturates()
+    assert ("clipped to 16 bits" in markdown) is u8s8_saturates()
 
     sim = load_torch_model(out / "model_ptq.pt")
     assert isinstance(sim.stem_0, QuantConv2d) and isinstance(sim.stem_0.weight_quantizer, FakeQuantize)

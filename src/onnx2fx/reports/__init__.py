@@ -217,6 +217,10 @@ def _ptq_markdown(ptq: dict[str, Any], worst: int = 10) -> list[str]:
         lines += ["", f"QDQ ONNX `{qdq.get('path')}`: {_percent(qdq.get('within_one_step'))} of output elements "
                   f"within one quantization step of the simulation in onnxruntime (basic optimizations); "
                   f"{_percent(opt)} with onnxruntime's fused integer kernels."]
+        if (qdq.get("optimized") or {}).get("u8s8_saturates"):
+            lines[-1] += (" On this CPU (x86-64 without VNNI) those kernels add uint8 x int8 products in pairs "
+                          "clipped to 16 bits, so they can differ from the model by more than a step; the "
+                          "QOperator and fixed-point files store uint8 weights, which onnxruntime computes exactly.")
     elif qdq:
         lines += ["", f"QDQ ONNX not written: {qdq.get('reason', qdq.get('status'))}."]
     return lines + [""]
