@@ -4,7 +4,8 @@
 // calibration batches, so each batch's values are binned once per activation: the observers cost
 // as much as the model's own forward pass when this is slow. torch.histc takes tens of nanoseconds
 // per value on the CPU, and counting the exact zeros (ReLU outputs, which the range searches treat
-// apart) is another pass over the tensor; this kernel does both in one pass, split over threads.
+// apart) is another pass over the tensor; this kernel does both in one pass, split over threads,
+// computing the bins of a block of values with SIMD arithmetic before counting them.
 #pragma once
 
 #include <cstdint>
