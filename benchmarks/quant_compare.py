@@ -828,6 +828,13 @@ def machine(threads: int) -> dict[str, Any]:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 processor = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                # the widest vector instructions: one model name covers CPUs with and without AVX-512,
+                # and convolutions (the float forwards) and integer kernels run differently on them
+                flags = set(line.split(":", 1)[1].split())
+                isa = ["AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"]
+                isa += ["VNNI"] if flags & {"avx512_vnni", "avx_vnni"} else []
+                processor += f" ({', '.join(isa)})"
                 break
     except OSError:
         pass
