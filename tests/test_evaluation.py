@@ -24,9 +24,12 @@ from onnx2fx.evaluation import (  # noqa: E402
     load_dataset,
     load_task_config,
 )
+from onnx2fx.evaluation.comparison import comparison_markdown  # noqa: E402
 from onnx2fx.evaluation.postprocess import decode  # noqa: E402
 from onnx2fx.evaluation.preprocess import Placement  # noqa: E402
+from onnx2fx.evaluation.runners import INT8_WEIGHTS_NOTE, ModelForm, reads_int8_weights  # noqa: E402
 from onnx2fx.evaluation.shapes import write_shapes_dataset  # noqa: E402
+from onnx2fx.quantization.ort_cpu import u8s8_saturates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DETECTOR = ROOT / "examples" / "shapes_detection" / "shapes_detector.onnx"
@@ -168,6 +171,44 @@ def test_comparison_flags_different_images() -> None:
     assert candidate["dataset_consistency"] == {"consistent": False, "image_count": {"reference": 3, "candidate": 4},
                                                 "same_image_ids": False,
                                                 "problems": ["3 images against 4", "different image ids"]}
+
+
+def test_int8_weight_files_carry_a_note_where_onnxruntime_clips_their_sums(tmp_path: Path) -> None:
+    """A QDQ file with int8 weights (a DequantizeLinear of an int8 initializer) is noted on a CPU where
+    onnxruntime clips u8 x s8 sums; the same model with uint8 weights, or without quantization, is not.
+    The note reaches comparison.json and its Markdown."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def conv_model(weight_type: int | None) -> Path:
+        weight = np.ones((2, 1, 1, 1), np.float32)
+        inits, nodes, w_name = [], [], "w"
+        if weight_type is None:
+            inits.append(numpy_helper.from_array(weight, "w"))
+        else:
+            dtype = np.int8 if weight_type == TensorProto.INT8 else np.uint8
+            inits += [numpy_helper.from_array(weight.astype(dtype), "w_q"),
+                      numpy_helper.from_array(np.array(0.5, np.float32), "w_s")]
+            nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w_dq"]))
+            w_name = "w_dq"
+        nodes.append(helper.make_node("Conv", ["x", w_name], ["y"]))
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        path = tmp_path / f"conv_{weight_type}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+        return path
+
+    int8_file, uint8_file, float_file = (conv_model(t) for t in (TensorProto.INT8, TensorProto.UINT8, None))
+    assert [reads_int8_weights(p) for p in (int8_file, uint8_file, float_file)] == [True, False, False]
+    expected = [INT8_WEIGHTS_NOTE] if u8s8_saturates() else []
+    assert ModelForm("q", "onnxruntime", int8_file).notes() == expected
+    assert ModelForm("u", "onnxruntime", uint8_file).notes() == []
+    assert ModelForm("t", "torch", int8_file).notes() == []
+    metrics = {"AP": 0.5, "AP50": 0.5, "AP75": 0.5, "AR100": 0.5}
+    noted = {**_evaluation("qdq", metrics), "notes": [INT8_WEIGHTS_NOTE]}
+    document = compare_evaluations([_evaluation("float", metrics), noted])
+    assert document["candidates"][0]["notes"] == [INT8_WEIGHTS_NOTE]
+    assert f"Note: {INT8_WEIGHTS_NOTE}." in comparison_markdown(document)
 
 
 def test_comparison_needs_two_evaluations_of_one_task() -> None:

@@ -98,7 +98,7 @@ def compare_evaluations(evaluations: Sequence[Mapping[str, Any]]) -> dict[str, A
             overall = "warning"
         candidates.append({"label": candidate["label"], "model": candidate.get("model"),
                            "runtime": candidate.get("runtime"), "grade": overall, "metrics": metrics,
-                           "dataset_consistency": consistency})
+                           "dataset_consistency": consistency, "notes": list(candidate.get("notes", []))})
     return {
         "format_version": 1,
         "task": reference["task"],
@@ -136,5 +136,5 @@ def comparison_markdown(document: Mapping[str, Any]) -> str:
         for name, m in c["metrics"].items():
             lines.append(f"| {name} | {m['reference']:.4f} | {m['value']:.4f} | {m['difference']:+.4f} "
                          f"| {m['grade']} |")
-        lines.append("")
+        lines += [""] + [f"Note: {note}." for note in c.get("notes", [])] + ([""] if c.get("notes") else [])
     return "\n".join(lines)

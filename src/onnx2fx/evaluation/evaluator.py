@@ -60,7 +60,7 @@ class EvaluationResult:
         """The ``evaluation.json`` content (what ``compare`` reads)."""
         return {"format_version": 1, "label": self.label, "model": self.form.recorded, "runtime": self.form.runtime,
                 "task": self.config.task, "task_config": self.config.to_dict(), "dataset": dataset_record(self.dataset),
-                "metrics": self.metrics, "seconds": self.seconds}
+                "metrics": self.metrics, "seconds": self.seconds, "notes": self.form.notes()}
 
 
 @dataclass

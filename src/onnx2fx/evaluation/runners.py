@@ -48,6 +48,41 @@ class ModelForm:
     def open(self) -> Runner:
         return OnnxRunner(self.path) if self.runtime == "onnxruntime" else TorchRunner(self.path, self.names_from)
 
+    def notes(self) -> list[str]:
+        """What a reader of this form's metrics should know about how it ran here (evaluation.json,
+        comparison.json): onnxruntime clipping the sums of this file's int8 weights on this CPU."""
+        if self.runtime != "onnxruntime":
+            return []
+        from ..quantization.ort_cpu import u8s8_saturates
+
+        return [INT8_WEIGHTS_NOTE] if u8s8_saturates() and reads_int8_weights(self.path) else []
+
+
+# ONNX ops whose input at this position is a weight that onnxruntime multiplies in its integer kernels
+# (a DequantizeLinear's weight reaches them when onnxruntime fuses DQ -> Conv/MatMul -> Q)
+_INTEGER_WEIGHT_INPUTS = {"DequantizeLinear": 0, "QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3,
+                          "MatMulInteger": 1, "ConvInteger": 1, "MatMulIntegerToFloat": 1, "DynamicQuantizeMatMul": 1}
+
+INT8_WEIGHTS_NOTE = ("onnxruntime on this CPU (x86-64 without VNNI) adds uint8 x int8 products in pairs clipped to "
+                     "16 bits, and this file has int8 weights: its metrics can fall short of the model's definition "
+                     "(onnx2fx's QOperator and fixed-point files store uint8 weights, which it computes exactly)")
+
+
+def reads_int8_weights(path: Path) -> bool:
+    """Whether the ONNX file at ``path`` has int8 initializers that onnxruntime's integer products read
+    as weights (the native reader maps the file; no tensor data is copied)."""
+    import onnx
+
+    from .. import _core
+
+    try:
+        graph = _core.load_model(path, run_passes=False).graph
+    except Exception:  # an unreadable file fails with onnxruntime's own message when the form is opened
+        return False
+    int8 = {t.name for t in graph.initializers if t.data_type == onnx.TensorProto.INT8}
+    return any(position < len(node.inputs) and node.inputs[position] in int8
+               for node in graph.nodes if (position := _INTEGER_WEIGHT_INPUTS.get(node.op_type)) is not None)
+
 
 def _label(path: Path) -> str:
     return f"{path.stem}_{path.suffix.lstrip('.')}"
