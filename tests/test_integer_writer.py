@@ -14,6 +14,7 @@ import onnx
 import pytest
 import torch
 from digits import train_digits
+from onnx import numpy_helper
 from support import convert_and_save
 from torch import nn
 from typer.testing import CliRunner
@@ -86,9 +87,21 @@ def test_fixed_point_graph_is_integer_between_quantize_and_dequantize(digits: Si
     assert set(ops) <= {"QuantizeLinear", "DequantizeLinear", "ConvInteger", "MatMulInteger", "Add", "Cast", "Mul",
                         "Mod", "Sub", "Div", "Clip", "MaxPool", "Flatten"}
     assert len(float_tensors_inside(digits.out / "model_ptq.onnx")) > 10
-    qoperator = Counter(n.op_type for n in onnx.load(str(digits.out / "model_ptq_qoperator.onnx")).graph.node)
+    qoperator_model = onnx.load(str(digits.out / "model_ptq_qoperator.onnx"))
+    qoperator = Counter(n.op_type for n in qoperator_model.graph.node)
     assert qoperator == {"QuantizeLinear": 1, "QLinearConv": 2, "MaxPool": 1, "Flatten": 1, "QGemm": 2,
                          "DequantizeLinear": 1}
+    # the symmetric int8 weights are stored as uint8 + 128 with zero points of 128, for onnxruntime's
+    # u8 x u8 kernels (exact on every CPU): the QDQ model's int8 values, each shifted by 128
+    qdq = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(digits.out / "model_ptq.onnx")).graph.initializer}
+    inits = {t.name: numpy_helper.to_array(t) for t in qoperator_model.graph.initializer}
+    for node in (n for n in qoperator_model.graph.node if n.op_type in ("QLinearConv", "QGemm")):
+        weight, zero = inits[node.input[3]], inits[node.input[5]]
+        assert weight.dtype == np.uint8 and zero.dtype == np.uint8 and set(zero.ravel().tolist()) == {128}
+        signed = qdq[node.input[3]]
+        assert signed.dtype == np.int8
+        signed = signed if signed.shape == weight.shape else signed.T  # QGemm may hold the transpose
+        assert np.array_equal(weight.astype(np.int16) - 128, signed.astype(np.int16))
 
 
 def test_requantization_multipliers_and_shifts(digits: SimpleNamespace) -> None:
