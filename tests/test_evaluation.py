@@ -200,6 +200,18 @@ def test_int8_weight_files_carry_a_note_where_onnxruntime_clips_their_sums(tmp_p
 
     int8_file, uint8_file, float_file = (conv_model(t) for t in (TensorProto.INT8, TensorProto.UINT8, None))
     assert [reads_int8_weights(p) for p in (int8_file, uint8_file, float_file)] == [True, False, False]
+    # onnxruntime's quantize_dynamic writes an LSTM's W and R (inputs 1 and 2) as int8 for its u8 x s8 kernels
+    lstm = helper.make_node("DynamicQuantizeLSTM", ["x", "W", "R", "B"], ["y"], domain="com.microsoft", hidden_size=2)
+    lstm_graph = helper.make_graph(
+        [lstm], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.zeros((1, 3, 8), np.int8), "W"),
+         numpy_helper.from_array(np.zeros((1, 2, 8), np.int8), "R"),
+         numpy_helper.from_array(np.zeros((1, 16), np.float32), "B")])
+    lstm_file = tmp_path / "lstm.onnx"
+    onnx.save(helper.make_model(lstm_graph, opset_imports=[helper.make_opsetid("", 13),
+                                                            helper.make_opsetid("com.microsoft", 1)]), lstm_file)
+    assert reads_int8_weights(lstm_file)
     expected = [INT8_WEIGHTS_NOTE] if u8s8_saturates() else []
     assert ModelForm("q", "onnxruntime", int8_file).notes() == expected
     assert ModelForm("u", "onnxruntime", uint8_file).notes() == []

@@ -58,10 +58,11 @@ class ModelForm:
         return [INT8_WEIGHTS_NOTE] if u8s8_saturates() and reads_int8_weights(self.path) else []
 
 
-# ONNX ops whose input at this position is a weight that onnxruntime multiplies in its integer kernels
-# (a DequantizeLinear's weight reaches them when onnxruntime fuses DQ -> Conv/MatMul -> Q)
-_INTEGER_WEIGHT_INPUTS = {"DequantizeLinear": 0, "QLinearConv": 3, "QLinearMatMul": 3, "QGemm": 3,
-                          "MatMulInteger": 1, "ConvInteger": 1, "MatMulIntegerToFloat": 1, "DynamicQuantizeMatMul": 1}
+# ONNX ops whose inputs at these positions are weights that onnxruntime multiplies in its integer
+# kernels (a DequantizeLinear's weight reaches them when onnxruntime fuses DQ -> Conv/MatMul -> Q)
+_INTEGER_WEIGHT_INPUTS = {"DequantizeLinear": (0,), "QLinearConv": (3,), "QLinearMatMul": (3,), "QGemm": (3,),
+                          "MatMulInteger": (1,), "ConvInteger": (1,), "MatMulIntegerToFloat": (1,),
+                          "DynamicQuantizeMatMul": (1,), "DynamicQuantizeLSTM": (1, 2), "QAttention": (1,)}
 
 INT8_WEIGHTS_NOTE = ("onnxruntime on this CPU (x86-64 without VNNI) adds uint8 x int8 products in pairs clipped to "
                      "16 bits, and this file has int8 weights: its metrics can fall short of the model's definition "
@@ -81,7 +82,7 @@ def reads_int8_weights(path: Path) -> bool:
         return False
     int8 = {t.name for t in graph.initializers if t.data_type == onnx.TensorProto.INT8}
     return any(position < len(node.inputs) and node.inputs[position] in int8
-               for node in graph.nodes if (position := _INTEGER_WEIGHT_INPUTS.get(node.op_type)) is not None)
+               for node in graph.nodes for position in _INTEGER_WEIGHT_INPUTS.get(node.op_type, ()))
 
 
 def _label(path: Path) -> str:
