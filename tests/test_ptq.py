@@ -496,6 +496,8 @@ def test_native_histogram_bins_like_torch_histc() -> None:
             assert zeros == int((x == 0).sum())
     with pytest.raises(ValueError, match="lo < hi"):
         _core.add_to_histogram(np.ones(3, np.float32), 1.0, 1.0, np.zeros(4), 1)
+    with pytest.raises(ValueError, match=r"at most 2\^24 bins"):  # refused before a count is touched
+        _core.add_to_histogram(np.ones(3, np.float32), 0.0, 1.0, np.empty((1 << 24) + 1), 1)
 
     clean = rng.normal(size=10_000).astype(np.float32)
     dirty = np.concatenate([clean, np.array([np.nan, np.inf, -np.inf], np.float32)])
