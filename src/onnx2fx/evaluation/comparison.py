@@ -136,5 +136,7 @@ def comparison_markdown(document: Mapping[str, Any]) -> str:
         for name, m in c["metrics"].items():
             lines.append(f"| {name} | {m['reference']:.4f} | {m['value']:.4f} | {m['difference']:+.4f} "
                          f"| {m['grade']} |")
-        lines += [""] + [f"Note: {note}." for note in c.get("notes", [])] + ([""] if c.get("notes") else [])
+        lines.append("")
+        for note in c.get("notes", []):
+            lines += [f"Note: {note}.", ""]
     return "\n".join(lines)
