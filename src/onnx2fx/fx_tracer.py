@@ -64,6 +64,33 @@ class UnpackingProxy(torch.fx.Proxy):
         return (self[i] for i in range(count))  # type: ignore[index]
 
 
+# Arguments that stand for themselves in a graph (the base tracer's answer for these exact types).
+_PLAIN_ARGUMENTS = frozenset({int, float, bool, str})
+
+
+@dataclass
+class _AttributeNames:
+    """The qualified name of each parameter and buffer of a module, by object identity.
+
+    The first name wins, as in ``named_parameters()``'s order, which is the name the base tracer
+    would find; the root holds every object for as long as the table lives, so identities are stable.
+    """
+
+    root: torch.nn.Module
+    parameters: dict[int, str]
+    buffers: dict[int, str]
+
+    @classmethod
+    def of(cls, root: torch.nn.Module) -> _AttributeNames:
+        parameters: dict[int, str] = {}
+        for name, parameter in root.named_parameters():
+            parameters.setdefault(id(parameter), name)
+        buffers: dict[int, str] = {}
+        for name, buffer in root.named_buffers():
+            buffers.setdefault(id(buffer), name)
+        return cls(root, parameters, buffers)
+
+
 class OriginTracer(torch.fx.Tracer):
     """A ``torch.fx.Tracer`` that tags nodes with their ONNX origin."""
 
@@ -71,6 +98,48 @@ class OriginTracer(torch.fx.Tracer):
         super().__init__()
         self.origins = origins
         self.nodes_by_line: dict[int, list[torch.fx.Node]] = defaultdict(list)
+        self._attribute_names: _AttributeNames | None = None
+
+    def _names(self) -> _AttributeNames:
+        names = self._attribute_names
+        if names is None or names.root is not self.root:
+            names = self._attribute_names = _AttributeNames.of(self.root)
+        return names
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, torch.fx.Proxy]) -> Any:
+        """``torch.fx.Tracer.getattr`` with the parameter's name looked up by identity in a table.
+
+        The base class walks ``named_parameters()`` on every attribute read, which made tracing
+        quadratic in the number of parameters: a sixth of a 500-node conversion.
+        """
+        if isinstance(attr_val, torch.nn.Parameter) and not self.param_shapes_constant:
+            name = self._names().parameters.get(id(attr_val))
+            if name is not None:
+                if name not in parameter_proxy_cache:
+                    parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+                return parameter_proxy_cache[name]
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def create_arg(self, a: Any) -> Any:
+        """``torch.fx.Tracer.create_arg``, with parameters and buffers found by identity, not by a walk,
+        and the argument types of nearly every call (proxies, numbers, plain tuples and lists) answered
+        before the base class's dozen type tests."""
+        kind = type(a)
+        if kind is UnpackingProxy:
+            return a.node
+        if kind in _PLAIN_ARGUMENTS or a is None:
+            return a
+        if kind is tuple:
+            return tuple([self.create_arg(item) for item in a])
+        if kind is list:
+            return [self.create_arg(item) for item in a]
+        if isinstance(a, torch.Tensor):
+            names = self._names()
+            table = names.parameters if isinstance(a, torch.nn.Parameter) else names.buffers
+            name = table.get(id(a))
+            if name is not None:
+                return self.create_node("get_attr", name, (), {})
+        return super().create_arg(a)
 
     def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
         return UnpackingProxy(node, self)
