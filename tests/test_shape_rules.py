@@ -20,10 +20,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import DimDynamic, StatelessSymbolicContext
+from torch.utils._sympy.numbers import int_oo
 
 from onnx2fx.codegen.fake_eval import as_fakes, evaluate_on_fakes
 from onnx2fx.codegen.shape_env import ConversionShapeEnv
-from onnx2fx.codegen.shape_rules import PendingFake, exact_quotient, fake_of, module_result_sizes, result_by_rule
+from onnx2fx.codegen.shape_rules import (
+    PendingFake,
+    exact_quotient,
+    fake_of,
+    module_result_sizes,
+    result_by_rule,
+    subscript,
+)
 
 # Values given to the symbols when sizes are compared: the hints, then odd and uneven sizes.
 POINTS = ({"n": 2, "h": 64, "w": 64, "t": 64}, {"n": 3, "h": 97, "w": 130, "t": 17},
@@ -127,6 +135,22 @@ def test_constant_padding_adds_the_pads(s: Sizes) -> None:
             s.assert_same(ruled, F.pad(*args, **kwargs))
     assert result_by_rule(s.mode, F.pad, (x, [-1, 2]), {}) is None  # a crop: torch checks it against the size
     assert result_by_rule(s.mode, F.pad, (x, [1, 1]), {"mode": "reflect"}) is None
+
+
+def test_reflect_replicate_and_circular_padding_of_static_sizes(s: Sizes) -> None:
+    """basic-pitch's reflect pads of a dynamic batch of fixed-length signals."""
+    signal = s.tensor(s.n, 1, 300)
+    _check_function(s, F.pad, signal, [128, 128], mode="reflect")
+    _check_function(s, F.pad, s.tensor(s.n, 171, 1), [0, 0, 128, 128], mode="reflect")
+    _check_function(s, F.pad, s.tensor(s.n, 4, 5, 6), [1, 2, 3, 4], mode="replicate")
+    _check_function(s, F.pad, s.tensor(s.n, 4, 5, 6), [5, 6, 0, 5], mode="circular")
+    for args, kwargs in (((signal, [300, 0]), {"mode": "reflect"}),  # as long as the size: torch refuses
+                         ((s.tensor(s.n, 4, 5, 6), [7, 0]), {"mode": "circular"}),
+                         ((s.tensor(s.n, 4, s.t), [1, 1]), {"mode": "reflect"}),  # a dynamic padded size
+                         ((s.tensor(s.n, 1, 2, 3, 4), [1, 1]), {"mode": "reflect"}),  # 1-D pads of a 4-D tensor
+                         ((s.tensor(s.n, 1, 30, dtype=torch.int64), [1, 1]), {"mode": "reflect"}),
+                         ((signal, [1, 1]), {"mode": "reflect", "value": 0.0})):
+        assert result_by_rule(s.mode, F.pad, args, kwargs) is None, (args[1], kwargs)
 
 
 @pytest.mark.parametrize(("function", "args"), [
@@ -262,14 +286,82 @@ LAYERS = [
     (nn.GroupNorm(4, 8), (8,)),
     (nn.PReLU(8), (8,)),
     (nn.PReLU(), (8,)),
+    (nn.ConvTranspose2d(8, 4, 2, stride=2), (8,)),
+    (nn.ConvTranspose2d(8, 8, 3, stride=2, padding=1, output_padding=1, groups=2), (8,)),
+    (nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1, dilation=2, bias=False), (8,)),
+    (nn.ConvTranspose1d(4, 8, 5, stride=3, padding=2, output_padding=2), (4,)),
 ]
+
+
+def _slices(*bounds: tuple[Any, Any, Any]) -> list[dict[str, Any]]:
+    return [{"start": a, "stop": b, "step": c} for a, b, c in bounds]
+
+
+def test_slices_of_static_and_dynamic_dimensions(s: Sizes) -> None:
+    x = s.tensor(s.n, 144, s.h, s.w)
+    full = (None, None, None)
+    # YOLO's head: channels of a dynamic-sized map (static axis, any bounds Python allows)
+    _check_function(s, subscript, x, _slices(full, (0, 64, None)))
+    _check_function(s, subscript, x, _slices(full, (64, 2**63 - 1, None)))
+    _check_function(s, subscript, x, _slices(full, (-80, -3, 2), (None, None, 2)))
+    _check_function(s, subscript, x, _slices(full, (200, 300, None)))  # empty
+    y = s.tensor(s.n, 4, s.t)
+    s.env.constrain_symbol_range(s.symbols["t"], 8, int_oo)  # every length at least 8: bounds inside it
+    for bounds in ((2, None, None), (None, 5, None), (1, 7, 3), (-4, None, None), (1, -2, None), (3, None, 2)):
+        _check_function(s, subscript, y, _slices(full, full, bounds))
+    # a bound past the length at the hint (INT32_MAX): the whole length, assumed shorter, as torch assumes it
+    _check_function(s, subscript, y, _slices((None, 2**31 - 1, None), full, (1, 2**31 - 1, None)))
+    assert s.env.var_to_range[s.symbols["t"]].upper == 2**31 - 2
+    # bounds that may fall outside a dynamic length, symbolic bounds, integers and tensors: left to torch
+    for bounds in ((9, None, None), (None, 20, None), (-9, None, None), (-2, 5, None), (4, 2, None),
+                   (s.t // 2, None, None)):
+        assert result_by_rule(s.mode, subscript, (y, _slices(full, full, bounds)), {}) is None, bounds
+    assert result_by_rule(s.mode, subscript, (y, [0]), {}) is None
+    assert result_by_rule(s.mode, subscript, (y, _slices(full) + [[0, 1]]), {}) is None
+
+
+@pytest.mark.parametrize("compare", [torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge])
+def test_comparisons_broadcast_to_bool(s: Sizes, compare: Callable[..., Any]) -> None:
+    x = s.tensor(s.n, 8, s.t)
+    _check_function(s, compare, x, 0.0)
+    _check_function(s, compare, x, s.tensor(s.n, 1, 1))
+    _check_function(s, compare, s.tensor(s.n, 8, s.t, dtype=torch.int64), s.tensor(8, 1, dtype=torch.int32))
+    assert result_by_rule(s.mode, compare, (x, s.tensor(s.n, 8, s.h)), {}) is None  # t against h: a decision
+    assert result_by_rule(s.mode, compare, (x, "a"), {}) is None
+
+
+def test_where_broadcasts_the_condition_and_both_values(s: Sizes) -> None:
+    """basic-pitch's ``where(x == 0, 0.0, y)`` over a dynamic batch."""
+    condition = s.tensor(s.n, 1, 1, dtype=torch.bool)
+    y = s.tensor(s.n, 172, s.t)
+    _check_function(s, torch.where, condition, 0.0, y)
+    _check_function(s, torch.where, condition, y, 1)
+    _check_function(s, torch.where, s.tensor(172, 1, dtype=torch.bool), y, s.tensor(s.n, 1, s.t))
+    _check_function(s, torch.where, condition, s.tensor(s.n, 2, 1, dtype=torch.int64), 3)
+    for args in ((condition, 0.5, s.tensor(s.n, 2, 1, dtype=torch.int64)),  # a float into integers: promoted
+                 (condition, y, s.tensor(s.n, 172, s.t, dtype=torch.float16)),  # two dtypes: promoted
+                 (s.tensor(s.n, 1, 1), y, y),  # a float condition
+                 (condition, 0.0, 1.0)):  # no tensor value
+        assert result_by_rule(s.mode, torch.where, args, {}) is None
+
+
+def test_arange_over_a_size_has_that_many_values(s: Sizes) -> None:
+    grid = (s.w - 1) // 32 + 1  # a feature map's width, as YOLO's anchor grids take it
+    _check_function(s, torch.arange, grid, dtype=torch.float32)
+    _check_function(s, torch.arange, s.t)
+    _check_function(s, torch.arange, 1, s.h, dtype=torch.int32)
+    # a length that may be negative, a step, a float bound or a static one: left to torch
+    assert result_by_rule(s.mode, torch.arange, (s.t - 70,), {}) is None
+    assert result_by_rule(s.mode, torch.arange, (0, s.t, 2), {}) is None
+    assert result_by_rule(s.mode, torch.arange, (s.t,), {"dtype": torch.bool}) is None
+    assert result_by_rule(s.mode, torch.arange, (8,), {}) is None
 
 
 @pytest.mark.parametrize(("layer", "channels"), LAYERS,
                          ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
 def test_layer_output_sizes(s: Sizes, layer: nn.Module, channels: tuple[int]) -> None:
     spatial = {1: [s.t], 2: [s.h, s.w], 3: [s.h, s.w, s.t]}
-    nd = 3 if isinstance(layer, nn.Conv3d) else 1 if isinstance(layer, nn.Conv1d) else 2
+    nd = 3 if isinstance(layer, nn.Conv3d) else 1 if isinstance(layer, (nn.Conv1d, nn.ConvTranspose1d)) else 2
     x = s.tensor(s.n, *channels, *spatial[nd])
     layer = layer.eval()
     sizes = module_result_sizes(layer, x)
@@ -313,6 +405,10 @@ def test_layers_decline_what_torch_would_decide(s: Sizes) -> None:
     assert module_result_sizes(nn.Conv2d(4, 8, 3), s.tensor(s.n, 5, s.h, s.w)) is None  # wrong channels
     assert module_result_sizes(nn.MaxPool2d(3, 2, ceil_mode=True), s.tensor(s.n, 4, s.h, s.w)) is None
     assert module_result_sizes(nn.BatchNorm2d(8), s.tensor(s.n, 8, s.h, s.w, dtype=torch.float16)) is None
+    # an output padding torch refuses, and a length that a padding could make empty
+    x = s.tensor(s.n, 4, s.h, s.w)
+    assert module_result_sizes(nn.ConvTranspose2d(4, 4, 3, stride=2, output_padding=2), x) is None
+    assert module_result_sizes(nn.ConvTranspose2d(4, 4, 1, padding=1), x) is None
 
 
 def test_window_lengths_are_computed_once_per_length_and_stride(s: Sizes) -> None:

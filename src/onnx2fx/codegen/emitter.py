@@ -39,7 +39,7 @@ from .helpers import copied_helper
 from .names import NameScope, layer_name, sanitize_identifier
 from .nested import as_tuple, map_leaves, walk
 from .shape_env import ConversionShapeEnv
-from .shape_rules import module_result_sizes
+from .shape_rules import module_result_sizes, subscript
 from .specialisation import DynamicDim, Specialisation, new_specialisations
 from .state import EmitterState
 from .uninitialised import initialisers_skipped
@@ -60,11 +60,6 @@ _LIBRARY_FUNCTIONS: dict[str, Callable[..., Any]] = {}
 _LIBRARY_MODULES = frozenset({"torch", "nn", "F", "math"})
 # "nn.Conv2d(64, 64, ...)" -> that layer on the meta device, shared by every layer declared so.
 _LIBRARY_LAYERS: dict[str, nn.Module] = {}
-
-
-def _subscript(t: torch.Tensor, index: list[Any]) -> torch.Tensor:
-    """``t[index]`` with slices given as dicts of their bounds (see :meth:`Emitter.getitem`)."""
-    return t[tuple(slice(i["start"], i["stop"], i["step"]) if isinstance(i, dict) else i for i in index)]
 
 
 class Emitter:
@@ -91,6 +86,7 @@ class Emitter:
         # child emitters, which evaluate in the same shape environment).
         self.dynamic_dims: dict[Any, DynamicDim] = {}
         self.specialised: dict[Any, Specialisation] = {}
+        self._last_said: tuple[Any, list[tuple[Any, Any]]] | None = None
 
     # ----------------------------------------------------------------------------- node context
     def begin_node(self, node: NodeInfo) -> None:
@@ -349,7 +345,7 @@ class Emitter:
         # Slices travel as dicts of their bounds, so that the evaluation sees their symbolic sizes
         # and index tensors among its arguments (and gives them the right kind of shape-only tensor).
         index = [{"start": i.start, "stop": i.stop, "step": i.step} if isinstance(i, slice) else i for i in items]
-        return self._emit(f"{{obj}}[{code}]", _subscript, (x, index), {}, 1, True, subscript=True)
+        return self._emit(f"{{obj}}[{code}]", subscript, (x, index), {}, 1, True, subscript=True)
 
     def add_module(self, hint: str, ctor: str, *ctor_args: Any, **ctor_kwargs: Any) -> str:
         """Declare ``self.<name> = <ctor>(...)`` in ``__init__`` and return the attribute name.
@@ -525,8 +521,16 @@ class Emitter:
         literal. This is the one place that sees every such specialisation, whichever op or torch
         function caused it."""
         env = self.fake_mode.shape_env
-        if env is None:
+        if env is None or not self.dynamic_dims:
             return
+        # What the environment says of each input symbol; unchanged since the last call, nothing new
+        # can be found (held, not compared by id: a freed range's address can be reused).
+        said = [(env.replacements.get(symbol), env.var_to_range.get(symbol)) for symbol in self.dynamic_dims]
+        last = self._last_said
+        if last is not None and last[0] is env and len(last[1]) == len(said) \
+                and all(a is c and b is d for (a, b), (c, d) in zip(said, last[1])):
+            return
+        self._last_said = (env, said)
         for symbol, special in new_specialisations(env, self.dynamic_dims, self.specialised, self.node).items():
             self.specialised[symbol] = special
             self.generated.warnings.append(special.describe())

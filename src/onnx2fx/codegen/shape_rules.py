@@ -43,13 +43,23 @@ def size_key(size: Size) -> int | sympy.Expr:
     """A size as it is written: the int, or the SymInt's expression (a number when it has one)."""
     if isinstance(size, torch.SymInt):
         expr = size.node.expr
-        return int(expr) if expr.is_number else expr
+        # sympy folds numbers on construction, so a number is an atom: ``is_Number`` is a class
+        # attribute, where ``is_number`` walks a whole expression on every call
+        return int(expr) if expr.is_Number else expr
     return int(size)
 
 
 def same_size(a: Size, b: Size) -> bool:
     """Whether two sizes are written the same (so equal for every run-time size, without a guard)."""
-    return size_key(a) == size_key(b)
+    return _same_key(size_key(a), size_key(b))
+
+
+def _same_key(a: int | sympy.Expr, b: int | sympy.Expr) -> bool:
+    """``a == b`` for two sizes as written: an int never equals an expression (numbers are ints
+    here, see :func:`size_key`), which spares sympy's comparison with a number."""
+    if type(a) is int or type(b) is int:
+        return type(a) is type(b) and a == b
+    return a is b or a == b
 
 
 def broadcast_sizes(a: Sequence[Size], b: Sequence[Size]) -> list[Size] | None:
@@ -61,9 +71,9 @@ def broadcast_sizes(a: Sequence[Size], b: Sequence[Size]) -> list[Size] | None:
         x = a[-i] if i <= len(a) else 1
         y = b[-i] if i <= len(b) else 1
         kx, ky = size_key(x), size_key(y)
-        if kx == ky or ky == 1:
+        if _same_key(kx, ky) or (type(ky) is int and ky == 1):
             out.append(x)
-        elif kx == 1:
+        elif type(kx) is int and kx == 1:
             out.append(y)
         elif _equal_by_assumption_only(x, y):
             out.append(x)
@@ -335,17 +345,38 @@ def _attention(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float =
     return [*q.shape[:-1], v.shape[-1]], q.dtype
 
 
-def _constant_pad(x: Any, pad: Any, mode: str = "constant", value: Any = None,
+# Which pads each mode of ``F.pad`` accepts for a dimension of a given static size.
+_PAD_LIMITS: dict[str, Callable[[int, int, int], bool]] = {
+    "constant": lambda size, before, after: True,
+    "reflect": lambda size, before, after: before < size and after < size,
+    "replicate": lambda size, before, after: size >= 1,
+    "circular": lambda size, before, after: before <= size and after <= size,
+}
+
+
+def _pad(x: Any, pad: Any, mode: str = "constant", value: Any = None,
                   **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
-    """``F.pad`` with a constant: each padded size grows by its two pads (counted from the last
-    dimension). Negative pads (crops) and the other modes, which torch checks against the sizes,
-    are left to torch."""
-    if kwargs or mode != "constant" or not isinstance(x, TENSORS) or not isinstance(pad, (list, tuple)):
+    """``F.pad``: each padded size grows by its two pads (counted from the last dimension).
+    Negative pads (crops) are left to torch, and so are the other modes (reflect, replicate,
+    circular) except over static sizes that torch's checks accept: pads shorter than the size
+    (reflect), at most the size (circular), a size of at least 1 (replicate), on a tensor of one or
+    two dimensions more than the padded ones, of a float type."""
+    if kwargs or mode not in _PAD_LIMITS or not isinstance(x, TENSORS) or not isinstance(pad, (list, tuple)):
         return None
     if len(pad) % 2 or len(pad) // 2 > x.dim() or value is not None and not isinstance(value, (int, float)):
         return None
     if not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pad):
         return None
+    if mode != "constant":
+        padded = len(pad) // 2
+        if value is not None or not 1 <= padded <= 3 or x.dim() not in (padded + 1, padded + 2) \
+                or not x.dtype.is_floating_point:
+            return None
+        fits = _PAD_LIMITS[mode]
+        for i in range(padded):
+            size = x.shape[x.dim() - 1 - i]
+            if not isinstance(size, int) or not fits(size, pad[2 * i], pad[2 * i + 1]):
+                return None
     sizes = list(x.shape)
     for i in range(len(pad) // 2):
         if pad[2 * i] or pad[2 * i + 1]:
@@ -442,6 +473,113 @@ def _reduction(x: Any, dim: Any = None, keepdim: bool = False, **kwargs: Any) ->
     return [size for i, size in enumerate(x.shape) if i not in reduced], x.dtype
 
 
+def _comparison(a: Any, b: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``torch.eq`` and its kin: the broadcast sizes, as bool (no complex operands)."""
+    if kwargs or not isinstance(a, TENSORS) or a.dtype.is_complex:
+        return None
+    if isinstance(b, TENSORS):
+        if b.dtype.is_complex:
+            return None
+        sizes = broadcast_sizes(a.shape, b.shape)
+    elif type(b) in (int, float, bool):
+        sizes = list(a.shape)
+    else:
+        return None
+    return None if sizes is None else (sizes, torch.bool)
+
+
+def _where(condition: Any, a: Any, b: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``torch.where(condition, a, b)``: the three sizes broadcast; the dtype of the tensor operands,
+    where nothing is promoted (two tensors of one dtype, or a tensor and a number of its kind)."""
+    if kwargs or not isinstance(condition, TENSORS) or condition.dtype != torch.bool:
+        return None
+    tensors = [x for x in (a, b) if isinstance(x, TENSORS)]
+    if not tensors or any(t.dtype != tensors[0].dtype for t in tensors):
+        return None
+    dtype = tensors[0].dtype
+    for number in (x for x in (a, b) if not isinstance(x, TENSORS)):
+        kind = type(number)
+        if kind not in (int, float) or (kind is float and not dtype.is_floating_point) or dtype == torch.bool \
+                or dtype.is_complex:
+            return None
+    sizes: list[Size] | None = list(condition.shape)
+    for t in tensors:
+        sizes = broadcast_sizes(sizes, t.shape) if sizes is not None else None
+    return None if sizes is None else (sizes, dtype)
+
+
+def _arange(*args: Any, dtype: torch.dtype | None = None, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``torch.arange(end)`` or ``(start, end)`` over sizes: ``end - start`` values, where that is
+    never negative (torch's check would otherwise narrow a size's range; YOLO's anchor grids are
+    ``arange`` over a feature map's width, whose symbolic decomposition costs milliseconds)."""
+    if kwargs or not 1 <= len(args) <= 2 or any(type(a) not in (int, torch.SymInt) for a in args):
+        return None
+    start, end = (0, args[0]) if len(args) == 1 else args
+    if not isinstance(start, int) or not isinstance(end, torch.SymInt):
+        return None
+    dtype = torch.int64 if dtype is None else dtype
+    if not (dtype.is_floating_point or dtype in (torch.int64, torch.int32)):
+        return None
+    length = end - start if start else end
+    return ([length], dtype) if at_least(length, 0) else None
+
+
+def subscript(t: torch.Tensor, index: list[Any]) -> torch.Tensor:
+    """``t[index]`` with slices given as dicts of their bounds (see ``Emitter.getitem``)."""
+    return t[tuple(slice(i["start"], i["stop"], i["step"]) if isinstance(i, dict) else i for i in index)]
+
+
+# A slice bound past every size a tensor can have (exporters write INT64_MAX for "to the end").
+_PAST_ANY_SIZE = 2**62
+
+
+def _sliced_length(length: Size, start: Any, stop: Any, step: Any) -> Size | None:
+    """The length ``x[start:stop:step]`` keeps of a dimension: Python's rule for a static length;
+    for a dynamic one, where the bounds are numbers that fall inside the dimension at every size its
+    range allows (so torch would take no decision), else ``None``."""
+    step = 1 if step is None else step
+    if not all(b is None or type(b) is int for b in (start, stop)) or type(step) is not int or step < 1:
+        return None
+    if stop is not None and stop >= _PAST_ANY_SIZE:
+        stop = None
+    if isinstance(length, int):
+        return len(range(*slice(start, stop, step).indices(length)))
+    if stop is not None and stop > 0 and not at_least(length, stop) and length.node.hint is not None \
+            and length.node.hint < stop and bool(length < stop):
+        # past the end at the hint (tf2onnx writes INT32_MAX for "to the end"): torch takes the whole
+        # length, assuming it shorter than the bound (``bool`` records that guard, as torch's does)
+        stop = None
+    start = start or 0
+    if start < 0:  # counted from the end: -k keeps the last k, where there are k
+        if stop is not None or not at_least(length, -start):
+            return None
+        kept: Size = -start
+    elif stop is None:
+        if start and not at_least(length, start):
+            return None
+        kept = length - start if start else length
+    else:
+        reach = stop if stop >= 0 else start - stop  # x[a:-k] needs a + k values
+        if stop >= 0 and stop < start or not at_least(length, reach):
+            return None
+        kept = stop - start if stop >= 0 else length + stop - start
+    return kept if step == 1 else (kept + step - 1) // step
+
+
+def _subscript(t: Any, index: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """Basic slicing (slices only, no integers, tensors or new axes)."""
+    if kwargs or not isinstance(t, TENSORS) or not isinstance(index, list) or len(index) > t.dim() \
+            or not all(isinstance(item, dict) for item in index):
+        return None
+    sizes = list(t.shape)
+    for axis, item in enumerate(index):
+        kept = _sliced_length(sizes[axis], item["start"], item["stop"], item["step"])
+        if kept is None:
+            return None
+        sizes[axis] = kept
+    return sizes, t.dtype
+
+
 _ELEMENTWISE = (
     torch.relu, torch.sigmoid, torch.tanh, torch.erf, torch.exp, torch.log, torch.sqrt, torch.rsqrt,
     torch.reciprocal, torch.neg, torch.abs, torch.sin, torch.cos, torch.clamp, torch.pow,
@@ -460,14 +598,16 @@ FUNCTION_RULES: dict[Any, Callable[..., Any]] = {
     torch.Tensor.reshape: _reshape, torch.reshape: lambda x, shape, **kw: _reshape(x, shape, **kw),
     torch.Tensor.permute: _permute, torch.permute: lambda x, dims, **kw: _permute(x, dims, **kw),
     torch.cat: _cat, torch.concat: _cat, torch.split: _split, torch.flatten: _flatten,
-    F.pad: _constant_pad, F.layer_norm: _normalisation, F.rms_norm: _normalisation,
+    F.pad: _pad, F.layer_norm: _normalisation, F.rms_norm: _normalisation,
     F.scaled_dot_product_attention: _attention, torch.softmax: _same_shape, torch.log_softmax: _same_shape,
     torch.Tensor.to: _to,
     torch.unsqueeze: _unsqueeze, torch.Tensor.unsqueeze: _unsqueeze,
     torch.squeeze: _squeeze, torch.Tensor.squeeze: _squeeze, torch.Tensor.expand: _expand,
     **{function: _elementwise for function in _ELEMENTWISE},
     F.grid_sample: _grid_sample, torch.sum: _reduction, torch.mean: _reduction, torch.amax: _reduction,
-    torch.amin: _reduction,
+    torch.amin: _reduction, torch.arange: _arange, subscript: _subscript,
+    **{function: _comparison for function in (torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge)},
+    torch.where: _where,
 }
 
 
@@ -639,6 +779,8 @@ def module_result_sizes(module: nn.Module, x: torch.Tensor) -> list[Size] | None
             return None
         lengths = _window_lengths(shape[2:], module.kernel_size, module.stride, padding, module.dilation)
         return None if lengths is None else [shape[0], module.out_channels, *lengths]
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return _transposed_sizes(module, x, shape)
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
         nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2,
               nn.AvgPool3d: 3}[type(module)]
@@ -677,6 +819,26 @@ def module_result_sizes(module: nn.Module, x: torch.Tensor) -> list[Size] | None
             return None
         return shape if _floating_like(module, x) else None
     return None
+
+
+def _transposed_sizes(module: nn.modules.conv._ConvTransposeNd, x: torch.Tensor,
+                      shape: list[Size]) -> list[Size] | None:
+    """``(length - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1`` per
+    spatial dimension, where that is positive for every length of at least 1 and the output padding
+    is one torch accepts; else ``None`` (the layer is run on fakes, and torch's check says why)."""
+    nd = len(module.kernel_size)
+    if isinstance(module.padding, str) or module.padding_mode != "zeros" or x.dim() != nd + 2 \
+            or not isinstance(shape[1], int) or shape[1] != module.in_channels or x.dtype != module.weight.dtype:
+        return None
+    if any(isinstance(s, torch.SymInt) and s.node.hint == 1 for s in shape):
+        return None  # as for a convolution: torch's choice of backend decides on the hint
+    out: list[Size] = []
+    for length, k, s, p, d, extra in zip(shape[2:], module.kernel_size, module.stride, module.padding,
+                                         module.dilation, module.output_padding, strict=True):
+        if extra >= max(s, d) or d * (k - 1) + extra + 1 - 2 * p < 1:
+            return None
+        out.append((length - 1) * s - 2 * p + d * (k - 1) + extra + 1)
+    return [shape[0], module.out_channels, *out]
 
 
 def _floating_like(module: nn.Module, x: torch.Tensor) -> bool:
