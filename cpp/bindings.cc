@@ -29,6 +29,7 @@
 #include "passes/pass_manager.h"
 #include "passes/pass_registry.h"
 #include "quant/histogram.h"
+#include "quant/rounding_error.h"
 #include "writer/integer_writer.h"
 #include "writer/qdq_writer.h"
 
@@ -328,6 +329,26 @@ std::int64_t add_to_histogram_binding(nb::ndarray<const float, nb::ndim<1>, nb::
   return add_to_histogram(in, static_cast<float>(lo), static_cast<float>(hi), out, threads);
 }
 
+// The weight range search's scores of candidate grids, without the GIL (see quant/rounding_error.h).
+void rounding_errors_binding(nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> rows,
+                             nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> scale,
+                             nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu> zero_point,
+                             double qmin, double qmax,
+                             std::optional<nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>> mean,
+                             std::optional<nb::ndarray<const float, nb::ndim<2>, nb::c_contig, nb::device::cpu>> var,
+                             nb::ndarray<double, nb::ndim<2>, nb::c_contig, nb::device::cpu> out, int threads) {
+  const std::span<const float> w(rows.data(), rows.size());
+  const std::span<const float> s(scale.data(), scale.size());
+  const std::span<const float> z(zero_point.data(), zero_point.size());
+  const std::span<const float> m = mean ? std::span<const float>(mean->data(), mean->size()) : std::span<const float>();
+  const std::span<const float> v = var ? std::span<const float>(var->data(), var->size()) : std::span<const float>();
+  if (mean && mean->shape(1) != rows.shape(1)) throw std::invalid_argument("mean must have a value per row position");
+  const std::span<double> o(out.data(), out.size());
+  const std::size_t width = rows.shape(1);
+  nb::gil_scoped_release release;
+  rounding_errors(w, width, s, z, static_cast<float>(qmin), static_cast<float>(qmax), m, v, o, threads);
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -460,6 +481,10 @@ NB_MODULE(_core, m) {
 
   m.def("write_integer_model", write_integer_model_binding, nb::arg("source_path"), nb::arg("output_path"),
         nb::arg("plan"), nb::arg("format"), nb::arg("float_islands") = false);
+
+  m.def("rounding_errors", rounding_errors_binding, nb::arg("rows"), nb::arg("scale"), nb::arg("zero_point"),
+        nb::arg("qmin"), nb::arg("qmax"), nb::arg("mean").none(), nb::arg("var").none(), nb::arg("out"),
+        nb::arg("threads") = 1);
 
   m.def("add_to_histogram", add_to_histogram_binding, nb::arg("values"), nb::arg("lo"), nb::arg("hi"),
         nb::arg("counts"), nb::arg("threads") = 1);

@@ -279,3 +279,93 @@ def test_search_with_depthwise_moments_lowers_the_output_error() -> None:
     w_lo, w_hi, _ = search_ranges(rows, grid, True)
     plain_out_err = quantization_errors(rows, w_lo, w_hi, grid, True, moments).numpy()
     assert np.all(out_err <= plain_out_err) and out_err.sum() < 0.75 * plain_out_err.sum()
+
+
+def test_native_scores_round_as_torch_does() -> None:
+    """The kernel's squared errors are torch's float32 rounding chain, value for value (ties to even,
+    the clamp at both ends), and its sums agree with torch's on whole rows, for the squared error and
+    for the diagonal-and-mean output error."""
+    from onnx2fx import _core
+
+    rng = np.random.default_rng(7)
+    n = 50_000
+    w = (rng.normal(size=n) * 0.05).astype(np.float32)
+    w[:2000] = rng.integers(-300, 300, 2000).astype(np.float32) * np.float32(0.0005)  # exact halves of a step
+    scale = (rng.uniform(0.0005, 0.003, size=n)).astype(np.float32)
+    scale[:2000] = 0.001
+    zero = rng.integers(0, 16, size=n).astype(np.float32)
+    out = np.empty((1, n))
+    _core.rounding_errors(w.reshape(n, 1), scale.reshape(1, n), zero.reshape(1, n), 0.0, 15.0, None, None, out)
+    tw, ts, tz = (torch.from_numpy(a) for a in (w, scale, zero))
+    diff = torch.div(tw, ts).round_().add_(tz).clamp_(0, 15).sub_(tz).mul_(ts).sub_(tw)
+    assert np.array_equal(out[0], diff.square().double().numpy())
+
+    rows = torch.from_numpy((rng.normal(size=(24, 300)) * 0.1).astype(np.float32))
+    lo, hi = -rng.uniform(0.05, 0.3, size=(3, 24)), rng.uniform(0.05, 0.3, size=(3, 24))
+    grid = QuantGrid(4, False)
+    enc = Encoding.from_range(lo, hi, grid, False)
+    s = torch.from_numpy(enc.scale.reshape(3, 24, 1))
+    z = torch.from_numpy(enc.zero_point.astype(np.float32).reshape(3, 24, 1))
+    e = torch.div(rows, s).round_().add_(z).clamp_(grid.qmin, grid.qmax).sub_(z).mul_(s).sub_(rows)
+    assert np.allclose(quantization_errors(rows, lo, hi, grid, False).numpy(),
+                       e.square().sum(dim=-1, dtype=torch.float64).numpy(), rtol=1e-12)
+    wide = InputMoments(torch.nn.Linear(300, 24))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("onnx2fx.quantization.weight_search.FULL_MOMENTS", 4)
+        wide.observe(torch.from_numpy(np.maximum(rng.normal(loc=0.3, size=(64, 300)), 0).astype(np.float32)))
+    mean, var = (torch.from_numpy(a).double() for a in wide.diagonal_terms())
+    expected = (e.double().square() @ var[0]) + (e.double() @ mean[0]).square()
+    assert np.allclose(quantization_errors(rows, lo, hi, grid, False, wide).numpy(), expected.numpy(), rtol=1e-5)
+
+
+def test_principal_proxy_keeps_the_diagonal_and_the_principal_direction() -> None:
+    """The proxy of a full matrix ``M`` is ``diag(rest) + m m^T`` with ``m`` along ``M``'s principal
+    eigenvector and ``rest + m^2 = diag(M)``: exact on a matrix of one direction, and every weight's own
+    term (the diagonal) kept on any matrix."""
+    rng = np.random.default_rng(5)
+    direction = rng.uniform(0.5, 1.5, size=16)
+    e = torch.from_numpy(rng.normal(size=(4, 16)))
+    one_direction = np.outer(direction, direction)
+    for matrix in (one_direction, np.diag(rng.uniform(0.01, 0.1, size=16)) + one_direction):
+        moments = InputMoments(torch.nn.Linear(16, 4))
+        moments.matrix, moments.count = torch.from_numpy(matrix * 10)[None], 10
+        mean, var = (torch.from_numpy(a).double()[0] for a in moments.principal_proxy().diagonal_terms())
+        assert np.allclose((var + mean.square()).numpy(), np.diag(matrix), rtol=1e-5)
+        top = np.linalg.eigh(matrix)[1][:, -1]
+        assert abs(float(mean.numpy() @ top)) == pytest.approx(float(np.linalg.norm(mean.numpy())), rel=1e-5)
+    proxy_errors = (e.square() @ var) + (e @ mean).square()
+    assert not np.allclose(proxy_errors.numpy(), moments.output_errors(e).numpy(), rtol=1e-4)  # an approximation
+    moments.matrix = torch.from_numpy(one_direction * 10)[None]
+    moments._cache = None
+    mean, var = (torch.from_numpy(a).double()[0] for a in moments.principal_proxy().diagonal_terms())
+    assert np.allclose(((e.square() @ var) + (e @ mean).square()).numpy(), moments.output_errors(e).numpy(),
+                       rtol=1e-4)
+
+
+def test_two_stage_search_on_a_wide_layer_scores_its_pick_exactly() -> None:
+    """A full matrix over a patch of TWO_STAGE_WIDTH or more is searched on the proxy, then its finalists
+    exactly: the result is never worse than min/max on the exact score, its errors are the exact ones,
+    and it is within a few per cent of the search run on the exact score throughout."""
+    import onnx2fx.quantization.weight_search as weight_search
+
+    rng = np.random.default_rng(2)
+    layer = torch.nn.Linear(weight_search.TWO_STAGE_WIDTH, 16)
+    inputs = LayerInputs({"fc": layer})
+    with inputs, torch.no_grad():
+        x = np.maximum(rng.normal(loc=0.5, size=(512, layer.in_features)), 0)
+        x[:, 1::2] = x[:, ::2] * 0.8 + 0.2 * x[:, 1::2]  # neighbouring inputs move together
+        layer(torch.from_numpy(x.astype(np.float32)))
+    moments = inputs.moments["fc"]
+    assert moments.matrix is not None
+    rows = channel_rows(layer.weight, 0)
+    for grid, symmetric in ((QuantGrid(4, True), True), (QuantGrid(4, False), False)):
+        lo, hi, err = search_ranges(rows, grid, symmetric, moments=moments)
+        assert np.allclose(err, quantization_errors(rows, lo, hi, grid, symmetric, moments).numpy())
+        minmax = rows.abs().amax(dim=1).double().numpy()
+        minmax_lo, minmax_hi = (-minmax, minmax) if symmetric else (
+            rows.amin(dim=1).clamp(max=0).double().numpy(), rows.amax(dim=1).clamp(min=0).double().numpy())
+        assert np.all(err <= quantization_errors(rows, minmax_lo, minmax_hi, grid, symmetric, moments).numpy())
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(weight_search, "TWO_STAGE_WIDTH", 1 << 30)
+            _, _, exact_err = search_ranges(rows, grid, symmetric, moments=moments)
+        assert err.sum() <= 1.03 * exact_err.sum()

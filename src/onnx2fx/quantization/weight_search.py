@@ -14,6 +14,12 @@ of the layer's output, ``e^T E[x x^T] e``. The difference matters: a ReLU input 
 neighbouring pixels move together, so the *sum* of a channel's weight errors reaches the output as
 an offset, and a range that is best for the weights alone can be far from best for the output.
 
+The squared error and the diagonal-and-mean form of the output error are scored by a native kernel
+(``_core.rounding_errors``: every candidate on a channel's row while the row is in the cache, the
+same float32 rounding as the export); a full matrix of input moments makes the exact score a matrix
+product per candidate, so the search runs on a cheaper part of it and the best few ranges of each
+channel are scored exactly (see :func:`search_ranges`).
+
 The search is coarse-to-fine: ``coarse`` shrink factors of the smallest grid that covers the
 channel (``1`` down to ``floor``; a signed symmetric grid uses its extra negative level), then
 ``fine`` factors within one coarse step of each channel's best. Asymmetric grids then move each end
@@ -31,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import _core
 from .grid import Encoding, QuantGrid
 
 # An asymmetric grid costs integer kernels a zero-point correction per output channel: it is chosen
@@ -57,14 +64,27 @@ def quantization_errors(rows: torch.Tensor, lo: np.ndarray, hi: np.ndarray, grid
     at once (the result is then ``(candidates, channels)``).
     """
     enc = Encoding.from_range(lo, hi, grid, symmetric)
+    diagonal = moments.diagonal_terms() if moments is not None else None
+    if moments is None or diagonal is not None:
+        # the squared error, or the diagonal-and-mean form: the native kernel scores every candidate
+        # on each row while the row is in the cache (the same float32 rounding as below)
+        candidates = int(np.prod(np.shape(lo)[:-1], dtype=np.int64))
+        out = np.empty((candidates, rows.shape[0]), dtype=np.float64)
+        mean, var = diagonal if diagonal is not None else (None, None)
+        _core.rounding_errors(_contiguous(rows), enc.scale.reshape(candidates, -1),
+                              enc.zero_point.astype(np.float32).reshape(candidates, -1), float(grid.qmin),
+                              float(grid.qmax), mean, var, out, torch.get_num_threads())
+        return torch.from_numpy(out.reshape(np.shape(lo)))
     scale = torch.from_numpy(enc.scale.reshape(*np.shape(lo), 1))
     zero_point = torch.from_numpy(enc.zero_point.astype(np.float32).reshape(*np.shape(lo), 1))
     # in place: this runs for every candidate over every weight of the layer
     diff = torch.div(rows, scale).round_().add_(zero_point).clamp_(grid.qmin, grid.qmax)
     diff.sub_(zero_point).mul_(scale).sub_(rows)
-    if moments is not None:
-        return moments.output_errors(diff)
-    return diff.square_().sum(dim=-1, dtype=torch.float64)
+    return moments.output_errors(diff)
+
+
+def _contiguous(rows: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(rows.detach().numpy(), dtype=np.float32)
 
 
 # Candidate ranges are scored together in chunks of at most this many weight values (a chunk's
@@ -79,7 +99,58 @@ def search_ranges(rows: torch.Tensor, grid: QuantGrid, symmetric: bool, coarse: 
 
     Ranges always contain zero (zero must be exact); ``error`` is the squared error of the chosen
     encoding, per row, so two grids can be compared on the same weights.
+
+    With a full matrix of input moments over a wide patch, the exact score is a matrix product per
+    candidate; the search then runs on its diagonal-and-principal-direction part (a pass over the
+    weights per candidate), and only each row's :data:`EXACT_FINALISTS` best ranges by that score,
+    with the min/max range, are scored exactly to pick the result.
     """
+    if moments is not None and moments.matrix is not None and rows.shape[1] >= TWO_STAGE_WIDTH:
+        proxy = moments.principal_proxy()
+        seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        _search(rows, grid, symmetric, coarse, fine, floor, proxy, seen)
+        lo, hi = _finalists(seen)
+        err = quantization_errors(rows, lo, hi, grid, symmetric, moments).numpy()
+        pick = np.argmin(err, axis=0)  # the first of equals: min/max (row 0) wins a tie, as in the search
+        columns = np.arange(rows.shape[0])
+        return lo[pick, columns], hi[pick, columns], err[pick, columns]
+    return _search(rows, grid, symmetric, coarse, fine, floor, moments, None)
+
+
+# A full-moment layer whose patch is at least this wide is searched on the cheaper score first (below
+# it the exact product costs little more than the rounding itself).
+TWO_STAGE_WIDTH = 128
+# Ranges per row scored exactly after a search on the cheaper score (besides the min/max range).
+EXACT_FINALISTS = 4
+
+
+def _finalists(seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` as ``(1 + EXACT_FINALISTS, rows)``: the first range scored (min/max), then each
+    row's best distinct ranges by the score they were searched on (repeated where a row has fewer)."""
+    lo = np.concatenate([np.broadcast_to(s[0], s[2].shape) for s in seen])
+    hi = np.concatenate([np.broadcast_to(s[1], s[2].shape) for s in seen])
+    err = np.concatenate([s[2] for s in seen]).copy()
+    columns = np.arange(err.shape[1])
+    for _ in range(2):  # a repeat of a range sorts next to it (same score): drop it, sort again
+        order = np.argsort(err, axis=0, kind="stable")
+        lo, hi, err = lo[order, columns], hi[order, columns], err[order, columns]
+        repeat = np.zeros_like(err, dtype=bool)
+        repeat[1:] = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1]) & np.isfinite(err[:-1])
+        err[repeat] = np.inf
+    order = np.argsort(err, axis=0, kind="stable")[:EXACT_FINALISTS]
+    best_lo, best_hi = lo[order, columns], hi[order, columns]
+    distinct = np.isfinite(err[order, columns])
+    best_lo = np.where(distinct, best_lo, best_lo[:1])  # fewer distinct ranges than finalists: the best again
+    best_hi = np.where(distinct, best_hi, best_hi[:1])
+    minmax_lo, minmax_hi, _ = seen[0]
+    return np.concatenate([minmax_lo, best_lo]), np.concatenate([minmax_hi, best_hi])
+
+
+def _search(rows: torch.Tensor, grid: QuantGrid, symmetric: bool, coarse: int, fine: int, floor: float,
+            moments: Any, seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The coarse-to-fine search of :func:`search_ranges` on the score ``moments`` gives; every range
+    scored, with its scores, is appended to ``seen`` when given."""
     lo0 = rows.amin(dim=1).clamp(max=0).double().numpy()
     hi0 = rows.amax(dim=1).clamp(min=0).double().numpy()
     # what the minmax weight scheme writes (+-absmax on a symmetric grid): the search starts there
@@ -91,17 +162,23 @@ def search_ranges(rows: torch.Tensor, grid: QuantGrid, symmetric: bool, coarse: 
         lo0, hi0 = -magnitude, magnitude
     best_lo, best_hi = minmax
     best_err = quantization_errors(rows, best_lo, best_hi, grid, symmetric, moments).numpy()
+    if seen is not None:
+        seen.append((best_lo.copy()[None], best_hi.copy()[None], best_err.copy()[None]))
+    native = moments is None or moments.diagonal_terms() is not None  # no large intermediate tensors
 
     def search(factors_of: np.ndarray, side: str) -> None:
         """Try every factor in ``factors_of`` (rows: candidates, columns: channels) on ``side``,
-        scoring the candidates in chunks of :data:`CANDIDATE_VALUES` weight values."""
+        scoring the candidates together (the exact matrix product in chunks of
+        :data:`CANDIDATE_VALUES` weight values: its rounding errors are one tensor)."""
         base_lo, base_hi = best_lo.copy(), best_hi.copy()
         lo = lo0 * factors_of if side in ("both", "lo") else np.broadcast_to(base_lo, factors_of.shape)
         hi = hi0 * factors_of if side in ("both", "hi") else np.broadcast_to(base_hi, factors_of.shape)
-        chunk = max(1, CANDIDATE_VALUES // max(rows.numel(), 1))
+        chunk = len(factors_of) if native else max(1, CANDIDATE_VALUES // max(rows.numel(), 1))
         for start in range(0, len(factors_of), chunk):
             part_lo, part_hi = lo[start:start + chunk], hi[start:start + chunk]
             err = quantization_errors(rows, part_lo, part_hi, grid, symmetric, moments).numpy()
+            if seen is not None:
+                seen.append((np.array(part_lo), np.array(part_hi), err))
             # candidate by candidate, in order: a tie keeps the earlier one, as one at a time did
             for k in range(len(err)):
                 better = err[k] < best_err
@@ -281,6 +358,33 @@ class InputMoments:
             errors = (e.square() @ var).squeeze(-1).double() + (e @ mean).squeeze(-1).double().square()
         return errors.reshape(*lead, count)
 
+    def principal_proxy(self) -> DiagonalMoments:
+        """A cheaper score for a full matrix: per group, ``M`` as its principal direction plus what
+        remains on the diagonal, ``diag(M - l v v^T) + l v v^T`` (``l, v``: the largest eigenvalue
+        and its vector, by power iteration). It keeps the part of an input's second moment that its
+        mean contributes (for a ReLU input, most of it) and scores in one pass over the weights."""
+        assert self.matrix is not None
+        (matrix,) = self._normalized()
+        m = matrix.double()
+        v = torch.ones(*m.shape[:-1], 1, dtype=torch.float64)
+        for _ in range(POWER_STEPS):
+            v = m @ v
+            v = v / v.norm(dim=-2, keepdim=True).clamp_min(1e-300)
+        value = (v.transpose(-1, -2) @ m @ v).clamp_min(0)  # (groups, 1, 1)
+        direction = (value.sqrt() * v).squeeze(-1)
+        rest = (torch.diagonal(m, dim1=-2, dim2=-1) - direction.square()).clamp_min(0)
+        return DiagonalMoments(direction.float().numpy(), rest.float().numpy())
+
+    def diagonal_terms(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mean, var)`` as ``(groups, D)`` float32 arrays where the errors are scored on them (the
+        native kernel's form); ``None`` where the full matrix is kept."""
+        normalized = self._normalized()
+        if len(normalized) == 1:
+            return None
+        mean, var = normalized
+        return (np.ascontiguousarray(mean.reshape(self.groups, -1).numpy()),
+                np.ascontiguousarray(var.reshape(self.groups, -1).numpy()))
+
     def _normalized(self) -> tuple[torch.Tensor, ...]:
         """The float32 moments the errors are scored on, made once after the last observed batch:
         ``(E[x x^T],)`` per group, or ``(mean, var)`` per patch value, as ``(groups, D, 1)`` columns."""
@@ -294,6 +398,24 @@ class InputMoments:
                 normalized = tuple(v.reshape(self.groups, -1, 1).float() for v in (mean, var.clamp(min=0)))
             self._cache = (self.count, normalized)
         return self._cache[1]
+
+
+# Power iterations for the principal direction of a layer's input moments (an input's mean makes
+# the largest eigenvalue stand far apart, so few are needed; the direction is only a search's guide).
+POWER_STEPS = 30
+
+
+class DiagonalMoments:
+    """Input statistics of the diagonal-and-mean form, ``diag(var) + mean mean^T`` per group (see
+    :meth:`InputMoments.principal_proxy`)."""
+
+    matrix = None
+
+    def __init__(self, mean: np.ndarray, var: np.ndarray) -> None:
+        self._terms = (np.ascontiguousarray(mean, dtype=np.float32), np.ascontiguousarray(var, dtype=np.float32))
+
+    def diagonal_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._terms
 
 
 class LayerInputs:
