@@ -316,6 +316,8 @@ def test_native_scores_round_as_torch_does() -> None:
     mean, var = (torch.from_numpy(a).double() for a in wide.diagonal_terms())
     expected = (e.double().square() @ var[0]) + (e.double() @ mean[0]).square()
     assert np.allclose(quantization_errors(rows, lo, hi, grid, False, wide).numpy(), expected.numpy(), rtol=1e-5)
+    # rows without weights have no error (the kernel takes whole, non-empty rows)
+    assert quantization_errors(torch.zeros(24, 0), lo, hi, grid, False).numpy().tolist() == np.zeros((3, 24)).tolist()
 
 
 def test_principal_proxy_keeps_the_diagonal_and_the_principal_direction() -> None:

@@ -355,7 +355,7 @@ _PAD_LIMITS: dict[str, Callable[[int, int, int], bool]] = {
 
 
 def _pad(x: Any, pad: Any, mode: str = "constant", value: Any = None,
-                  **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+         **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """``F.pad``: each padded size grows by its two pads (counted from the last dimension).
     Negative pads (crops) are left to torch, and so are the other modes (reflect, replicate,
     circular) except over static sizes that torch's checks accept: pads shorter than the size

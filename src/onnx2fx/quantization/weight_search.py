@@ -55,7 +55,7 @@ def channel_rows(weight: torch.Tensor, axis: int | None) -> torch.Tensor:
 
 
 def quantization_errors(rows: torch.Tensor, lo: np.ndarray, hi: np.ndarray, grid: QuantGrid,
-                        symmetric: bool, moments: InputMoments | None = None) -> torch.Tensor:
+                        symmetric: bool, moments: InputMoments | DiagonalMoments | None = None) -> torch.Tensor:
     """Error per channel of ``rows`` on the realised encodings of ``[lo, hi]`` (float64): the
     squared weight error, or with ``moments`` the expected squared error it causes in the layer's
     output, ``e^T E[x x^T] e`` (see :class:`InputMoments`).
@@ -64,6 +64,8 @@ def quantization_errors(rows: torch.Tensor, lo: np.ndarray, hi: np.ndarray, grid
     at once (the result is then ``(candidates, channels)``).
     """
     enc = Encoding.from_range(lo, hi, grid, symmetric)
+    if rows.numel() == 0:  # no weights, no error (the kernel wants whole, non-empty rows)
+        return torch.zeros(np.shape(lo), dtype=torch.float64)
     diagonal = moments.diagonal_terms() if moments is not None else None
     if moments is None or diagonal is not None:
         # the squared error, or the diagonal-and-mean form: the native kernel scores every candidate
@@ -147,7 +149,7 @@ def _finalists(seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[n
 
 
 def _search(rows: torch.Tensor, grid: QuantGrid, symmetric: bool, coarse: int, fine: int, floor: float,
-            moments: Any, seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None
+            moments: InputMoments | DiagonalMoments | None, seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The coarse-to-fine search of :func:`search_ranges` on the score ``moments`` gives; every range
     scored, with its scores, is appended to ``seen`` when given."""
