@@ -1,10 +1,9 @@
 #include "quant/rounding_error.h"
 
 #include <algorithm>
-#include <bit>
-#include <cstdint>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -15,81 +14,76 @@ namespace {
 // Below this many weight-candidate pairs per thread, starting a thread costs more than it saves.
 constexpr std::size_t kMinWorkPerThread = std::size_t{1} << 18;
 
-// `when` ? `a` : `b` for a mask of all ones or all zeros, in bit operations: a float select written
-// as a branch is not vectorised unless FP exceptions may be ignored, which this file does not assume.
-inline float select(std::int32_t when, float a, float b) {
-  return std::bit_cast<float>((std::bit_cast<std::int32_t>(a) & when) | (std::bit_cast<std::int32_t>(b) & ~when));
+// torch.div(w, s).round_().add_(z).clamp_(qmin, qmax).sub_(z).mul_(s).sub_(w), one value, as
+// round(clamp(w / s, qmin - z, qmax - z)) * s - w: with integer bounds, clamping before rounding gives
+// the same integer, and integers below 2^24 add and subtract exactly, so the value is the same float.
+// Clamped first, the quotient lies within 2^17 of zero, where adding and removing 1.5 * 2^23 rounds
+// half to even (nearbyint's default mode) and leaves no fraction bits; the compiler may not
+// reassociate that (no -ffast-math here).
+constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+
+inline float rounding_error(float w, float s, float low, float high) {
+  float x = w / s;
+  x = x < low ? low : x;
+  x = x > high ? high : x;
+  return ((x + kMagic) - kMagic) * s - w;
 }
 
-inline std::int32_t mask(bool condition) { return -static_cast<std::int32_t>(condition); }
+// Eight floats: one AVX2 register (two SSE registers in the default copy), in the vector extension
+// GCC and Clang share. Written this way, the loop below runs the same operations side by side on
+// eight values; given the same loop in scalars, GCC's vectoriser sometimes spent more instructions
+// shuffling lanes than computing.
+using Floats = float __attribute__((vector_size(32)));
+constexpr std::size_t kLanes = sizeof(Floats) / sizeof(float);
+// Each lane sums this many values in float before the block's lanes are added to double sums: the
+// scores only rank candidate ranges, and float lanes keep the loop to single-precision arithmetic.
+constexpr std::size_t kBlockVectors = 16;
 
-// Round half to even of a float32, as nearbyint does in the default rounding mode, written so that
-// the loop vectorises: adding and removing 1.5 * 2^23 leaves no fraction bits. That holds below
-// 2^22 in magnitude; above it the value goes through unchanged, and whatever its rounding it then
-// lies far outside any grid of up to 16 bits (qmin and qmax are below 2^17), so the clamp gives the
-// same level either way. Infinities pass through too; the compiler may not reassociate (no
-// -ffast-math here).
-inline float round_even(float x) {
-  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
-  constexpr float kExact = 4194304.0f;   // 2^22
-  return select(mask((x < kExact) & (x > -kExact)), (x + kMagic) - kMagic, x);
-}
-
-// torch.div(w, s).round_().add_(z).clamp_(qmin, qmax).sub_(z).mul_(s).sub_(w), one value.
-inline float rounding_error(float w, float s, float z, float qmin, float qmax) {
-  float q = round_even(w / s) + z;
-  q = select(mask(q < qmin), qmin, q);
-  q = select(mask(q > qmax), qmax, q);
-  return (q - z) * s - w;
-}
-
-// Errors are computed a block at a time (plain arithmetic that the compiler turns into SIMD, the
-// division included), then summed in independent lanes added up at the end: a single running sum
-// would have to be added to in order, one value at a time.
-constexpr std::size_t kBlock = 256;
-constexpr std::size_t kLanes = 8;
-
-// One candidate on one row. GCC compiles an AVX2 copy too and picks it on CPUs that have it.
 __attribute__((target_clones("avx2", "default"))) double row_error(const float* w, std::size_t width, float s,
                                                                     float z, float qmin, float qmax,
                                                                     const float* mean, const float* var) {
-  double weighted[kLanes] = {}, projected[kLanes] = {};
-  float e[kBlock];
-  for (std::size_t start = 0; start < width; start += kBlock) {
-    const std::size_t count = std::min(kBlock, width - start);
-    const float* block = w + start;
-    for (std::size_t i = 0; i < count; ++i) e[i] = rounding_error(block[i], s, z, qmin, qmax);
-    const std::size_t padded = (count + kLanes - 1) / kLanes * kLanes;  // within kBlock: a multiple of kLanes
-    for (std::size_t i = count; i < padded; ++i) e[i] = 0.0f;
+  const float low = qmin - z, high = qmax - z;  // exact: integers well below 2^24
+  const Floats sv = Floats{} + s, lowv = Floats{} + low, highv = Floats{} + high, magic = Floats{} + kMagic;
+  double weighted = 0.0, projected = 0.0;
+  const std::size_t vectors = width / kLanes;
+  for (std::size_t first = 0; first < vectors; first += kBlockVectors) {
+    const std::size_t last = std::min(vectors, first + kBlockVectors);
+    Floats by_var{}, by_mean{};
     if (mean == nullptr) {
-      for (std::size_t i = 0; i < padded; i += kLanes) {
-        for (std::size_t lane = 0; lane < kLanes; ++lane)
-          weighted[lane] += static_cast<double>(e[i + lane] * e[i + lane]);
+      for (std::size_t k = first; k < last; ++k) {
+        Floats x;
+        std::memcpy(&x, w + k * kLanes, sizeof x);
+        Floats q = x / sv;  // rounding_error() on eight values
+        q = q < lowv ? lowv : q;
+        q = q > highv ? highv : q;
+        const Floats e = ((q + magic) - magic) * sv - x;
+        by_var += e * e;
       }
-      continue;
-    }
-    // the products first (elementwise: SIMD), then their sums in lanes, as for the plain error
-    const float* m = mean + start;
-    const float* v = var + start;
-    float by_var[kBlock], by_mean[kBlock];
-    for (std::size_t i = 0; i < count; ++i) {
-      by_var[i] = e[i] * e[i] * v[i];
-      by_mean[i] = e[i] * m[i];
-    }
-    for (std::size_t i = count; i < padded; ++i) by_var[i] = by_mean[i] = 0.0f;
-    for (std::size_t i = 0; i < padded; i += kLanes) {
-      for (std::size_t lane = 0; lane < kLanes; ++lane) {
-        weighted[lane] += static_cast<double>(by_var[i + lane]);
-        projected[lane] += static_cast<double>(by_mean[i + lane]);
+    } else {
+      for (std::size_t k = first; k < last; ++k) {
+        Floats x, v, m;
+        std::memcpy(&x, w + k * kLanes, sizeof x);
+        std::memcpy(&v, var + k * kLanes, sizeof v);
+        std::memcpy(&m, mean + k * kLanes, sizeof m);
+        Floats q = x / sv;  // rounding_error() on eight values
+        q = q < lowv ? lowv : q;
+        q = q > highv ? highv : q;
+        const Floats e = ((q + magic) - magic) * sv - x;
+        by_var += e * e * v;
+        by_mean += e * m;
       }
+    }
+    for (std::size_t lane = 0; lane < kLanes; ++lane) {
+      weighted += by_var[lane];
+      projected += by_mean[lane];
     }
   }
-  double total = 0.0, along = 0.0;
-  for (std::size_t lane = 0; lane < kLanes; ++lane) {
-    total += weighted[lane];
-    along += projected[lane];
+  for (std::size_t i = vectors * kLanes; i < width; ++i) {
+    const float e = rounding_error(w[i], s, low, high);
+    weighted += static_cast<double>(e * e * (mean == nullptr ? 1.0f : var[i]));
+    if (mean != nullptr) projected += static_cast<double>(e * mean[i]);
   }
-  return mean == nullptr ? total : total + along * along;
+  return mean == nullptr ? weighted : weighted + projected * projected;
 }
 
 }  // namespace

@@ -29,15 +29,20 @@ std::vector<float> pseudo_random(std::size_t count, float spread, std::uint32_t 
 }
 
 void each_value_rounds_like_the_reference() {
-  // width-1 rows: each score is one value's squared error; halves of a step are ties (to even)
-  std::vector<float> w = pseudo_random(4096, 0.05f, 1);
-  for (std::size_t i = 0; i < 64; ++i) w[i] = static_cast<float>(static_cast<int>(i) - 32) * 0.0005f;
-  std::vector<float> s(w.size(), 0.001f), z(w.size());
+  // one value per row, at every position of a row of two vectors and a scalar tail (the other values
+  // are zeros, exact on every grid that holds zero): each score is that value's squared error;
+  // halves of a step are ties (to even)
+  constexpr std::size_t kWidth = 19;
+  std::vector<float> values = pseudo_random(4096, 0.05f, 1);
+  for (std::size_t i = 0; i < 64; ++i) values[i] = static_cast<float>(static_cast<int>(i) - 32) * 0.0005f;
+  std::vector<float> w(values.size() * kWidth, 0.0f);
+  for (std::size_t i = 0; i < values.size(); ++i) w[i * kWidth + i % kWidth] = values[i];
+  std::vector<float> s(values.size(), 0.001f), z(values.size());
   for (std::size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>(i % 16);
-  std::vector<double> out(w.size());
-  rounding_errors(w, 1, s, z, 0.0f, 15.0f, {}, {}, out);
-  for (std::size_t i = 0; i < w.size(); ++i) {
-    const float e = reference_error(w[i], s[i], z[i], 0.0f, 15.0f);
+  std::vector<double> out(values.size());
+  rounding_errors(w, kWidth, s, z, 0.0f, 15.0f, {}, {}, out);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    const float e = reference_error(values[i], s[i], z[i], 0.0f, 15.0f);
     CHECK(out[i] == static_cast<double>(e * e));
   }
 }

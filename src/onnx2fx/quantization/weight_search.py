@@ -129,23 +129,24 @@ EXACT_FINALISTS = 4
 def _finalists(seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """``(lo, hi)`` as ``(1 + EXACT_FINALISTS, rows)``: the first range scored (min/max), then each
     row's best distinct ranges by the score they were searched on (repeated where a row has fewer)."""
-    lo = np.concatenate([np.broadcast_to(s[0], s[2].shape) for s in seen])
-    hi = np.concatenate([np.broadcast_to(s[1], s[2].shape) for s in seen])
-    err = np.concatenate([s[2] for s in seen]).copy()
-    columns = np.arange(err.shape[1])
-    for _ in range(2):  # a repeat of a range sorts next to it (same score): drop it, sort again
-        order = np.argsort(err, axis=0, kind="stable")
-        lo, hi, err = lo[order, columns], hi[order, columns], err[order, columns]
-        repeat = np.zeros_like(err, dtype=bool)
-        repeat[1:] = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1]) & np.isfinite(err[:-1])
-        err[repeat] = np.inf
-    order = np.argsort(err, axis=0, kind="stable")[:EXACT_FINALISTS]
-    best_lo, best_hi = lo[order, columns], hi[order, columns]
-    distinct = np.isfinite(err[order, columns])
-    best_lo = np.where(distinct, best_lo, best_lo[:1])  # fewer distinct ranges than finalists: the best again
-    best_hi = np.where(distinct, best_hi, best_hi[:1])
+    # (rows, candidates): each row's candidates lie together in memory for the sort
+    lo = np.concatenate([np.broadcast_to(s[0], s[2].shape) for s in seen]).T
+    hi = np.concatenate([np.broadcast_to(s[1], s[2].shape) for s in seen]).T
+    err = np.concatenate([s[2] for s in seen]).T
+    order = np.argsort(err, axis=1, kind="stable")
+    lo, hi = np.take_along_axis(lo, order, axis=1), np.take_along_axis(hi, order, axis=1)
+    # a range scored twice has the same score both times, so it sorts next to itself: its first place counts
+    fresh = np.ones(lo.shape, dtype=bool)
+    fresh[:, 1:] = (lo[:, 1:] != lo[:, :-1]) | (hi[:, 1:] != hi[:, :-1])
+    place = np.cumsum(fresh, axis=1) - 1  # the place among the row's distinct ranges
+    take = np.where(fresh & (place < EXACT_FINALISTS), place, EXACT_FINALISTS)  # EXACT_FINALISTS: not taken
+    rows = np.arange(lo.shape[0])[:, None]
+    best_lo = np.repeat(lo[:, :1], EXACT_FINALISTS + 1, axis=1)  # fewer distinct ranges: the best again
+    best_hi = np.repeat(hi[:, :1], EXACT_FINALISTS + 1, axis=1)
+    best_lo[rows, take], best_hi[rows, take] = lo, hi
     minmax_lo, minmax_hi, _ = seen[0]
-    return np.concatenate([minmax_lo, best_lo]), np.concatenate([minmax_hi, best_hi])
+    return (np.concatenate([minmax_lo, best_lo[:, :EXACT_FINALISTS].T]),
+            np.concatenate([minmax_hi, best_hi[:, :EXACT_FINALISTS].T]))
 
 
 def _search(rows: torch.Tensor, grid: QuantGrid, symmetric: bool, coarse: int, fine: int, floor: float,
@@ -279,6 +280,7 @@ class InputMoments:
         self.per_channel = 1  # patch values per input channel (the kernel size of a convolution)
         self.groups = int(getattr(module, "groups", 1))
         self._cache: tuple[int, tuple[torch.Tensor, ...]] | None = None  # (count, _normalized())
+        self._proxy: tuple[tuple[torch.Tensor, ...], DiagonalMoments] | None = None  # (of _normalized(), proxy)
 
     @staticmethod
     def supports(module: nn.Module) -> bool:
@@ -292,16 +294,20 @@ class InputMoments:
             if x.shape[-1] <= FULL_MOMENTS:
                 self._add_gram(x.reshape(1, -1, x.shape[-1]))
                 return
-            dims, per_channel = tuple(range(x.dim() - 1)), 1  # every dim but the features
+            runs, per_channel = x.reshape(-1, x.shape[-1]).T, 1  # (features, positions)
         else:
             per_channel = int(np.prod(m.kernel_size))
             if x.shape[1] // groups * per_channel <= FULL_MOMENTS:
                 self._add_gram(self._group_patches(x))
                 return
-            dims = (0, *range(2, x.dim()))  # every dim but the channels
-        # float32 values summed in float64, without a float64 copy of the activation
-        s = x.sum(dim=dims, dtype=torch.float64)
-        q = torch.square(x).sum(dim=dims, dtype=torch.float64)
+            runs = x.flatten(2)  # (samples, channels, positions)
+        # each channel's values summed (and their squares, as a norm) in float32 along the positions, which
+        # torch reduces fast and in cascade; those partial sums added in float64. A float64 reduction
+        # over the batch and spatial dims at once took 30 times as long as the layer's own convolution.
+        s = runs.sum(dim=-1).double()
+        q = torch.linalg.vector_norm(runs, dim=-1).double().square()
+        if s.dim() == 2:
+            s, q = s.sum(dim=0), q.sum(dim=0)
         self.sums = s if self.sums is None else self.sums + s
         self.squares = q if self.squares is None else self.squares + q
         self.count += x.numel() // x.shape[-1 if isinstance(m, nn.Linear) else 1]
@@ -320,7 +326,7 @@ class InputMoments:
         index = torch.arange(0, total, -(-total // MAX_PATCHES) if total > MAX_PATCHES else 1)
         image, place = index // (out_h * out_w), index % (out_h * out_w)
         rows, cols = (place // out_w) * sh, (place % out_w) * sw
-        padded = F.pad(x, (pw, pw, ph, ph))
+        padded = F.pad(x, (pw, pw, ph, ph)) if ph or pw else x  # (a zero pad would copy the input)
         taps = [padded[image, :, rows + i * dh, cols + j * dw] for i in range(kh) for j in range(kw)]
         patches = torch.stack(taps, dim=-1)  # (P, C, kh * kw): unfold's (channel, row, column) order
         return patches.reshape(index.numel(), self.groups, -1).transpose(0, 1)
@@ -366,7 +372,10 @@ class InputMoments:
         and its vector, by power iteration). It keeps the part of an input's second moment that its
         mean contributes (for a ReLU input, most of it) and scores in one pass over the weights."""
         assert self.matrix is not None
-        (matrix,) = self._normalized()
+        normalized = self._normalized()
+        if self._proxy is not None and self._proxy[0] is normalized:  # asked again (the asymmetric search)
+            return self._proxy[1]
+        (matrix,) = normalized
         m = matrix.double()
         v = torch.ones(*m.shape[:-1], 1, dtype=torch.float64)
         for _ in range(POWER_STEPS):
@@ -375,7 +384,8 @@ class InputMoments:
         value = (v.transpose(-1, -2) @ m @ v).clamp_min(0)  # (groups, 1, 1)
         direction = (value.sqrt() * v).squeeze(-1)
         rest = (torch.diagonal(m, dim1=-2, dim2=-1) - direction.square()).clamp_min(0)
-        return DiagonalMoments(direction.float().numpy(), rest.float().numpy())
+        self._proxy = (normalized, DiagonalMoments(direction.float().numpy(), rest.float().numpy()))
+        return self._proxy[1]
 
     def diagonal_terms(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(mean, var)`` as ``(groups, D)`` float32 arrays where the errors are scored on them (the
