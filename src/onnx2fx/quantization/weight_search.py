@@ -294,20 +294,20 @@ class InputMoments:
             if x.shape[-1] <= FULL_MOMENTS:
                 self._add_gram(x.reshape(1, -1, x.shape[-1]))
                 return
-            runs, per_channel = x.reshape(-1, x.shape[-1]).T, 1  # (features, positions)
+            flat, per_channel = x.reshape(-1, x.shape[-1]), 1  # (positions, features)
+            s, q = flat.sum(dim=0).double(), torch.square(flat).sum(dim=0).double()
         else:
             per_channel = int(np.prod(m.kernel_size))
             if x.shape[1] // groups * per_channel <= FULL_MOMENTS:
                 self._add_gram(self._group_patches(x))
                 return
             runs = x.flatten(2)  # (samples, channels, positions)
-        # each channel's values summed (and their squares, as a norm) in float32 along the positions, which
-        # torch reduces fast and in cascade; those partial sums added in float64. A float64 reduction
-        # over the batch and spatial dims at once took 30 times as long as the layer's own convolution.
-        s = runs.sum(dim=-1).double()
-        q = torch.linalg.vector_norm(runs, dim=-1).double().square()
-        if s.dim() == 2:
-            s, q = s.sum(dim=0), q.sum(dim=0)
+            s = runs.sum(dim=-1).double().sum(dim=0)
+            q = torch.linalg.vector_norm(runs, dim=-1).double().square().sum(dim=0)
+        # Sums in float32 along the positions (torch reduces those fast, in cascade), then in float64
+        # across samples: a float64 reduction over the batch and spatial dims at once took 30 times as
+        # long as the layer's own convolution. The squares of a convolution's input come as norms along
+        # each channel's contiguous positions, which torch computes without a squared copy.
         self.sums = s if self.sums is None else self.sums + s
         self.squares = q if self.squares is None else self.squares + q
         self.count += x.numel() // x.shape[-1 if isinstance(m, nn.Linear) else 1]
