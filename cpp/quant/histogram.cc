@@ -25,8 +25,8 @@ constexpr std::size_t kBlock = 512;
 // operation so that values close to a bin edge land in the same bin. Values outside [lo, hi] and
 // NaN go to the extra slot `bins`, which is not a bin. GCC compiles an AVX2 copy too and picks it
 // on CPUs that have it (eight values per instruction instead of four: a quarter less time per value).
-__attribute__((target_clones("avx2", "default"))) void bin_indices(const float* values, std::size_t count, float lo, float hi, std::int32_t bins,
-                 std::int32_t* out) {
+__attribute__((target_clones("avx2", "default"))) void bin_indices(const float* values, std::size_t count, float lo,
+                                                                   float hi, std::int32_t bins, std::int32_t* out) {
   const float width = hi - lo;
   const auto scale = static_cast<float>(bins);
   for (std::size_t i = 0; i < count; ++i) {

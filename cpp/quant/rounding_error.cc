@@ -47,30 +47,26 @@ __attribute__((target_clones("avx2", "default"))) double row_error(const float* 
   double weighted = 0.0, projected = 0.0;
   const std::size_t vectors = width / kLanes;
   for (std::size_t first = 0; first < vectors; first += kBlockVectors) {
-    const std::size_t last = std::min(vectors, first + kBlockVectors);
+    const std::size_t count = std::min(vectors, first + kBlockVectors) - first;
+    Floats errors[kBlockVectors];
+    for (std::size_t k = 0; k < count; ++k) {  // rounding_error() on eight values at a time
+      Floats x;
+      std::memcpy(&x, w + (first + k) * kLanes, sizeof x);
+      Floats q = x / sv;
+      q = q < lowv ? lowv : q;
+      q = q > highv ? highv : q;
+      errors[k] = ((q + magic) - magic) * sv - x;
+    }
     Floats by_var{}, by_mean{};
     if (mean == nullptr) {
-      for (std::size_t k = first; k < last; ++k) {
-        Floats x;
-        std::memcpy(&x, w + k * kLanes, sizeof x);
-        Floats q = x / sv;  // rounding_error() on eight values
-        q = q < lowv ? lowv : q;
-        q = q > highv ? highv : q;
-        const Floats e = ((q + magic) - magic) * sv - x;
-        by_var += e * e;
-      }
+      for (std::size_t k = 0; k < count; ++k) by_var += errors[k] * errors[k];
     } else {
-      for (std::size_t k = first; k < last; ++k) {
-        Floats x, v, m;
-        std::memcpy(&x, w + k * kLanes, sizeof x);
-        std::memcpy(&v, var + k * kLanes, sizeof v);
-        std::memcpy(&m, mean + k * kLanes, sizeof m);
-        Floats q = x / sv;  // rounding_error() on eight values
-        q = q < lowv ? lowv : q;
-        q = q > highv ? highv : q;
-        const Floats e = ((q + magic) - magic) * sv - x;
-        by_var += e * e * v;
-        by_mean += e * m;
+      for (std::size_t k = 0; k < count; ++k) {
+        Floats v, m;
+        std::memcpy(&v, var + (first + k) * kLanes, sizeof v);
+        std::memcpy(&m, mean + (first + k) * kLanes, sizeof m);
+        by_var += errors[k] * errors[k] * v;
+        by_mean += errors[k] * m;
       }
     }
     for (std::size_t lane = 0; lane < kLanes; ++lane) {
