@@ -351,6 +351,28 @@ def test_principal_proxy_keeps_the_diagonal_and_the_principal_direction() -> Non
                        rtol=1e-4)
 
 
+def test_finalists_are_each_rows_best_distinct_ranges_after_min_max() -> None:
+    """Per row: min/max first, then the best ranges by score with a range scored twice taken once, and
+    the best again where a row has fewer distinct ranges than EXACT_FINALISTS."""
+    from onnx2fx.quantization.weight_search import EXACT_FINALISTS, _finalists
+
+    assert EXACT_FINALISTS == 4
+    minmax = (np.array([[-1.0, -2.0]]), np.array([[1.0, 2.0]]), np.array([[9.0, 9.0]]))
+    # two candidates per chunk, two chunks; row 0 sees the range (-0.5, 0.5) twice with the same score
+    first = (np.array([[-0.5, -1.0], [-0.8, -1.0]]), np.array([[0.5, 1.0], [0.8, 1.0]]),
+             np.array([[1.0, 5.0], [3.0, 5.0]]))
+    second = (np.array([[-0.5, -1.0], [-0.6, -1.0]]), np.array([[0.5, 1.0], [0.6, 1.0]]),
+              np.array([[1.0, 5.0], [2.0, 5.0]]))
+    lo, hi = _finalists([minmax, first, second])
+    # row 0: min/max, then (-0.5, 0.5) once, (-0.6, 0.6), (-0.8, 0.8), (-1, 1) (min/max's own score, 9)
+    assert lo[:, 0].tolist() == [-1.0, -0.5, -0.6, -0.8, -1.0]
+    assert hi[:, 0].tolist() == [1.0, 0.5, 0.6, 0.8, 1.0]
+    # row 1: one distinct range besides min/max, (-1, 1) scored four times: the best, then min/max's
+    # (-2, 2), then the best again in the places left
+    assert lo[:, 1].tolist() == [-2.0, -1.0, -2.0, -1.0, -1.0]
+    assert hi[:, 1].tolist() == [2.0, 1.0, 2.0, 1.0, 1.0]
+
+
 def test_two_stage_search_on_a_wide_layer_scores_its_pick_exactly() -> None:
     """A full matrix over a patch of TWO_STAGE_WIDTH or more is searched on the proxy, then its finalists
     exactly: the result is never worse than min/max on the exact score, its errors are the exact ones,
