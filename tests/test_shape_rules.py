@@ -155,13 +155,39 @@ def test_reflect_replicate_and_circular_padding_of_static_sizes(s: Sizes) -> Non
 
 @pytest.mark.parametrize(("function", "args"), [
     (F.leaky_relu, (0.2,)), (torch.clamp, (0.0, 6.0)), (F.hardtanh, (-1.0, 1.0)), (F.gelu, ()),
-    (F.elu, ()), (torch.pow, (2.0,))])
+    (F.elu, ()), (torch.pow, (2.0,)), (torch.square, ()), (torch.floor, ())])
 def test_activations_with_number_arguments_keep_the_sizes(s: Sizes, function: Callable[..., Any],
                                                            args: tuple[Any, ...]) -> None:
     x = s.tensor(s.n, 8, s.h, s.w).permute(0, 2, 3, 1)
     _check_function(s, function, x, *args)
     assert result_by_rule(s.mode, function, (x, *args), {"inplace": True}) is None
     assert result_by_rule(s.mode, function, (s.tensor(s.n, s.h, dtype=torch.int64), *args), {}) is None
+
+
+def test_clip_with_scalar_tensor_bounds_keeps_the_sizes(s: Sizes) -> None:
+    x = s.tensor(s.n, 1, s.t, 32)
+    low, high = s.tensor(), s.tensor()
+    _check_function(s, torch.clamp, x, low)
+    _check_function(s, torch.clamp, x, min=low, max=high)
+    _check_function(s, torch.clamp, x, None, 6.0)
+    assert result_by_rule(s.mode, torch.clamp, (x, s.tensor(dtype=torch.float16)), {}) is None  # promotes
+    assert result_by_rule(s.mode, torch.clamp, (x, s.tensor(32)), {}) is None  # a bound that is not 0-dim
+
+
+def test_flip_keeps_the_sizes(s: Sizes) -> None:
+    _check_function(s, torch.flip, s.tensor(s.n, 1, s.t // 64 - 1), [2])
+    _check_function(s, torch.flip, s.tensor(s.n, s.h, dtype=torch.int64), (0, -1))
+    assert result_by_rule(s.mode, torch.flip, (s.tensor(s.n, s.h), [1, -1]), {}) is None  # one axis twice
+    assert result_by_rule(s.mode, torch.flip, (s.tensor(s.n, s.h), [2]), {}) is None
+
+
+def test_a_zero_dim_tensor_operand_promotes_as_torch_does(s: Sizes) -> None:
+    """A dequantization's ``x - zero_point`` with a uint8 0-dim zero point: float32, as torch gives."""
+    x = s.tensor(1, 24, 32, (s.t - 1) // 2 + 1)
+    _check_function(s, operator.add, x, torch.tensor(3, dtype=torch.uint8))
+    _check_function(s, operator.sub, torch.tensor(1.5, dtype=torch.float64), x)
+    _check_function(s, operator.mul, s.tensor(s.n, s.t, dtype=torch.int32), torch.tensor(2, dtype=torch.int64))
+    assert result_by_rule(s.mode, operator.add, (x, s.tensor(1, dtype=torch.uint8)), {}) is None  # both sized
 
 
 def test_integer_and_bitwise_operators_keep_the_dtype(s: Sizes) -> None:
@@ -373,6 +399,47 @@ def test_layer_output_sizes(s: Sizes, layer: nn.Module, channels: tuple[int]) ->
     assert all(isinstance(size, torch.SymInt) for size in ruled.shape[2:]), "a dynamic length became a number"
 
 
+@pytest.mark.parametrize(("function", "weight", "bias", "kwargs"), [
+    (F.conv1d, (16, 1, 5), (16,), {"stride": 1, "padding": 2, "dilation": 1, "groups": 16}),
+    (F.conv1d, (258, 1, 256), None, {"stride": 64, "padding": 0}),
+    (F.conv1d, (32, 16, 1), (32,), {"stride": [2], "padding": [0], "dilation": [1], "groups": 1}),
+    (F.conv2d, (8, 4, 3, 3), (8,), {"stride": (2, 1), "padding": (1, 1), "dilation": 1, "groups": 2}),
+    (F.conv3d, (4, 2, 3, 3, 3), None, {"stride": 2, "padding": 1})])
+def test_convolution_functions_with_static_weights(s: Sizes, function: Callable[..., Any], weight: tuple[int, ...],
+                                                   bias: tuple[int, ...] | None, kwargs: dict[str, Any]) -> None:
+    """An If branch's convolutions take their weights as arguments: the layer's formula all the same."""
+    spatial = {F.conv1d: [s.t], F.conv2d: [s.h, s.w], F.conv3d: [s.h, s.w, s.t]}[function]
+    channels = weight[1] * kwargs.get("groups", 1)
+    if weight[-1] == 256:
+        spatial = [s.t + 192]  # an STFT basis: the input is the padded signal
+    _check_function(s, function, s.tensor(s.n, channels, *spatial), s.tensor(*weight),
+                    None if bias is None else s.tensor(*bias), **kwargs)
+
+
+def test_convolution_functions_decline_what_torch_would_check(s: Sizes) -> None:
+    x = s.tensor(s.n, 16, s.t)
+    assert result_by_rule(s.mode, F.conv1d, (x, s.tensor(16, 8, 3)), {}) is None  # 8 input channels, not 16
+    assert result_by_rule(s.mode, F.conv1d, (x, s.tensor(16, 16, 3)), {"padding": "same"}) is None
+    assert result_by_rule(s.mode, F.conv1d, (x, s.tensor(16, 16, 3), s.tensor(8)), {}) is None  # bias size
+    assert result_by_rule(s.mode, F.conv1d, (x, s.tensor(16, 16, 3, dtype=torch.float16)), {}) is None
+    assert result_by_rule(s.mode, F.conv1d, (x, s.tensor(16, 16, s.t)), {}) is None  # a dynamic kernel
+
+
+def test_a_same_window_records_that_a_length_is_at_least_one_as_torch_does(s: Sizes) -> None:
+    """A "same" window (1x1, or 3x3 padded by 1) keeps the length, after torch's check that the
+    window fits: for a length that may be 0 (``h // 8``) that narrows the range as torch's run does."""
+    for layer in (nn.Conv2d(4, 8, 1), nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(4, 8, (1, 3), padding=(0, 1))):
+        ruled, by_torch = Sizes(), Sizes()
+        sizes = module_result_sizes(layer, ruled.tensor(ruled.n, 4, ruled.h // 8, ruled.w))
+        assert sizes is not None, layer
+        with by_torch.mode:
+            real = layer(by_torch.tensor(by_torch.n, 4, by_torch.h // 8, by_torch.w))
+        with ruled.mode:
+            ruled.assert_same(torch.empty(sizes), real)
+        assert ruled.env.var_to_range[ruled.symbols["h"]].lower == 8, layer
+        assert ruled.env.var_to_range[ruled.symbols["h"]] == by_torch.env.var_to_range[by_torch.symbols["h"]], layer
+
+
 def test_layer_norm_over_static_trailing_sizes(s: Sizes) -> None:
     x = s.tensor(s.n, s.t, 64)
     layer = nn.LayerNorm(64)
@@ -400,8 +467,9 @@ def test_a_window_longer_than_the_shortest_length_is_assumed_to_fit_as_torch_ass
 
 
 def test_layers_decline_what_torch_would_decide(s: Sizes) -> None:
-    # a length that is 1 at the hint: torch's choice of backend decides on it
+    # a length that is 1 at the hint: torch's choice of backend decides that it is 1 (see _length_one_at_hint)
     assert module_result_sizes(nn.Conv2d(4, 8, 1), s.tensor(s.n, 4, s.h // 64, s.w)) is None
+    assert result_by_rule(s.mode, F.conv2d, (s.tensor(s.n, 4, s.h // 64, s.w), s.tensor(8, 4, 1, 1)), {}) is None
     assert module_result_sizes(nn.Conv2d(4, 8, 3), s.tensor(s.n, 5, s.h, s.w)) is None  # wrong channels
     assert module_result_sizes(nn.MaxPool2d(3, 2, ceil_mode=True), s.tensor(s.n, 4, s.h, s.w)) is None
     assert module_result_sizes(nn.BatchNorm2d(8), s.tensor(s.n, 8, s.h, s.w, dtype=torch.float16)) is None

@@ -172,9 +172,12 @@ def _dtype_of_binary(op: Callable[..., Any], a: Any, b: Any) -> torch.dtype | No
     """The result dtype of an arithmetic operator where no promotion is involved, else ``None``."""
     tensors = [x for x in (a, b) if isinstance(x, TENSORS)]
     if len(tensors) == 2:
-        if a.dtype != b.dtype:
+        if a.dtype == b.dtype:
+            dtype = a.dtype
+        elif (a.dim() == 0) != (b.dim() == 0):  # a 0-dim tensor (a zero point) against sized data
+            dtype = _promoted_with_scalar_tensor(a.dtype, a.dim() == 0, b.dtype)
+        else:
             return None
-        dtype = a.dtype
     else:
         other = b if isinstance(a, TENSORS) else a
         if isinstance(other, bool) or not isinstance(other, (int, float)):
@@ -189,6 +192,13 @@ def _dtype_of_binary(op: Callable[..., Any], a: Any, b: Any) -> torch.dtype | No
     if op is operator.truediv and not dtype.is_floating_point:
         return None
     return dtype
+
+
+def _promoted_with_scalar_tensor(a: torch.dtype, a_is_scalar: bool, b: torch.dtype) -> torch.dtype:
+    """The dtype of ``a op b`` where one operand is a 0-dim tensor, by torch's own promotion rule
+    (a 0-dim tensor only raises the category: ``float32 + uint8 scalar`` stays float32)."""
+    return torch.result_type(torch.empty(() if a_is_scalar else (1,), dtype=a),
+                             torch.empty((1,) if a_is_scalar else (), dtype=b))
 
 
 def _binary(op: Callable[..., Any]) -> Callable[..., tuple[list[Size], torch.dtype] | None]:
@@ -445,6 +455,58 @@ def _elementwise(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.d
     return list(x.shape), x.dtype
 
 
+def _clamp(x: Any, min: Any = None, max: Any = None, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:  # noqa: A002
+    """``torch.clamp`` with number bounds, or 0-dim bounds of the input's dtype (ONNX Clip's
+    ``min``/``max`` inputs): the input's sizes and dtype."""
+    if kwargs or not isinstance(x, TENSORS) or not x.dtype.is_floating_point:
+        return None
+    for bound in (min, max):
+        if isinstance(bound, TENSORS):
+            if bound.dim() != 0 or bound.dtype != x.dtype:
+                return None
+        elif not (bound is None or isinstance(bound, (int, float))) or isinstance(bound, bool):
+            return None
+    return list(x.shape), x.dtype
+
+
+def _flip(x: Any, dims: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+    """``torch.flip`` over distinct axes: the input's sizes and dtype."""
+    axes = list(dims) if isinstance(dims, (list, tuple)) else None
+    if kwargs or not isinstance(x, TENSORS) or axes is None \
+            or not all(isinstance(a, int) and -x.dim() <= a < x.dim() for a in axes) \
+            or len({a % x.dim() for a in axes}) != len(axes):
+        return None
+    return list(x.shape), x.dtype
+
+
+def _convolution(nd: int) -> Callable[..., tuple[list[Size], torch.dtype] | None]:
+    """``F.conv1d``/``conv2d``/``conv3d`` with a weight of static sizes (a layer whose weight is an
+    argument, as in an If's branch): the layer's formula (see :func:`module_result_sizes`)."""
+    def rule(x: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+             groups: Any = 1, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
+        if kwargs or not (isinstance(x, TENSORS) and isinstance(weight, TENSORS)) or isinstance(padding, str):
+            return None
+        if x.dim() != nd + 2 or weight.dim() != nd + 2 or not x.dtype.is_floating_point or x.dtype != weight.dtype:
+            return None
+        kernel = list(weight.shape)
+        if not all(isinstance(k, int) for k in kernel) or not isinstance(groups, int) or groups < 1:
+            return None
+        channels = x.shape[1]
+        if not isinstance(channels, int) or channels != kernel[1] * groups or kernel[0] % groups \
+                or _length_one_at_hint(x.shape):
+            return None
+        if bias is not None and (not isinstance(bias, TENSORS) or bias.dtype != x.dtype
+                                 or [size_key(b) for b in bias.shape] != [kernel[0]]):
+            return None
+        per_dim = [_per_dim(v, nd) for v in (stride, padding, dilation)]
+        if any(v is None for v in per_dim):
+            return None
+        strides, pads, dilations = (v for v in per_dim if v is not None)
+        lengths = _window_lengths(list(x.shape[2:]), kernel[2:], strides, pads, dilations)
+        return None if lengths is None else ([x.shape[0], kernel[0], *lengths], x.dtype)
+    return rule
+
+
 def _grid_sample(x: Any, grid: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
     """``F.grid_sample``: the input's batch and channels at the grid's output positions."""
     if not (isinstance(x, TENSORS) and isinstance(grid, TENSORS)) or x.dim() not in (4, 5):
@@ -582,7 +644,8 @@ def _subscript(t: Any, index: Any, **kwargs: Any) -> tuple[list[Size], torch.dty
 
 _ELEMENTWISE = (
     torch.relu, torch.sigmoid, torch.tanh, torch.erf, torch.exp, torch.log, torch.sqrt, torch.rsqrt,
-    torch.reciprocal, torch.neg, torch.abs, torch.sin, torch.cos, torch.clamp, torch.pow,
+    torch.reciprocal, torch.neg, torch.abs, torch.sin, torch.cos, torch.pow, torch.square,
+    torch.floor, torch.ceil, torch.trunc, torch.sign, torch.log1p, torch.expm1, torch.atan, torch.tan,
     F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardtanh, F.hardsigmoid,
     F.hardswish, F.softplus, F.softsign, F.logsigmoid, F.tanhshrink, F.softshrink, F.hardshrink)
 
@@ -607,7 +670,8 @@ FUNCTION_RULES: dict[Any, Callable[..., Any]] = {
     F.grid_sample: _grid_sample, torch.sum: _reduction, torch.mean: _reduction, torch.amax: _reduction,
     torch.amin: _reduction, torch.arange: _arange, subscript: _subscript,
     **{function: _comparison for function in (torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge)},
-    torch.where: _where,
+    torch.where: _where, torch.clamp: _clamp, torch.flip: _flip,
+    torch.conv1d: _convolution(1), torch.conv2d: _convolution(2), torch.conv3d: _convolution(3),
 }
 
 
@@ -732,6 +796,8 @@ def _window_lengths(lengths: Sequence[Size], kernel: Sequence[int], stride: Sequ
             out.append((length - reach) // s + 1)
             continue
         if reach == 1 and s == 1:  # a "same" window: the length itself, with no arithmetic to simplify
+            if not at_least(length, 1) and not bool(length >= 1):  # torch's check that the window fits
+                return None
             out.append(length)
             continue
         env = length.node.shape_env
@@ -773,9 +839,7 @@ def module_result_sizes(module: nn.Module, x: torch.Tensor) -> list[Size] | None
         if isinstance(padding, str) or module.padding_mode != "zeros" or x.dim() != nd + 2 \
                 or not isinstance(shape[1], int) or shape[1] != module.in_channels or x.dtype != module.weight.dtype:
             return None
-        if any(isinstance(s, torch.SymInt) and s.node.hint == 1 for s in shape):
-            # torch's choice of a convolution backend decides on the hints whether a length is 1
-            # (a guard that can narrow the size's range, which later lowerings then read): left to it
+        if _length_one_at_hint(shape):
             return None
         lengths = _window_lengths(shape[2:], module.kernel_size, module.stride, padding, module.dilation)
         return None if lengths is None else [shape[0], module.out_channels, *lengths]
@@ -830,8 +894,8 @@ def _transposed_sizes(module: nn.modules.conv._ConvTransposeNd, x: torch.Tensor,
     if isinstance(module.padding, str) or module.padding_mode != "zeros" or x.dim() != nd + 2 \
             or not isinstance(shape[1], int) or shape[1] != module.in_channels or x.dtype != module.weight.dtype:
         return None
-    if any(isinstance(s, torch.SymInt) and s.node.hint == 1 for s in shape):
-        return None  # as for a convolution: torch's choice of backend decides on the hint
+    if _length_one_at_hint(shape):
+        return None
     out: list[Size] = []
     for length, k, s, p, d, extra in zip(shape[2:], module.kernel_size, module.stride, module.padding,
                                          module.dilation, module.output_padding, strict=True):
@@ -839,6 +903,15 @@ def _transposed_sizes(module: nn.modules.conv._ConvTransposeNd, x: torch.Tensor,
             return None
         out.append((length - 1) * s - 2 * p + d * (k - 1) + extra + 1)
     return [shape[0], module.out_channels, *out]
+
+
+def _length_one_at_hint(shape: Sequence[Size]) -> bool:
+    """Whether a dynamic size is 1 at its hint. Torch's run of a convolution takes decisions on
+    such a size (its choice of backend compares lengths with 1), and later lowerings read what it
+    recorded: Silero VAD's decoder has an If on whether its one frame is 1 long (a TorchScript
+    ``squeeze(-1)``), decided at conversion after torch's run and left undecided, with branches of
+    different ranks that cannot both be kept, after a rule's answer. Such a layer is left to torch."""
+    return any(isinstance(s, torch.SymInt) and s.node.hint == 1 for s in shape)
 
 
 def _floating_like(module: nn.Module, x: torch.Tensor) -> bool:
