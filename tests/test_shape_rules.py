@@ -235,6 +235,23 @@ def test_reshape_splits_and_merges_written_factors(s: Sizes) -> None:
     _check_function(s, torch.Tensor.reshape, s.tensor(s.n, 3, s.h, s.w), [s.n, 12, -1], points=even)
 
 
+def test_reshape_dropping_a_factor_that_is_one_records_that_it_is_one(s: Sizes) -> None:
+    """A height pooled to one row (1 at the hint) reshaped away: the target's sizes, valid where the
+    height is 1, and that condition recorded as torch's count check records it."""
+    one_row = ((s.h - 1) // 16 - 2) // 3 + 1  # 1 at h = 64 and h = 33, 2 at h = 97
+    width = ((s.w - 1) // 4 - 1) // 2 + 1
+    rows_of_one = (POINTS[0], POINTS[2])
+    x = s.tensor(120 * s.n * one_row * width)
+    guards = len(s.env.guards)
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.n, 1, width, 120]), {}) is not None
+    assert [g.expr for g in s.env.guards[guards:]] == [sympy.Eq(one_row.node.expr, 1)]
+    _check_function(s, torch.Tensor.reshape, x, [s.n, 1, width, 120], points=rows_of_one)
+    # a factor that is not 1 at its hint, or a bare input size: left to torch
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (s.tensor(s.n, (s.h - 1) // 16 + 1), [s.n]), {}) is None
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (s.tensor(s.n, s.t // 64), [s.n]), {}) is not None
+    assert result_by_rule(s.mode, torch.Tensor.reshape, (s.tensor(s.n, s.t), [s.n]), {}) is None
+
+
 def test_reshape_declines_what_it_cannot_see(s: Sizes) -> None:
     x = s.tensor(s.n, s.h)
     assert result_by_rule(s.mode, torch.Tensor.reshape, (x, [s.h * 3, -1]), {}) is None  # n / 3: not at the hint

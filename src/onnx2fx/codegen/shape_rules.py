@@ -140,7 +140,9 @@ def reshape_sizes(sizes: Sequence[Size], target: Sequence[Size]) -> list[Size] |
         return None
     leftover = factors_in - factors_out
     if not any(isinstance(t, int) and t == -1 for t in target):
-        return list(target) if not leftover and static_in == static_out else None
+        if static_in != static_out or (leftover and not _assume_each_is_one(leftover, sizes)):
+            return None
+        return list(target)
     if static_out == 0 or static_in == 0 or (static_in % static_out and not leftover):
         return None
     common = math.gcd(static_in, static_out)
@@ -157,6 +159,21 @@ def reshape_sizes(sizes: Sequence[Size], target: Sequence[Size]) -> list[Size] |
         return None
     size = env.create_symintnode(inferred, hint=int(hint))
     return [size if isinstance(t, int) and t == -1 else t for t in target]
+
+
+def _assume_each_is_one(factors: Counter[sympy.Expr], sizes: Sequence[Size]) -> bool:
+    """Where a reshape's input has symbolic factors its target lacks (a recognizer's feature map
+    whose height is pooled down to one row, reshaped to ``(n, 1, w, c)``), the element counts are
+    equal only where each such factor is 1. Torch compares the counts at the hints and, where they
+    agree, records that they are equal (after hundreds of milliseconds of sympy on such products);
+    here each factor that is 1 at its hint is recorded as equal to 1, which is the same condition.
+    A factor that is a bare symbol is left to torch (that would fix an input size to 1)."""
+    env = next(s.node.shape_env for s in sizes if isinstance(s, torch.SymInt))
+    for factor in factors:
+        hint = factor.xreplace(env.backed_var_to_val)
+        if factor.is_symbol or not hint.is_Integer or int(hint) != 1:
+            return False
+    return all(bool(env.create_symintnode(factor, hint=1) == 1) for factor in factors)
 
 
 def exact_quotient(dividend: Sequence[Size], divisor: Sequence[Size]) -> Size | None:
