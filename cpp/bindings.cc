@@ -168,9 +168,11 @@ nb::object tensor_numpy(const Tensor& tensor) {
                                          numpy_dtype(static_cast<DataType>(tensor.data_type))));
 }
 
-// Threads for copying weights out of the file: beyond a few, memory bandwidth is the limit.
+// Threads for copying weights out of the file: beyond a few, memory bandwidth is the limit. Asked
+// once: the count is read from /sys on every call, which costs more than copying a small tensor.
 int copy_threads() {
-  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
+  static const int threads = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 4u));
+  return threads;
 }
 
 // The tensor's elements at an address aligned for their type: the zero-copy view when the bytes

@@ -25,7 +25,7 @@ from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .functions import function_body
 from .gc_pause import collector_paused
 from .idioms import IdiomDeclined, IdiomMatch, IdiomUse, find_idioms, idiom_kinds, lower_idiom
-from .ops.registry import lookup, normalize_domain
+from .ops.registry import OpImpl, lookup, normalize_domain
 from .tensors import ONNX_TO_TORCH, ONNX_TYPE_NAMES, SUB_BYTE_STORAGE, to_torch, torch_dtype
 
 # Size assumed for a dynamic dimension while shapes are propagated (the code stays symbolic).
@@ -290,15 +290,14 @@ _ATTRIBUTE_TYPES: dict[type, tuple[str, ...]] = {
 }
 
 
-def _check_inputs_and_attributes(info: NodeInfo, node: _core.Node, params: Sequence[inspect.Parameter],
-                                 args: list[Value | None], attrs: dict[str, Any]) -> None:
+def _check_inputs_and_attributes(info: NodeInfo, node: _core.Node, impl: OpImpl, args: list[Value | None]) -> None:
     """Required inputs present and attributes of the type the lowering's defaults declare."""
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
-    for index, param in enumerate(positional):
-        if param.default is inspect.Parameter.empty and index >= len(args):  # "" inputs are the lowering's call
+    for index in range(len(args), len(impl.inputs)):  # "" inputs are the lowering's call
+        param = impl.inputs[index]
+        if param.default is inspect.Parameter.empty:
             raise ConversionError(f"{_where(info)}: required input {index} ({param.name}) is missing; "
                                   f"the node has {len(args)} input(s)")
-    declared = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
+    declared = impl.attribute_defaults
     for key, attribute in node.attributes.items():
         default = declared.get(key, None)
         expected = _ATTRIBUTE_TYPES.get(type(default))
@@ -321,12 +320,9 @@ def _lower_with_table(emitter: Emitter, node: _core.Node, info: NodeInfo, args: 
         unknown = sorted(set(attrs) - impl.attribute_names)
         if unknown:
             raise emitter.unsupported(unknown[0], f"is not handled (value {attrs[unknown[0]]!r})")
-    params = impl.parameters
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
-    variadic = any(p.kind is p.VAR_POSITIONAL for p in params)
-    if len(args) > len(positional) and not variadic:
-        raise emitter.unsupported(None, f"{len(args)} inputs given, at most {len(positional)} handled")
-    _check_inputs_and_attributes(info, node, impl.parameters, args, attrs)
+    if len(args) > len(impl.inputs) and not impl.variadic:
+        raise emitter.unsupported(None, f"{len(args)} inputs given, at most {len(impl.inputs)} handled")
+    _check_inputs_and_attributes(info, node, impl, args)
     try:
         if not impl.sub_byte_aware:  # 4/2-bit values are computed on as int8/uint8
             args = [emitter.method(a, "view", SUB_BYTE_STORAGE[a.dtype]) if _is_tensor(a) and a.dtype

@@ -50,12 +50,15 @@ def torch_dtype(onnx_type: int, what: str = "") -> torch.dtype:
 
 def to_torch(tensor: Any) -> torch.Tensor:
     """A torch view of a core ``Tensor`` (copied only when its bytes are misaligned)."""
-    dtype = torch_dtype(tensor.data_type, f"tensor {tensor.name!r}")
+    data_type = tensor.data_type
+    dtype = ONNX_TO_TORCH.get(data_type)
+    if dtype is None:  # (the name is read only for the error: once per tensor, it costs)
+        dtype = torch_dtype(data_type, f"tensor {tensor.name!r}")
     array: np.ndarray = tensor.aligned_numpy()
     if dtype in SUB_BYTE_STORAGE:
         return _unpack(array, dtype, list(tensor.dims))
     result = torch.from_numpy(array) if array.size else torch.from_numpy(np.ascontiguousarray(array))
-    if tensor.data_type in _RAW_BITS:
+    if data_type in _RAW_BITS:
         result = result.view(dtype)
     return result.reshape(list(tensor.dims))
 

@@ -57,6 +57,22 @@ class OpImpl:
     def accepts_any_attribute(self) -> bool:
         return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in self.parameters)
 
+    @cached_property
+    def inputs(self) -> tuple[inspect.Parameter, ...]:
+        """The positional parameters after the emitter: the node's inputs, in order."""
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return tuple(p for p in self.parameters if p.kind in kinds)[1:]
+
+    @cached_property
+    def variadic(self) -> bool:
+        """Whether the lowering takes any number of inputs (``*inputs``)."""
+        return any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in self.parameters)
+
+    @cached_property
+    def attribute_defaults(self) -> dict[str, Any]:
+        """Each attribute's default, by name (its type is the type the attribute must have)."""
+        return {p.name: p.default for p in self.parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
 
 _TABLE: dict[tuple[str, str], list[OpImpl]] = {}
 
