@@ -32,6 +32,7 @@ from onnx2fx.codegen.shape_rules import (
     result_by_rule,
     subscript,
 )
+from onnx2fx.ops.sliding_window import _same_pad, _same_padded_sizes
 
 # Values given to the symbols when sizes are compared: the hints, then odd and uneven sizes.
 POINTS = ({"n": 2, "h": 64, "w": 64, "t": 64}, {"n": 3, "h": 97, "w": 130, "t": 17},
@@ -536,6 +537,29 @@ def test_a_chain_of_rules_makes_no_fake_tensor(s: Sizes) -> None:
     assert all(isinstance(v, PendingFake) for v in (conv, activated, summed))
     assert list(summed.shape) == list(conv.shape) and len(s.env.fake_templates) == templates
     assert isinstance(evaluate_on_fakes(s.mode, torch.cumsum, (summed, 1), {}), FakeTensor)  # no rule: made
+
+
+# ------------------------------------------------------------------------------ SAME padding at run time
+@pytest.mark.parametrize(("kernel", "strides", "dilations"), [
+    ([2, 2], [2, 2], [1, 1]), ([3, 3], [2, 2], [1, 1]), ([3, 1], [2, 1], [1, 1]), ([3, 3], [3, 2], [2, 1])])
+def test_same_padded_sizes_are_those_of_the_run_time_padding(s: Sizes, kernel: list[int], strides: list[int],
+                                                             dilations: list[int]) -> None:
+    """MTCNN's SAME pooling over a dynamic image: the padded sizes written out equal what
+    ``_same_pad`` gives at run time, and the pooling after it answers from them."""
+    x = s.tensor(s.n, 10, s.h - 2, s.w - 2)
+    padded = _same_padded_sizes(list(x.shape), kernel, strides, dilations)
+    assert padded is not None
+    real = evaluate_on_fakes(s.mode, _same_pad, (x, kernel, strides, dilations, True, float("-inf")), {})
+    with s.mode:
+        s.assert_same(torch.empty(padded), real)
+    pooled = module_result_sizes(nn.MaxPool2d(kernel, strides, dilation=dilations), s.tensor(*padded))
+    assert pooled is not None
+    assert [s.at(size, p) for p in POINTS for size in pooled[2:]] == \
+        [-(-(p[k] - 2) // stride) for p in POINTS for k, stride in zip("hw", strides, strict=True)]
+
+
+def test_same_padded_sizes_decline_a_window_shorter_than_its_stride(s: Sizes) -> None:
+    assert _same_padded_sizes([s.n, 4, s.h, s.w], [1, 1], [2, 2], [1, 1]) is None  # padding max(.., 0) applies
 
 
 # ------------------------------------------------------------------------------ through the emitter's entry

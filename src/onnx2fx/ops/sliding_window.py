@@ -52,8 +52,24 @@ def _same_pad(x: torch.Tensor, kernel: list[int], strides: list[int], dilations:
 def pad_same_at_run_time(g: Emitter, x: Value, kernel: list[int], strides: list[int], dilations: list[int],
                          auto_pad: str, value: float) -> Value:
     """``x`` padded for ``auto_pad`` SAME with ``value`` by :func:`_same_pad` (copied into model.py)."""
+    padded = _same_padded_sizes(list(g.fake(x).shape), kernel, strides, dilations)
     return g.call(g.helper(_same_pad, leaf=True), x, list(kernel), list(strides), list(dilations),
-                  auto_pad == "SAME_UPPER", value)
+                  auto_pad == "SAME_UPPER", value, out_spec=None if padded is None else [(padded, x.dtype)])
+
+
+def _same_padded_sizes(shape: list[int | torch.SymInt], kernel: list[int], strides: list[int],
+                       dilations: list[int]) -> list[int | torch.SymInt] | None:
+    """The sizes :func:`_same_pad` gives, written out (its ``sym_max`` run on symbolic sizes costs
+    torch's sympy tens of milliseconds): a spatial size becomes ``ceil(size / s) * s - s + reach``
+    where the window reaches at least a stride (``reach >= s``), so that the total padding is never
+    negative and the ``max`` with 0 never applies; ``None`` otherwise (evaluated by torch)."""
+    out = list(shape[:2])
+    for size, k, s, d in zip(shape[2:], kernel, strides, dilations, strict=True):
+        reach = (k - 1) * d + 1
+        if reach < s:
+            return None
+        out.append(((size + s - 1) // s - 1) * s + reach)
+    return out
 
 
 def resolve_pads(g: Emitter, x: Value, nd: int, kernel: list[int], strides: list[int], dilations: list[int],
