@@ -851,15 +851,11 @@ def module_result_sizes(module: nn.Module, x: torch.Tensor) -> list[Size] | None
     rule answers from the sizes as written; else ``None`` (the layer is then run on fakes)."""
     shape = list(x.shape)
     if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
-        nd = len(module.kernel_size)
-        padding = module.padding
-        if isinstance(padding, str) or module.padding_mode != "zeros" or x.dim() != nd + 2 \
-                or not isinstance(shape[1], int) or shape[1] != module.in_channels or x.dtype != module.weight.dtype:
+        if module.padding_mode != "zeros":
             return None
-        if _length_one_at_hint(shape):
-            return None
-        lengths = _window_lengths(shape[2:], module.kernel_size, module.stride, padding, module.dilation)
-        return None if lengths is None else [shape[0], module.out_channels, *lengths]
+        spec = _convolution(len(module.kernel_size))(x, module.weight, module.bias, module.stride, module.padding,
+                                                     module.dilation, module.groups)
+        return None if spec is None else spec[0]
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return _transposed_sizes(module, x, shape)
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
