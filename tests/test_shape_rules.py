@@ -173,6 +173,7 @@ def test_clip_with_scalar_tensor_bounds_keeps_the_sizes(s: Sizes) -> None:
     _check_function(s, torch.clamp, x, None, 6.0)
     assert result_by_rule(s.mode, torch.clamp, (x, s.tensor(dtype=torch.float16)), {}) is None  # promotes
     assert result_by_rule(s.mode, torch.clamp, (x, s.tensor(32)), {}) is None  # a bound that is not 0-dim
+    assert result_by_rule(s.mode, torch.clamp, (x,), {}) is None  # no bound: torch's error
 
 
 def test_flip_keeps_the_sizes(s: Sizes) -> None:
@@ -189,6 +190,8 @@ def test_a_zero_dim_tensor_operand_promotes_as_torch_does(s: Sizes) -> None:
     _check_function(s, operator.sub, torch.tensor(1.5, dtype=torch.float64), x)
     _check_function(s, operator.mul, s.tensor(s.n, s.t, dtype=torch.int32), torch.tensor(2, dtype=torch.int64))
     assert result_by_rule(s.mode, operator.add, (x, s.tensor(1, dtype=torch.uint8)), {}) is None  # both sized
+    four_bit = s.tensor(s.n, s.t, dtype=torch.int4)  # torch has no promotion for it: its own run raises
+    assert result_by_rule(s.mode, operator.add, (four_bit, torch.tensor(1.5)), {}) is None
 
 
 def test_integer_and_bitwise_operators_keep_the_dtype(s: Sizes) -> None:
@@ -417,20 +420,19 @@ def test_layer_output_sizes(s: Sizes, layer: nn.Module, channels: tuple[int]) ->
     assert all(isinstance(size, torch.SymInt) for size in ruled.shape[2:]), "a dynamic length became a number"
 
 
-@pytest.mark.parametrize(("function", "weight", "bias", "kwargs"), [
-    (F.conv1d, (16, 1, 5), (16,), {"stride": 1, "padding": 2, "dilation": 1, "groups": 16}),
-    (F.conv1d, (258, 1, 256), None, {"stride": 64, "padding": 0}),
-    (F.conv1d, (32, 16, 1), (32,), {"stride": [2], "padding": [0], "dilation": [1], "groups": 1}),
-    (F.conv2d, (8, 4, 3, 3), (8,), {"stride": (2, 1), "padding": (1, 1), "dilation": 1, "groups": 2}),
-    (F.conv3d, (4, 2, 3, 3, 3), None, {"stride": 2, "padding": 1})])
-def test_convolution_functions_with_static_weights(s: Sizes, function: Callable[..., Any], weight: tuple[int, ...],
-                                                   bias: tuple[int, ...] | None, kwargs: dict[str, Any]) -> None:
+@pytest.mark.parametrize(("function", "spatial", "weight", "bias", "kwargs"), [
+    (F.conv1d, "t", (16, 1, 5), (16,), {"stride": 1, "padding": 2, "dilation": 1, "groups": 16}),
+    (F.conv1d, "t + 192", (258, 1, 256), None, {"stride": 64, "padding": 0}),  # an STFT basis on a padded signal
+    (F.conv1d, "t", (32, 16, 1), (32,), {"stride": [2], "padding": [0], "dilation": [1], "groups": 1}),
+    (F.conv2d, "h, w", (8, 4, 3, 3), (8,), {"stride": (2, 1), "padding": (1, 1), "dilation": 1, "groups": 2}),
+    (F.conv3d, "h, w, t", (4, 2, 3, 3, 3), None, {"stride": 2, "padding": 1})])
+def test_convolution_functions_with_static_weights(s: Sizes, function: Callable[..., Any], spatial: str,
+                                                   weight: tuple[int, ...], bias: tuple[int, ...] | None,
+                                                   kwargs: dict[str, Any]) -> None:
     """An If branch's convolutions take their weights as arguments: the layer's formula all the same."""
-    spatial = {F.conv1d: [s.t], F.conv2d: [s.h, s.w], F.conv3d: [s.h, s.w, s.t]}[function]
+    lengths = eval(f"[{spatial}]", {"h": s.h, "w": s.w, "t": s.t})  # noqa: S307 - the cases above
     channels = weight[1] * kwargs.get("groups", 1)
-    if weight[-1] == 256:
-        spatial = [s.t + 192]  # an STFT basis: the input is the padded signal
-    _check_function(s, function, s.tensor(s.n, channels, *spatial), s.tensor(*weight),
+    _check_function(s, function, s.tensor(s.n, channels, *lengths), s.tensor(*weight),
                     None if bias is None else s.tensor(*bias), **kwargs)
 
 

@@ -52,7 +52,7 @@ def to_torch(tensor: Any) -> torch.Tensor:
     """A torch view of a core ``Tensor`` (copied only when its bytes are misaligned)."""
     data_type = tensor.data_type
     dtype = ONNX_TO_TORCH.get(data_type)
-    if dtype is None:  # (the name is read only for the error: once per tensor, it costs)
+    if dtype is None:  # the name is formatted only for the error (per tensor, that formatting costs)
         dtype = torch_dtype(data_type, f"tensor {tensor.name!r}")
     array: np.ndarray = tensor.aligned_numpy()
     if dtype in SUB_BYTE_STORAGE:

@@ -192,7 +192,10 @@ def _dtype_of_binary(op: Callable[..., Any], a: Any, b: Any) -> torch.dtype | No
         if a.dtype == b.dtype:
             dtype = a.dtype
         elif (a.dim() == 0) != (b.dim() == 0):  # a 0-dim tensor (a zero point) against sized data
-            dtype = _promoted_with_scalar_tensor(a.dtype, a.dim() == 0, b.dtype)
+            promoted = _promoted_with_scalar_tensor(a.dtype, a.dim() == 0, b.dtype)
+            if promoted is None:
+                return None
+            dtype = promoted
         else:
             return None
     else:
@@ -211,11 +214,15 @@ def _dtype_of_binary(op: Callable[..., Any], a: Any, b: Any) -> torch.dtype | No
     return dtype
 
 
-def _promoted_with_scalar_tensor(a: torch.dtype, a_is_scalar: bool, b: torch.dtype) -> torch.dtype:
+def _promoted_with_scalar_tensor(a: torch.dtype, a_is_scalar: bool, b: torch.dtype) -> torch.dtype | None:
     """The dtype of ``a op b`` where one operand is a 0-dim tensor, by torch's own promotion rule
-    (a 0-dim tensor only raises the category: ``float32 + uint8 scalar`` stays float32)."""
-    return torch.result_type(torch.empty(() if a_is_scalar else (1,), dtype=a),
-                             torch.empty((1,) if a_is_scalar else (), dtype=b))
+    (a 0-dim tensor only raises the category: ``float32 + uint8 scalar`` stays float32); ``None``
+    where torch cannot promote the pair (a 4-bit type), so that torch's own run raises its error."""
+    try:
+        return torch.result_type(torch.empty(() if a_is_scalar else (1,), dtype=a),
+                                 torch.empty((1,) if a_is_scalar else (), dtype=b))
+    except (RuntimeError, TypeError):
+        return None
 
 
 def _binary(op: Callable[..., Any]) -> Callable[..., tuple[list[Size], torch.dtype] | None]:
@@ -475,8 +482,8 @@ def _elementwise(x: Any, *args: Any, **kwargs: Any) -> tuple[list[Size], torch.d
 def _clamp(x: Any, min: Any = None, max: Any = None, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:  # noqa: A002
     """``torch.clamp`` with number bounds, or 0-dim bounds of the input's dtype (ONNX Clip's
     ``min``/``max`` inputs): the input's sizes and dtype."""
-    if kwargs or not isinstance(x, TENSORS) or not x.dtype.is_floating_point:
-        return None
+    if kwargs or not isinstance(x, TENSORS) or not x.dtype.is_floating_point or (min is None and max is None):
+        return None  # (no bound at all: torch's error says so)
     for bound in (min, max):
         if isinstance(bound, TENSORS):
             if bound.dim() != 0 or bound.dtype != x.dtype:
@@ -919,11 +926,11 @@ def _transposed_sizes(module: nn.modules.conv._ConvTransposeNd, x: torch.Tensor,
 
 
 def _length_one_at_hint(shape: Sequence[Size]) -> bool:
-    """Whether a dynamic size is 1 at its hint. Torch's run of a convolution takes decisions on
-    such a size (its choice of backend compares lengths with 1), and later lowerings read what it
-    recorded: Silero VAD's decoder has an If on whether its one frame is 1 long (a TorchScript
-    ``squeeze(-1)``), decided at conversion after torch's run and left undecided, with branches of
-    different ranks that cannot both be kept, after a rule's answer. Such a layer is left to torch."""
+    """Whether a dynamic size is 1 at its hint. Such a convolution is left to torch: its choice of
+    backend records that the length equals 1 (``Eq(L, 1)``), and later lowerings rely on it. Silero
+    VAD's decoder has an If on whether its one frame is 1 long (a TorchScript ``squeeze(-1)``); after
+    torch's run the If is decided at conversion, after a rule's answer it is not, and its branches
+    (of different ranks) cannot both be kept, so the file would not convert."""
     return any(isinstance(s, torch.SymInt) and s.node.hint == 1 for s in shape)
 
 
