@@ -29,7 +29,7 @@ from onnx2fx.quantization.data import InputSpec
 from onnx2fx.quantization.fake_quant import FakeQuantize
 from onnx2fx.quantization.learnable import LearnableFakeQuantize, freeze_ranges, make_learnable
 from onnx2fx.quantization.qdq import ort_session
-from onnx2fx.quantization.training_data import training_data
+from onnx2fx.quantization.training_data import default_batch_size, training_data
 from onnx2fx.reports import schema
 from onnx2fx.validator import load_torch_model
 
@@ -283,6 +283,16 @@ def test_streaming_sources_shard_and_keep_labels(tmp_path: Path) -> None:
     assert len(list(iterable.batches(0, 0, 2))) == 2  # the fifth batch has no partner: dropped on both
 
 
+def test_default_batch_leaves_an_epoch_at_least_100_steps_per_process() -> None:
+    assert [default_batch_size(n) for n in (100, 1024, 1599, 1600, 3199, 3200, 50_000)] == [8, 8, 8, 16, 16, 32, 32]
+    assert default_batch_size(6400, world=2) == 32 and default_batch_size(6399, world=2) == 16
+    assert default_batch_size(None) == 32  # an iterable's own batches decide; 32 is only nominal
+    spec = [InputSpec("x", 1, [None, 3])]
+    data = training_data(np.zeros((1000, 3), np.float32), spec)
+    assert data.batch_size == 8 and data.steps() == 125 and data.description["batch_size"] == 8
+    assert training_data(np.zeros((1000, 3), np.float32), spec, batch_size=4).steps() == 250
+
+
 def test_learnable_quantizer_matches_fixed_one_and_freezes_back() -> None:
     from onnx2fx.quantization import Encoding, QuantConfig, QuantGrid
 
@@ -378,8 +388,10 @@ def test_batchnorm_statistics_stay_frozen_and_outputs_use_mse(tmp_path: Path) ->
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "bn.onnx"))
     model = convert_and_save(tmp_path / "bn.onnx", tmp_path / "converted")
     x = rng.normal(size=(32, 3, 6, 6)).astype(np.float32) * 3  # far from the running statistics
-    result = qft(model, x, epochs=1, lr=1e-2, batch_size=8, calibration_samples=32, progress=False)
+    result = qft(model, x, epochs=1, lr=1e-2, calibration_samples=32, progress=False)
     assert result.report["objective"]["outputs"] == {"y": "mse"}
+    # no batch size given: 8 for 32 samples (an epoch of fewer than 100 steps at any size)
+    assert result.report["settings"]["batch_size"] == 8 and result.report["data"]["steps_per_epoch"] == 4
     start = load_torch_model(model)
     norms = [(n, m) for n, m in result.sim_model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms

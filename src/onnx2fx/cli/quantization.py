@@ -160,7 +160,9 @@ def qft(
                                              "normalization parameters (default 3e-5).")] = None,
     range_learning: Annotated[bool, typer.Option("--range-learning", help="Also train the activation quantizers' "
                                                  "scales and offsets (weight scales always train).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Samples per step and process.")] = 32,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", min=1, help="Samples per step and "
+                                                   "process (default 32, or 16 or 8 where that leaves an epoch "
+                                                   "fewer than 100 steps).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data order and of everything random.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUTPUT/checkpoint.pt (same settings).")]
     = False,

@@ -121,7 +121,8 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
         from_ptq: str | os.PathLike[str] | PTQResult | None = None, labels: Any = None, epochs: int = 1,
         lr: float | None = None, range_learning: bool | str | None = None, range_lr: float | None = None,
         bias_lr: float | None = None, norm_lr: float | None = None, train: Sequence[str] = TRAINABLE,
-        lr_schedule: str = "cosine", warmup: float = 0.1, batch_size: int = 32, seed: int = 0, resume: bool = False,
+        lr_schedule: str = "cosine", warmup: float = 0.1, batch_size: int | None = None, seed: int = 0,
+        resume: bool = False,
         checkpoint: str | os.PathLike[str] | None = None, supervised: bool | None = None,
         distillation: str = "auto", eval_data: Any = None,
         eval_labels: Any = None, eval_samples: int = 256, onnx_path: str | os.PathLike[str] | None = None,
@@ -156,7 +157,8 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
         range_lr: their peak learning rate (default ``RANGE_LR_FACTOR x lr``).
         lr_schedule, warmup: ``cosine`` (linear warm-up over the first ``warmup`` share of the
             steps, then a half cosine to zero) or ``constant``.
-        batch_size: samples per step and process.
+        batch_size: samples per step and process; default 32, or 16 or 8 where that leaves an
+            epoch fewer than 100 steps per process (:func:`.training_data.default_batch_size`).
         resume: continue from ``checkpoint`` (default ``output_dir/checkpoint.pt``).
         eval_data, eval_labels: data for the before/after figures; default the first
             ``eval_samples`` training samples (and their labels).
@@ -198,7 +200,9 @@ def qft(model: Any, train_data: Any = None, *, output_dir: str | os.PathLike[str
             source = source_onnx(teacher, onnx_path)
         graph = OnnxGraphView.load(source)
         specs = input_specs(graph.inputs, graph.input_types, input_shapes)
-        data = training_data(train_data, specs, labels=labels, batch_size=batch_size, seed=seed, shuffle=shuffle)
+        data = training_data(train_data, specs, labels=labels, batch_size=batch_size, seed=seed, shuffle=shuffle,
+                             world=ctx.world)
+        batch_size = data.batch_size
         use_labels = data.has_labels if supervised is None else supervised
         if use_labels and not data.has_labels:
             raise QuantizationError("supervised fine-tuning needs labels: give --labels or (inputs, labels) batches")
@@ -299,7 +303,7 @@ def _save(result: QFTResult, output_dir: Path, ctx: distributed.DistContext) -> 
 # ---------------------------------------------------------------------------------- inputs
 def _check_options(epochs: int, lr: float | None, range_lr: float | None, bias_lr: float | None,
                    norm_lr: float | None, train: Sequence[str], range_learning: bool | str | None, lr_schedule: str,
-                   warmup: float, batch_size: int, eval_samples: int, encoding_version: str | None,
+                   warmup: float, batch_size: int | None, eval_samples: int, encoding_version: str | None,
                    int4_storage: str, resume: bool, output_dir: Any, checkpoint: Any) -> tuple[LearningRates, str]:
     """Check the options; the peak learning rates and the range-learning choice they resolve to."""
     if epochs < 1:
@@ -318,7 +322,7 @@ def _check_options(epochs: int, lr: float | None, range_lr: float | None, bias_l
         raise QuantizationError(f"learning-rate schedule {lr_schedule!r} is not one of {list(SCHEDULES)}")
     if not 0 <= warmup < 1:
         raise QuantizationError(f"warmup is a share of the steps in [0, 1), got {warmup}")
-    if batch_size <= 0 or eval_samples <= 0:
+    if (batch_size is not None and batch_size <= 0) or eval_samples <= 0:
         raise QuantizationError("batch size and evaluation samples must be positive")
     if encoding_version is not None and encoding_version not in ENCODING_VERSIONS:
         raise QuantizationError(f"encoding version {encoding_version!r} is not one of {list(ENCODING_VERSIONS)}")
