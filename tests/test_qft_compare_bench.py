@@ -76,3 +76,38 @@ def test_a_run_of_some_models_keeps_the_others_rows_and_names_their_command(tmp_
     text = qft_compare.markdown(doc)
     assert ("The run took 1.0 minutes. ppocr_cls: measured earlier by "
             "`python benchmarks/qft_compare.py --models ppocr_cls,yolov8n`.") in text
+
+
+def _seed(seed: int, float_correct: int, ptq: int, kl: int, mse: int) -> dict:
+    def goal(correct: int) -> bool:
+        return correct >= float_correct or (float_correct > ptq and 2 * (correct - ptq) >= float_correct - ptq)
+    return {"seed": seed, "ptq_method": "mse", "float": float_correct, "ptq": ptq,
+            "qft": {"kl": {"correct": kl, "goal_holds": goal(kl)}, "auto": {"correct": mse, "goal_holds": goal(mse)}}}
+
+
+def test_seed_study_pools_the_images_lost_over_the_seeds_with_a_drop(tmp_path: Path) -> None:
+    records = [_seed(0, 871, 870, 870, 870), _seed(1, 872, 866, 873, 870), _seed(2, 877, 876, 877, 876),
+               _seed(4, 873, 874, 873, 874), {"seed": 5, "error": "ValueError: broken"}]
+    assert qft_compare.pooled(records, "kl") == {"seeds_with_drop": 3, "lost": 8, "won": 8, "recovered": 1.0,
+                                                 "goal_holds": True, "seeds_holding": 3, "seeds": 4}
+    assert qft_compare.pooled(records, "auto") == {"seeds_with_drop": 3, "lost": 8, "won": 4, "recovered": 0.5,
+                                                   "goal_holds": True, "seeds_holding": 2, "seeds": 4}
+    assert qft_compare.pooled(records[:1], "auto")["goal_holds"] is False
+    assert qft_compare.pooled(records[3:4], "kl") == {"seeds_with_drop": 0, "lost": 0, "won": 0, "recovered": None,
+                                                      "goal_holds": False, "seeds_holding": 1, "seeds": 1}
+    study = {"command": "python benchmarks/qft_compare.py --models digits", "setting": "W4A8", "main_seed": 0,
+             "objectives": ["kl", "auto"], "seeds": [0, 1, 2, 4, 5], "models": {"digits": records}}
+    lines = qft_compare.seed_lines(study)
+    assert "| digits | 0 | mse | 871 | 870 (-1) | 870 (+0), misses | 870 (+0), misses |" in lines
+    assert "| digits | 4 | mse | 873 | 874 (+1) | 873 (-1) | 874 (+0) |" in lines
+    assert "| digits | 5 | ValueError: broken | – | – | – | – |" in lines
+    assert ("| digits | 100 % (8 of 8 images, 3 seeds with a drop) | 3 of 4 | 50 % (4 of 8 images, 3 seeds with a "
+            "drop) | 2 of 4 | KL holds, MSE holds |") in lines
+    # a run of other models keeps the study; a run of a digits model replaces it
+    import json
+
+    doc = _doc()
+    doc["digits_seeds"] = study
+    (tmp_path / "qft_compare.json").write_text(json.dumps(doc))
+    assert qft_compare.earlier_models(tmp_path / "qft_compare.json", ["ppocr_cls"])["digits_seeds"] == study
+    assert "digits_seeds" not in qft_compare.earlier_models(tmp_path / "qft_compare.json", ["digits"])
