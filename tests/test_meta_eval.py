@@ -79,6 +79,17 @@ def test_cached_results_are_fresh_tensors_and_closures_are_not_cached() -> None:
     assert _signature(other) == [((3, 6), (6, 1), torch.float16)]
 
 
+@pytest.mark.parametrize(("shape", "dtype"), [((4, 6), torch.float32), ((2, 3, 6), torch.float32),
+                                             ((6,), torch.float32), ((5, 6), torch.float16)])
+def test_a_linear_layer_written_out_matches_its_meta_run(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    with torch.device("meta"):
+        layer = torch.nn.Linear(6, 3, dtype=dtype)
+    x = torch.empty(shape, dtype=dtype, device="meta")
+    assert _signature(fake_eval.linear_on_meta(layer, x)) == _signature(layer(x))
+    assert fake_eval.linear_on_meta(layer, torch.empty(4, 5, device="meta")) is None  # torch's error, not ours
+    assert fake_eval.linear_on_meta(layer, x.to(torch.float64)) is None
+
+
 def test_meta_tensors_become_cpu_fakes_for_symbolic_runs() -> None:
     mode = _fake_mode()
     x = torch.empty(2, 3, device="meta")
@@ -146,6 +157,9 @@ def test_meta_evaluation_generates_the_code_fake_tensors_generate(tmp_path, monk
     with_meta = OnnxToFxConverter(path)
     with_meta.convert()
     assert len(fake_eval._META_RESULTS) >= 20  # the static path was taken
+    # the linear head's sizes are written out, not found by a meta run of the layer
+    assert not [key for key in fake_eval._META_RESULTS
+                if isinstance(key[0], tuple) and key[0][:2] == ("module", torch.nn.Linear)]
     monkeypatch.setattr(fake_eval, "META_EVALUATION", False)
     fakes_only = OnnxToFxConverter(path)
     fakes_only.convert()

@@ -30,6 +30,7 @@ from .fake_eval import (
     OutSpec,
     evaluate_on_fakes,
     evaluate_on_meta,
+    linear_on_meta,
     meta_like,
     symbolic,
     unknown_tensor,
@@ -437,6 +438,11 @@ class Emitter:
             return self._emit(f"self.{attr}", lambda *_: None, args, {}, n_outputs, fold=False, unpack=unpack,
                               out_spec=out_spec)
         if not symbolic([self.fake(a) for a in args if isinstance(a, Value)]):
+            linear = linear_on_meta(module, self.fake(args[0])) \
+                if isinstance(module, nn.Linear) and len(args) == 1 and isinstance(args[0], Value) else None
+            if linear is not None:
+                return self._emit(f"self.{attr}", lambda *_: linear, args, {}, n_outputs, fold=False,
+                                  unpack=unpack, evaluated=True)
             # Static sizes: the layer, built on the meta device, runs on meta tensors as it is.
             done, result = evaluate_on_meta(module, [self.fake(a) if isinstance(a, Value) else a for a in args], {})
             if done:

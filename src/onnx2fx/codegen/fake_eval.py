@@ -108,6 +108,17 @@ def evaluate_on_meta(target: Callable[..., Any], args: Any, kwargs: dict[str, An
     return True, result
 
 
+def linear_on_meta(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor | None:
+    """``module(x)`` for a static ``x``, written out: ``(..., in_features) -> (..., out_features)``,
+    contiguous, as torch allocates it. Torch's meta run of a linear layer is Python reference code
+    (the ``addmm`` decomposition) whose first call in a process costs milliseconds. ``None`` where
+    the layer would refuse ``x`` (its own run then words the error) or meta evaluation is off."""
+    if not META_EVALUATION or x.dim() == 0 or x.shape[-1] != module.in_features \
+            or x.dtype != module.weight.dtype or not x.dtype.is_floating_point:
+        return None
+    return torch.empty((*x.shape[:-1], module.out_features), dtype=x.dtype, device="meta")
+
+
 # Results of meta runs by call: networks repeat the same layer on the same sizes many times, and
 # several of torch's meta functions are Python reference code (layer_norm, gelu: milliseconds).
 _META_RESULTS: dict[Any, Any] = {}
