@@ -62,7 +62,14 @@ def _converter(tool: str) -> Any:
         from onnx2fx import OnnxToFxConverter
 
         warm_up_converter()
-        return lambda path: OnnxToFxConverter(path).convert()
+
+        def ours(path: Path) -> Any:
+            converter = OnnxToFxConverter(path)
+            module = converter.convert()
+            module.phase_seconds = converter.result.info["phase_seconds"]  # type: ignore[union-attr]
+            return module
+
+        return ours
     from benchmarks.zoo.torchvision_ops import import_torchvision
 
     import_torchvision()  # onnx2torch imports torchvision
@@ -85,6 +92,9 @@ def _convert_once(tool: str, path: Path) -> dict[str, Any]:
     with PeakMemory() as peak:
         module = convert(path)
     result = {"seconds": peak.seconds, "peak_rss_bytes": peak.growth}
+    phases = getattr(module, "phase_seconds", None)  # onnx2fx: where its time went (conversion.json's record)
+    if phases is not None:
+        result["phases"] = phases
     fx_floor = _fx_floor(module)
     if fx_floor is not None:
         result["fx_floor_seconds"] = fx_floor
@@ -237,6 +247,9 @@ def measure_model(name: str, path: Path, runs: int, latency_runs: int, threads: 
         row[f"{tool}_convert_s_runs"] = [round(s["seconds"], 3) for s in samples[tool] if "seconds" in s]
         fx_floor = _median(samples[tool], "fx_floor_seconds")
         row[f"{tool}_fx_floor_s"] = None if fx_floor is None else round(fx_floor, 4)
+    phases = [s["phases"] for s in samples["onnx2fx"] if "phases" in s]
+    if phases:  # each phase's median over the runs (so they need not add up to the median total)
+        row["onnx2fx_phase_s"] = {k: round(statistics.median(p[k] for p in phases), 4) for k in phases[0]}
     ours, theirs = row["onnx2fx_convert_s"], row["onnx2torch_convert_s"]
     row["time_ratio"] = round(ours / theirs, 4) if ours and theirs else None
     ours_rss, theirs_rss = row["onnx2fx_peak_rss_bytes"], row["onnx2torch_peak_rss_bytes"]
@@ -324,6 +337,39 @@ def _conversion_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+PHASES = ("read", "weights", "lower", "render", "instantiate", "trace")
+
+
+def _ms(seconds: float | None, fmt: str = "{:.1f}") -> str:
+    return _f(None if seconds is None else seconds * 1e3, fmt)
+
+
+def _phase_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Where onnx2fx's conversion time goes, from the phase timings each conversion records."""
+    timed = [r for r in rows if r.get("onnx2fx_phase_s")]
+    if not timed:
+        return []
+    lines = ["", "## Where onnx2fx's time goes", "",
+             "The phases each conversion records in `conversion.json` (`phase_seconds`), medians of the runs above, "
+             "in ms: **read** the file (the native reader: graph and memory map), **weights** the initializers as "
+             "torch tensors (zero-copy views; a tensor whose bytes the file leaves misaligned for its type is "
+             "copied), **lower** the nodes (the op table, and each emitted call's sizes on meta tensors, by a shape "
+             "rule or on FakeTensors), **render** `model.py`, **instantiate** `Model` on the meta device with the "
+             "weights bound, **trace** it into the GraphModule with torch.fx (the **fx floor** of the tables above "
+             "is the part of that torch.fx pays whatever the conversion does). **lower / node** is the lowering's "
+             "time per ONNX node.", "",
+             "| model | nodes | total | read | weights | lower | lower / node | render | instantiate | trace | "
+             "fx floor |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in timed:
+        p = r["onnx2fx_phase_s"]
+        total, fx_floor = r.get("onnx2fx_convert_s"), r.get("onnx2fx_fx_floor_s")
+        per_node = p["lower"] / r["nodes"] if r.get("nodes") else None
+        cells = [_ms(total), *(_ms(p.get(k)) for k in PHASES[:3]), _ms(per_node, "{:.3f}"),
+                 *(_ms(p.get(k)) for k in PHASES[3:]), _ms(fx_floor)]
+        lines.append(f"| {r['name']} | {r.get('nodes', '–')} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: int, latency_runs: int,
            threads: int, minutes: float) -> str:
     thread_text = f"{threads} intra-op thread{'s' if threads > 1 else ''} each" if threads else \
@@ -366,6 +412,7 @@ def render(rows: list[dict[str, Any]], command: str, env: dict[str, str], runs: 
                   "error:", "",
                   *[f"- {r['name']}: {_last_line(r['onnx2torch_error'])}" for r in corpus if r.get("onnx2torch_error")],
                   "", *_conversion_table(corpus)]
+    lines += _phase_table(rows)
     rows = [r for r in rows if not r.get("corpus")]
     lines += ["", "## Inference latency (eager, CPU)", "",
               "| model | onnx2fx ms | onnx2torch ms | onnxruntime ms | onnx2fx / onnx2torch | rounds | "

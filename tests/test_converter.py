@@ -67,6 +67,10 @@ def test_gemm_becomes_linear_with_initializer_mapping(tmp_path: Path) -> None:
     assert record["parameters"]["fc1.bias"]["initializer"] == "b1"
     assert record["modules"] == {"fc1": "fc1", "fc2": "fc2"}
     assert record["tensors"]["y"] != ""
+    phases = record["phase_seconds"]  # where the conversion's time went
+    assert list(phases) == ["read", "weights", "lower", "render", "instantiate", "trace"]
+    assert all(v >= 0 for v in phases.values()) and phases["lower"] > 0 and phases["trace"] > 0
+    assert sum(phases.values()) <= record["conversion_seconds"] + 0.001  # each rounded to 0.1 ms
 
 
 def test_save_writes_standalone_model_py(tmp_path: Path) -> None:

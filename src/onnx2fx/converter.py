@@ -87,13 +87,18 @@ class OnnxToFxConverter:
     def _convert(self) -> torch.fx.GraphModule:
         start = time.perf_counter()
         core_model = load_core_model(self.source_model)
+        read = time.perf_counter()
         emitted = lower_graph(core_model, self.input_shapes, idioms=self.idioms)
+        lowered = time.perf_counter()
         title = _title(self.source_model, core_model)
         rendered = render(emitted, title)
+        rendered_at = time.perf_counter()
         module = instantiate(rendered, emitted)
+        instantiated = time.perf_counter()
         origins = _origin_map(rendered, emitted, module)
         gm = trace_with_origins(module, origins)
         gm.eval()
+        traced = time.perf_counter()
         # Pickled with model_full.pt: quantization needs the source graph and where weights came from.
         source = os.path.abspath(self.source_model) if isinstance(self.source_model, (str, os.PathLike)) else None
         attach_conversion_record(gm, ConversionRecord(source, dict(emitted.parameter_origins), node_origins(gm),
@@ -113,6 +118,14 @@ class OnnxToFxConverter:
             "input_shapes": emitted.input_shapes,
             "outputs": emitted.output_onnx_names,
             "conversion_seconds": round(time.perf_counter() - start, 4),
+            # Where that time went: reading the file, the initializers as torch tensors (copies of
+            # misaligned ones), lowering the nodes, writing model.py, building Model on the meta
+            # device with the weights bound, and tracing it into the GraphModule (torch.fx).
+            "phase_seconds": {"read": round(read - start, 4), "weights": round(emitted.weight_seconds, 4),
+                              "lower": round(lowered - read - emitted.weight_seconds, 4),
+                              "render": round(rendered_at - lowered, 4),
+                              "instantiate": round(instantiated - rendered_at, 4),
+                              "trace": round(traced - instantiated, 4)},
             "warnings": list(emitted.warnings),
             # Dynamic input dimensions an op fixed to one size (model.py checks them at run time).
             # "size" is a number, or {"input", "axis"} where the dimension must equal another one.

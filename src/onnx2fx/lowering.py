@@ -7,6 +7,7 @@ plus the tensors for its parameters, which :mod:`onnx2fx.codegen.render` turns i
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -133,8 +134,10 @@ def _lower_graph_at(model: _core.Model, input_shapes: Mapping[str, Sequence[int]
     graph = model.graph
     emitter = Emitter()
     env: dict[str, Value] = {}
+    weights_started = time.perf_counter()
     for tensor in graph.initializers:
         env[tensor.name] = emitter.const(to_torch(tensor), tensor.name, initializer=tensor.name)
+    weight_seconds = time.perf_counter() - weights_started
 
     inputs: list[Value] = []
     input_onnx: list[str] = []
@@ -183,6 +186,7 @@ def _lower_graph_at(model: _core.Model, input_shapes: Mapping[str, Sequence[int]
     emitted = emitter.finish(inputs, outputs, input_onnx, [o.name for o in graph.outputs], env)
     emitted.input_shapes = shapes
     emitted.idioms = used
+    emitted.weight_seconds = weight_seconds
     return emitted
 
 

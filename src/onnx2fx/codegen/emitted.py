@@ -68,3 +68,4 @@ class EmittedModule:
     input_shapes: dict[str, list[int | None]] = field(default_factory=dict)  # None: dynamic dimension
     specialisations: list[Specialisation] = field(default_factory=list)
     idioms: list[IdiomUse] = field(default_factory=list)  # each function fused by onnx2fx.idioms
+    weight_seconds: float = 0.0  # of the lowering: the initializers as torch tensors (misaligned ones copied)
