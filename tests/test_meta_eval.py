@@ -90,6 +90,19 @@ def test_a_linear_layer_written_out_matches_its_meta_run(shape: tuple[int, ...],
     assert fake_eval.linear_on_meta(layer, x.to(torch.float64)) is None
 
 
+@pytest.mark.parametrize("fn", sorted(fake_eval.SAME_SHAPE_FLOAT_FUNCTIONS))
+def test_an_elementwise_result_written_out_matches_its_meta_run(fn: str) -> None:
+    target = eval(fn, {"torch": torch, "F": F})  # noqa: S307 - names from the table above
+    contiguous = torch.empty(2, 3, 5, 4, dtype=torch.float16, device="meta")
+    channels_last = torch.empty(2, 3, 5, 4, device="meta").contiguous(memory_format=torch.channels_last)
+    for x in (contiguous, channels_last, torch.empty(7, device="meta"), torch.empty((), device="meta"),
+              torch.empty(1, 4, 1, 1, device="meta").permute(0, 2, 3, 1)):
+        kwargs = {"min": -1.0} if fn == "torch.clamp" else {}
+        assert _signature(fake_eval.same_layout_on_meta(x)) == _signature(target(x, **kwargs)), (fn, x.stride())
+    transposed = torch.empty(3, 5, device="meta").t()  # another layout: left to the meta run
+    assert fake_eval.same_layout_on_meta(transposed) is None
+
+
 def test_meta_tensors_become_cpu_fakes_for_symbolic_runs() -> None:
     mode = _fake_mode()
     x = torch.empty(2, 3, device="meta")

@@ -32,6 +32,7 @@ from .fake_eval import (
     evaluate_on_meta,
     linear_on_meta,
     meta_like,
+    same_layout_on_meta,
     symbolic,
     unknown_tensor,
 )
@@ -299,11 +300,17 @@ class Emitter:
         """
         target = self._resolve(fn)
         if out_spec is None and fn in SAME_SHAPE_FLOAT_FUNCTIONS and len(args) == 1 and isinstance(args[0], Value) \
-                and args[0].const is None and args[0].dtype.is_floating_point and symbolic(self.fake(args[0])) \
+                and args[0].const is None and args[0].dtype.is_floating_point \
                 and not any(isinstance(v, Value) for v in walk(list(kwargs.values()))):
-            # An elementwise function of one float tensor keeps its sizes: no need to run torch's
-            # symbolic reference implementation (slow: sympy on every size) to learn them.
-            out_spec = [(self.shape(args[0]), args[0].dtype)]
+            # An elementwise function of one float tensor keeps its sizes (and, on a dense input, its
+            # strides): no need to run torch's reference implementation to learn them (with symbolic
+            # sizes: sympy on every size; on meta tensors: Python reference code, milliseconds the first
+            # time in a process).
+            fake = self.fake(args[0])
+            if symbolic(fake):
+                out_spec = [(self.shape(args[0]), args[0].dtype)]
+            elif (same := same_layout_on_meta(fake)) is not None:  # not a constant: nothing to fold
+                return self._emit(fn, lambda *_: same, args, kwargs, n_outputs, fold, evaluated=True)
         return self._emit(fn, target, args, kwargs, n_outputs, fold, out_spec=out_spec)
 
     def unknown(self, sizes: Sequence[SymElem | int | None], dtype: torch.dtype) -> torch.Tensor:

@@ -119,6 +119,19 @@ def linear_on_meta(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor | N
     return torch.empty((*x.shape[:-1], module.out_features), dtype=x.dtype, device="meta")
 
 
+def same_layout_on_meta(x: torch.Tensor) -> torch.Tensor | None:
+    """The result of an elementwise function of one float tensor ``x`` of static sizes (one of
+    :data:`SAME_SHAPE_FLOAT_FUNCTIONS`): a meta tensor of ``x``'s sizes, strides and dtype, where
+    ``x`` is contiguous or channels-last (dense and non-overlapping: torch's elementwise kernels
+    then keep its strides, even those of its length-1 dimensions). ``None`` for another layout (the
+    call then runs on meta tensors) or where meta evaluation is off."""
+    if not META_EVALUATION:
+        return None
+    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return meta_like(x)
+    return None
+
+
 # Results of meta runs by call: networks repeat the same layer on the same sizes many times, and
 # several of torch's meta functions are Python reference code (layer_norm, gelu: milliseconds).
 _META_RESULTS: dict[Any, Any] = {}
