@@ -357,14 +357,14 @@ def _phase_table(rows: list[dict[str, Any]]) -> list[str]:
              "rule or on FakeTensors), **render** `model.py`, **instantiate** `Model` on the meta device with the "
              "weights bound, **trace** it into the GraphModule with torch.fx (the **fx floor** of the tables above "
              "is the part of that torch.fx pays whatever the conversion does). **lower / node** is the lowering's "
-             "time per ONNX node.", "",
+             "time per ONNX node; **total** is the conversion's median as in the tables above (to the ms).", "",
              "| model | nodes | total | read | weights | lower | lower / node | render | instantiate | trace | "
              "fx floor |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in timed:
         p = r["onnx2fx_phase_s"]
         total, fx_floor = r.get("onnx2fx_convert_s"), r.get("onnx2fx_fx_floor_s")
         per_node = p["lower"] / r["nodes"] if r.get("nodes") else None
-        cells = [_ms(total), *(_ms(p.get(k)) for k in PHASES[:3]), _ms(per_node, "{:.3f}"),
+        cells = [_ms(total, "{:.0f}"), *(_ms(p.get(k)) for k in PHASES[:3]), _ms(per_node, "{:.3f}"),
                  *(_ms(p.get(k)) for k in PHASES[3:]), _ms(fx_floor)]
         lines.append(f"| {r['name']} | {r.get('nodes', '–')} | " + " | ".join(cells) + " |")
     return lines
