@@ -124,6 +124,21 @@ def test_unpacking_a_proxy_traces_as_torch_does() -> None:
         [(n.op, str(n.target), str(n.args)) for n in theirs.nodes]
 
 
+def test_layers_are_built_without_their_initialisers_which_come_back_afterwards() -> None:
+    from onnx2fx.codegen.uninitialised import initialisers_skipped
+
+    originals = (torch.nn.modules.conv._ConvNd.reset_parameters, torch.nn.init.kaiming_uniform_)
+    calls: list[str] = []
+    with pytest.raises(ValueError), torch.device("meta"), initialisers_skipped():
+        torch.nn.init.uniform_(torch.empty(2))
+        layers = [torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2), torch.nn.BatchNorm2d(4), torch.nn.LSTM(4, 5)]
+        calls.append("built")
+        raise ValueError
+    assert calls == ["built"] and [tuple(p.shape) for p in layers[0].parameters()] == [(4, 3, 3, 3), (4,)]
+    assert (torch.nn.modules.conv._ConvNd.reset_parameters, torch.nn.init.kaiming_uniform_) == originals
+    assert torch.nn.Conv2d(1, 1, 1).weight.abs().sum() > 0  # initialised as usual outside the block
+
+
 def test_the_collector_is_paused_and_restored() -> None:
     assert gc.isenabled()
     with collector_paused():
