@@ -367,6 +367,33 @@ def test_slices_of_static_and_dynamic_dimensions(s: Sizes) -> None:
     assert result_by_rule(s.mode, subscript, (y, _slices(full) + [[0, 1]]), {}) is None
 
 
+def test_one_integer_index_tensor_among_slices_takes_the_place_of_its_axis(s: Sizes) -> None:
+    from torch._dispatch.python import enable_python_dispatcher
+
+    x = s.tensor(s.n, 144, s.h, s.w)
+    full = {"start": None, "stop": None, "step": None}
+    indices = (s.tensor(s.t, dtype=torch.int64), s.tensor(5, 3, dtype=torch.int64), s.tensor(s.n, dtype=torch.int32))
+    for index in indices:
+        for items in ([index], [full, index], [full, {"start": 0, "stop": 64, "step": None}, index]):
+            ruled = result_by_rule(s.mode, subscript, (x, items), {})
+            assert ruled is not None
+            with s.mode, enable_python_dispatcher():  # the fallback the conversion takes: torch's decomposition
+                s.assert_same(ruled, subscript(x, items))
+    # Faster R-CNN's Gather by the indices a NonZero found: a size known only at run time (torch's
+    # plain fake run stops at it; the conversion's fallback runs its Python decomposition instead)
+    with s.mode:
+        found = torch.nonzero(s.tensor(s.n, 4))[:, 0]
+    ruled = result_by_rule(s.mode, subscript, (x, [full, found]), {})
+    assert ruled is not None and ruled.dtype == torch.float32
+    assert list(ruled.shape) == [s.n, found.shape[0], s.h, s.w]
+    # a mask, a 0-dim index (read as an integer), two index tensors (they broadcast together), a list: left to torch
+    assert result_by_rule(s.mode, subscript, (x, [full, s.tensor(144, dtype=torch.bool)]), {}) is None
+    assert result_by_rule(s.mode, subscript, (x, [full, s.tensor(dtype=torch.int64)]), {}) is None
+    two = [s.tensor(3, dtype=torch.int64), s.tensor(3, dtype=torch.int64)]
+    assert result_by_rule(s.mode, subscript, (x, two), {}) is None
+    assert result_by_rule(s.mode, subscript, (x, [full, [0, 1]]), {}) is None
+
+
 @pytest.mark.parametrize("compare", [torch.eq, torch.ne, torch.lt, torch.le, torch.gt, torch.ge])
 def test_comparisons_broadcast_to_bool(s: Sizes, compare: Callable[..., Any]) -> None:
     x = s.tensor(s.n, 8, s.t)

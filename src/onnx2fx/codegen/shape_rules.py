@@ -653,17 +653,30 @@ def _sliced_length(length: Size, start: Any, stop: Any, step: Any) -> Size | Non
 
 
 def _subscript(t: Any, index: Any, **kwargs: Any) -> tuple[list[Size], torch.dtype] | None:
-    """Basic slicing (slices only, no integers, tensors or new axes)."""
-    if kwargs or not isinstance(t, TENSORS) or not isinstance(index, list) or len(index) > t.dim() \
-            or not all(isinstance(item, dict) for item in index):
+    """Basic slicing (slices only, no integers or new axes), with at most one integer index tensor
+    among the slices (ONNX Gather with indices known at run time): its sizes take the place of the
+    axis it indexes (one advanced index stays where it is), whatever its values (an index out of
+    range is an error at run time, as in torch's own run, which cannot check it either)."""
+    if kwargs or not isinstance(t, TENSORS) or not isinstance(index, list) or len(index) > t.dim():
         return None
     sizes = list(t.shape)
+    out: list[Size] = []
+    tensors = 0
     for axis, item in enumerate(index):
+        # (a 0-dim index is read as a Python integer, its value: left to torch)
+        if isinstance(item, TENSORS) and item.dtype in (torch.int64, torch.int32) and item.dim() > 0:
+            tensors += 1
+            out.extend(item.shape)
+            continue
+        if not isinstance(item, dict):
+            return None
         kept = _sliced_length(sizes[axis], item["start"], item["stop"], item["step"])
         if kept is None:
             return None
-        sizes[axis] = kept
-    return sizes, t.dtype
+        out.append(kept)
+    if tensors > 1:  # several advanced indices broadcast together: left to torch
+        return None
+    return [*out, *sizes[len(index):]], t.dtype
 
 
 _ELEMENTWISE = (
