@@ -513,6 +513,21 @@ def test_a_window_longer_than_the_shortest_length_is_assumed_to_fit_as_torch_ass
     assert module_result_sizes(nn.Conv1d(4, 8, 100), s.tensor(s.n, 4, s.t)) is None
 
 
+def test_linear_layer_keeps_the_leading_sizes_and_gives_out_features(s: Sizes) -> None:
+    layer = nn.Linear(64, 10).eval()
+    for x in (s.tensor(s.n, 64), s.tensor(s.n, s.t, 64), s.tensor(64)):
+        sizes = module_result_sizes(layer, x)
+        assert sizes is not None, "the rule declined"
+        with s.mode:
+            real = layer(x)
+            ruled = torch.empty(sizes)
+        s.assert_same(ruled, real)
+    # a dynamic last dimension (torch records that it is 64), other widths, dtypes: left to torch
+    assert module_result_sizes(layer, s.tensor(s.n, s.t)) is None
+    assert module_result_sizes(layer, s.tensor(s.n, 32)) is None
+    assert module_result_sizes(layer, s.tensor(s.n, 64, dtype=torch.float16)) is None
+
+
 def test_layers_decline_what_torch_would_decide(s: Sizes) -> None:
     # a length that is 1 at the hint: torch's choice of backend decides that it is 1 (see _length_one_at_hint)
     assert module_result_sizes(nn.Conv2d(4, 8, 1), s.tensor(s.n, 4, s.h // 64, s.w)) is None

@@ -432,12 +432,6 @@ class Emitter:
         recurrent layers: their decompositions iterate over the time steps, which fixes a dynamic
         sequence length to its hint and costs a traced step per hint)."""
         module = self.generated.modules[attr].eval()
-        if out_spec is None and isinstance(module, nn.Linear) and len(args) == 1 and isinstance(args[0], Value) \
-                and args[0].const is None and symbolic(self.fake(args[0])) \
-                and self._static_last(args[0]) == module.in_features:
-            # (..., in_features) -> (..., out_features): written out rather than found by a symbolic run
-            # (a dynamic last dimension is left to the run, which records that it must be in_features)
-            out_spec = [([*self.shape(args[0])[:-1], module.out_features], args[0].dtype)]
         if out_spec is None and len(args) == 1 and isinstance(args[0], Value) and args[0].const is None \
                 and symbolic(self.fake(args[0])) and (sizes := module_result_sizes(module, self.fake(args[0]))):
             out_spec = [(sizes, args[0].dtype)]  # a layer whose sizes follow from a formula (shape_rules)
@@ -445,9 +439,8 @@ class Emitter:
             return self._emit(f"self.{attr}", lambda *_: None, args, {}, n_outputs, fold=False, unpack=unpack,
                               out_spec=out_spec)
         if not symbolic([self.fake(a) for a in args if isinstance(a, Value)]):
-            linear = linear_on_meta(module, self.fake(args[0])) \
-                if isinstance(module, nn.Linear) and len(args) == 1 and isinstance(args[0], Value) else None
-            if linear is not None:
+            if len(args) == 1 and isinstance(args[0], Value) \
+                    and (linear := linear_on_meta(module, self.fake(args[0]))) is not None:
                 return self._emit(f"self.{attr}", lambda *_: linear, args, {}, n_outputs, fold=False,
                                   unpack=unpack, evaluated=True)
             # Static sizes: the layer, built on the meta device, runs on meta tensors as it is.
@@ -468,11 +461,6 @@ class Emitter:
         return self._emit(f"self.{attr}", run, args, {}, n_outputs, fold=False, unpack=unpack)
 
     # ----------------------------------------------------------------------------- internals
-    def _static_last(self, v: Value) -> int | None:
-        """The size of ``v``'s last dimension when it is static."""
-        size = self.fake(v).shape[-1]
-        return size if isinstance(size, int) else None
-
     def _resolve(self, fn: str) -> Callable[..., Any]:
         resolved = _LIBRARY_FUNCTIONS.get(fn)
         if resolved is not None:

@@ -23,7 +23,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .nested import map_leaves, walk
 from .shape_env import ConversionShapeEnv, SpecialisationRefused
-from .shape_rules import PendingFake, fake_of, result_by_rule
+from .shape_rules import PendingFake, fake_of, module_result_sizes, result_by_rule
 from .values import SymElem
 
 # Elementwise torch functions whose result has the sizes and dtype of their one float input.
@@ -108,15 +108,16 @@ def evaluate_on_meta(target: Callable[..., Any], args: Any, kwargs: dict[str, An
     return True, result
 
 
-def linear_on_meta(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor | None:
-    """``module(x)`` for a static ``x``, written out: ``(..., in_features) -> (..., out_features)``,
-    contiguous, as torch allocates it. Torch's meta run of a linear layer is Python reference code
-    (the ``addmm`` decomposition) whose first call in a process costs milliseconds. ``None`` where
-    the layer would refuse ``x`` (its own run then words the error) or meta evaluation is off."""
-    if not META_EVALUATION or x.dim() == 0 or x.shape[-1] != module.in_features \
-            or x.dtype != module.weight.dtype or not x.dtype.is_floating_point:
+def linear_on_meta(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """``module(x)`` for a linear layer and a static ``x``: a contiguous meta tensor of the sizes its
+    shape rule gives (:func:`~.shape_rules.module_result_sizes`), as torch allocates it. Torch's
+    meta run of a linear layer is Python reference code (the ``addmm`` decomposition) whose first
+    call in a process costs milliseconds. ``None`` for another layer, where the rule declines (the
+    layer's own run then words the error) or where meta evaluation is off."""
+    if not META_EVALUATION or not isinstance(module, torch.nn.Linear):
         return None
-    return torch.empty((*x.shape[:-1], module.out_features), dtype=x.dtype, device="meta")
+    sizes = module_result_sizes(module, x)
+    return None if sizes is None else torch.empty(sizes, dtype=x.dtype, device="meta")
 
 
 def same_layout_on_meta(x: torch.Tensor) -> torch.Tensor | None:

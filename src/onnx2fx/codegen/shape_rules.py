@@ -867,8 +867,8 @@ def _per_dim(value: Any, nd: int) -> list[int] | None:
 
 
 def module_result_sizes(module: nn.Module, x: torch.Tensor) -> list[Size] | None:
-    """The sizes of ``module(x)`` for a convolution, pooling or normalisation layer, where its
-    rule answers from the sizes as written; else ``None`` (the layer is then run on fakes)."""
+    """The sizes of ``module(x)`` for a convolution, linear, pooling or normalisation layer, where
+    its rule answers from the sizes as written; else ``None`` (the layer is then run on fakes)."""
     shape = list(x.shape)
     if isinstance(module, nn.modules.conv._ConvNd) and not module.transposed:
         if module.padding_mode != "zeros":
@@ -878,6 +878,13 @@ def module_result_sizes(module: nn.Module, x: torch.Tensor) -> list[Size] | None
         return None if spec is None else spec[0]
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         return _transposed_sizes(module, x, shape)
+    if isinstance(module, nn.Linear):
+        # (..., in_features) -> (..., out_features); a dynamic last dimension is left to torch's run,
+        # which records that it must be in_features
+        if x.dim() == 0 or not isinstance(shape[-1], int) or shape[-1] != module.in_features \
+                or not _floating_like(module, x):
+            return None
+        return [*shape[:-1], module.out_features]
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
         nd = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2,
               nn.AvgPool3d: 3}[type(module)]
