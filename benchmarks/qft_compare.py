@@ -232,6 +232,8 @@ def run_setting(case: qc.Case, model_path: Path, reference: np.ndarray, setting:
     is_real = case.name in real.MODELS
 
     in_source = in_source_images(case, args) if is_real and args.real_in_source_samples else None
+    if not is_real:  # counted in test images, so that rounding the accuracies cannot tip the goal
+        row["float_correct"] = int((reference.argmax(1) == case.labels).sum())
 
     def scored(onnx_path: Path, sim: torch.nn.Module) -> dict[str, Any]:
         # the per-layer comparison keeps every activation of the evaluation set: digits models only
@@ -273,8 +275,7 @@ def run_setting(case: qc.Case, model_path: Path, reference: np.ndarray, setting:
                 if before is not None and after is not None:
                     tuned_row["in_source_gain_db"] = round(after - before, 3)
             else:
-                # counted in test images, so that rounding the accuracies cannot tip the goal
-                float_correct = int((reference.argmax(1) == case.labels).sum())
+                float_correct = row["float_correct"]
                 drop = float_correct - row["ptq"]["correct"]
                 gain = tuned_row["correct"] - row["ptq"]["correct"]
                 tuned_row.update(drop_images=drop, recovered_images=gain,
@@ -294,9 +295,8 @@ def seed_record(seed: int, row: dict[str, Any]) -> dict[str, Any]:
     count and the goal of the main table."""
     if "error" in row:
         return {"seed": seed, "error": row["error"]}
-    ptq_correct = row["ptq"]["correct"]
-    return {"seed": seed, "ptq_method": row["ptq"]["method"], "ptq": ptq_correct,
-            "float": ptq_correct + row["qft"][0]["drop_images"],
+    return {"seed": seed, "ptq_method": row["ptq"]["method"], "ptq": row["ptq"]["correct"],
+            "float": row["float_correct"],
             "qft": {q["distillation"]: {"correct": q["correct"], "goal_holds": q["goal_holds"]} for q in row["qft"]}}
 
 
@@ -727,11 +727,11 @@ def main() -> None:
             runs = seed_study(studied, [s for s in study_seeds if s != args.seed], work, args)
             main_runs = {n: [seed_record(args.seed, row) for row in doc["models"][n]["rows"]
                              if row["setting"] == SEED_STUDY_SETTING] for n in studied}
+            records = {n: sorted(main_runs[n] + runs.get(n, []), key=lambda r: r["seed"]) for n in studied}
             doc["digits_seeds"] = {"command": doc["command"], "setting": SEED_STUDY_SETTING,
                                    "main_seed": args.seed, "objectives": args.objectives,
-                                   "seeds": sorted({args.seed, *study_seeds}),
-                                   "models": {n: sorted(main_runs[n] + runs.get(n, []), key=lambda r: r["seed"])
-                                              for n in studied}}
+                                   "seeds": sorted({r["seed"] for rs in records.values() for r in rs}),
+                                   "models": records}
     if "digits_seeds" not in doc and earlier_study:
         doc["digits_seeds"] = earlier_study
     doc["seconds"] = round(time.perf_counter() - started, 1)

@@ -85,6 +85,14 @@ def _seed(seed: int, float_correct: int, ptq: int, kl: int, mse: int) -> dict:
             "qft": {"kl": {"correct": kl, "goal_holds": goal(kl)}, "auto": {"correct": mse, "goal_holds": goal(mse)}}}
 
 
+def test_seed_record_takes_the_counts_of_a_digits_row() -> None:
+    row = {"setting": "W4A8", "float_correct": 871, "ptq": {"method": "mse", "correct": 870},
+           "qft": [{"distillation": "kl", "correct": 871, "goal_holds": True},
+                   {"distillation": "auto", "correct": 870, "goal_holds": False}]}
+    assert qft_compare.seed_record(3, row) == _seed(3, 871, 870, 871, 870)
+    assert qft_compare.seed_record(4, {"error": "ValueError: broken"}) == {"seed": 4, "error": "ValueError: broken"}
+
+
 def test_seed_study_pools_the_images_lost_over_the_seeds_with_a_drop(tmp_path: Path) -> None:
     records = [_seed(0, 871, 870, 870, 870), _seed(1, 872, 866, 873, 870), _seed(2, 877, 876, 877, 876),
                _seed(4, 873, 874, 873, 874), {"seed": 5, "error": "ValueError: broken"}]
