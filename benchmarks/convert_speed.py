@@ -57,17 +57,18 @@ KEPT_SECTIONS = ("latency",)  # generated sections of docs/benchmarks.md that ot
 
 # ------------------------------------------------------------------------------------ child side
 def _converter(tool: str) -> Any:
-    """The tool's path-to-module function, imported and warmed up."""
+    """The tool's path-to-module function, imported and warmed up: it gives the module and, for
+    onnx2fx, the phase timings its conversion recorded (``None`` for onnx2torch)."""
     if tool == "onnx2fx":
         from onnx2fx import OnnxToFxConverter
 
         warm_up_converter()
 
-        def ours(path: Path) -> Any:
+        def ours(path: Path) -> tuple[Any, dict[str, float]]:
             converter = OnnxToFxConverter(path)
             module = converter.convert()
-            module.phase_seconds = converter.result.info["phase_seconds"]  # type: ignore[union-attr]
-            return module
+            assert converter.result is not None
+            return module, converter.result.info["phase_seconds"]
 
         return ours
     from benchmarks.zoo.torchvision_ops import import_torchvision
@@ -84,16 +85,15 @@ def _converter(tool: str) -> Any:
                           [numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")]),
         opset_imports=[helper.make_opsetid("", 17)])
     convert(tiny)
-    return lambda path: convert(str(path))
+    return lambda path: (convert(str(path)), None)
 
 
 def _convert_once(tool: str, path: Path) -> dict[str, Any]:
     convert = _converter(tool)
     with PeakMemory() as peak:
-        module = convert(path)
+        module, phases = convert(path)
     result = {"seconds": peak.seconds, "peak_rss_bytes": peak.growth}
-    phases = getattr(module, "phase_seconds", None)  # onnx2fx: where its time went (conversion.json's record)
-    if phases is not None:
+    if phases is not None:  # onnx2fx: where its time went (conversion.json's record)
         result["phases"] = phases
     fx_floor = _fx_floor(module)
     if fx_floor is not None:
