@@ -291,6 +291,8 @@ def test_default_batch_leaves_an_epoch_at_least_100_steps_per_process() -> None:
     data = training_data(np.zeros((1000, 3), np.float32), spec)
     assert data.batch_size == 8 and data.steps() == 125 and data.description["batch_size"] == 8
     assert training_data(np.zeros((1000, 3), np.float32), spec, batch_size=4).steps() == 250
+    with pytest.raises(QuantizationError, match="^batch size must be positive, got 0$"):
+        training_data(np.zeros((1000, 3), np.float32), spec, batch_size=0)
 
 
 def test_learnable_quantizer_matches_fixed_one_and_freezes_back() -> None:
