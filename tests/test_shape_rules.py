@@ -436,15 +436,19 @@ def test_arange_over_a_size_has_that_many_values(s: Sizes) -> None:
 def test_layer_output_sizes(s: Sizes, layer: nn.Module, channels: tuple[int]) -> None:
     spatial = {1: [s.t], 2: [s.h, s.w], 3: [s.h, s.w, s.t]}
     nd = 3 if isinstance(layer, nn.Conv3d) else 1 if isinstance(layer, (nn.Conv1d, nn.ConvTranspose1d)) else 2
-    x = s.tensor(s.n, *channels, *spatial[nd])
-    layer = layer.eval()
+    ruled = _check_layer(s, layer.eval(), s.tensor(s.n, *channels, *spatial[nd]))
+    assert all(isinstance(size, torch.SymInt) for size in ruled.shape[2:]), "a dynamic length became a number"
+
+
+def _check_layer(s: Sizes, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's rule against torch's run on ``x``; the tensor of the rule's sizes."""
     sizes = module_result_sizes(layer, x)
     assert sizes is not None, "the rule declined"
     with s.mode:
         real = layer(x)
         ruled = torch.empty(sizes)
     s.assert_same(ruled, real)
-    assert all(isinstance(size, torch.SymInt) for size in ruled.shape[2:]), "a dynamic length became a number"
+    return ruled
 
 
 @pytest.mark.parametrize(("function", "spatial", "weight", "bias", "kwargs"), [
@@ -516,12 +520,7 @@ def test_a_window_longer_than_the_shortest_length_is_assumed_to_fit_as_torch_ass
 def test_linear_layer_keeps_the_leading_sizes_and_gives_out_features(s: Sizes) -> None:
     layer = nn.Linear(64, 10).eval()
     for x in (s.tensor(s.n, 64), s.tensor(s.n, s.t, 64), s.tensor(64)):
-        sizes = module_result_sizes(layer, x)
-        assert sizes is not None, "the rule declined"
-        with s.mode:
-            real = layer(x)
-            ruled = torch.empty(sizes)
-        s.assert_same(ruled, real)
+        _check_layer(s, layer, x)
     # a dynamic last dimension (torch records that it is 64), other widths, dtypes: left to torch
     assert module_result_sizes(layer, s.tensor(s.n, s.t)) is None
     assert module_result_sizes(layer, s.tensor(s.n, 32)) is None
