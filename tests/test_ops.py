@@ -866,3 +866,43 @@ def test_qlinear_requantization_rounds_the_float32_product(op: str) -> None:
     produced = produced.reshape(-1)
     assert produced[accumulators == 25].tolist() == [2] and produced[accumulators == 45].tolist() == [4]
     assert produced[accumulators == 15].tolist() == [2]
+
+
+# ---------------------------------------------------------------------------------- Max / Min bounds
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int32])
+def test_max_min_against_constants_are_clamps(dtype: type) -> None:
+    """Max and Min with a one-element constant become ``torch.clamp`` bounds, on either side and
+    among several operands, with the values onnxruntime gives at two batch sizes."""
+    x = (rand(2, 3, 5) * 4).astype(dtype)
+    z = (rand(2, 3, 5) * 4).astype(dtype)
+    inits = {"lo": np.full((1, 1, 1), -1.5, dtype), "hi": np.array(2.5, dtype)}
+    nodes = [node("Max", ["x", "lo"], ["a"]), node("Min", ["hi", "a"], ["b"]), node("Max", ["b", "lo", "z"])]
+    gm = run(nodes, {"x": x, "z": z}, {"y": dtype}, initializers=inits)
+    code = gm.code
+    assert code.count("torch.clamp(") == 3 and "torch.tensor" not in code and "_tensor_constant" not in code
+    assert "torch.maximum(" in code  # the operand that is not a constant
+    bigger = {"x": np.concatenate([x, x]), "z": np.concatenate([z, z])}
+    check_conversion(make_model(nodes, bigger, {"y": dtype}, initializers=inits), bigger, trainable=False)
+
+
+def test_max_min_clamps_keep_nans_and_signed_zeros_as_maximum_does() -> None:
+    x = np.array([np.nan, -1.0, -0.0, 0.0, 3.0], np.float32)
+    nodes = [node("Max", ["x", "zero"], ["m"]), node("Min", ["m", "nzero"])]
+    model = make_model(nodes, {"x": x}, {"y": np.float32},
+                       initializers={"zero": np.array(0.0, np.float32), "nzero": np.array(-0.0, np.float32)})
+    gm = OnnxToFxConverter(model).convert()
+    assert "torch.clamp(" in gm.code
+    t = torch.from_numpy(x)
+    expected = torch.minimum(torch.maximum(t, torch.tensor(0.0)), torch.tensor(-0.0))
+    produced = gm(t)
+    np.testing.assert_array_equal(produced.numpy(), expected.numpy())
+    assert torch.equal(torch.signbit(produced), torch.signbit(expected))
+
+
+def test_max_of_a_learned_scalar_stays_a_parameter() -> None:
+    """A one-element initializer that training would change stays a tensor operand."""
+    x = rand(2, 4)
+    model = make_model([node("Max", ["x", "blocks.0.floor"])], {"x": x}, {"y": np.float32},
+                       initializers={"blocks.0.floor": np.array([0.1], np.float32)})
+    gm = OnnxToFxConverter(model).convert()
+    assert "torch.clamp(" not in gm.code and "torch.maximum(" in gm.code

@@ -182,14 +182,29 @@ def _variadic(g: Emitter, fn: str, inputs: tuple[Value, ...]) -> Value:
     return result
 
 
+def _bounded(g: Emitter, fn: str, bound: str, inputs: tuple[Value, ...]) -> Value:
+    """Max or Min, pairwise; a one-element constant operand becomes a bound of ``torch.clamp``
+    (``torch.clamp(x, min=-0.4)``), which gives the same values, NaN and signed zeros included,
+    without making a tensor of the constant on every call."""
+    result = inputs[0]
+    for other in inputs[1:]:
+        if _is_number(other, result):
+            result = g.call("torch.clamp", result, **{bound: _number(other)})
+        elif _is_number(result, other):
+            result = g.call("torch.clamp", other, **{bound: _number(result)})
+        else:
+            result = g.call(fn, result, other)
+    return result
+
+
 @onnx_op("Max", 1, widened_for_unsigned=True)
 def max_(g: Emitter, *inputs: Value, **legacy: object) -> Value:
-    return _variadic(g, "torch.maximum", inputs)
+    return _bounded(g, "torch.maximum", "min", inputs)
 
 
 @onnx_op("Min", 1, widened_for_unsigned=True)
 def min_(g: Emitter, *inputs: Value, **legacy: object) -> Value:
-    return _variadic(g, "torch.minimum", inputs)
+    return _bounded(g, "torch.minimum", "max", inputs)
 
 
 @onnx_op("Sum", 1, widened_for_unsigned=True)
