@@ -169,7 +169,7 @@ class _CnnAndEncoder(torch.nn.Module):
         self.head = torch.nn.Linear(32, 5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.stem(x)
+        y = F.leaky_relu(self.stem(x), 0.2)
         y = torch.cat([y, F.interpolate(y[:, :, ::2, 1:], size=y.shape[2:], mode="bilinear")], 1)
         tokens = self.proj(y).flatten(2).transpose(1, 2)
         return self.head(self.encoder(tokens)[:, 0]).softmax(-1)
@@ -185,10 +185,48 @@ def test_meta_evaluation_generates_the_code_fake_tensors_generate(tmp_path, monk
     with_meta = OnnxToFxConverter(path)
     with_meta.convert()
     assert len(fake_eval._META_RESULTS) >= 20  # the static path was taken
-    # the linear head's sizes are written out, not found by a meta run of the layer
+    # the linear head's, the softmaxes' and the leaky ReLU's results are written out, not found by meta runs
     assert not [key for key in fake_eval._META_RESULTS
-                if isinstance(key[0], tuple) and key[0][:2] == ("module", torch.nn.Linear)]
+                if isinstance(key[0], tuple) and key[0][:2] == ("module", torch.nn.Linear)
+                or key[0] in (torch.softmax, torch.log_softmax, F.leaky_relu)]
+    assert "torch.softmax(" in with_meta.source_code and "F.leaky_relu(" in with_meta.source_code
     monkeypatch.setattr(fake_eval, "META_EVALUATION", False)
     fakes_only = OnnxToFxConverter(path)
     fakes_only.convert()
     assert with_meta.source_code == fakes_only.source_code
+
+
+_LAYOUTS = {
+    "contiguous-fp16": lambda: torch.empty(2, 3, 5, 4, dtype=torch.float16, device="meta"),
+    "channels-last": lambda: torch.empty(2, 3, 5, 4, device="meta").contiguous(memory_format=torch.channels_last),
+    "1-d": lambda: torch.empty(7, device="meta"),
+    "0-d": lambda: torch.empty((), device="meta"),
+    "permuted-ones": lambda: torch.empty(1, 4, 1, 1, device="meta").permute(0, 2, 3, 1),
+    "transposed": lambda: torch.empty(3, 5, device="meta").t(),
+}
+
+
+@pytest.mark.parametrize("fn", ["torch.softmax", "torch.log_softmax"])
+@pytest.mark.parametrize("layout", sorted(_LAYOUTS))
+def test_a_softmax_result_written_out_matches_its_meta_and_cpu_runs(fn: str, layout: str) -> None:
+    target = eval(fn, {"torch": torch})  # noqa: S307 - two names above
+    x = _LAYOUTS[layout]()
+    for dim in range(-max(x.dim(), 1), max(x.dim(), 1)):
+        written = fake_eval.softmax_on_meta(x, dim)
+        if layout in ("channels-last", "permuted-ones", "transposed"):  # left to the meta run
+            assert written is None
+            continue
+        assert _signature(written) == _signature(target(x, dim=dim)), (dim, x.stride())
+        real = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype)
+        assert _signature(written) == _signature(target(real, dim=dim)), (dim, x.stride())
+    assert fake_eval.softmax_on_meta(x, max(x.dim(), 1)) is None  # torch's IndexError, not ours
+
+
+@pytest.mark.parametrize(("fn", "numbers"), [("F.leaky_relu", (0.2,)), ("F.elu", (0.5,)), ("F.celu", (1.5,)),
+                                              ("F.softshrink", (0.3,)), ("F.hardshrink", (0.3,)),
+                                              ("torch.clamp", (-1.0, 6.0)), ("F.hardtanh", (-2.0, 2.0))])
+def test_elementwise_calls_with_numbers_are_written_out_like_their_meta_runs(fn: str, numbers: tuple) -> None:
+    target = eval(fn, {"torch": torch, "F": F})  # noqa: S307 - names from the list above
+    for layout in ("contiguous-fp16", "channels-last", "1-d", "0-d", "permuted-ones"):
+        x = _LAYOUTS[layout]()
+        assert _signature(fake_eval.same_layout_on_meta(x)) == _signature(target(x, *numbers)), (fn, layout)

@@ -19,8 +19,10 @@ from . import (
     _core,
     ops,  # noqa: F401 - registers the built-in op table
 )
+from .codegen import fake_eval
 from .codegen.emitted import EmittedModule, NodeInfo
 from .codegen.emitter import Emitter
+from .codegen.fake_eval import meta_like
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .functions import function_body
@@ -82,6 +84,10 @@ def fake_input(emitter: Emitter, value_info: _core.ValueInfo, shape: list[int | 
     except RuntimeError as exc:
         raise ConversionError(f"graph input {value_info.name!r} has shape {hints}, too large to trace: "
                               f"{str(exc).splitlines()[0]}") from exc
+    if fake_eval.META_EVALUATION and all(d is not None for d in shape):
+        # static: a meta tensor, like the values computed from it (a FakeTensor is made only where a
+        # call needs one; the first in a process costs milliseconds)
+        return meta_like(example)
     return emitter.fake_mode.from_tensor(
         example, symbolic_context=StatelessSymbolicContext(dynamic_sizes=dynamic))
 

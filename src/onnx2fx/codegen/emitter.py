@@ -27,12 +27,14 @@ from ..errors import ConversionError, UnsupportedOperatorError
 from .emitted import EmittedCall, EmittedModule, Helper, NodeInfo
 from .fake_eval import (
     SAME_SHAPE_FLOAT_FUNCTIONS,
+    SOFTMAX_FUNCTIONS,
     OutSpec,
     evaluate_on_fakes,
     evaluate_on_meta,
     linear_on_meta,
     meta_like,
     same_layout_on_meta,
+    softmax_on_meta,
     symbolic,
     unknown_tensor,
 )
@@ -299,18 +301,24 @@ class Emitter:
         fake tensors; a size given as ``None`` is known only at run time (an unbacked symbol).
         """
         target = self._resolve(fn)
-        if out_spec is None and fn in SAME_SHAPE_FLOAT_FUNCTIONS and len(args) == 1 and isinstance(args[0], Value) \
+        if out_spec is None and fn in SAME_SHAPE_FLOAT_FUNCTIONS and args and isinstance(args[0], Value) \
                 and args[0].const is None and args[0].dtype.is_floating_point \
+                and all(type(a) in (int, float, bool) for a in args[1:]) \
                 and not any(isinstance(v, Value) for v in walk(list(kwargs.values()))):
-            # An elementwise function of one float tensor keeps its sizes (and, on a dense input, its
-            # strides): no need to run torch's reference implementation to learn them (with symbolic
-            # sizes: sympy on every size; on meta tensors: Python reference code, milliseconds the first
-            # time in a process).
+            # An elementwise function of one float tensor (and numbers: ``F.leaky_relu(x, 0.2)``) keeps
+            # its sizes (and, on a dense input, its strides): no need to run torch's reference
+            # implementation to learn them (with symbolic sizes: sympy on every size; on meta tensors:
+            # Python reference code, milliseconds the first time in a process).
             fake = self.fake(args[0])
             if symbolic(fake):
                 out_spec = [(self.shape(args[0]), args[0].dtype)]
             elif (same := same_layout_on_meta(fake)) is not None:  # not a constant: nothing to fold
                 return self._emit(fn, lambda *_: same, args, kwargs, n_outputs, fold, evaluated=True)
+        elif out_spec is None and fn in SOFTMAX_FUNCTIONS and len(args) == 1 and isinstance(args[0], Value) \
+                and args[0].const is None and args[0].dtype.is_floating_point and set(kwargs) == {"dim"} \
+                and type(kwargs["dim"]) is int and not symbolic(fake := self.fake(args[0])) \
+                and (result := softmax_on_meta(fake, kwargs["dim"])) is not None:
+            return self._emit(fn, lambda *_: result, args, kwargs, n_outputs, fold, evaluated=True)
         return self._emit(fn, target, args, kwargs, n_outputs, fold, out_spec=out_spec)
 
     def unknown(self, sizes: Sequence[SymElem | int | None], dtype: torch.dtype) -> torch.Tensor:

@@ -133,6 +133,30 @@ def same_layout_on_meta(x: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
+SOFTMAX_FUNCTIONS = frozenset({"torch.softmax", "torch.log_softmax"})
+
+
+def softmax_on_meta(x: torch.Tensor, dim: int) -> torch.Tensor | None:
+    """The result of ``torch.softmax`` or ``torch.log_softmax`` along ``dim`` of a float tensor ``x``
+    of static sizes laid out with torch's default strides, without a ``dtype``: a meta tensor of
+    the same sizes, strides and dtype (the meta run is Python reference code, milliseconds the first
+    time in a process). ``None`` for another layout (the meta run then answers: on some, such as
+    odd strides on length-1 dimensions, it keeps strides the CPU kernel does not), for a ``dim`` out
+    of range (torch's run words the error) or where meta evaluation is off."""
+    rank = max(x.dim(), 1)
+    if not META_EVALUATION or not -rank <= dim < rank or x.stride() != _default_strides(x.shape):
+        return None
+    return meta_like(x)
+
+
+def _default_strides(sizes: Sequence[int]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(sizes):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
 # Results of meta runs by call: networks repeat the same layer on the same sizes many times, and
 # several of torch's meta functions are Python reference code (layer_norm, gelu: milliseconds).
 _META_RESULTS: dict[Any, Any] = {}
