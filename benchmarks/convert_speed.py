@@ -193,7 +193,8 @@ def _latency(name: str, path: Path, runs: int, threads: int, budget: float) -> d
     result: dict[str, Any] = {}
     for tool in TOOLS:
         try:
-            module = _converter(tool)(path).eval()
+            module, _ = _converter(tool)(path)
+            module.eval()
             with torch.no_grad():
                 result[f"{tool}_rel_err_pct"] = _relative_error(module(*tensors), reference)
             callables[tool] = lambda module=module: module(*tensors)
