@@ -22,7 +22,6 @@ from . import (
 from .codegen import fake_eval
 from .codegen.emitted import EmittedModule, NodeInfo
 from .codegen.emitter import Emitter
-from .codegen.fake_eval import meta_like
 from .codegen.values import Value
 from .errors import ConversionError, Onnx2FxError, UnsupportedOperatorError
 from .functions import function_body
@@ -87,7 +86,7 @@ def fake_input(emitter: Emitter, value_info: _core.ValueInfo, shape: list[int | 
     if fake_eval.META_EVALUATION and all(d is not None for d in shape):
         # static: a meta tensor, like the values computed from it (a FakeTensor is made only where a
         # call needs one; the first in a process costs milliseconds)
-        return meta_like(example)
+        return fake_eval.meta_like(example)
     return emitter.fake_mode.from_tensor(
         example, symbolic_context=StatelessSymbolicContext(dynamic_sizes=dynamic))
 

@@ -175,22 +175,16 @@ for _op, _fn in _COMPARE.items():
     _register_binary(_op, _fn)
 
 
-def _variadic(g: Emitter, fn: str, inputs: tuple[Value, ...]) -> Value:
+def _variadic(g: Emitter, fn: str, inputs: tuple[Value, ...], bound: str | None = None) -> Value:
+    """``fn`` over the inputs, pairwise. With ``bound`` (Max: ``"min"``, Min: ``"max"``), a
+    one-element constant operand becomes that bound of ``torch.clamp`` (``torch.clamp(x, min=-0.4)``),
+    which gives the same values, NaN and signed zeros included, without making a tensor of the
+    constant on every call."""
     result = inputs[0]
     for other in inputs[1:]:
-        result = g.call(fn, result, other)
-    return result
-
-
-def _bounded(g: Emitter, fn: str, bound: str, inputs: tuple[Value, ...]) -> Value:
-    """Max or Min, pairwise; a one-element constant operand becomes a bound of ``torch.clamp``
-    (``torch.clamp(x, min=-0.4)``), which gives the same values, NaN and signed zeros included,
-    without making a tensor of the constant on every call."""
-    result = inputs[0]
-    for other in inputs[1:]:
-        if _is_number(other, result):
+        if bound is not None and _is_number(other, result):
             result = g.call("torch.clamp", result, **{bound: _number(other)})
-        elif _is_number(result, other):
+        elif bound is not None and _is_number(result, other):
             result = g.call("torch.clamp", other, **{bound: _number(result)})
         else:
             result = g.call(fn, result, other)
@@ -199,12 +193,12 @@ def _bounded(g: Emitter, fn: str, bound: str, inputs: tuple[Value, ...]) -> Valu
 
 @onnx_op("Max", 1, widened_for_unsigned=True)
 def max_(g: Emitter, *inputs: Value, **legacy: object) -> Value:
-    return _bounded(g, "torch.maximum", "min", inputs)
+    return _variadic(g, "torch.maximum", inputs, bound="min")
 
 
 @onnx_op("Min", 1, widened_for_unsigned=True)
 def min_(g: Emitter, *inputs: Value, **legacy: object) -> Value:
-    return _bounded(g, "torch.minimum", "max", inputs)
+    return _variadic(g, "torch.minimum", inputs, bound="max")
 
 
 @onnx_op("Sum", 1, widened_for_unsigned=True)
