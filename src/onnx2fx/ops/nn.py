@@ -173,6 +173,8 @@ def matmul(g: Emitter, a: Value, b: Value) -> Value:
 # ------------------------------------------------------------------------------ softmax
 def _softmax(g: Emitter, fn: str, x: Value, axis: int, legacy: bool) -> Value:
     rank = x.rank
+    if not -max(rank, 1) <= axis < max(rank, 1):  # torch's meta kernel does not check, only its run would
+        raise g.error(f"axis {axis} is out of range for an input of rank {rank}")
     axis = axis + rank if axis < 0 else axis
     if not legacy or axis == rank - 1:
         return g.call(fn, x, dim=axis if not legacy else -1)
