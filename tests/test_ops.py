@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from support import check_conversion, ort_run
 
 from onnx2fx import OnnxToFxConverter
-from onnx2fx.errors import UnsupportedOperatorError
+from onnx2fx.errors import ConversionError, UnsupportedOperatorError
 
 INT64_MAX = np.iinfo(np.int64).max
 INT64_MIN = np.iinfo(np.int64).min
@@ -748,6 +748,16 @@ def test_log_softmax_legacy() -> None:
     run([node("LogSoftmax", ["x"], axis=1)], {"x": rand(2, 3, 4)}, opset=11)
 
 
+@pytest.mark.parametrize(("op", "opset", "axis"), [("Softmax", 13, 2), ("LogSoftmax", 13, -3), ("Softmax", 11, 5)])
+def test_softmax_axis_out_of_range_is_a_conversion_error(op: str, opset: int, axis: int) -> None:
+    """torch's shape-only softmax accepts any ``dim``; the model would fail only when run."""
+    model = make_model([helper.make_node(op, ["x"], ["y"], name="sm", axis=axis)], {"x": rand(2, 3)},
+                       {"y": np.float32}, opset=opset, check=False)
+    with pytest.raises(ConversionError, match=rf"^node 'sm' \({op}\): axis {axis} is out of range for an input "
+                                              r"of rank 2$"):
+        OnnxToFxConverter(model).convert()
+
+
 # ---------------------------------------------------------------------------------- detection
 def _random_boxes(count: int, width: float, height: float) -> np.ndarray:
     corner = RNG.uniform(-8, [width, height], size=(count, 2))
@@ -900,9 +910,8 @@ def test_max_min_clamps_keep_nans_and_signed_zeros_as_maximum_does() -> None:
 
 
 def test_max_of_a_learned_scalar_stays_a_parameter() -> None:
-    """A one-element initializer that training would change stays a tensor operand."""
-    x = rand(2, 4)
-    model = make_model([node("Max", ["x", "blocks.0.floor"])], {"x": x}, {"y": np.float32},
-                       initializers={"blocks.0.floor": np.array([0.1], np.float32)})
-    gm = OnnxToFxConverter(model).convert()
+    """A one-element initializer that training would change stays a tensor operand: onnxruntime's
+    values, and one SGD step moves it."""
+    gm = run([node("Max", ["x", "blocks.0.floor"])], {"x": rand(2, 4)},
+             initializers={"blocks.0.floor": np.array([0.1], np.float32)}, trainable=True)
     assert "torch.clamp(" not in gm.code and "torch.maximum(" in gm.code
