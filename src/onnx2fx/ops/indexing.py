@@ -7,13 +7,10 @@ import torch
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import Value
+from .axes import axis_index
 from .registry import onnx_op
 
 _SCATTER_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 def _const_int(g: Emitter, v: Value | None) -> int | None:
@@ -33,7 +30,7 @@ def _non_negative(g: Emitter, indices: Value, size: object) -> Value:
 def scatter_elements(g: Emitter, data: Value, indices: Value, updates: Value, *, axis: int = 0,
                      reduction: str = "none") -> Value:
     """``torch.scatter`` (``scatter_reduce`` with ``include_self`` for a reduction)."""
-    axis = _axis(axis, data.rank)
+    axis = axis_index(axis, data.rank)
     index = _non_negative(g, indices, g.dim(data, axis))
     if reduction == "none":
         return g.call("torch.scatter", data, axis, index, updates)
@@ -82,7 +79,7 @@ def tensor_scatter(g: Emitter, past: Value, update: Value, write_indices: Value 
     """Writes ``update`` into the cache along ``axis`` from each batch entry's write index."""
     if mode not in ("linear", "circular"):
         raise g.unsupported("mode", f"value {mode!r}")
-    return g.call(g.helper(_tensor_scatter, leaf=True), past, update, write_indices, _axis(axis, past.rank),
+    return g.call(g.helper(_tensor_scatter, leaf=True), past, update, write_indices, axis_index(axis, past.rank),
                   mode == "circular")
 
 
@@ -135,7 +132,7 @@ def _one_hot(indices: torch.Tensor, depth: torch.Tensor, values: torch.Tensor, a
 def one_hot(g: Emitter, indices: Value, depth: Value, values: Value, *, axis: int = -1) -> Value:
     """``index.unsqueeze(-1) == torch.arange(depth)`` then the off/on values; indices out of range
     select no class, negative ones count from the end."""
-    out_axis = _axis(axis, indices.rank + 1)
+    out_axis = axis_index(axis, indices.rank + 1)
     n = int(depth.const.reshape(-1)[0].item()) if depth.const is not None else _const_int(g, depth)
     if n is None:
         spec = [([None] * (indices.rank + 1), values.dtype)]
@@ -168,7 +165,7 @@ def top_k_legacy(g: Emitter, x: Value, *, axis: int = -1, k: int) -> tuple[Value
 def top_k(g: Emitter, x: Value, k: Value, *, axis: int = -1, largest: int = 1, sorted: int = 1) -> tuple[Value, Value]:
     count = _const_int(g, k)
     if count is None:
-        a = _axis(axis, x.rank)
+        a = axis_index(axis, x.rank)
         shape = [None if i == a else d for i, d in enumerate(g.shape(x))]
         return g.call(g.helper(_top_k, leaf=True), x, k, a, bool(largest), n_outputs=2,
                       out_spec=[(shape, x.dtype), (shape, torch.int64)])
@@ -177,7 +174,7 @@ def top_k(g: Emitter, x: Value, k: Value, *, axis: int = -1, largest: int = 1, s
 
 def _topk(g: Emitter, x: Value, k: int, axis: int, largest: int, sort: int) -> tuple[Value, Value]:
     """``torch.topk``; ties keep the lower index first, as ONNX requires (a stable sort)."""
-    axis = _axis(axis, x.rank)
+    axis = axis_index(axis, x.rank)
     values, index = g.call("torch.sort", x, dim=axis, descending=bool(largest), stable=True, n_outputs=2)
     size = g.dim(x, axis)
     if size.is_static and size.value == k:
@@ -204,7 +201,7 @@ def _compress(x: torch.Tensor, condition: torch.Tensor, axis: int | None) -> tor
 
 @onnx_op("Compress", 9)
 def compress(g: Emitter, x: Value, condition: Value, *, axis: int | None = None) -> Value:
-    a = None if axis is None else _axis(axis, x.rank)
+    a = None if axis is None else axis_index(axis, x.rank)
     sizes = [None] if a is None else [None if i == a else d for i, d in enumerate(g.shape(x))]
     return g.call(g.helper(_compress, leaf=True), x, condition, a, out_spec=[(sizes, x.dtype)])
 
@@ -227,7 +224,7 @@ def _unique(x: torch.Tensor, axis: int | None, sort: bool) -> tuple[torch.Tensor
 
 @onnx_op("Unique", 11)
 def unique(g: Emitter, x: Value, *, axis: int | None = None, sorted: int = 1) -> tuple[Value, ...]:
-    a = None if axis is None else _axis(axis, x.rank)
+    a = None if axis is None else axis_index(axis, x.rank)
     shape = [None] if a is None else [None if i == a else d for i, d in enumerate(g.shape(x))]
     spec = [(shape, x.dtype), ([None], torch.int64), ([None], torch.int64), ([None], torch.int64)]
     return g.call(g.helper(_unique, leaf=True), x, a, bool(sorted), n_outputs=4, out_spec=spec)

@@ -8,11 +8,8 @@ import torch
 from ..codegen.emitter import Emitter
 from ..codegen.values import SymElem, Value
 from ..tensors import torch_dtype
+from .axes import axis_index
 from .registry import onnx_op
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 def _const_int(g: Emitter, v: Value | None) -> int | None:
@@ -103,7 +100,7 @@ def hardmax_legacy(g: Emitter, x: Value, *, axis: int = 1) -> Value:
     """Hardmax-1/11 work on the input flattened to 2-D at ``axis``."""
     shape = g.shape(x)
     lead = SymElem.of(1)
-    for d in shape[:_axis(axis, x.rank)]:
+    for d in shape[:axis_index(axis, x.rank)]:
         lead = lead * d
     flat = g.method(x, "reshape", [lead, -1])
     return g.method(hardmax(g, flat, axis=-1), "reshape", shape)
@@ -112,7 +109,7 @@ def hardmax_legacy(g: Emitter, x: Value, *, axis: int = 1) -> Value:
 @onnx_op("Hardmax", 13)
 def hardmax(g: Emitter, x: Value, *, axis: int = -1) -> Value:
     """1 at the first maximum along ``axis``: a one-hot of ``argmax``."""
-    axis = _axis(axis, x.rank)
+    axis = axis_index(axis, x.rank)
     hot = g.call("F.one_hot", g.call("torch.argmax", x, axis), g.dim(x, axis))
     if axis != x.rank - 1:
         hot = g.call("torch.movedim", hot, -1, axis)
@@ -138,7 +135,7 @@ def _cumulative(g: Emitter, fn: str, x: Value, axis: Value, exclusive: int, reve
     if a is None:
         return g.call(g.helper(_runtime_cumulative, leaf=True), x, axis, fn == "torch.cumprod", bool(exclusive),
                       bool(reverse), out_spec=[(g.shape(x), x.dtype)])
-    a = _axis(a, x.rank)
+    a = axis_index(a, x.rank)
     y = g.call("torch.flip", x, [a]) if reverse else x
     if exclusive:  # shift by one: the identity element first, the last element dropped
         identity = 0 if fn == "torch.cumsum" else 1

@@ -8,6 +8,7 @@ import torch
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import SymElem, Value
+from .axes import axis_index
 from .registry import onnx_op
 from .shape import torch_pads
 from .sliding_window import int_or_tuple, pad_same_at_run_time, resolve_pads
@@ -173,9 +174,7 @@ def matmul(g: Emitter, a: Value, b: Value) -> Value:
 # ------------------------------------------------------------------------------ softmax
 def _softmax(g: Emitter, fn: str, x: Value, axis: int, legacy: bool) -> Value:
     rank = x.rank
-    if not -max(rank, 1) <= axis < max(rank, 1):  # torch's meta kernel does not check, only its run would
-        raise g.error(f"axis {axis} is out of range for an input of rank {rank}")
-    axis = axis + rank if axis < 0 else axis
+    axis = axis_index(axis, rank)
     if not legacy or axis == rank - 1:
         return g.call(fn, x, dim=axis if not legacy else -1)
     flat = g.call("torch.flatten", x, axis)

@@ -10,13 +10,10 @@ import torch
 
 from ..codegen.emitter import Emitter
 from ..codegen.values import Value
+from .axes import axis_index
 from .registry import onnx_op
 
 MS = "com.microsoft"
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 # ------------------------------------------------------------------------------ batch, layer, instance
@@ -134,7 +131,7 @@ def group_norm(g: Emitter, x: Value, scale: Value, bias: Value, *, epsilon: floa
 def rms_norm(g: Emitter, x: Value, scale: Value, *, axis: int = -1, epsilon: float = 1e-5,
              stash_type: int = 1) -> Value:
     """``F.rms_norm`` over the dimensions from ``axis`` on (computed in float32 for 16-bit inputs)."""
-    dims = g.shape(x)[_axis(axis, x.rank):]
+    dims = g.shape(x)[axis_index(axis, x.rank):]
     low_precision = x.dtype in (torch.float16, torch.bfloat16)
     xf = g.method(x, "float") if low_precision else x
     y = g.call("F.rms_norm", xf, dims, None, epsilon)
@@ -148,7 +145,7 @@ def lp_norm(g: Emitter, x: Value, *, axis: int = -1, p: int = 2) -> Value:
     """``x / ||x||_p`` along ``axis`` (0 where the norm is 0)."""
     if p not in (1, 2):
         raise g.unsupported("p", f"{p} (ONNX allows 1 and 2)")
-    norm = g.call("torch.linalg.vector_norm", x, float(p), _axis(axis, x.rank), keepdim=True)
+    norm = g.call("torch.linalg.vector_norm", x, float(p), axis_index(axis, x.rank), keepdim=True)
     return g.call("torch.where", g.call("torch.eq", norm, 0), 0.0, g.operator("/", x, norm))
 
 
@@ -170,7 +167,7 @@ def lrn(g: Emitter, x: Value, *, size: int, alpha: float = 0.0001, beta: float =
 @onnx_op("MeanVarianceNormalization", 9)
 def mean_variance_norm(g: Emitter, x: Value, *, axes: list[int] | None = None) -> Value:
     """``(x - mean) / sqrt(var + 1e-9)`` over ``axes`` (population variance)."""
-    dims = [_axis(a, x.rank) for a in (axes if axes is not None else [0, 2, 3])]
+    dims = [axis_index(a, x.rank) for a in (axes if axes is not None else [0, 2, 3])]
     mean = g.call("torch.mean", x, dims, keepdim=True)
     centered = g.operator("-", x, mean)
     var = g.call("torch.mean", g.call("torch.square", centered), dims, keepdim=True)

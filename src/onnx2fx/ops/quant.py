@@ -14,14 +14,11 @@ from ..codegen.values import Value
 from ..tensors import SUB_BYTE_BITS, SUB_BYTE_STORAGE, torch_dtype
 from . import casting
 from . import nn as nn_ops
+from .axes import axis_index
 from .registry import onnx_op
 
 INTEGER_RANGES = {torch.uint8: (0, 255), torch.int8: (-128, 127), torch.uint16: (0, 65535),
                    torch.int16: (-32768, 32767), torch.int32: (-(2**31), 2**31 - 1)}
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 def _broadcast(g: Emitter, v: Value, x: Value, axis: int, block_size: int) -> Value | float | int:
@@ -31,7 +28,7 @@ def _broadcast(g: Emitter, v: Value, x: Value, axis: int, block_size: int) -> Va
         return v.const.reshape(()).item()
     if v.rank == 0 or (v.rank == 1 and v.static_shape()[0] == 1):
         return v if v.rank == 0 else g.method(v, "reshape", [])
-    axis = _axis(axis, x.rank)
+    axis = axis_index(axis, x.rank)
     if not block_size:
         shape = [1] * x.rank
         shape[axis] = -1

@@ -19,13 +19,10 @@ from ..codegen.emitter import MAX_LITERAL_ELEMENTS, Emitter
 from ..codegen.shape_rules import at_least, exact_quotient, same_size, size_factors
 from ..codegen.values import SymElem, Value
 from . import dynamic
+from .axes import axis_index
 from .registry import onnx_op
 
 INT64_MAX = 2**63 - 1
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 # ------------------------------------------------------------------------------ constants
@@ -83,10 +80,7 @@ def dropout(g: Emitter, x: Value, ratio_input: Value | None = None, training_mod
 @onnx_op("Shape", 1)
 def shape(g: Emitter, x: Value, *, start: int = 0, end: int | None = None) -> Value:
     dims = g.shape(x)
-    rank = len(dims)
-    lo = min(max(_axis(start, rank), 0), rank)
-    hi = rank if end is None else min(max(_axis(end, rank), 0), rank)
-    return g.elements_value(dims[lo:hi])
+    return g.elements_value(dims[start:end])  # ONNX clamps start and end to the rank, as Python slices do
 
 
 @onnx_op("Size", 1)
@@ -208,7 +202,7 @@ def _product(sizes: list[SymElem]) -> SymElem:
 def flatten(g: Emitter, x: Value, *, axis: int = 1) -> Value:
     """To 2-D ``(prod(dims[:axis]), prod(dims[axis:]))``: ``torch.flatten(x, 1)`` or a reshape."""
     rank = x.rank
-    axis = _axis(axis, rank)
+    axis = axis_index(axis, rank, end_included=True)
     if axis == 1 and rank >= 2:
         return g.call("torch.flatten", x, 1)
     return g.method(x, "reshape", [_product(g.shape(x)[:axis]), -1])
@@ -236,7 +230,7 @@ def unsqueeze(g: Emitter, x: Value, axes: Value) -> Value:
 
 def _unsqueeze(g: Emitter, x: Value, axes: list[int]) -> Value:
     out_rank = x.rank + len(axes)
-    axes = sorted(_axis(a, out_rank) for a in axes)
+    axes = sorted(axis_index(a, out_rank) for a in axes)
     if x.elements is not None and x.scalar and axes == [0]:
         return g.elements_value(x.elements)
     result = x
@@ -260,7 +254,7 @@ def squeeze(g: Emitter, x: Value, axes: Value | None = None) -> Value:
 def _squeeze(g: Emitter, x: Value, axes: list[int] | None) -> Value:
     if axes is None:
         axes = [i for i, d in enumerate(x.static_shape()) if d == 1]
-    axes = sorted(_axis(a, x.rank) for a in axes)
+    axes = sorted(axis_index(a, x.rank) for a in axes)
     if x.elements is not None and axes == [0] and len(x.elements) == 1:
         return g.elements_value(x.elements, scalar=True)
     if not axes:
@@ -323,7 +317,7 @@ def split18(g: Emitter, x: Value, split: Value | None = None, *, axis: int = 0,
 def _split(g: Emitter, x: Value, axis: int, sizes: list[int] | None, num_outputs: int | None) -> tuple[Value, ...]:
     assert g.node is not None
     n = len(sizes) if sizes is not None else num_outputs or len(g.node.outputs)
-    axis = _axis(axis, x.rank)
+    axis = axis_index(axis, x.rank)
     if sizes is None:
         dim = g.dim(x, axis)
         chunk: SymElem | int = (dim + (n - 1)) // n
@@ -403,7 +397,7 @@ def _slice(g: Emitter, data: Value, starts: list[SymElem], ends: list[SymElem], 
            steps: list[int] | None) -> Value:
     """``x[a:b:c, ...]``; axes with a negative step are flipped first (``torch.flip``), then sliced."""
     rank = data.rank
-    axes = [_axis(a, rank) for a in (axes if axes is not None else range(len(starts)))]
+    axes = [axis_index(a, rank) for a in (axes if axes is not None else range(len(starts)))]
     steps = steps or [1] * len(starts)
     if data.elements is not None and rank == 1 and all(s.is_static and e.is_static for s, e in zip(starts, ends)):
         return g.elements_value(data.elements[slice(int(starts[0].value), int(ends[0].value), steps[0])])
@@ -424,7 +418,7 @@ def _slice(g: Emitter, data: Value, starts: list[SymElem], ends: list[SymElem], 
 def gather(g: Emitter, data: Value, indices: Value, *, axis: int = 0) -> Value:
     """``torch.select`` for one index, else ``data[:, indices]``; small constant indices are
     written as a Python list."""
-    axis = _axis(axis, data.rank)
+    axis = axis_index(axis, data.rank)
     if data.elements is not None and indices.const is not None and indices.rank <= 1:
         picked = [data.elements[int(i)] for i in indices.const.reshape(-1).tolist()]
         return g.elements_value(picked, scalar=indices.const.dim() == 0)
@@ -437,7 +431,7 @@ def gather(g: Emitter, data: Value, indices: Value, *, axis: int = 0) -> Value:
 
 @onnx_op("GatherElements", 11)
 def gather_elements(g: Emitter, data: Value, indices: Value, *, axis: int = 0) -> Value:
-    axis = _axis(axis, data.rank)
+    axis = axis_index(axis, data.rank)
     size = g.dim(data, axis)
     fixed = g.call("torch.where", g.call("torch.lt", indices, 0), g.operator("+", indices, size), indices)
     return g.call("torch.gather", data, axis, fixed)
@@ -508,7 +502,7 @@ TORCH_PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replic
 
 def torch_pads(onnx_pads: list[int], rank: int, axes: list[int] | None = None) -> list[int]:
     """ONNX ``[b1, b2, ..., e1, e2, ...]`` over ``axes`` -> ``F.pad``'s last-dim-first pairs."""
-    axes = [_axis(a, rank) for a in (axes if axes is not None else range(rank))]
+    axes = [axis_index(a, rank) for a in (axes if axes is not None else range(rank))]
     n = len(axes)
     begin = dict(zip(axes, onnx_pads[:n]))
     end = dict(zip(axes, onnx_pads[n:]))
