@@ -753,9 +753,32 @@ def test_softmax_axis_out_of_range_is_a_conversion_error(op: str, opset: int, ax
     """torch's shape-only softmax accepts any ``dim``; the model would fail only when run."""
     model = make_model([helper.make_node(op, ["x"], ["y"], name="sm", axis=axis)], {"x": rand(2, 3)},
                        {"y": np.float32}, opset=opset, check=False)
-    with pytest.raises(ConversionError, match=rf"^node 'sm' \({op}\): axis {axis} is out of range for an input "
-                                              r"of rank 2$"):
+    with pytest.raises(ConversionError, match=rf"^node 'sm' \({op}, .*\): .*ValueError: axis {axis} is out of range "
+                                              r"for an input of rank 2 \(allowed: \[-2, 1\]\)$"):
         OnnxToFxConverter(model).convert()
+
+
+def test_top_k_with_a_run_time_k_checks_its_axis() -> None:
+    """The sizes of TopK with ``k`` known only at run time are written out, so no torch run would
+    notice an impossible axis."""
+    model = make_model([helper.make_node("TopK", ["x", "k"], ["v", "i"], name="tk", axis=2)],
+                       {"x": rand(2, 3), "k": np.array([1], np.int64)}, {"v": np.float32, "i": np.int64},
+                       opset=17, check=False)
+    with pytest.raises(ConversionError, match=r"^node 'tk' \(TopK, .*ValueError: axis 2 is out of range for an input "
+                                              r"of rank 2 \(allowed: \[-2, 1\]\)$"):
+        OnnxToFxConverter(model).convert()
+
+
+def test_axis_index_counts_from_the_front_within_the_rank() -> None:
+    from onnx2fx.ops.axes import axis_index
+
+    assert [axis_index(a, 3) for a in (-3, -1, 0, 2)] == [0, 2, 0, 2]
+    assert axis_index(3, 3, end_included=True) == 3 and axis_index(-3, 3, end_included=True) == 0
+    assert axis_index(0, 0) == 0 and axis_index(-1, 0) == 0  # a 0-d input: torch's dim 0 or -1
+    with pytest.raises(ValueError, match=r"^axis 3 is out of range for an input of rank 3 \(allowed: \[-3, 2\]\)$"):
+        axis_index(3, 3)
+    with pytest.raises(ValueError, match=r"^axis -5 is out of range for an input of rank 3 \(allowed: \[-4, 3\]\)$"):
+        axis_index(-5, 3, end_included=True)
 
 
 # ---------------------------------------------------------------------------------- detection
